@@ -1,0 +1,24 @@
+"""liftswap: learnable, invertible LiftPool layers and the model surgery that brings them to existing models."""
+
+from .layers import (
+    LiftDownPool1d,
+    LiftDownPool2d,
+    LiftDownPool3d,
+    LiftUpPool1d,
+    LiftUpPool2d,
+    LiftUpPool3d,
+    regularization_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LiftDownPool1d",
+    "LiftDownPool2d",
+    "LiftDownPool3d",
+    "LiftUpPool1d",
+    "LiftUpPool2d",
+    "LiftUpPool3d",
+    "regularization_loss",
+    "__version__",
+]

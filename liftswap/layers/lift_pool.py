@@ -1,0 +1,552 @@
+"""LiftPool: learned lifting-scheme pooling (Zhao & Snoek, ICLR 2021) and its exact inverse.
+
+One lifting step along one axis (SPEC 1)::
+
+    split    x_e = x[0::2], x_o = x[1::2]
+    predict  d = x_o - P(x_e)        detail, high-pass
+    update   s = x_e + U(d)          approximation, low-pass
+
+P and U are ``base * t + tanh(pw(relu(dw_K(pad(t)))))``. Undoing the step needs no property
+of P or U, so the inverse is exact for any weights.
+
+The functional forms (:func:`lift`, :func:`unlift`, :func:`lift_down_pool`, :func:`lift_up_pool`)
+hold the math; the modules own the parameters and call them. Nothing here branches in Python on
+a tensor's size, so torch.export / ONNX keep odd-size handling for every input size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LiftOperator",
+    "LiftDownPool1d",
+    "LiftDownPool2d",
+    "LiftDownPool3d",
+    "LiftUpPool1d",
+    "LiftUpPool2d",
+    "LiftUpPool3d",
+    "lift",
+    "unlift",
+    "lift_down_pool",
+    "lift_up_pool",
+    "band_names",
+]
+
+INITS = ("haar", "lazy", "paper")
+OUTPUTS = ("LL", "sum", "gated")
+# (P base, U base) per init mode: haar gives s = (x_e + x_o) / 2, d = x_o - x_e; lazy gives s = x_e, d = x_o.
+_BASES = {"haar": (1.0, 0.5), "lazy": (0.0, 0.0), "paper": (0.0, 0.0)}
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class OperatorWeights(NamedTuple):
+    """The tensors of one lifting operator (P or U), as the functional forms take them."""
+
+    base: float
+    dw_weight: Tensor  # (C, 1, K)
+    dw_bias: Tensor | None  # (C,)
+    pw_weight: Tensor  # (C,)
+    pw_bias: Tensor | None  # (C,)
+
+
+def _along(t: Tensor, dim: int, index: slice) -> Tensor:
+    idx = [slice(None)] * t.dim()
+    idx[dim] = index
+    return t[tuple(idx)]
+
+
+def _replicate_pad(t: Tensor, dim: int, before: int, after: int) -> Tensor:
+    # Edge slices concatenated, not F.pad(mode="replicate"): the cat backward is cheap and
+    # inductor mis-strides replication_pad's backward (torch 2.14).
+    parts = []
+    if before:
+        first = _along(t, dim, slice(0, 1))
+        parts.append(first if before == 1 else torch.cat([first] * before, dim=dim))
+    parts.append(t)
+    if after:
+        last = _along(t, dim, slice(-1, None))
+        parts.append(last if after == 1 else torch.cat([last] * after, dim=dim))
+    return torch.cat(parts, dim=dim) if len(parts) > 1 else t
+
+
+def _channel_view(v: Tensor, spatial_dims: int) -> Tensor:
+    return v.view((1, -1) + (1,) * spatial_dims)
+
+
+def apply_operator(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
+    """P(t) or U(t) along axis ``dim`` (negative) of ``t`` with shape (N, C, *spatial).
+
+    Example:
+        >>> op = LiftOperator(4, kernel_size=3, base=0.5)
+        >>> t = torch.randn(2, 4, 6)
+        >>> torch.equal(apply_operator(t, -1, op.weights()), 0.5 * t)  # r = 0 at zero init
+        True
+    """
+    spatial = t.dim() - 2
+    k = w.dw_weight.shape[-1]
+    shape = [1] * spatial
+    shape[spatial + dim] = k
+    kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
+    h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
+    h = torch.relu(h) * _channel_view(w.pw_weight, spatial)
+    if w.pw_bias is not None:
+        h = h + _channel_view(w.pw_bias, spatial)
+    r = torch.tanh(h)
+    return r if w.base == 0.0 else r + w.base * t
+
+
+class LiftResult(NamedTuple):
+    s: Tensor
+    d: Tensor
+    c_u: Tensor | None
+    c_p: Tensor | None
+
+
+def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool = False) -> LiftResult:
+    """One lifting step of ``x`` along ``dim`` (negative): returns ``(s, d, c_u, c_p)``.
+
+    An odd axis is replicate-padded by one at the end. ``c_u = mean((s - x_o)^2)`` and
+    ``c_p = mean(d^2)`` are computed when ``with_costs`` (SPEC 4), else None.
+
+    Example:
+        >>> p, u = LiftOperator(1, base=1.0), LiftOperator(1, base=0.5)
+        >>> s, d, _, _ = lift(torch.tensor([[[1.0, 3.0, 5.0]]]), -1, p.weights(), u.weights())
+        >>> s.tolist(), d.tolist()
+        ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
+    """
+    x_e = _along(x, dim, slice(0, None, 2))
+    # Padding before taking odd samples gives ceil(L/2) of them for any L, with no size branch.
+    x_o = _along(_replicate_pad(x, dim, 0, 1), dim, slice(1, None, 2))
+    d = x_o - apply_operator(x_e, dim, predict)
+    s = x_e + apply_operator(d, dim, update)
+    if not with_costs:
+        return LiftResult(s, d, None, None)
+    return LiftResult(s, d, (s - x_o).pow(2).mean(), d.pow(2).mean())
+
+
+def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
+    """Exact inverse of :func:`lift`: interleaves ``x_e = s - U(d)`` and ``x_o = d + P(x_e)``.
+
+    The result has even length ``2 * s.shape[dim]`` along ``dim``; crop it for odd sizes.
+
+    Example:
+        >>> p, u = LiftOperator(3, base=1.0, zero_init=False), LiftOperator(3, base=0.5, zero_init=False)
+        >>> x = torch.randn(2, 3, 8)
+        >>> s, d, _, _ = lift(x, -1, p.weights(), u.weights())
+        >>> torch.allclose(unlift(s, d, -1, p.weights(), u.weights()), x, atol=1e-6)
+        True
+    """
+    x_e = s - apply_operator(d, dim, update)
+    x_o = d + apply_operator(x_e, dim, predict)
+    pos = x_e.dim() + dim
+    return torch.stack((x_e, x_o), dim=pos + 1).flatten(pos, pos + 1)
+
+
+def band_names(n_axes: int) -> list[str]:
+    """Band names in band order: W letter lowest bit, ``L`` = 0, ``H`` = 1.
+
+    Example:
+        >>> band_names(2)
+        ['LL', 'LH', 'HL', 'HH']
+    """
+    return ["".join("LH"[(i >> (n_axes - 1 - j)) & 1] for j in range(n_axes)) for i in range(2**n_axes)]
+
+
+class DownPoolResult(NamedTuple):
+    y: Tensor
+    details: Tensor  # (N, n_detail_bands, C, *pooled)
+    c_u: Tensor | None  # sum over the 1D lifts of mean((s - x_o)^2)
+    c_p: Tensor | None  # sum over the 1D lifts of mean(d^2)
+
+
+def _gamma_view(gamma: Tensor, spatial: int) -> Tensor:
+    return gamma.view(gamma.shape + (1,) * spatial).unsqueeze(1)  # (nd, 1, C, 1...)
+
+
+def lift_down_pool(
+    x: Tensor,
+    predict: OperatorWeights,
+    update: OperatorWeights,
+    axes: Sequence[int],
+    output: str = "LL",
+    gamma: Tensor | None = None,
+    with_costs: bool = False,
+) -> DownPoolResult:
+    """Lift ``x`` (N, C, *spatial) along ``axes`` (negative, outermost first) into 2**len(axes) bands.
+
+    Lifts run innermost axis first (W, then H, then D). All bands produced so far are lifted
+    along the next axis in one batched call; stacking them ``[s..., d...]`` along the batch
+    yields band order with the innermost letter as the lowest bit.
+
+    Example:
+        >>> p, u = LiftOperator(2, base=1.0), LiftOperator(2, base=0.5)
+        >>> x = torch.randn(1, 2, 4, 6)
+        >>> y, details, _, _ = lift_down_pool(x, p.weights(), u.weights(), axes=(-2, -1))
+        >>> torch.allclose(y, F.avg_pool2d(x, 2)), tuple(details.shape)
+        (True, (1, 3, 2, 2, 3))
+    """
+    n = x.shape[0]
+    spatial = x.dim() - 2
+    bands = x
+    c_u = c_p = None
+    for dim in reversed(tuple(axes)):
+        count = bands.shape[0] // n  # bands lifted in this call; the costs are per 1D lift
+        s, d, cu, cp = lift(bands, dim, predict, update, with_costs)
+        if with_costs:
+            c_u = cu * count if c_u is None else c_u + cu * count
+            c_p = cp * count if c_p is None else c_p + cp * count
+        bands = torch.cat((s, d), dim=0)
+    bands = bands.view((-1, n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
+    approx, details = bands[0], bands[1:]
+    if output == "LL":
+        y = approx
+    elif output == "sum":
+        y = bands.sum(dim=0)
+    elif output == "gated":
+        if gamma is None:
+            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
+        y = approx + (_gamma_view(gamma, spatial) * details).sum(dim=0)
+    else:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    return DownPoolResult(y, details.movedim(0, 1), c_u, c_p)
+
+
+def lift_up_pool(
+    y: Tensor,
+    details: Tensor,
+    predict: OperatorWeights,
+    update: OperatorWeights,
+    axes: Sequence[int],
+    output: str = "LL",
+    gamma: Tensor | None = None,
+    output_size: Sequence[int] | None = None,
+) -> Tensor:
+    """Inverse of :func:`lift_down_pool`: ``y`` stands in for the pooled output.
+
+    The approximation band is recovered from ``y`` by undoing ``output``, then the lifts are
+    undone outermost axis first. ``output_size`` (spatial sizes, or a full size whose last
+    entries are the spatial sizes) crops the lifted axes back to the original (odd) size.
+
+    Example:
+        >>> p, u = LiftOperator(2, base=1.0), LiftOperator(2, base=0.5)
+        >>> x = torch.randn(1, 2, 5, 7)
+        >>> y, details, _, _ = lift_down_pool(x, p.weights(), u.weights(), axes=(-2, -1))
+        >>> x_rec = lift_up_pool(y, details, p.weights(), u.weights(), (-2, -1), output_size=(5, 7))
+        >>> torch.allclose(x_rec, x, atol=1e-6)
+        True
+    """
+    spatial = y.dim() - 2
+    det = details.movedim(1, 0)  # (nd, N, C, *pooled)
+    if output == "LL":
+        approx = y
+    elif output == "sum":
+        approx = y - det.sum(dim=0)
+    elif output == "gated":
+        if gamma is None:
+            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
+        approx = y - (_gamma_view(gamma, spatial) * det).sum(dim=0)
+    else:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    bands = torch.cat((approx.unsqueeze(0), det), dim=0).flatten(0, 1)
+    for dim in axes:
+        half = bands.shape[0] // 2
+        bands = unlift(bands[:half], bands[half:], dim, predict, update)
+    if output_size is not None:
+        size = tuple(output_size)[-spatial:]
+        if len(size) != spatial:
+            raise ValueError(f"output_size must give {spatial} spatial sizes, got {tuple(output_size)}")
+        for dim in axes:
+            bands = bands.narrow(dim, 0, size[spatial + dim])
+    return bands
+
+
+class LiftOperator(nn.Module):
+    """The predictor P or updater U: ``base * t + tanh(pw(relu(dw_K(pad(t)))))``.
+
+    One instance serves every lifting axis of its layer: its K taps are laid along whichever
+    axis is lifted.
+
+    Args:
+        channels: number of channels C (the convolutions are depthwise, groups = C).
+        kernel_size: odd number of taps K of the depthwise convolution.
+        base: the constant linear part (1 or 1/2 for Haar, 0 otherwise).
+        zero_init: zero the pointwise weights so that r = 0 and the operator is ``base * t``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, base: float = 0.0, zero_init: bool = True) -> None:
+        super().__init__()
+        self.base = float(base)
+        # Conv1d modules give PyTorch's default initialisation and plain state_dict names.
+        self.dw = nn.Conv1d(channels, channels, kernel_size, groups=channels)
+        self.pw = nn.Conv1d(channels, channels, 1, groups=channels)
+        if zero_init:
+            nn.init.zeros_(self.pw.weight)
+            nn.init.zeros_(self.pw.bias)
+
+    def weights(self) -> OperatorWeights:
+        return OperatorWeights(self.base, self.dw.weight, self.dw.bias, self.pw.weight.view(-1), self.pw.bias)
+
+    def forward(self, t: Tensor, dim: int = -1) -> Tensor:
+        return apply_operator(t, dim, self.weights())
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}"
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _normalize_axes(axes: Sequence[int] | int | None, spatial: int, cls: str) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(-spatial, 0))
+    if isinstance(axes, int):
+        axes = (axes,)
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise ValueError(f"{cls}: axes must be integers, got {tuple(axes)!r}")
+        # Negative axes count from the end; non-negative ones index the (N, C, *spatial) tensor.
+        neg = a if a < 0 else a - (spatial + 2)
+        if not -spatial <= neg <= -1:
+            raise ValueError(
+                f"{cls}: axis {a} is not a spatial axis; use {-spatial}..-1 (or {2}..{spatial + 1}), got axes={tuple(axes)!r}"
+            )
+        out.append(neg)
+    if len(set(out)) != len(out) or not out:
+        raise ValueError(f"{cls}: axes must be distinct and non-empty, got {tuple(axes)!r}")
+    return tuple(sorted(out))
+
+
+def _check_input(x: Tensor, spatial: int, channels: int, cls: str, name: str = "input") -> None:
+    if x.dim() != spatial + 2:
+        dims = ("D", "H", "W")[3 - spatial :]
+        raise ValueError(f"{cls} expects a {spatial + 2}D {name} (N, C, {', '.join(dims)}), got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"{cls} was built for {channels} channels, got {name} with {x.shape[1]} (shape {tuple(x.shape)})")
+
+
+def _is_fx_proxy(x: object) -> bool:
+    return isinstance(x, torch.fx.Proxy)
+
+
+def _fx_leaf_call(module: nn.Module, *args, **kwargs):
+    # Traced through by a tracer that does not know us: record one call_module node, as a
+    # registered leaf would, so any torch.fx tracer keeps the layer as a single node.
+    proxy = next(a for a in args if _is_fx_proxy(a))
+    tracer = proxy.tracer
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, kwargs)
+
+
+class _LiftDownPoolNd(nn.Module):
+    _spatial: int = 0
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        init: str = "haar",
+        output: str = "gated",
+        lambda_u: float = 0.01,
+        lambda_p: float = 0.1,
+        return_details: bool = False,
+        axes: Sequence[int] | int | None = None,
+    ) -> None:
+        super().__init__()
+        cls = type(self).__name__
+        _check_positive_int("channels", channels)
+        _check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"{cls}: kernel_size must be odd (the taps are centred), got {kernel_size}")
+        if init not in INITS:
+            raise ValueError(f"{cls}: init must be one of {INITS}, got {init!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"{cls}: output must be one of {OUTPUTS}, got {output!r}")
+        for name, lam in (("lambda_u", lambda_u), ("lambda_p", lambda_p)):
+            if not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam < 0 or not math.isfinite(lam):
+                raise ValueError(f"{cls}: {name} must be a finite number >= 0, got {lam!r}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.init = init
+        self.output = output
+        self.lambda_u = float(lambda_u)
+        self.lambda_p = float(lambda_p)
+        self.return_details = bool(return_details)
+        self.axes = _normalize_axes(axes, self._spatial, cls)
+        p_base, u_base = _BASES[init]
+        zero_init = init != "paper"
+        self.predict = LiftOperator(channels, kernel_size, p_base, zero_init)
+        self.update = LiftOperator(channels, kernel_size, u_base, zero_init)
+        n_detail = 2 ** len(self.axes) - 1
+        if output == "gated":
+            self.gamma = nn.Parameter(torch.zeros(n_detail, channels))
+        else:
+            self.register_parameter("gamma", None)
+        # The regulariser of the last training-mode forward; read by regularization_loss().
+        self.last_regularization: Tensor | None = None
+
+    @property
+    def band_names(self) -> list[str]:
+        return band_names(len(self.axes))
+
+    def forward(self, x: Tensor):
+        if _is_fx_proxy(x):
+            return _fx_leaf_call(self, x)
+        _check_input(x, self._spatial, self.channels, type(self).__name__)
+        res = lift_down_pool(
+            x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, self.training
+        )
+        if self.training:
+            self.last_regularization = self.lambda_u * res.c_u + self.lambda_p * res.c_p
+        elif self.last_regularization is not None:
+            self.last_regularization = None
+        if self.return_details:
+            return res.y, res.details
+        return res.y
+
+    def extra_repr(self) -> str:
+        s = f"{self.channels}, kernel_size={self.kernel_size}, init={self.init!r}, output={self.output!r}"
+        if self.axes != tuple(range(-self._spatial, 0)):
+            s += f", axes={self.axes}"
+        if self.return_details:
+            s += ", return_details=True"
+        return s + f", lambda_u={self.lambda_u}, lambda_p={self.lambda_p}"
+
+
+class _LiftUpPoolNd(nn.Module):
+    _spatial: int = 0
+    _down_cls: type = _LiftDownPoolNd
+
+    def __init__(self, down: _LiftDownPoolNd) -> None:
+        super().__init__()
+        if not isinstance(down, self._down_cls):
+            raise ValueError(
+                f"{type(self).__name__} takes its paired {self._down_cls.__name__}, got {type(down).__name__}"
+            )
+        # Registered, not copied: P, U and gamma are the down layer's own parameters.
+        self.down = down
+
+    def forward(self, y: Tensor, details: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
+        if _is_fx_proxy(y) or _is_fx_proxy(details):
+            return _fx_leaf_call(self, y, details, output_size=output_size)
+        down = self.down
+        cls = type(self).__name__
+        _check_input(y, self._spatial, down.channels, cls)
+        n_detail = 2 ** len(down.axes) - 1
+        expected = (y.shape[0], n_detail) + tuple(y.shape[1:])
+        if tuple(details.shape) != expected:
+            raise ValueError(f"{cls}: details must have shape {expected} for y of shape {tuple(y.shape)}, got {tuple(details.shape)}")
+        return lift_up_pool(
+            y, details, down.predict.weights(), down.update.weights(), down.axes, down.output, down.gamma, output_size
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.down.channels}, shares P, U and gamma with its LiftDownPool"
+
+
+_DOC = """Learned lifting pooling over {n}d inputs: halves each lifted axis and keeps the detail bands.
+
+    Args:
+        channels: number of input channels C.
+        kernel_size: odd number of taps K of P and U's depthwise convolution. Default 3.
+        init: ``"haar"`` (exact Haar wavelet at init), ``"lazy"`` (exact subsampling at init) or
+            ``"paper"`` (PyTorch's default init, as in the paper). Default ``"haar"``.
+        output: ``"LL"`` (approximation band), ``"sum"`` (sum of all bands, the paper's choice) or
+            ``"gated"`` (``LL + sum_b gamma_b * band_b`` with gamma initialised to 0). Default ``"gated"``.
+        lambda_u: weight of ``mean((s - x_o)^2)`` in :func:`liftswap.regularization_loss`.
+        lambda_p: weight of ``mean(d^2)`` in :func:`liftswap.regularization_loss`.
+        return_details: also return the detail bands, for :class:`LiftUpPool{n}d`.
+        axes: spatial axes to lift (negative, e.g. ``(-1,)``); the others pass through. Default all.
+
+    Shape:
+        - Input: :math:`(N, C, {shape_in})`.
+        - Output: :math:`(N, C, {shape_out})`, each lifted axis :math:`\\lceil L / 2 \\rceil` (odd sizes
+          are replicate-padded by one). With ``return_details``, also details of shape
+          :math:`(N, 2^{{a}} - 1, C, {shape_out})` with ``a = len(axes)``, bands in order {bands}.
+
+    Example:
+        {example}
+    """
+
+
+class LiftDownPool1d(_LiftDownPoolNd):
+    _spatial = 1
+
+
+class LiftDownPool2d(_LiftDownPoolNd):
+    _spatial = 2
+
+
+class LiftDownPool3d(_LiftDownPoolNd):
+    _spatial = 3
+
+
+LiftDownPool1d.__doc__ = _DOC.format(
+    n=1, shape_in="L", shape_out="L_{out}", bands="H", example=""">>> pool = LiftDownPool1d(4)
+        >>> pool(torch.randn(2, 4, 9)).shape
+        torch.Size([2, 4, 5])""")
+LiftDownPool2d.__doc__ = _DOC.format(
+    n=2, shape_in="H, W", shape_out="H_{out}, W_{out}", bands="LH, HL, HH", example=""">>> pool = LiftDownPool2d(8, init="haar", output="gated")
+        >>> x = torch.randn(2, 8, 32, 32)
+        >>> torch.allclose(pool(x), F.avg_pool2d(x, 2), atol=1e-6)  # exact Haar at init
+        True
+        >>> y, details = LiftDownPool2d(8, return_details=True)(x)
+        >>> tuple(details.shape)
+        (2, 3, 8, 16, 16)""")
+LiftDownPool3d.__doc__ = _DOC.format(
+    n=3, shape_in="D, H, W", shape_out="D_{out}, H_{out}, W_{out}", bands="LLH, LHL, ..., HHH",
+    example=""">>> pool = LiftDownPool3d(3, axes=(-2, -1))  # frames pooled in H and W only
+        >>> pool(torch.randn(1, 3, 5, 8, 8)).shape
+        torch.Size([1, 3, 5, 4, 4])""")
+
+_UP_DOC = """Exact inverse of :class:`LiftDownPool{n}d`, sharing its P, U and gamma.
+
+    ``forward(y, details, output_size=None)``: ``y`` stands in for the pooled output; the
+    approximation band is recovered from it by undoing the down layer's ``output`` mode, then
+    the lifts are undone. ``output_size`` crops back to the original (odd) spatial size.
+
+    Args:
+        down: the paired :class:`LiftDownPool{n}d` (shared, not copied).
+
+    Shape:
+        - y: :math:`(N, C, *pooled)`; details: :math:`(N, 2^a - 1, C, *pooled)`.
+        - Output: :math:`(N, C, *size)`: twice the pooled size on lifted axes, or ``output_size``.
+
+    Example:
+        >>> down = LiftDownPool{n}d(4, init="paper", return_details=True)
+        >>> up = LiftUpPool{n}d(down)
+        >>> x = torch.randn({shape})
+        >>> torch.allclose(up(*down(x), output_size=x.shape[2:]), x, atol=1e-5)
+        True
+    """
+
+
+class LiftUpPool1d(_LiftUpPoolNd):
+    _spatial = 1
+    _down_cls = LiftDownPool1d
+
+
+class LiftUpPool2d(_LiftUpPoolNd):
+    _spatial = 2
+    _down_cls = LiftDownPool2d
+
+
+class LiftUpPool3d(_LiftUpPoolNd):
+    _spatial = 3
+    _down_cls = LiftDownPool3d
+
+
+LiftUpPool1d.__doc__ = _UP_DOC.format(n=1, shape="2, 4, 11")
+LiftUpPool2d.__doc__ = _UP_DOC.format(n=2, shape="2, 4, 9, 6")
+LiftUpPool3d.__doc__ = _UP_DOC.format(n=3, shape="1, 4, 3, 5, 6")
+
+LIFT_DOWN_POOLS = {1: LiftDownPool1d, 2: LiftDownPool2d, 3: LiftDownPool3d}
+LIFT_UP_POOLS = {1: LiftUpPool1d, 2: LiftUpPool2d, 3: LiftUpPool3d}

@@ -1,0 +1,383 @@
+"""LiftDownPool / LiftUpPool against independent references (PyTorch pooling, slow loops, exact inverse)."""
+
+import itertools
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import liftswap
+from liftswap.layers import lift_down_pool, lift_up_pool
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
+
+INITS = ("haar", "lazy", "paper")
+OUTPUTS = ("LL", "sum", "gated")
+AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def randomize(module, seed=0):
+    """Random weights everywhere (P, U, gamma), so nothing is at its special init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return module
+
+
+def make_pair(dims, channels=3, dtype=torch.float32, **kw):
+    down = LIFT_DOWN_POOLS[dims](channels, return_details=True, **kw).to(dtype)
+    return down, LIFT_UP_POOLS[dims](down)
+
+
+# ---------------------------------------------------------------- slow reference of one lift
+
+
+def slow_operator(t, w):
+    """P or U on a (C, L) tensor by explicit loops over channels and positions."""
+    c_count, length = t.shape
+    k = w.dw_weight.shape[-1]
+    out = torch.empty_like(t)
+    for c in range(c_count):
+        for i in range(length):
+            acc = w.dw_bias[c].item()
+            for j in range(k):
+                src = min(max(i + j - k // 2, 0), length - 1)  # replicate padding
+                acc += w.dw_weight[c, 0, j].item() * t[c, src].item()
+            h = max(acc, 0.0) * w.pw_weight[c].item() + w.pw_bias[c].item()
+            out[c, i] = w.base * t[c, i] + torch.tanh(torch.tensor(h, dtype=t.dtype))
+    return out
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("length", [1, 4, 7])
+def test_lift_step_matches_slow_loop(init, length):
+    down = randomize(liftswap.LiftDownPool1d(2, kernel_size=5, init=init, output="LL", return_details=True)).double()
+    x = torch.randn(1, 2, length, dtype=torch.float64)
+    padded = torch.cat([x, x[..., -1:]], dim=-1) if length % 2 else x
+    x_e, x_o = padded[0, :, 0::2], padded[0, :, 1::2]
+    d = x_o - slow_operator(x_e, down.predict.weights())
+    s = x_e + slow_operator(d, down.update.weights())
+    y, details = down(x)
+    torch.testing.assert_close(y[0], s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(details[0, 0], d, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- exact inverse
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("init,output", list(itertools.product(INITS, OUTPUTS)))
+def test_inverse_every_mode_sizes_1_to_33(dims, init, output):
+    down, up = make_pair(dims, init=init, output=output)
+    randomize(down, seed=dims)
+    for size in range(1, 34):
+        # 3d: vary one axis over 1..33 and keep the others small and of mixed parity.
+        shape = {1: (size,), 2: (size, 34 - size), 3: (size, 3, 2 + size % 3)}[dims]
+        x = torch.randn((2, 3) + shape)
+        rec = up(*down(x), output_size=x.shape[2:])
+        assert rec.shape == x.shape
+        assert rel_err(rec, x) <= 1e-5, (size, rel_err(rec, x))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("init", INITS)
+def test_inverse_float64(dims, init):
+    down, up = make_pair(dims, dtype=torch.float64, init=init, output="gated", kernel_size=5)
+    randomize(down, seed=7).double()
+    for size in (1, 2, 5, 8, 13):
+        x = torch.randn((2, 3) + (size,) * dims, dtype=torch.float64)
+        assert rel_err(up(*down(x), output_size=x.shape[2:]), x) <= 1e-10
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dims=st.integers(1, 3),
+    sizes=st.lists(st.integers(1, 12), min_size=3, max_size=3),
+    kernel_size=st.sampled_from([1, 3, 5, 7]),
+    init=st.sampled_from(INITS),
+    output=st.sampled_from(OUTPUTS),
+    axes_mask=st.integers(1, 7),
+    seed=st.integers(0, 1000),
+)
+def test_inverse_property(dims, sizes, kernel_size, init, output, axes_mask, seed):
+    axes = tuple(-1 - i for i in range(dims) if axes_mask >> i & 1) or (-1,)
+    down, up = make_pair(dims, channels=2, kernel_size=kernel_size, init=init, output=output, axes=axes)
+    randomize(down, seed)
+    x = torch.randn((1, 2) + tuple(sizes[:dims]), generator=torch.Generator().manual_seed(seed))
+    y, details = down(x)
+    for d in range(-dims, 0):  # lifted axes halve (ceil), the others pass through
+        expected = (x.shape[d] + 1) // 2 if d in axes else x.shape[d]
+        assert y.shape[d] == expected
+    assert details.shape[1] == 2 ** len(axes) - 1
+    assert rel_err(up(y, details, output_size=x.shape[2:]), x) <= 1e-5
+
+
+# ---------------------------------------------------------------- function at init
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("output", ["LL", "gated"])
+def test_haar_equals_avg_pool(dims, output):
+    pool = LIFT_DOWN_POOLS[dims](3, init="haar", output=output)
+    for size in (2, 8, 12):
+        x = torch.randn((2, 3) + (size,) * dims)
+        assert rel_err(pool(x), AVG[dims](x, 2, 2)) <= 1e-5
+    # odd: replicate padding == ceil_mode without counting the pad (avg_pool3d refuses size 1)
+    for size in (1 if dims < 3 else 3, 5, 9):
+        x = torch.randn((2, 3) + (size,) * dims)
+        ref = AVG[dims](x, 2, 2, ceil_mode=True, count_include_pad=False)
+        assert rel_err(pool(x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("output", ["LL", "gated"])
+def test_lazy_equals_subsampling(dims, output):
+    pool = LIFT_DOWN_POOLS[dims](3, init="lazy", output=output)
+    for size in (1, 6, 9):
+        x = torch.randn((2, 3) + (size,) * dims)
+        ref = x[(...,) + (slice(None, None, 2),) * dims]
+        assert torch.equal(pool(x), ref)
+
+
+def test_haar_bands_are_the_2d_haar_transform():
+    pool = liftswap.LiftDownPool2d(2, init="haar", output="sum", return_details=True)
+    x = torch.randn(2, 2, 6, 8)
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]  # rows even: W even / W odd
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]  # rows odd
+    ll = (a + b + c + d) / 4
+    lh = ((b - a) + (d - c)) / 2  # low along H, high along W
+    hl = (c + d) / 2 - (a + b) / 2  # high along H, low along W
+    hh = (d - c) - (b - a)
+    y, details = pool(x)
+    torch.testing.assert_close(details, torch.stack([lh, hl, hh], dim=1))
+    torch.testing.assert_close(y, ll + lh + hl + hh)
+    assert pool.band_names == ["LL", "LH", "HL", "HH"]
+
+
+def test_band_order_3d_is_binary_with_w_lowest():
+    assert liftswap.LiftDownPool3d(1).band_names[:5] == ["LLL", "LLH", "LHL", "LHH", "HLL"]
+    pool = liftswap.LiftDownPool3d(1, init="lazy", output="LL", return_details=True)
+    x = torch.randn(1, 1, 4, 4, 4)
+    _, details = pool(x)
+    # lazy: band with bits (D, H, W) is the sub-lattice x[D0::2, H0::2, W0::2]
+    for i in range(1, 8):
+        bd, bh, bw = i >> 2 & 1, i >> 1 & 1, i & 1
+        torch.testing.assert_close(details[:, i - 1], x[..., bd::2, bh::2, bw::2], rtol=0, atol=0)
+
+
+def test_axes_lift_a_subset():
+    video = torch.randn(2, 3, 5, 8, 6)
+    pool = liftswap.LiftDownPool3d(3, axes=(-2, -1), output="LL")
+    torch.testing.assert_close(pool(video), F.avg_pool3d(video, (1, 2, 2)))
+    rows = liftswap.LiftDownPool2d(3, axes=(-2,), output="LL", return_details=True)
+    x = torch.randn(2, 3, 8, 5)
+    y, details = rows(x)
+    torch.testing.assert_close(y, F.avg_pool2d(x, (2, 1)))
+    assert details.shape == (2, 1, 3, 4, 5)
+    assert rows.band_names == ["L", "H"]
+
+
+# ---------------------------------------------------------------- output modes
+
+
+def test_output_modes_combine_bands():
+    x = torch.randn(2, 3, 6, 6)
+    base = randomize(liftswap.LiftDownPool2d(3, init="paper", output="gated", return_details=True))
+    y_gated, details = base(x)
+    ll = y_gated - (base.gamma[None, :, :, None, None] * details).sum(1)
+    for output, expected in (("LL", ll), ("sum", ll + details.sum(1))):
+        other = liftswap.LiftDownPool2d(3, init="paper", output=output)
+        other.load_state_dict({k: v for k, v in base.state_dict().items() if k != "gamma"})
+        torch.testing.assert_close(other(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gamma_shape_follows_detail_bands():
+    assert liftswap.LiftDownPool2d(5).gamma.shape == (3, 5)
+    assert liftswap.LiftDownPool3d(5).gamma.shape == (7, 5)
+    assert liftswap.LiftDownPool3d(5, axes=(-1,)).gamma.shape == (1, 5)
+    assert liftswap.LiftDownPool2d(5, output="sum").gamma is None
+
+
+def test_up_shares_parameters_with_down():
+    down, up = make_pair(2)
+    assert up.down is down
+    assert up.down.predict.dw.weight is down.predict.dw.weight
+    ids = {id(p) for p in up.parameters()}
+    assert ids == {id(p) for p in down.parameters()}
+
+
+# ---------------------------------------------------------------- regulariser
+
+
+def test_regularization_closed_form_haar():
+    pool = liftswap.LiftDownPool2d(2, init="haar", output="LL", lambda_u=0.3, lambda_p=0.7)
+    x = torch.randn(2, 2, 6, 10, dtype=torch.float64)
+    pool.double()(x)
+    # W lift: s - x_o = (x_e - x_o) / 2 and d = x_o - x_e
+    diff_w = x[..., 1::2] - x[..., 0::2]
+    c_u, c_p = (diff_w**2).mean() / 4, (diff_w**2).mean()
+    for band in ((x[..., 0::2] + x[..., 1::2]) / 2, diff_w):  # both W outputs lifted along H
+        diff_h = band[..., 1::2, :] - band[..., 0::2, :]
+        c_u, c_p = c_u + (diff_h**2).mean() / 4, c_p + (diff_h**2).mean()
+    expected = 0.3 * c_u + 0.7 * c_p
+    torch.testing.assert_close(liftswap.regularization_loss(pool), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_regularization_zero_after_eval_and_none_without_layers():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), liftswap.LiftDownPool2d(4, init="paper"))
+    x = torch.randn(2, 3, 8, 8)
+    net(x)
+    assert liftswap.regularization_loss(net).item() > 0
+    net.eval()(x)
+    assert liftswap.regularization_loss(net).item() == 0.0
+    assert liftswap.regularization_loss(torch.nn.Linear(2, 2)).item() == 0.0
+
+
+def test_regularization_holds_no_old_graph():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), liftswap.LiftDownPool2d(4, init="paper"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    first = None
+    live = []
+    for step in range(30):
+        reg = liftswap.regularization_loss(net)
+        if step == 0:
+            assert reg.item() == 0.0
+        out = net(torch.randn(2, 3, 16, 16))
+        reg = liftswap.regularization_loss(net)
+        assert reg.requires_grad and reg.item() > 0
+        if step == 1:
+            first = weakref.ref(reg)
+        (out.mean() + reg).backward()
+        opt.step()
+        opt.zero_grad()
+        del out, reg
+        live.append(sum(1 for m in net.modules() if getattr(m, "last_regularization", None) is not None))
+    assert first() is None  # the step-1 graph was released
+    assert set(live) == {1}  # one value per layer, never accumulating
+    with torch.no_grad():
+        net.eval()(torch.randn(2, 3, 16, 16))
+    assert net[1].last_regularization is None
+
+
+# ---------------------------------------------------------------- gradients, functional, compile, fx
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_gradcheck_down_and_up_after_down(dims):
+    down, up = make_pair(dims, channels=2, dtype=torch.float64, init="paper", output="gated")
+    randomize(down, seed=3).double()
+    x = torch.randn((1, 2) + (3,) * dims, dtype=torch.float64, requires_grad=True)
+    params = [down.predict.dw.weight, down.update.pw.weight, down.gamma]
+
+    def down_fn(x, *ps):
+        return down(x)
+
+    def roundtrip(x, *ps):
+        return up(*down(x), output_size=x.shape[2:])
+
+    assert torch.autograd.gradcheck(down_fn, (x, *params))
+    assert torch.autograd.gradcheck(roundtrip, (x, *params))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_module_equals_functional(dims):
+    down, up = make_pair(dims, init="paper", output="sum")
+    randomize(down)
+    x = torch.randn((2, 3) + (7,) * dims)
+    y, details = down(x)
+    ref = lift_down_pool(x, down.predict.weights(), down.update.weights(), down.axes, "sum")
+    assert torch.equal(y, ref.y) and torch.equal(details, ref.details)
+    rec = lift_up_pool(y, details, down.predict.weights(), down.update.weights(), down.axes, "sum", output_size=x.shape[2:])
+    assert torch.equal(up(y, details, output_size=x.shape[2:]), rec)
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = liftswap.LiftDownPool2d(4, init="paper", return_details=True)
+        self.up = liftswap.LiftUpPool2d(self.pool)
+        self.head = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y, details = self.pool(torch.relu(self.conv(x)))
+        return self.head(self.up(y, details, output_size=x.shape[2:]))
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    net = _TinyNet()
+    randomize(net.pool)
+    x = torch.randn(2, 3, 11, 10)
+    eager_out = net(x)
+    eager_reg = liftswap.regularization_loss(net)
+    (eager_out.square().mean() + eager_reg).backward()
+    eager_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    compiled = torch.compile(net)
+    out = compiled(x)
+    reg = liftswap.regularization_loss(compiled)
+    (out.square().mean() + reg).backward()
+    torch.testing.assert_close(out, eager_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reg, eager_reg, rtol=1e-5, atol=1e-6)
+    for p, g in zip(net.parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
+
+
+def test_fx_trace_keeps_each_layer_one_node():
+    gm = torch.fx.symbolic_trace(_TinyNet())
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert targets.count("pool") == 1 and targets.count("up") == 1
+    assert not any(str(t).startswith(("pool.", "up.")) for t in targets)
+    x = torch.randn(2, 3, 9, 8)
+    net = _TinyNet()
+    gm = torch.fx.symbolic_trace(net)
+    torch.testing.assert_close(gm(x), net(x))
+
+
+# ---------------------------------------------------------------- errors and repr
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"kernel_size": 4}, "kernel_size must be odd.*4"),
+        ({"kernel_size": 0}, "kernel_size must be a positive integer.*0"),
+        ({"init": "db2"}, "init must be one of.*'db2'"),
+        ({"output": "max"}, "output must be one of.*'max'"),
+        ({"axes": (-3,)}, "axis -3 is not a spatial axis"),
+        ({"axes": (-1, -1)}, "distinct"),
+        ({"lambda_u": -1.0}, "lambda_u must be.*-1.0"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        liftswap.LiftDownPool2d(4, **kwargs)
+
+
+def test_bad_inputs():
+    pool = liftswap.LiftDownPool2d(4, return_details=True)
+    with pytest.raises(ValueError, match=r"expects a 4D input \(N, C, H, W\), got shape \(4, 8, 8\)"):
+        pool(torch.randn(4, 8, 8))
+    with pytest.raises(ValueError, match="built for 4 channels, got input with 3"):
+        pool(torch.randn(1, 3, 8, 8))
+    up = liftswap.LiftUpPool2d(pool)
+    y, details = pool(torch.randn(1, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"details must have shape \(1, 3, 4, 4, 4\)"):
+        up(y, details[:, :2])
+    with pytest.raises(ValueError, match="takes its paired LiftDownPool2d, got LiftDownPool1d"):
+        liftswap.LiftUpPool2d(liftswap.LiftDownPool1d(4))
+
+
+def test_extra_repr():
+    pool = liftswap.LiftDownPool2d(8, kernel_size=5, init="lazy", output="sum", axes=(-1,))
+    assert pool.extra_repr().startswith("8, kernel_size=5, init='lazy', output='sum', axes=(-1,)")
+    assert "base=0.0" in repr(pool)
+    assert "shares P, U and gamma" in repr(liftswap.LiftUpPool2d(pool))
