@@ -9,6 +9,8 @@ from .layers import (
     LiftUpPool3d,
     regularization_loss,
 )
+from .recipe import Recipe, RecipeError, load_recipe
+from .surgery import Plan, patch, plan
 
 __version__ = "0.1.0"
 
@@ -20,5 +22,11 @@ __all__ = [
     "LiftUpPool2d",
     "LiftUpPool3d",
     "regularization_loss",
+    "plan",
+    "patch",
+    "Plan",
+    "Recipe",
+    "RecipeError",
+    "load_recipe",
     "__version__",
 ]

@@ -348,6 +348,7 @@ def _fx_leaf_call(module: nn.Module, *args, **kwargs):
 
 class _LiftDownPoolNd(nn.Module):
     _spatial: int = 0
+    _liftswap_layer = True  # surgery never treats calls inside liftswap layers as sites
 
     def __init__(
         self,
@@ -422,6 +423,7 @@ class _LiftDownPoolNd(nn.Module):
 
 
 class _LiftUpPoolNd(nn.Module):
+    _liftswap_layer = True
     _spatial: int = 0
     _down_cls: type = _LiftDownPoolNd
 

@@ -1,0 +1,152 @@
+"""Time and memory of LiftDownPool2d / LiftUpPool2d against MaxPool2d(3, 2, 1) and AvgPool2d(2).
+
+One process, one thread. For each shape and layer: forward under no_grad, forward+backward,
+and the bytes autograd saves for backward (unique storages seen by saved_tensors_hooks).
+Ratios are to MaxPool2d(3, 2, 1) measured in the same process.
+
+    python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--out benchmarks/results/layers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+import liftswap
+
+SHAPES = [(8, 64, 112, 112), (8, 256, 28, 28), (8, 512, 14, 14)]
+
+
+class UpAfterDown(nn.Module):
+    """LiftUpPool2d timed on its own: the down pass runs outside the timed region."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.down = liftswap.LiftDownPool2d(channels, return_details=True)
+        self.up = liftswap.LiftUpPool2d(self.down)
+
+
+def layers(channels: int) -> dict[str, nn.Module]:
+    return {
+        "MaxPool2d(3,2,1)": nn.MaxPool2d(3, 2, 1),
+        "AvgPool2d(2)": nn.AvgPool2d(2),
+        "LiftDownPool2d (haar, gated)": liftswap.LiftDownPool2d(channels),
+        "LiftDownPool2d (haar, LL)": liftswap.LiftDownPool2d(channels, output="LL"),
+        "LiftDownPool2d (lazy, gated)": liftswap.LiftDownPool2d(channels, init="lazy"),
+        "LiftDownPool2d (paper, sum)": liftswap.LiftDownPool2d(channels, init="paper", output="sum"),
+        "LiftUpPool2d (haar, gated)": UpAfterDown(channels),
+    }
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def saved_bytes(fn) -> int:
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(storages.values())
+
+
+def measure(name: str, module: nn.Module, shape, repeats: int) -> dict:
+    x = torch.randn(shape)
+    if isinstance(module, UpAfterDown):
+        with torch.no_grad():
+            y, details = module.down(x)
+        y.requires_grad_(True)
+        details.requires_grad_(True)
+
+        def run():
+            return module.up(y, details, output_size=x.shape[2:])
+
+        grads_of = (y, details)
+    else:
+        xg = x.clone().requires_grad_(True)
+
+        def run():
+            return module(xg)
+
+        grads_of = (xg,)
+
+    def fwd():
+        with torch.no_grad():
+            run()
+
+    def fwd_bwd():
+        out = run()
+        torch.autograd.grad(out.sum(), grads_of)
+
+    return {
+        "layer": name,
+        "shape": list(shape),
+        "forward_s": median_time(fwd, repeats),
+        "forward_backward_s": median_time(fwd_bwd, repeats),
+        "saved_bytes": saved_bytes(run),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--shapes", nargs="*", default=None, help="N,C,H,W each")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "layers.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    rows = []
+    for shape in shapes:
+        base = None
+        for name, module in layers(shape[1]).items():
+            r = measure(name, module.train(), shape, args.repeats)
+            base = base or r
+            for key in ("forward_s", "forward_backward_s", "saved_bytes"):
+                r[key.replace("_s", "") + "_ratio" if key != "saved_bytes" else "saved_ratio"] = r[key] / base[key]
+            rows.append(r)
+            print(
+                f"{str(shape):>20} {name:<30} fwd {r['forward_s'] * 1e3:8.2f} ms ({r['forward_ratio']:4.2f}x)"
+                f"  fwd+bwd {r['forward_backward_s'] * 1e3:8.2f} ms ({r['forward_backward_ratio']:4.2f}x)"
+                f"  saved {r['saved_bytes'] / 2**20:7.1f} MiB ({r['saved_ratio']:4.2f}x)",
+                flush=True,
+            )
+    meta = {
+        "torch": torch.__version__,
+        "liftswap": liftswap.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

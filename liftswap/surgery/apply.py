@@ -1,0 +1,239 @@
+"""Applying a plan: swap module sites in place, rewrite the forward of the smallest module that
+makes a call which cannot be swapped (functional pools, a pool module called several times).
+
+The original module tree is kept: modules keep their class, attributes, hooks and state_dict
+keys. A rewritten module keeps its identity too; only its ``forward`` is replaced, by the code
+torch.fx generates for it (one version per train/eval mode when the two differ).
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import warnings
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from ..layers.regularization import clear_regularization
+from .plan import Plan, plan, refuse_wrapped
+from .replacements import build_pool_replacement, build_unpool_replacement
+from .sites import POOL_MODULES, UNPOOL_MODULES, Site, _function_family
+
+__all__ = ["patch", "apply_plan", "trace_caller", "check_reachable"]
+
+
+class _CallerTracer(fx.Tracer):
+    """Traces one module's own code: every submodule call is a single node."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return True
+
+
+def trace_caller(caller: nn.Module) -> dict[bool, fx.GraphModule]:
+    """The caller's forward traced in train and in eval mode: {training: GraphModule}."""
+    modes = {m: m.training for m in caller.modules()}
+    out = {}
+    try:
+        for training in (True, False):
+            caller.train(training)
+            graph = _CallerTracer().trace(caller)
+            out[training] = fx.GraphModule(caller, graph, class_name=type(caller).__name__)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return out
+
+
+def _sub(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path) if path else model
+
+
+def _attr_of(site: Site) -> str:
+    return site.name[len(site.caller) + 1 :] if site.caller else site.name
+
+
+def _match_nodes(gm: fx.GraphModule, caller_path: str, sites: list[Site], model: nn.Module) -> dict[str, fx.Node]:
+    """Site name -> its node in the caller's graph (the i-th call of that function or module)."""
+    by_key: dict[tuple, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function":
+            fam = _function_family(node.target)
+            if fam is not None:
+                by_key.setdefault(("f", fam[1].split(".", 1)[1]), []).append(node)
+        elif node.op == "call_module":
+            by_key.setdefault(("m", id(gm.get_submodule(node.target))), []).append(node)
+    out = {}
+    for s in sites:
+        if s.module is None:
+            key = ("f", s.op.split(".", 1)[1])
+        else:
+            key = ("m", id(model.get_submodule(s.module)))
+        nodes = by_key.get(key, [])
+        if s.call_index < len(nodes):
+            out[s.name] = nodes[s.call_index]
+    return out
+
+
+def check_reachable(model: nn.Module, the_plan: Plan) -> None:
+    """Mark replaced sites that need a rewrite the caller cannot get (untraceable) as skipped."""
+    groups: dict[str, list[Site]] = {}
+    for s in the_plan.replaced:
+        if s.rewrite:
+            groups.setdefault(s.caller, []).append(s)
+    failed: dict[str, str] = {}
+    for caller_path, sites in groups.items():
+        try:
+            gms = trace_caller(_sub(model, caller_path))
+        except Exception as e:  # noqa: BLE001 - any tracing failure means: not reachable
+            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            why = f"not reachable: the forward of {caller_path or 'the model'!r} cannot be traced by torch.fx ({type(e).__name__}: {msg})"
+            failed.update({s.name: why for s in sites})
+            continue
+        found = set()
+        for gm in gms.values():
+            found |= set(_match_nodes(gm, caller_path, sites, model))
+        for s in sites:
+            if s.name not in found:
+                failed[s.name] = f"not reachable: the call is not in the traced forward of {caller_path or 'the model'!r}"
+    if not failed:
+        return
+    by_name = {s.name: s for s in the_plan.sites}
+    for name, why in failed.items():
+        s = by_name[name]
+        s.action, s.reason, s.layer = "skip", why, {}
+        if s.pair and by_name[s.pair].action == "replace":
+            p = by_name[s.pair]
+            p.action, p.reason, p.layer = "skip", f"its partner {s.name} is not reachable", {}
+
+
+def _bind_forward(caller: nn.Module, gms: dict[bool, fx.GraphModule]) -> None:
+    fns = {}
+    for training, gm in gms.items():
+        gm.graph.lint()
+        gm.recompile()
+        fns[training] = type(gm).forward
+        # constants torch.fx lifted out of the code (e.g. tensors built in forward)
+        for node in gm.graph.nodes:
+            if node.op == "get_attr" and not _has_path(caller, node.target):
+                setattr(caller, node.target, getattr(gm, node.target))
+    if gms[True].code == gms[False].code:
+        caller.forward = types.MethodType(fns[True], caller)
+    else:
+        train_fn, eval_fn = fns[True], fns[False]
+
+        def forward(self, *args, **kwargs):
+            return (train_fn if self.training else eval_fn)(self, *args, **kwargs)
+
+        caller.forward = types.MethodType(forward, caller)
+
+
+def _has_path(m: nn.Module, path: str) -> bool:
+    try:
+        for part in path.split("."):
+            m = getattr(m, part)
+        return True
+    except AttributeError:
+        return False
+
+
+def _rewrite_node(node: fx.Node, site: Site, attr: str) -> None:
+    args, kwargs = list(node.args), dict(node.kwargs)
+    x = args[0] if args else kwargs.get("input")
+    node.op, node.target = "call_module", attr
+    if site.kind == "unpool":
+        indices = args[1] if len(args) > 1 else kwargs.get("indices")
+        pos = 2 if site.module is not None else 5  # MaxUnpool.forward(x, idx, output_size) / F.max_unpool(x, idx, k, s, p, output_size)
+        output_size = args[pos] if len(args) > pos else kwargs.get("output_size")
+        node.args, node.kwargs = (x, indices), ({"output_size": output_size} if output_size is not None else {})
+    else:
+        node.args, node.kwargs = (x,), {}
+
+
+def apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
+    """Install the plan's replacements in ``model`` (in place) and return it."""
+    new: dict[str, nn.Module] = {}
+    for s in the_plan.replaced:
+        if s.kind != "unpool":
+            new[s.name] = build_pool_replacement(s, s.layer, the_plan.recipe.mode)
+    for s in the_plan.replaced:
+        if s.kind == "unpool":
+            new[s.name] = build_unpool_replacement(s, new[s.pair])
+    p = next(model.parameters(), None)
+    if p is not None:
+        for m in new.values():
+            m.to(device=p.device)
+    # Module sites called once: swap the module wherever it is registered.
+    for s in the_plan.replaced:
+        if not s.rewrite:
+            old = model.get_submodule(s.module)
+            for parent in model.modules():
+                for key, child in list(parent._modules.items()):
+                    if child is old:
+                        parent._modules[key] = new[s.name]
+    # Everything else: rewrite the forward of the module whose code makes the call.
+    groups: dict[str, list[Site]] = {}
+    for s in the_plan.replaced:
+        if s.rewrite:
+            groups.setdefault(s.caller, []).append(s)
+    for caller_path, sites in groups.items():
+        caller = _sub(model, caller_path)
+        for s in sites:
+            caller.add_module(_attr_of(s), new[s.name])
+        gms = trace_caller(caller)
+        for gm in gms.values():
+            nodes = _match_nodes(gm, caller_path, sites, model)
+            for s in sites:
+                if s.name in nodes:
+                    gm.add_submodule(_attr_of(s), new[s.name])
+                    _rewrite_node(nodes[s.name], s, _attr_of(s))
+        _bind_forward(caller, gms)
+    # Forget regulariser values of layers a forward does not run (train-only heads, say).
+    if the_plan.replaced and not any(h is clear_regularization_hook for h in model._forward_pre_hooks.values()):
+        model.register_forward_pre_hook(clear_regularization_hook)
+    model.liftswap_plan = the_plan
+    return model
+
+
+def clear_regularization_hook(module: nn.Module, args: Any) -> None:
+    clear_regularization(module)
+
+
+def patch(model: nn.Module, recipe: Any = None, example_inputs: Any = None, inplace: bool = False) -> nn.Module:
+    """Convert the pooling sites of ``model`` to LiftPool and return the converted model.
+
+    Args:
+        model: a timm, torchvision or own model; not wrapped in DDP / FSDP / torch.compile.
+        recipe: None (default ``preserve`` recipe), a YAML path or shipped recipe name, a dict
+            with the YAML's structure, or a :class:`liftswap.Recipe`.
+        example_inputs: a tensor or tuple of the model's positional inputs (default: the model's
+            declared input size with batch 2).
+        inplace: change ``model`` itself instead of a deep copy.
+
+    The plan (with the resolved recipe) is kept as ``model.liftswap_plan``.
+
+    Example:
+        >>> import liftswap
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 4, 1)).eval()
+        >>> x = torch.randn(2, 3, 31, 31)
+        >>> lifted = liftswap.patch(net, example_inputs=x)
+        >>> torch.allclose(lifted(x), net(x), atol=1e-6)  # preserve mode: same function at init
+        True
+        >>> type(lifted[1]).__name__
+        'LiftPoolReplacement'
+    """
+    refuse_wrapped(model, "patch")
+    the_plan = plan(model, recipe, example_inputs)
+    if not inplace:
+        model = copy.deepcopy(model)
+    check_reachable(model, the_plan)
+    if not the_plan.replaced:
+        warnings.warn(
+            f"liftswap.patch changed nothing: {len(the_plan.sites)} pooling site(s) found, none replaced "
+            f"({', '.join(sorted(the_plan.skip_reasons())) or 'no pooling sites'})",
+            stacklevel=2,
+        )
+        model.liftswap_plan = the_plan
+        return model
+    return apply_plan(model, the_plan)

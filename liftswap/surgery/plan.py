@@ -1,0 +1,272 @@
+"""Planning: what to do with each pooling site, changing nothing (SPEC 5, 6)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..recipe import Recipe, RecipeError, load_recipe
+from .sites import Site, discover
+
+__all__ = ["Plan", "plan", "example_inputs_for", "refuse_wrapped"]
+
+# What each mode puts in a replaced site, by the kind of op (init, output).
+_MODE_LAYER = {
+    ("preserve", "haar_direct"): ("haar", "gated"),
+    ("preserve", "prepool"): ("lazy", "gated"),
+    ("preserve", "pair"): ("haar", "LL"),
+    ("paper", "haar_direct"): ("paper", "sum"),
+    ("paper", "prepool"): ("paper", "sum"),
+    ("paper", "pair"): ("paper", "sum"),
+}
+
+
+@dataclass
+class Plan:
+    """Every pooling site of a model and what :func:`liftswap.patch` does with it.
+
+    ``str(plan)`` is a table; ``plan.sites`` the rows (:class:`Site`).
+    """
+
+    sites: list[Site]
+    recipe: Recipe
+    input_shapes: list[tuple]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def replaced(self) -> list[Site]:
+        return [s for s in self.sites if s.action == "replace"]
+
+    @property
+    def skipped(self) -> list[Site]:
+        return [s for s in self.sites if s.action == "skip"]
+
+    @property
+    def preserves_function(self) -> bool:
+        """True when the converted model computes the original function at init."""
+        return all(s.preserves for s in self.replaced)
+
+    def counts(self) -> dict[str, int]:
+        out = {"sites": len(self.sites), "replace": len(self.replaced), "skip": len(self.skipped)}
+        return out
+
+    def skip_reasons(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            key = s.reason.split(" (")[0].split(":")[0]
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "recipe": self.recipe.to_dict(),
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "sites": [s.to_dict() for s in self.sites],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(
+            sites=[Site.from_dict(s) for s in d["sites"]],
+            recipe=load_recipe(d["recipe"]),
+            input_shapes=[tuple(s) for s in d["input_shapes"]],
+            notes=list(d.get("notes", [])),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def table(self) -> "Any":
+        from rich.table import Table
+
+        t = Table(title=f"liftswap plan ({self.recipe.mode} mode): {len(self.replaced)} replaced, {len(self.skipped)} skipped")
+        for col in ("site", "op", "kernel", "stride", "pad", "ceil", "in", "out", "action", "what / why"):
+            t.add_column(col, overflow="fold")
+        for s in self.sites:
+            what = s.reason
+            if s.action == "replace":
+                lay = s.layer
+                what = f"LiftDownPool(init={lay['init']}, output={lay['output']}, k={lay['kernel_size']})"
+                if lay.get("prepool"):
+                    what = f"{s.kind} pool at stride 1 + " + what
+                if s.pair:
+                    what += f" paired with {s.pair}"
+                if not s.preserves:
+                    what += " [changes function]"
+            t.add_row(
+                s.name,
+                s.op,
+                _fmt(s.kernel_size),
+                _fmt(s.stride),
+                _fmt(s.padding),
+                "yes" if s.ceil_mode else "",
+                _fmt(s.input_shape[2:] if s.input_shape else None),
+                _fmt(s.output_shape[2:] if s.output_shape else None),
+                s.action,
+                what,
+            )
+        return t
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=160, color_system=None)
+        with console.capture() as cap:
+            console.print(self.table())
+            for n in self.notes:
+                console.print(f"note: {n}")
+        return cap.get()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    v = tuple(v)
+    return str(v[0]) if len(set(v)) == 1 else "x".join(str(i) for i in v)
+
+
+WRAPPERS = ("DistributedDataParallel", "DataParallel", "FullyShardedDataParallel", "OptimizedModule")
+
+
+def refuse_wrapped(model: nn.Module, what: str) -> None:
+    """Refuse DDP / FSDP / torch.compile wrappers: surgery must see the real module tree."""
+    names = [c.__name__ for c in type(model).__mro__]
+    hit = next((w for w in WRAPPERS if w in names), None)
+    if hit is None and any(n.startswith("FSDP") for n in names):
+        hit = "FSDP"
+    if hit is not None:
+        inner = "model._orig_mod" if hit == "OptimizedModule" else "model.module"
+        raise TypeError(
+            f"{what} got a {hit}-wrapped model; {what} the inner module ({inner}) first, then wrap the result"
+        )
+
+
+def example_inputs_for(model: nn.Module, example_inputs: Any = None) -> tuple:
+    """The example inputs as a tuple; by default from the model's declared input size, batch 2."""
+    if example_inputs is None:
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        size = size or getattr(model, "input_size", None)
+        if size is None:
+            raise ValueError(
+                f"example_inputs is needed: {type(model).__name__} declares no input size "
+                "(pass a tensor such as torch.randn(2, 3, 224, 224))"
+            )
+        p = next(model.parameters(), None)
+        return (torch.randn((2,) + tuple(size), device=p.device if p is not None else None),)
+    if isinstance(example_inputs, Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (list, tuple)) and all(isinstance(t, Tensor) for t in example_inputs):
+        return tuple(example_inputs)
+    raise ValueError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+
+
+def _structural_skip(s: Site) -> str | None:
+    """Why a site cannot be replaced whatever the recipe says, or None."""
+    if s.kind == "adaptive":
+        return "adaptive or global pool: output size fixed, not a stride-2 pool"
+    if s.kind == "unpool":
+        return None if s.pair else "max_unpool whose indices do not come from a recorded pool"
+    if s.input_shape is None or s.channels is None:
+        return "input is not a tensor of shape (N, C, ...)"
+    if len(s.input_shape) != s.dims + 2:
+        return f"unbatched input of shape {s.input_shape}"
+    if s.return_indices and (s.pair is None or s.indices_used):
+        return "indices used by something other than one max_unpool"
+    if all(v == 1 for v in s.stride):
+        return "stride 1 everywhere (same-size pooling)"
+    if any(v not in (1, 2) for v in s.stride):
+        return f"stride {_fmt(s.stride)}: LiftPool halves an axis, only strides 1 and 2 are converted"
+    small = [s.input_shape[2 + a] for a, v in enumerate(s.stride) if v == 2 and s.input_shape[2 + a] < 2]
+    if small:
+        return f"input smaller than 2 along a stride-2 axis ({_fmt(s.input_shape[2:])})"
+    return None
+
+
+def _shape_of_replacement(s: Site) -> str:
+    """haar_direct | prepool | pair: which replacement geometry the site needs."""
+    if s.pair is not None:
+        return "pair"
+    direct = (
+        s.kind == "avg"
+        and s.divisor_override is None
+        and all(p == 0 for p in s.padding)
+        and all((k == 2 and st == 2) or (k == 1 and st == 1) for k, st in zip(s.kernel_size, s.stride))
+    )
+    return "haar_direct" if direct else "prepool"
+
+
+def _resolve(sites: list[Site], recipe: Recipe) -> None:
+    used = [False] * len(recipe.rules)
+    by_name = {s.name: s for s in sites}
+    for s in sites:
+        if s.kind == "unpool":
+            continue  # follows its pool
+        layer = recipe.layer.model_dump()
+        action = None
+        for i, rule in enumerate(recipe.rules):
+            if rule.matches(s.name):
+                used[i] = True
+                action = rule.action or action
+                if rule.layer is not None:
+                    layer.update({k: v for k, v in rule.layer.model_dump().items() if v is not None})
+        why = _structural_skip(s)
+        if why is None and s.same_padding and action != "replace":
+            why = "timm 'same'-padding pool (padding depends on the input size); a rule with action: replace converts it"
+        if why is None and s.same_padding:
+            why = "timm 'same'-padding pools are not converted yet (the rule asking for it is ignored)"
+        if why is None and action == "skip":
+            why = "skipped by the recipe"
+        if why is not None:
+            s.action, s.reason, s.layer = "skip", why, {}
+            continue
+        geometry = _shape_of_replacement(s)
+        init, output = _MODE_LAYER[(recipe.mode, geometry)]
+        init = layer["init"] or init
+        output = layer["output"] or output
+        s.action = "replace"
+        s.layer = {**layer, "init": init, "output": output, "prepool": recipe.mode == "preserve" and geometry == "prepool"}
+        s.preserves = recipe.mode == "preserve" and geometry != "pair" and output in ("LL", "gated") and (
+            init == ("haar" if geometry == "haar_direct" else "lazy")
+        )
+        s.reason = "pooled with indices feeding a max_unpool: unpooling by indices cannot be preserved" if geometry == "pair" else ""
+    for s in sites:
+        if s.kind == "unpool" and s.pair is not None:
+            pool = by_name.get(s.pair)
+            if pool is not None and pool.action == "replace":
+                s.action, s.preserves, s.layer = "replace", False, dict(pool.layer)
+                s.reason = f"LiftUpPool sharing {pool.name}'s LiftDownPool"
+            else:
+                s.action, s.reason = "skip", f"its pool {s.pair} is not replaced"
+    for i, hit in enumerate(used):
+        if not hit:
+            raise RecipeError(f"recipe rule {i + 1} (match: {recipe.rules[i].match!r}) matches no pooling site")
+
+
+def plan(model: nn.Module, recipe: Any = None, example_inputs: Any = None) -> Plan:
+    """Find every pooling site of ``model`` and decide what to do with it; changes nothing.
+
+    Args:
+        model: the model to convert (not wrapped in DDP / FSDP / torch.compile).
+        recipe: None (default recipe), a YAML path or shipped recipe name, a dict, or a Recipe.
+        example_inputs: a tensor or tuple of the model's positional inputs; by default random
+            inputs of the model's declared input size (timm's ``pretrained_cfg``) with batch 2.
+
+    Example:
+        >>> import liftswap
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(3, 2, 1), nn.AdaptiveAvgPool2d(1))
+        >>> p = liftswap.plan(net, example_inputs=torch.randn(2, 3, 32, 32))
+        >>> [(s.name, s.action) for s in p.sites]
+        [('1', 'replace'), ('2', 'skip')]
+    """
+    refuse_wrapped(model, "plan")
+    recipe = load_recipe(recipe)
+    inputs = example_inputs_for(model, example_inputs)
+    sites, notes = discover(model, inputs)
+    _resolve(sites, recipe)
+    return Plan(sites=sites, recipe=recipe, input_shapes=[tuple(t.shape) for t in inputs], notes=notes)

@@ -1,0 +1,229 @@
+"""The modules that stand in a replaced pooling site.
+
+:class:`LiftPoolReplacement` reproduces the replaced op's geometry: its output shape for every
+input size the op accepts (crop or replicate-pad), and in ``preserve`` mode its function at init:
+
+- ``AvgPool(2, 2)`` -> ``LiftDownPool(haar)`` directly (Haar's approximation is the 2x2 mean);
+- ``MaxPool(k, 2, p)`` / other avg pools -> the same pool at stride 1, then ``LiftDownPool(lazy)``,
+  whose approximation band at init is the even samples, i.e. the stride-2 pool.
+
+``ceil_mode`` windows that run past the input are reproduced by padding one more element at
+the end before the stride-1 pool (-inf for max; for avg the divisor is counted on a mask, as
+PyTorch counts it). Whether a crop is needed is decided once per layer from the op's
+arithmetic, so that no Python branch on a tensor's size is frozen into an export.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _is_fx_proxy, _replicate_pad
+
+__all__ = ["LiftPoolReplacement", "LiftUnpoolReplacement", "pool_output_size"]
+
+_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output length along one axis (aten's pooling_output_shape)."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _fit(t: Tensor, dim: int, target, mode: str) -> Tensor:
+    if mode == "crop":
+        return t.narrow(dim, 0, target)
+    extra = target - t.shape[dim]  # "fit": size-dependent (rare geometries only)
+    return t.narrow(dim, 0, target) if extra <= 0 else _replicate_pad(t, dim, 0, extra)
+
+
+class LiftPoolReplacement(nn.Module):
+    """A LiftDownPool standing in a max/avg pool, with the pool's output shape (and function).
+
+    Args:
+        lift: the LiftDownPool layer (its ``axes`` are the pool's stride-2 axes).
+        kind: ``"max"`` or ``"avg"``, the replaced op.
+        kernel_size, stride, padding, dilation, ceil_mode, count_include_pad, divisor_override:
+            the replaced op's arguments, one entry per spatial axis.
+        prepool: run the op at stride 1 before the lift (preserve mode for all but AvgPool(2, 2)).
+        op: the replaced op's name, for the repr.
+    """
+
+    _liftswap_layer = True
+
+    def __init__(
+        self,
+        lift: nn.Module,
+        kind: str,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+        prepool: bool = False,
+        op: str = "",
+    ) -> None:
+        super().__init__()
+        self.lift = lift
+        self.kind = kind
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.dilation = tuple(dilation)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = divisor_override
+        self.prepool = bool(prepool)
+        self.op = op
+        self.dims = len(self.kernel_size)
+        # ceil_mode: one extra element at the end of each stride-2 axis gives the partial window.
+        self._extra = tuple(1 if (self.ceil_mode and s == 2) else 0 for s in self.stride)
+        self._fit_modes = tuple(self._fit_mode(i) for i in range(self.dims))
+
+    def _produced(self, size: int, axis: int) -> int:
+        """Length this layer produces along ``axis`` before fitting (mirrors forward)."""
+        k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        if self.prepool:
+            size = size + 2 * p + self._extra[axis] - d * (k - 1)
+        return (size + 1) // 2 if s == 2 else size
+
+    def _fit_mode(self, axis: int) -> str | None:
+        k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        diffs = set()
+        for size in range(1, 200):
+            if size + 2 * p < d * (k - 1) + 1:
+                continue  # the op itself refuses this size
+            diffs.add(self._produced(size, axis) - pool_output_size(size, k, s, p, d, self.ceil_mode))
+        if diffs <= {0}:
+            return None
+        return "crop" if min(diffs) >= 0 else "fit"
+
+    def _stride1_pool(self, x: Tensor) -> Tensor:
+        k, p, d = self.kernel_size, self.padding, self.dilation
+        ones = (1,) * self.dims
+        if not any(self._extra):
+            if self.kind == "max":
+                return _MAX[self.dims](x, k, ones, p, d)
+            args = (x, k, ones, p, False, self.count_include_pad)
+            return _AVG[self.dims](*args, self.divisor_override) if self.dims > 1 else _AVG[1](*args)
+        pads = []
+        for axis in reversed(range(self.dims)):
+            pads += [p[axis], p[axis] + self._extra[axis]]
+        if self.kind == "max":
+            return _MAX[self.dims](F.pad(x, pads, value=-math.inf), k, ones, 0, d)
+        # avg with partial windows: window sums over the zero-padded input, divided by the count
+        # PyTorch uses (the window clipped to the padded input, or to the input alone).
+        window = math.prod(k)
+        sums = _AVG[self.dims](F.pad(x, pads), k, ones, 0) * window
+        if self.divisor_override:
+            return sums / self.divisor_override
+        mask = x.new_ones((1, 1) + tuple(x.shape[2:]))
+        if self.count_include_pad:
+            mask = F.pad(mask, [v for a in reversed(range(self.dims)) for v in (p[a], p[a])], value=1.0)
+            mask = F.pad(mask, [v for a in reversed(range(self.dims)) for v in (0, self._extra[a])])
+        else:
+            mask = F.pad(mask, pads)
+        return sums / (_AVG[self.dims](mask, k, ones, 0) * window)
+
+    def forward(self, x: Tensor):
+        if _is_fx_proxy(x):
+            return _fx_leaf_call(self, x)
+        size = x.shape[2:]
+        h = self._stride1_pool(x) if self.prepool else x
+        out = self.lift(h)
+        y, details = out if isinstance(out, tuple) else (out, None)
+        for axis, mode in enumerate(self._fit_modes):
+            if mode is not None:
+                k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+                target = pool_output_size(size[axis], k, s, p, d, self.ceil_mode)
+                y = _fit(y, axis - self.dims, target, mode)
+        # details keep their full size: LiftUnpoolReplacement fits y back to them.
+        return y if details is None else (y, details)
+
+    def extra_repr(self) -> str:
+        how = "stride-1 pool, then lift" if self.prepool else "lift"
+        return (
+            f"replaces={self.op or self.kind}(kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, ceil_mode={self.ceil_mode}): {how}"
+        )
+
+
+class LiftUnpoolReplacement(nn.Module):
+    """A LiftUpPool standing in a ``max_unpool``: ``forward(y, details, output_size=None)``.
+
+    The output has the unpool's size: ``output_size`` when given, else
+    ``(in - 1) * stride - 2 * padding + kernel_size`` per axis, as ``max_unpool`` computes it.
+    """
+
+    _liftswap_layer = True
+
+    def __init__(self, up: nn.Module, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], op: str = ""):
+        super().__init__()
+        self.up = up
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.op = op
+
+    def forward(self, y: Tensor, details: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
+        if _is_fx_proxy(y) or _is_fx_proxy(details):
+            return _fx_leaf_call(self, y, details, output_size=output_size)
+        dims = len(self.kernel_size)
+        if output_size is None:
+            output_size = [
+                (y.shape[2 + a] - 1) * self.stride[a] - 2 * self.padding[a] + self.kernel_size[a] for a in range(dims)
+            ]
+        output_size = list(output_size)[-dims:]
+        # The pool may have cropped y to its op's size; the details kept theirs.
+        for axis in range(-dims, 0):
+            y = _fit(y, axis, details.shape[axis], "fit")
+        x = self.up(y, details)
+        for axis in range(-dims, 0):
+            x = _fit(x, axis, output_size[axis], "fit")
+        return x
+
+    def extra_repr(self) -> str:
+        return f"replaces={self.op or 'max_unpool'}(kernel_size={self.kernel_size}, stride={self.stride})"
+
+
+def build_pool_replacement(site, layer: dict, mode: str) -> LiftPoolReplacement:
+    """The replacement module for a planned pool site (``site.layer`` holds the resolved settings)."""
+    axes = tuple(a - site.dims for a, s in enumerate(site.stride) if s == 2)
+    lift = LIFT_DOWN_POOLS[site.dims](
+        site.channels,
+        kernel_size=layer["kernel_size"],
+        init=layer["init"],
+        output=layer["output"],
+        lambda_u=layer["lambda_u"],
+        lambda_p=layer["lambda_p"],
+        return_details=site.pair is not None,
+        axes=axes,
+    )
+    return LiftPoolReplacement(
+        lift,
+        site.kind,
+        site.kernel_size,
+        site.stride,
+        site.padding,
+        site.dilation,
+        site.ceil_mode,
+        site.count_include_pad,
+        site.divisor_override,
+        prepool=layer.get("prepool", False),
+        op=site.op,
+    )
+
+
+def build_unpool_replacement(site, down: LiftPoolReplacement) -> LiftUnpoolReplacement:
+    up = LIFT_UP_POOLS[site.dims](down.lift)
+    return LiftUnpoolReplacement(up, site.kernel_size, site.stride, site.padding, op=site.op)
