@@ -57,7 +57,9 @@ class LayerConfig(_Strict):
 
     @field_validator("lambda_u", "lambda_p", mode="before")
     @classmethod
-    def _number(cls, v: Any) -> float:
+    def _number(cls, v: Any) -> float | None:
+        if v is None:
+            return v  # an override that leaves the key alone; LayerConfig's type check refuses it
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ValueError(f"must be a number >= 0, got {v!r}")
         return float(v)
@@ -103,7 +105,10 @@ class Recipe(_Strict):
     rules: list[Rule] = Field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json")
+        # a rule lists only what it sets
+        out["rules"] = [r.model_dump(mode="json", exclude_none=True) for r in self.rules]
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
