@@ -9,6 +9,8 @@ from .layers import (
     LiftUpPool3d,
     regularization_loss,
 )
+from .errors import LiftswapError
+from .io import build_model, export_onnx, load, save
 from .recipe import Recipe, RecipeError, load_recipe
 from .surgery import Plan, patch, plan
 
@@ -28,5 +30,10 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "load_recipe",
+    "save",
+    "load",
+    "export_onnx",
+    "build_model",
+    "LiftswapError",
     "__version__",
 ]

@@ -25,13 +25,15 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import LiftswapError
+
 __all__ = ["Recipe", "Rule", "LayerConfig", "RecipeError", "load_recipe", "recipe_path", "RECIPES_DIR"]
 
 # Shipped recipes: the repository's recipes/ folder, installed as liftswap/recipes.
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
-class RecipeError(ValueError):
+class RecipeError(LiftswapError):
     """A recipe that cannot be used; the message names the key, rule or file."""
 
 

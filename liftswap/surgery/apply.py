@@ -21,7 +21,7 @@ from .plan import Plan, plan, refuse_wrapped
 from .replacements import build_pool_replacement, build_unpool_replacement
 from .sites import POOL_MODULES, UNPOOL_MODULES, Site, _function_family
 
-__all__ = ["patch", "apply_plan", "trace_caller", "check_reachable"]
+__all__ = ["patch", "apply", "apply_plan", "trace_caller", "check_reachable"]
 
 
 class _CallerTracer(fx.Tracer):
@@ -166,7 +166,10 @@ def apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
             m.to(device=p.device)
     # Module sites called once: swap the module wherever it is registered.
     for s in the_plan.replaced:
-        if not s.rewrite:
+        if not s.rewrite and s.module == "":  # the model is the pool itself: the result is new
+            new[s.name].liftswap_source = getattr(model, "liftswap_source", None)
+            model = new[s.name]
+        elif not s.rewrite:
             old = model.get_submodule(s.module)
             for parent in model.modules():
                 for key, child in list(parent._modules.items()):
@@ -225,6 +228,15 @@ def patch(model: nn.Module, recipe: Any = None, example_inputs: Any = None, inpl
     """
     refuse_wrapped(model, "patch")
     the_plan = plan(model, recipe, example_inputs)
+    return apply(model, the_plan, inplace=inplace)
+
+
+def apply(model: nn.Module, the_plan: Plan, inplace: bool = False) -> nn.Module:
+    """Apply a plan made by :func:`liftswap.plan` for this model (``patch`` = ``plan`` + ``apply``).
+
+    Sites whose caller cannot be rewritten are marked skipped in the plan, with the reason.
+    """
+    refuse_wrapped(model, "apply")
     if not inplace:
         model = copy.deepcopy(model)
     check_reachable(model, the_plan)
@@ -232,7 +244,7 @@ def patch(model: nn.Module, recipe: Any = None, example_inputs: Any = None, inpl
         warnings.warn(
             f"liftswap.patch changed nothing: {len(the_plan.sites)} pooling site(s) found, none replaced "
             f"({', '.join(sorted(the_plan.skip_reasons())) or 'no pooling sites'})",
-            stacklevel=2,
+            stacklevel=3,
         )
         model.liftswap_plan = the_plan
         return model

@@ -82,40 +82,32 @@ class Plan:
         return json.dumps(self.to_dict(), indent=1)
 
     def table(self) -> "Any":
+        """The plan as a rich Table: one row per site."""
         from rich.table import Table
 
         t = Table(title=f"liftswap plan ({self.recipe.mode} mode): {len(self.replaced)} replaced, {len(self.skipped)} skipped")
-        for col in ("site", "op", "kernel", "stride", "pad", "ceil", "in", "out", "action", "what / why"):
+        for col in ("site", "op", "k/s/p", "in -> out", "action", "what / why"):
             t.add_column(col, overflow="fold")
         for s in self.sites:
             what = s.reason
-            if s.action == "replace":
+            if s.action == "replace" and s.kind != "unpool":
                 lay = s.layer
-                what = f"LiftDownPool(init={lay['init']}, output={lay['output']}, k={lay['kernel_size']})"
-                if lay.get("prepool"):
-                    what = f"{s.kind} pool at stride 1 + " + what
+                what = f"{'stride-1 pool + ' if lay.get('prepool') else ''}lift {lay['init']}/{lay['output']} k{lay['kernel_size']}"
                 if s.pair:
-                    what += f" paired with {s.pair}"
+                    what += f", pairs with {s.pair}"
                 if not s.preserves:
-                    what += " [changes function]"
-            t.add_row(
-                s.name,
-                s.op,
-                _fmt(s.kernel_size),
-                _fmt(s.stride),
-                _fmt(s.padding),
-                "yes" if s.ceil_mode else "",
-                _fmt(s.input_shape[2:] if s.input_shape else None),
-                _fmt(s.output_shape[2:] if s.output_shape else None),
-                s.action,
-                what,
-            )
+                    what += " (changes function)"
+            geometry = "/".join(_fmt(v) for v in (s.kernel_size, s.stride, s.padding)) if s.kernel_size else ""
+            if s.ceil_mode:
+                geometry += " ceil"
+            shapes = f"{_fmt(s.input_shape[2:]) if s.input_shape else '?'} -> {_fmt(s.output_shape[2:]) if s.output_shape else '?'}"
+            t.add_row(s.name or "(model)", s.op, geometry, shapes, s.action + (" (train)" if s.train_only else ""), what)
         return t
 
     def __str__(self) -> str:
         from rich.console import Console
 
-        console = Console(width=160, color_system=None)
+        console = Console(width=140, color_system=None)
         with console.capture() as cap:
             console.print(self.table())
             for n in self.notes:

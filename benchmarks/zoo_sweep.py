@@ -1,0 +1,211 @@
+"""Sweep liftswap.plan + patch + forward over every timm and torchvision architecture.
+
+Random weights, a small input, one forked worker per model with a time limit. For each model:
+sites found, replaced, skipped by reason, sites in forwards that needed a rewrite and sites that
+could not be reached, output shapes kept (example size and an odd size), function preserved
+(relative error <= 1e-4 in eval mode), and the error of any failure.
+
+    python benchmarks/zoo_sweep.py [--filter 'resnet*'] [--limit N] [--timeout 120] [--max-size 160]
+
+Writes benchmarks/results/zoo_sweep.json and prints the totals. Models whose own forward fails
+on the example input are reported as such, not as liftswap failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+import warnings
+
+import torch
+
+# Workers are forked after torch is imported; one intra-op thread avoids fork/OpenMP deadlocks.
+torch.set_num_threads(1)
+
+
+def list_architectures(pattern: str) -> list[str]:
+    import timm
+    import torchvision
+
+    names = [f"timm:{n}" for n in timm.list_models()]
+    names += [f"torchvision:{n}" for n in torchvision.models.list_models()]
+    return [n for n in names if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.split(":", 1)[1], pattern)]
+
+
+def build(source: str, max_size: int):
+    lib, name = source.split(":", 1)
+    if lib == "timm":
+        import timm
+
+        model = timm.create_model(name, pretrained=False)
+        c, h, w = model.pretrained_cfg.get("input_size", (3, 224, 224))
+        fixed = bool(model.pretrained_cfg.get("fixed_input_size", False))
+    else:
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None)
+        c, h, w = 3, (299 if "inception" in name else 224), (299 if "inception" in name else 224)
+        fixed = False
+    if not fixed:
+        h, w = min(h, max_size), min(w, max_size)
+    return model.eval(), (c, h, w), fixed
+
+
+def first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return first_tensor(out[0])
+    if isinstance(out, dict):
+        return first_tensor(next(iter(out.values())))
+    return first_tensor(getattr(out, "logits", None) or out[0])
+
+
+def sweep_one(source: str, max_size: int) -> dict:
+    import liftswap
+
+    row: dict = {"model": source}
+    t0 = time.time()
+    try:
+        model, (c, h, w), fixed = build(source, max_size)
+    except Exception as e:  # noqa: BLE001
+        return {**row, "status": "build_failed", "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    torch.manual_seed(0)
+    x = torch.randn(2, c, h, w)
+    try:
+        with torch.no_grad():
+            ref = first_tensor(model(x))
+    except Exception as e:  # noqa: BLE001
+        return {**row, "status": "model_failed", "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = liftswap.patch(model, example_inputs=x).eval()
+        p = converted.liftswap_plan
+        row.update(
+            sites=len(p.sites),
+            replaced=len(p.replaced),
+            skipped=p.skip_reasons(),
+            rewritten=sum(1 for s in p.replaced if s.rewrite),
+            unreachable=sum(1 for s in p.skipped if s.reason.startswith("not reachable")),
+            train_only=sum(1 for s in p.sites if s.train_only),
+            notes=p.notes,
+        )
+        with torch.no_grad():
+            out = first_tensor(converted(x))
+            row["shapes_kept"] = out.shape == ref.shape
+            row["rel_err"] = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item() if out.shape == ref.shape else None
+            row["preserved"] = row["rel_err"] is not None and row["rel_err"] <= 1e-4
+            if not fixed:
+                xo = torch.randn(1, c, h - 3 if h > 40 else h + 1, w - 3 if w > 40 else w + 1)
+                try:
+                    ref_odd = first_tensor(model(xo))
+                except Exception:  # noqa: BLE001 - the original rejects odd sizes: nothing to compare
+                    ref_odd = None
+                if ref_odd is not None:
+                    row["odd_shapes_kept"] = first_tensor(converted(xo)).shape == ref_odd.shape
+        row["status"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        row.update(status="liftswap_failed", error=f"{type(e).__name__}: {str(e)[:300]}", trace=traceback.format_exc()[-1500:])
+    row["seconds"] = round(time.time() - t0, 2)
+    return row
+
+
+def _worker(source: str, max_size: int, queue) -> None:
+    queue.put(sweep_one(source, max_size))
+
+
+def run(source: str, max_size: int, timeout: float) -> dict:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(source, max_size, queue))
+    proc.start()
+    try:
+        return queue.get(timeout=timeout)
+    except Exception:  # noqa: BLE001 - queue.Empty: over the time limit, or the worker died
+        return {"model": source, "status": "timeout" if proc.is_alive() else "crashed", "error": f"no result in {timeout}s"}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--filter", default="*")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--max-size", type=int, default=160, help="cap on H and W for models that accept any size")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zoo_sweep.json"))
+    args = ap.parse_args(argv)
+    import liftswap  # noqa: F401 - imported before forking
+
+    names = list_architectures(args.filter)
+    if args.limit:
+        names = names[: args.limit]
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the progress bar is optional
+        tqdm = None
+    rows = []
+    bar = tqdm(names, unit="model", file=sys.stderr) if tqdm else names
+    for name in bar:
+        if tqdm:
+            bar.set_postfix_str(name[-30:])
+        rows.append(run(name, args.max_size, args.timeout))
+        if not tqdm:
+            print(name, rows[-1]["status"], file=sys.stderr)
+        if len(rows) % 25 == 0:  # a long sweep leaves partial results behind
+            write(args, rows, complete=False)
+    totals = write(args, rows, complete=True)
+    print(json.dumps(totals, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def write(args, rows: list[dict], complete: bool) -> dict:
+    totals = summarize(rows)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"args": vars(args), "complete": complete, "totals": totals, "rows": rows}, f, indent=1)
+    os.replace(tmp, args.out)
+    return totals
+
+
+def summarize(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    with_pool = [r for r in ok if r.get("replaced", 0) > 0]
+    reasons: dict[str, int] = {}
+    for r in ok:
+        for k, v in r.get("skipped", {}).items():
+            reasons[k] = reasons.get(k, 0) + v
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return {
+        "architectures": len(rows),
+        "status": statuses,
+        "with_replaced_sites": len(with_pool),
+        "sites": sum(r.get("sites", 0) for r in ok),
+        "replaced": sum(r.get("replaced", 0) for r in ok),
+        "rewritten_sites": sum(r.get("rewritten", 0) for r in ok),
+        "unreachable_sites": sum(r.get("unreachable", 0) for r in ok),
+        "skipped_by_reason": reasons,
+        "shapes_kept": sum(1 for r in with_pool if r.get("shapes_kept")),
+        "odd_shapes_kept": f"{sum(1 for r in with_pool if r.get('odd_shapes_kept'))} of {sum(1 for r in with_pool if 'odd_shapes_kept' in r)}",
+        "function_preserved": sum(1 for r in with_pool if r.get("preserved")),
+        "not_preserved": [r["model"] for r in with_pool if not r.get("preserved")],
+        "liftswap_failures": [f"{r['model']}: {r.get('error')}" for r in rows if r["status"] in ("liftswap_failed", "crashed")],
+        "timeouts": [r["model"] for r in rows if r["status"] == "timeout"],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

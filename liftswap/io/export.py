@@ -1,0 +1,190 @@
+"""ONNX export with the torch.export-based exporter, checked against onnxruntime (SPEC 7)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from ..errors import LiftswapError
+from ..surgery.plan import example_inputs_for, refuse_wrapped
+
+__all__ = ["export_onnx", "ExportReport", "check_onnx"]
+
+_TWO_GB = 2**31
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how onnxruntime's outputs compared with PyTorch's."""
+
+    path: str
+    opset: int | None
+    providers: list[str]
+    checks: list[dict] = field(default_factory=list)  # {"shapes", "max_abs_diff", "max_rel_diff"}
+    export_seconds: float = 0.0
+    external_data: bool = False
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c["max_abs_diff"] for c in self.checks), default=0.0)
+
+    @property
+    def max_rel_diff(self) -> float:
+        return max((c["max_rel_diff"] for c in self.checks), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff}
+
+
+def _dynamic_shapes(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool):
+    Dim = torch.export.Dim
+    shapes = []
+    for t in inputs:
+        spec = {}
+        if dynamic_batch:
+            spec[0] = Dim.DYNAMIC
+        if dynamic_spatial:
+            for d in range(2, t.dim()):
+                spec[d] = Dim.DYNAMIC
+        shapes.append(spec or None)
+    return tuple(shapes)
+
+
+def _other_inputs(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool) -> list[tuple]:
+    """The export shape, another batch size, another (odd) spatial size."""
+    out = [inputs]
+    gen = torch.Generator().manual_seed(1)
+    if dynamic_batch:
+        out.append(tuple(torch.randn((t.shape[0] + 1,) + tuple(t.shape[1:]), generator=gen).to(t) for t in inputs))
+    if dynamic_spatial:
+
+        def odd(n: int) -> int:
+            return n + 1 if n % 2 == 0 else n + 2
+
+        out.append(tuple(torch.randn(tuple(t.shape[:2]) + tuple(odd(n) for n in t.shape[2:]), generator=gen).to(t) for t in inputs))
+    return out
+
+
+def check_onnx(
+    model: nn.Module, path: str, input_sets: Sequence[tuple], providers: Sequence[str] | None = None
+) -> tuple[list[dict], list[str]]:
+    """Run ``path`` in onnxruntime on each input set; compare every output with ``model``'s."""
+    import numpy as np
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = list(providers or ["CPUExecutionProvider"])
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise LiftswapError(f"onnxruntime has no {', '.join(missing)} here (available: {', '.join(available)})")
+    session = ort.InferenceSession(path, providers=providers)
+    names = [i.name for i in session.get_inputs()]
+    checks = []
+    for inputs in input_sets:
+        got = session.run(None, {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
+        with torch.no_grad():
+            ref = [t.detach().cpu().numpy() for t in tree_leaves(model(*inputs)) if isinstance(t, torch.Tensor)]
+        abs_diff, rel_diff = 0.0, 0.0
+        for g, r in zip(got, ref):
+            if g.shape != r.shape:
+                raise LiftswapError(f"onnxruntime output shape {g.shape} differs from PyTorch's {r.shape} at input {[tuple(t.shape) for t in inputs]}")
+            d = float(np.abs(g - r).max()) if r.size else 0.0
+            abs_diff = max(abs_diff, d)
+            rel_diff = max(rel_diff, d / max(float(np.abs(r).max()), 1e-12) if r.size else 0.0)
+        checks.append({"shapes": [list(t.shape) for t in inputs], "max_abs_diff": abs_diff, "max_rel_diff": rel_diff})
+    return checks, session.get_providers()
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: Any = None,
+    dynamic_batch: bool = True,
+    dynamic_spatial: bool = True,
+    check: bool = True,
+    opset: int | None = None,
+    providers: Sequence[str] | None = None,
+    rtol: float = 1e-4,
+) -> ExportReport:
+    """Export ``model`` (eval mode) to ONNX with ``torch.onnx.export(dynamo=True)``.
+
+    With ``check``, onnxruntime runs the file at the export shape, another batch size and another
+    (odd) spatial size; a relative difference to PyTorch above ``rtol`` is an error and no file
+    is left behind. Models over 2 GB are written with external data beside the file.
+
+    Args:
+        model: the (converted) model; not wrapped in DDP / torch.compile.
+        path: the ``.onnx`` file to write.
+        example_inputs: tensor or tuple; default the converted model's plan input shapes.
+        dynamic_batch / dynamic_spatial: make the batch / spatial axes dynamic.
+        check: run the onnxruntime parity check.
+        opset: ONNX opset (default: the exporter's).
+        providers: onnxruntime execution providers for the check (default CPU only).
+        rtol: largest relative difference (to the largest output magnitude) accepted.
+    """
+    refuse_wrapped(model, "export_onnx")
+    if example_inputs is None and getattr(model, "liftswap_plan", None) is not None:
+        gen = torch.Generator().manual_seed(0)
+        example_inputs = tuple(torch.randn(tuple(s), generator=gen) for s in model.liftswap_plan.input_shapes)
+    inputs = example_inputs_for(model, example_inputs)
+    p = next(model.parameters(), None)
+    if p is not None:
+        inputs = tuple(t.to(p.device) for t in inputs)
+    path = Path(path)
+    if not path.parent.exists():
+        raise LiftswapError(f"cannot write {path}: folder {path.parent} does not exist")
+    external = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > _TWO_GB
+    was_training = model.training
+    model.eval()
+    # Export into a private folder with the final name (external data refers to it by name),
+    # then move the result into place: a failure leaves nothing at `path`.
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    model,
+                    inputs,
+                    str(work / path.name),
+                    dynamo=True,
+                    dynamic_shapes=_dynamic_shapes(inputs, dynamic_batch, dynamic_spatial),
+                    opset_version=opset,
+                    external_data=external,
+                    verbose=False,
+                )
+            except Exception as e:  # noqa: BLE001 - report the exporter's reason on one line
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                raise LiftswapError(f"ONNX export failed: {type(e).__name__}: {first}") from e
+        report = ExportReport(str(path), opset, list(providers or ["CPUExecutionProvider"]), external_data=external)
+        report.export_seconds = time.perf_counter() - t0
+        import onnx
+
+        onnx.checker.check_model(str(work / path.name))
+        if check:
+            report.checks, report.providers = check_onnx(
+                model, str(work / path.name), _other_inputs(inputs, dynamic_batch, dynamic_spatial), providers
+            )
+            worst = max(report.checks, key=lambda c: c["max_rel_diff"])
+            if worst["max_rel_diff"] > rtol:
+                raise LiftswapError(
+                    f"onnxruntime differs from PyTorch by {worst['max_rel_diff']:.2e} (relative) at input shapes "
+                    f"{worst['shapes']}, above {rtol:g}; nothing written"
+                )
+        for f in work.iterdir():
+            os.replace(f, path.parent / f.name)
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        model.train(was_training)
