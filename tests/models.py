@@ -111,6 +111,7 @@ class CeilStems(nn.Module):
                 nn.MaxPool2d(3, 2, ceil_mode=True),
                 nn.MaxPool2d(2, 2, padding=1, ceil_mode=True),
                 nn.MaxPool2d(3, 2, padding=1, dilation=2),
+                nn.MaxPool2d(2, 2, padding=1, dilation=2, ceil_mode=True),
                 nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),
                 nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=True),
                 nn.AvgPool2d(2, 2, ceil_mode=True),

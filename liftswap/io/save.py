@@ -10,7 +10,6 @@ without running it.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from pathlib import Path
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from ..errors import LiftswapError
 from ..surgery import patch
 from ..surgery.plan import refuse_wrapped
+from .safe_load import safe_torch_load
 from .sources import build_model, source_of
 
 __all__ = ["save", "load", "read_file", "atomic_write", "FORMAT", "FORMAT_VERSION"]
@@ -83,15 +83,7 @@ def _version() -> str:
 def read_file(path: str | os.PathLike) -> dict:
     """The checked contents of a liftswap file (no model is built)."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise LiftswapError(f"file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-        raise LiftswapError(f"refused to load {path}: it carries code or objects other than plain weights ({first})") from None
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise LiftswapError(f"cannot read {path}: not a liftswap file, or corrupt ({type(e).__name__})") from None
+    payload = safe_torch_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise LiftswapError(f"{path} is not a liftswap file (no 'format: {FORMAT}' header); was it written by liftswap.save?")
     version = payload.get("version")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import LiftswapError
+from .safe_load import safe_torch_load
 
 __all__ = ["build_model", "parse_source", "load_checkpoint", "source_of", "default_input_size"]
 
@@ -130,17 +131,17 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     Accepts plain state_dicts and timm-style files with a ``state_dict`` (or ``model``) key.
     """
     path = str(path)
-    if not os.path.isfile(path):
-        raise LiftswapError(f"checkpoint not found: {path}")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise LiftswapError(f"checkpoint not found: {path}")
+        from safetensors.torch import load_file
 
+        try:
             obj = load_file(path)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is a corrupt or foreign file
-        raise LiftswapError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        except Exception as e:  # noqa: BLE001 - a corrupt or foreign file
+            raise LiftswapError(f"cannot read checkpoint {path}: not a safetensors file, or corrupt ({type(e).__name__})") from None
+    else:
+        obj = safe_torch_load(path, "checkpoint")
     state = _state_dict_from(obj, path)
     result = _check_fit(model, state)
     if result:

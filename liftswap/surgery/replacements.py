@@ -26,23 +26,33 @@ from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _i
 
 __all__ = ["LiftPoolReplacement", "LiftUnpoolReplacement", "pool_output_size"]
 
-_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+def _max_pool1d(x: Tensor, k, s, p, d) -> Tensor:
+    # max_pool1d's export specialises the length (torch 2.14); the 2d op with a unit axis does not.
+    return F.max_pool2d(x.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p if isinstance(p, int) else p[0]), (1, d[0])).squeeze(-2)
+
+
+_MAX = {1: _max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output length along one axis (aten's pooling_output_shape)."""
+    """PyTorch's pooling output length along one axis (aten's pooling_output_shape).
+
+    Branch-free in ``size`` (``torch.sym_ite``), so it stays symbolic under torch.export.
+    """
     out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
+    if ceil_mode:  # the last window must start inside the input or its left padding
+        out = torch.sym_ite((out - 1) * s >= size + p, out - 1, out)
     return out
 
 
 def _fit(t: Tensor, dim: int, target, mode: str) -> Tensor:
+    """Crop ``t`` along ``dim`` to ``target``; mode "fit" also replicate-pads when it is shorter."""
     if mode == "crop":
         return t.narrow(dim, 0, target)
-    extra = target - t.shape[dim]  # "fit": size-dependent (rare geometries only)
-    return t.narrow(dim, 0, target) if extra <= 0 else _replicate_pad(t, dim, 0, extra)
+    # Gathering clamped indices crops or replicate-pads with no branch on the size.
+    index = torch.arange(target, device=t.device).clamp_max(t.shape[dim] - 1)
+    return t.index_select(dim, index)
 
 
 class LiftPoolReplacement(nn.Module):
@@ -110,23 +120,30 @@ class LiftPoolReplacement(nn.Module):
 
     def _stride1_pool(self, x: Tensor) -> Tensor:
         k, p, d = self.kernel_size, self.padding, self.dilation
-        ones = (1,) * self.dims
+        ones, zeros = (1,) * self.dims, (0,) * self.dims
+        window = math.prod(k)
+        if self.kind == "avg" and self.divisor_override:
+            # window sums / divisor (the exporter mistranslates divisor_override, torch 2.14)
+            x = F.pad(x, [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])])
+            return _AVG[self.dims](x, k, ones, 0) * (window / self.divisor_override)
         if not any(self._extra):
             if self.kind == "max":
                 return _MAX[self.dims](x, k, ones, p, d)
-            args = (x, k, ones, p, False, self.count_include_pad)
-            return _AVG[self.dims](*args, self.divisor_override) if self.dims > 1 else _AVG[1](*args)
-        pads = []
-        for axis in reversed(range(self.dims)):
-            pads += [p[axis], p[axis] + self._extra[axis]]
+            return _AVG[self.dims](x, k, ones, p, False, self.count_include_pad)
         if self.kind == "max":
-            return _MAX[self.dims](F.pad(x, pads, value=-math.inf), k, ones, 0, d)
+            if all(v == 1 for v in d):
+                # Windows are contiguous, so a window reaching into the padding holds the edge
+                # element: replicate padding gives the same max, and no -inf reaches the lift.
+                for axis in range(self.dims):
+                    x = _replicate_pad(x, axis - self.dims, p[axis], p[axis] + self._extra[axis])
+                return _MAX[self.dims](x, k, ones, zeros, d)
+            pads = [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])]
+            h = _MAX[self.dims](F.pad(x, pads, value=-math.inf), k, ones, zeros, d)
+            return h.clamp_min(torch.finfo(h.dtype).min)  # windows wholly in the padding are cropped later
         # avg with partial windows: window sums over the zero-padded input, divided by the count
         # PyTorch uses (the window clipped to the padded input, or to the input alone).
-        window = math.prod(k)
+        pads = [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])]
         sums = _AVG[self.dims](F.pad(x, pads), k, ones, 0) * window
-        if self.divisor_override:
-            return sums / self.divisor_override
         mask = x.new_ones((1, 1) + tuple(x.shape[2:]))
         if self.count_include_pad:
             mask = F.pad(mask, [v for a in reversed(range(self.dims)) for v in (p[a], p[a])], value=1.0)
@@ -184,11 +201,11 @@ class LiftUnpoolReplacement(nn.Module):
                 (y.shape[2 + a] - 1) * self.stride[a] - 2 * self.padding[a] + self.kernel_size[a] for a in range(dims)
             ]
         output_size = list(output_size)[-dims:]
-        # The pool may have cropped y to its op's size; the details kept theirs.
-        for axis in range(-dims, 0):
-            y = _fit(y, axis, details.shape[axis], "fit")
+        axes = self.up.down.axes  # the other axes pass through unchanged
+        for axis in axes:
+            y = _fit(y, axis, details.shape[axis], "fit")  # the pool may have cropped y
         x = self.up(y, details)
-        for axis in range(-dims, 0):
+        for axis in axes:
             x = _fit(x, axis, output_size[axis], "fit")
         return x
 

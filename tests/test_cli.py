@@ -1,0 +1,181 @@
+"""The command line as a new user runs it (subprocesses), save/load safety, ONNX export parity."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import liftswap
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torchvision")
+
+TESTS = os.path.dirname(__file__)
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "liftswap.cli", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def run_onnx(path, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_convert_load_export_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    import torchvision
+
+    original = torchvision.models.resnet18()
+    torch.save(original.state_dict(), tmp_path / "r18.pth")
+    r = cli("convert", "torchvision:resnet18", "--out", "model.pt", "--checkpoint", "r18.pth", "--input-size", 3, 64, 64, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["sites"], summary["replaced"], summary["preserves_function"]) == (2, 1, True)
+    assert set(summary["seconds"]) >= {"startup_and_import", "building model", "planning", "surgery", "saving"}
+
+    model = liftswap.load(tmp_path / "model.pt").eval()
+    for k, v in original.state_dict().items():  # checkpoint weights carried over exactly
+        assert torch.equal(model.state_dict()[k], v), k
+    original.eval()
+
+    r = cli("export", "model.pt", "--out", "model.onnx", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert [c["shapes"][0] for c in report["checks"]] == [[2, 3, 64, 64], [3, 3, 64, 64], [2, 3, 65, 65]]
+    assert report["max_rel_diff"] <= 1e-4
+    for shape in [(2, 3, 64, 64), (5, 3, 64, 64), (1, 3, 77, 61)]:  # also shapes the check did not use
+        x = torch.randn(shape)
+        with torch.no_grad():
+            ref, conv = original(x).numpy(), model(x).numpy()
+        got = run_onnx(tmp_path / "model.onnx", x)
+        assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-4  # the converted model == the original
+        assert np.abs(got - conv).max() / np.abs(conv).max() <= 1e-4
+
+    r = cli("inspect", "model.pt", "--emit-recipe", "edit.yaml", cwd=tmp_path)
+    assert r.returncode == 0 and "maxpool" in r.stdout and "replace" in r.stdout
+    assert liftswap.load_recipe(str(tmp_path / "edit.yaml")).mode == "preserve"
+
+
+@pytest.mark.parametrize("ext", [".pt", ".safetensors", "timm-style"])
+def test_checkpoint_formats(tmp_path, ext):
+    from models import ReusedPool
+
+    torch.manual_seed(1)
+    net = ReusedPool()
+    state = net.state_dict()
+    if ext == ".safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "w.safetensors"
+        save_file(state, path)
+    elif ext == ".pt":
+        path = tmp_path / "w.pt"
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)  # a DDP checkpoint
+    else:
+        path = tmp_path / "w.pth"
+        torch.save({"state_dict": state, "epoch": 3, "arch": "reused"}, path)
+    r = cli("convert", "models:ReusedPool", "--out", "m.pt", "--checkpoint", path, "--input-size", 3, 32, 32, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    loaded = liftswap.load(tmp_path / "m.pt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+def write_bad_files(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
+    (tmp_path / "corrupt.pth").write_bytes(os.urandom(2000))
+    (tmp_path / "typo.yaml").write_text("version: 1\nlayer:\n  kernal_size: 5\n")
+    (tmp_path / "nomatch.yaml").write_text("rules:\n  - match: 'layer9.*'\n    action: skip\n")
+
+
+BAD = [
+    (["convert", "resnet9000", "--out", "o.pt"], "unknown model 'resnet9000'"),
+    (["convert", "torchvision:nonet", "--out", "o.pt"], "unknown model 'torchvision:nonet'"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "corrupt.pth"], "cannot read checkpoint corrupt.pth"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "r34.pth"], "another architecture"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "typo.yaml"], "unknown key 'layer.kernal_size'"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "nomatch.yaml"], "rule 1 (match: 'layer9.*') matches no pooling site"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "nofile.yaml"], "recipe file not found: nofile.yaml"),
+    (["export", "missing.pt", "--out", "o.onnx"], "file not found: missing.pt"),
+    (["export", "corrupt.pth", "--out", "o.onnx"], "cannot read corrupt.pth"),
+    (["export", "r34.pth", "--out", "o.onnx"], "r34.pth is not a liftswap file"),
+    (["inspect", "corrupt.pth"], "cannot read corrupt.pth"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_is_one_line_exit_2_no_output(tmp_path, args, message):
+    write_bad_files(tmp_path)
+    before = set(os.listdir(tmp_path))
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert set(os.listdir(tmp_path)) == before  # no output file, no temporary left behind
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_load_refuses_a_file_that_carries_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    payload = {"format": "liftswap", "version": 1, "recipe": {}, "plan": {}, "state_dict": {}, "x": _Evil()}
+    with open("evil.pt", "wb") as f:
+        pickle.dump(payload, f)
+    torch.save(payload, "evil2.pt")
+    for name in ("evil.pt", "evil2.pt"):
+        with pytest.raises(liftswap.LiftswapError, match=f"refused to load {name}: it carries code"):
+            liftswap.load(name)
+    assert not os.path.exists("pwned")
+
+
+def test_load_checks_format_version_and_model(tmp_path):
+    from models import MixedFunctional, ReusedPool
+
+    net = ReusedPool()
+    converted = liftswap.patch(net, example_inputs=torch.randn(2, 3, 16, 16))
+    liftswap.save(converted, tmp_path / "m.pt")
+    with pytest.raises(liftswap.LiftswapError, match="records no model source; pass the unconverted model"):
+        liftswap.load(tmp_path / "m.pt")
+    fresh = liftswap.load(tmp_path / "m.pt", model=ReusedPool())
+    x = torch.randn(1, 3, 16, 16)
+    torch.testing.assert_close(fresh(x), converted(x))
+    with pytest.raises(liftswap.LiftswapError, match="converted from another model"):
+        liftswap.load(tmp_path / "m.pt", model=MixedFunctional())
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(liftswap.LiftswapError, match="format version 99; this liftswap reads version 1"):
+        liftswap.load(tmp_path / "future.pt", model=ReusedPool())
+    with pytest.raises(liftswap.LiftswapError, match="save\\(\\) takes a model converted by liftswap.patch"):
+        liftswap.save(ReusedPool(), tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("name", ["SegNetModules", "SegNetFunctional", "Net1d", "Net3d", "CeilStems"])
+def test_onnx_export_parity(tmp_path, name):
+    import models
+
+    model = getattr(models, name)().eval()
+    x = {"Net1d": torch.randn(2, 2, 40), "Net3d": torch.randn(2, 3, 4, 16, 16)}.get(name, torch.randn(2, 3, 32, 32))
+    recipe = "segnet" if name.startswith("SegNet") else None
+    converted = liftswap.patch(model, recipe=recipe, example_inputs=x).eval()
+    report = liftswap.export_onnx(converted, tmp_path / "m.onnx")
+    assert len(report.checks) == 3 and report.max_rel_diff <= 1e-4
+    assert report.checks[2]["shapes"][0][2:] == [d + 1 if d % 2 == 0 else d + 2 for d in x.shape[2:]]
+    assert os.listdir(tmp_path) == ["m.onnx"]
