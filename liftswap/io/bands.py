@@ -1,0 +1,71 @@
+"""Pictures of LiftPool's sub-bands: LL, LH, HL, HH of an image, or of a layer's input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..errors import LiftswapError
+from ..layers.lift_pool import LiftDownPool2d, band_names, lift_down_pool
+
+__all__ = ["read_image", "band_grid", "write_png"]
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as a (1, C, H, W) float tensor in [0, 1]."""
+    import imageio.v3 as iio
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise LiftswapError(f"image not found: {path}")
+    try:
+        img = np.asarray(iio.imread(path))
+    except Exception as e:  # noqa: BLE001 - an unreadable or non-image file
+        raise LiftswapError(f"cannot read image {path}: {type(e).__name__}") from None
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3:
+        raise LiftswapError(f"{path} is not a 2D image (array of shape {img.shape})")
+    img = img[..., :3].astype(np.float32)
+    img /= 255.0 if img.max() > 1.0 else 1.0
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0)
+
+
+def _to_rgb(t: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    if t.shape[0] != 3:
+        t = t.mean(0, keepdim=True).expand(3, -1, -1)
+    return (t.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
+def band_grid(x: torch.Tensor, down: LiftDownPool2d | None = None) -> np.ndarray:
+    """The 2x2 grid [[LL, LH], [HL, HH]] of ``x`` (1, C, H, W) as an RGB uint8 array.
+
+    ``down`` is the lift to use (default: a Haar lift). LL is shown min-max scaled; the detail
+    bands as magnitudes on one shared scale, so their strengths can be compared.
+    """
+    if down is None:
+        down = LiftDownPool2d(x.shape[1], init="haar", output="LL")
+    if len(down.axes) != 2:
+        raise LiftswapError(f"band pictures need a layer lifting 2 axes, got bands {band_names(len(down.axes))}")
+    with torch.no_grad():  # LL alone, whatever the layer's output mode
+        res = lift_down_pool(x, down.predict.weights(), down.update.weights(), down.axes, "LL")
+    ll = res.y[0]
+    ll = (ll - ll.min()) / (ll.max() - ll.min()).clamp_min(1e-12)
+    details = res.details[0].abs()
+    details = (details / details.max().clamp_min(1e-12)).sqrt()  # sqrt: faint details stay visible
+    tiles = [_to_rgb(ll)] + [_to_rgb(d) for d in details]
+    gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
+    top = np.concatenate([tiles[0], gap, tiles[1]], axis=1)
+    bottom = np.concatenate([tiles[2], gap, tiles[3]], axis=1)
+    return np.concatenate([top, np.full((2, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+
+
+def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
+    import imageio.v3 as iio
+
+    from .save import atomic_write
+
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".png"))
