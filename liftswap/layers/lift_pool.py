@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .recompute import recompute
+
 __all__ = [
     "LiftOperator",
     "LiftDownPool1d",
@@ -79,6 +81,41 @@ def _channel_view(v: Tensor, spatial_dims: int) -> Tensor:
     return v.view((1, -1) + (1,) * spatial_dims)
 
 
+def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
+    """r(t) = tanh(pw(relu(dw_K(pad(t))))) along ``dim``: the learned part of P or U."""
+    spatial = t.dim() - 2
+    k = w.dw_weight.shape[-1]
+    shape = [1] * spatial
+    shape[spatial + dim] = k
+    kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
+    if k == 3:
+        # Zero-padded convolution plus the two edge taps that replicate padding adds back:
+        # no padded copy of t.
+        padding = [0] * spatial
+        padding[spatial + dim] = 1
+        h = _CONV[spatial](t, kernel, w.dw_bias, padding=padding, groups=t.shape[1])
+        taps = w.dw_weight.reshape(-1, 3)
+        n = t.shape[dim]
+        edges = torch.cat(
+            (t.narrow(dim, 0, 1) * _channel_view(taps[:, 0], spatial), t.narrow(dim, n - 1, 1) * _channel_view(taps[:, 2], spatial)),
+            dim=dim,
+        )
+        index = torch.stack((torch.zeros((), dtype=torch.long), torch.full((), n - 1, dtype=torch.long))).to(t.device)
+        # in place in eager (h is fresh); inductor mis-compiles the in-place form's backward (torch 2.14)
+        if torch.compiler.is_compiling():
+            h = h.index_add(t.dim() + dim, index, edges)
+        else:
+            h.index_add_(t.dim() + dim, index, edges)
+    else:
+        h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
+    h = torch.relu(h)
+    if w.pw_bias is not None:
+        h = torch.addcmul(_channel_view(w.pw_bias, spatial), h, _channel_view(w.pw_weight, spatial))
+    else:
+        h = h * _channel_view(w.pw_weight, spatial)
+    return torch.tanh(h)
+
+
 def apply_operator(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
     """P(t) or U(t) along axis ``dim`` (negative) of ``t`` with shape (N, C, *spatial).
 
@@ -88,16 +125,7 @@ def apply_operator(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
         >>> torch.equal(apply_operator(t, -1, op.weights()), 0.5 * t)  # r = 0 at zero init
         True
     """
-    spatial = t.dim() - 2
-    k = w.dw_weight.shape[-1]
-    shape = [1] * spatial
-    shape[spatial + dim] = k
-    kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
-    h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
-    h = torch.relu(h) * _channel_view(w.pw_weight, spatial)
-    if w.pw_bias is not None:
-        h = h + _channel_view(w.pw_bias, spatial)
-    r = torch.tanh(h)
+    r = _residual(t, dim, w)
     return r if w.base == 0.0 else r + w.base * t
 
 
@@ -120,14 +148,22 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
         >>> s.tolist(), d.tolist()
         ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
     """
-    x_e = _along(x, dim, slice(0, None, 2))
-    # Padding before taking odd samples gives ceil(L/2) of them for any L, with no size branch.
-    x_o = _along(_replicate_pad(x, dim, 0, 1), dim, slice(1, None, 2))
-    d = x_o - apply_operator(x_e, dim, predict)
-    s = x_e + apply_operator(d, dim, update)
+    length = x.shape[dim]
+    pos = x.dim() + dim
+    # Gathering even and odd samples gives contiguous halves; clamping the odd indices repeats
+    # the last sample of an odd axis (replicate padding by one) with no branch on the size.
+    even = torch.arange(0, length, 2, device=x.device)
+    x_e = x.index_select(pos, even)
+    x_o = x.index_select(pos, (even + 1).clamp_max(length - 1))
+    d = x_o - _residual(x_e, dim, predict)
+    if predict.base != 0.0:
+        d.sub_(x_e, alpha=predict.base)
+    s = x_e + _residual(d, dim, update)
+    if update.base != 0.0:
+        s.add_(d, alpha=update.base)
     if not with_costs:
         return LiftResult(s, d, None, None)
-    return LiftResult(s, d, (s - x_o).pow(2).mean(), d.pow(2).mean())
+    return LiftResult(s, d, (s - x_o).square().mean(), d.square().mean())
 
 
 def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
@@ -299,6 +335,21 @@ class LiftOperator(nn.Module):
         return f"base={self.base}"
 
 
+def _operator_params(predict: LiftOperator, update: LiftOperator, gamma: Tensor | None) -> list[Tensor]:
+    params = []
+    for op in (predict, update):
+        params += [op.dw.weight, op.dw.bias, op.pw.weight, op.pw.bias]
+    return params + ([gamma] if gamma is not None else [])
+
+
+def _weights_from(params: Sequence[Tensor], p_base: float, u_base: float):
+    """Inverse of _operator_params: (predict, update, gamma) for the functional forms."""
+    p, u = params[0:4], params[4:8]
+    predict = OperatorWeights(p_base, p[0], p[1], p[2].reshape(-1), p[3])
+    update = OperatorWeights(u_base, u[0], u[1], u[2].reshape(-1), u[3])
+    return predict, update, (params[8] if len(params) > 8 else None)
+
+
 def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -402,16 +453,23 @@ class _LiftDownPoolNd(nn.Module):
         if _is_fx_proxy(x):
             return _fx_leaf_call(self, x)
         _check_input(x, self._spatial, self.channels, type(self).__name__)
-        res = lift_down_pool(
-            x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, self.training
-        )
-        if self.training:
-            self.last_regularization = self.lambda_u * res.c_u + self.lambda_p * res.c_p
+        training = self.training
+        params = _operator_params(self.predict, self.update, self.gamma)
+        p_base, u_base, axes, output = self.predict.base, self.update.base, self.axes, self.output
+
+        def run(x: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
+            predict, update, gamma = _weights_from(params, p_base, u_base)
+            res = lift_down_pool(x, predict, update, axes, output, gamma, training)
+            return (res.y, res.details, res.c_u, res.c_p) if training else (res.y, res.details)
+
+        out = recompute(run, (x, *params))
+        if training:
+            self.last_regularization = self.lambda_u * out[2] + self.lambda_p * out[3]
         elif self.last_regularization is not None:
             self.last_regularization = None
         if self.return_details:
-            return res.y, res.details
-        return res.y
+            return out[0], out[1]
+        return out[0]
 
     def extra_repr(self) -> str:
         s = f"{self.channels}, kernel_size={self.kernel_size}, init={self.init!r}, output={self.output!r}"
@@ -446,9 +504,14 @@ class _LiftUpPoolNd(nn.Module):
         expected = (y.shape[0], n_detail) + tuple(y.shape[1:])
         if tuple(details.shape) != expected:
             raise ValueError(f"{cls}: details must have shape {expected} for y of shape {tuple(y.shape)}, got {tuple(details.shape)}")
-        return lift_up_pool(
-            y, details, down.predict.weights(), down.update.weights(), down.axes, down.output, down.gamma, output_size
-        )
+        params = _operator_params(down.predict, down.update, down.gamma)
+        p_base, u_base, axes, output = down.predict.base, down.update.base, down.axes, down.output
+
+        def run(y: Tensor, details: Tensor, *params: Tensor) -> tuple[Tensor]:
+            predict, update, gamma = _weights_from(params, p_base, u_base)
+            return (lift_up_pool(y, details, predict, update, axes, output, gamma, output_size),)
+
+        return recompute(run, (y, details, *params))[0]
 
     def extra_repr(self) -> str:
         return f"{self.down.channels}, shares P, U and gamma with its LiftDownPool"
