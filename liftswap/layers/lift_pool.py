@@ -109,11 +109,13 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
     else:
         h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
     h = torch.relu(h)
+    # tanh(z) = 2 sigmoid(2z) - 1: PyTorch's CPU sigmoid is several times faster than its tanh.
+    scale = _channel_view(2.0 * w.pw_weight, spatial)
     if w.pw_bias is not None:
-        h = torch.addcmul(_channel_view(w.pw_bias, spatial), h, _channel_view(w.pw_weight, spatial))
+        h = torch.addcmul(_channel_view(2.0 * w.pw_bias, spatial), h, scale)
     else:
-        h = h * _channel_view(w.pw_weight, spatial)
-    return torch.tanh(h)
+        h = h * scale
+    return torch.sigmoid(h).mul(2.0).sub_(1.0)
 
 
 def apply_operator(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
@@ -149,12 +151,12 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
         ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
     """
     length = x.shape[dim]
-    pos = x.dim() + dim
-    # Gathering even and odd samples gives contiguous halves; clamping the odd indices repeats
-    # the last sample of an odd axis (replicate padding by one) with no branch on the size.
-    even = torch.arange(0, length, 2, device=x.device)
-    x_e = x.index_select(pos, even)
-    x_o = x.index_select(pos, (even + 1).clamp_max(length - 1))
+    x_e = _along(x, dim, slice(0, None, 2)).contiguous()
+    # An odd axis repeats its last sample (replicate padding by one): the slice [0:L % 2] of the
+    # last sample is empty or not, with no branch on the size. Contiguous halves keep the
+    # element-wise ops below vectorised.
+    last = _along(_along(x, dim, slice(length - 1, length)), dim, slice(0, length % 2))
+    x_o = torch.cat((_along(x, dim, slice(1, None, 2)), last), dim=dim)
     d = x_o - _residual(x_e, dim, predict)
     if predict.base != 0.0:
         d.sub_(x_e, alpha=predict.base)

@@ -1,0 +1,115 @@
+"""End to end: what a preserve-converted model costs against the original, in PyTorch and onnxruntime.
+
+For torchvision resnet50 and timm vgg13_bn (random weights): forward+backward (train mode) and
+inference (eval, no grad) in PyTorch, and inference in onnxruntime (CPU), original vs converted,
+measured alternately in one process (median of repeats). Prints a table, writes JSON.
+
+    python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--no-onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+import liftswap
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+MODELS = ["torchvision:resnet50", "timm:vgg13_bn"]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def onnx_session(model, x, path, threads: int):
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), path, dynamo=True, verbose=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {s.get_inputs()[0].name: x.numpy()}
+    return lambda: s.run(None, feed)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "models.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for source in args.models:
+        original = liftswap.build_model(source)
+        x = torch.randn(args.batch, 3, args.size, args.size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = liftswap.patch(original.eval(), example_inputs=x[:2])
+        pair = {"original": original, "converted": converted}
+
+        def train_step(m):
+            def run():
+                m.train()
+                m.zero_grad(set_to_none=True)
+                (m(x).float().square().mean() + liftswap.regularization_loss(m)).backward()
+
+            return run
+
+        def infer(m):
+            def run():
+                m.eval()
+                with torch.no_grad():
+                    m(x)
+
+            return run
+
+        row = {"model": source, "batch": args.batch, "size": args.size}
+        for what, make in (("train_s", train_step), ("infer_s", infer)):
+            for name, m in pair.items():
+                row[f"{name}_{what}"] = timed(make(m), args.repeats)
+            row[f"ratio_{what[:-2]}"] = row[f"converted_{what}"] / row[f"original_{what}"]
+        if not args.no_onnx:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, m in pair.items():
+                    run = onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads)
+                    row[f"{name}_onnxruntime_s"] = timed(run, args.repeats)
+            row["ratio_onnxruntime"] = row["converted_onnxruntime_s"] / row["original_onnxruntime_s"]
+        rows.append(row)
+        print(
+            f"{source:<24} train {row['original_train_s']:.3f}s -> {row['converted_train_s']:.3f}s ({row['ratio_train']:.3f}x)  "
+            f"infer {row['original_infer_s']:.3f}s -> {row['converted_infer_s']:.3f}s ({row['ratio_infer']:.3f}x)"
+            + ("" if args.no_onnx else f"  onnxruntime {row['original_onnxruntime_s']:.3f}s -> {row['converted_onnxruntime_s']:.3f}s ({row['ratio_onnxruntime']:.3f}x)"),
+            flush=True,
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"args": vars(args), "torch": torch.__version__, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
