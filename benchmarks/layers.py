@@ -10,14 +10,12 @@ Ratios are to MaxPool2d(3, 2, 1) measured in the same process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
+from benchutil import median_time, write_json
 from torch import nn
 
 import liftswap
@@ -44,16 +42,6 @@ def layers(channels: int) -> dict[str, nn.Module]:
         "LiftDownPool2d (paper, sum)": liftswap.LiftDownPool2d(channels, init="paper", output="sum"),
         "LiftUpPool2d (haar, gated)": UpAfterDown(channels),
     }
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def saved_bytes(fn) -> int:
@@ -139,12 +127,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    write_json(args.out, {"meta": meta, "rows": rows})
     return 0
 
 

@@ -10,30 +10,18 @@ measured alternately in one process (median of repeats). Prints a table, writes 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 
 import torch
+from benchutil import median_time, write_json
 
 import liftswap
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = ["torchvision:resnet50", "timm:vgg13_bn"]
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def onnx_session(model, x, path, threads: int):
@@ -89,13 +77,13 @@ def main(argv=None) -> int:
         row = {"model": source, "batch": args.batch, "size": args.size}
         for what, make in (("train_s", train_step), ("infer_s", infer)):
             for name, m in pair.items():
-                row[f"{name}_{what}"] = timed(make(m), args.repeats)
+                row[f"{name}_{what}"] = median_time(make(m), args.repeats)
             row[f"ratio_{what[:-2]}"] = row[f"converted_{what}"] / row[f"original_{what}"]
         if not args.no_onnx:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, m in pair.items():
                     run = onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads)
-                    row[f"{name}_onnxruntime_s"] = timed(run, args.repeats)
+                    row[f"{name}_onnxruntime_s"] = median_time(run, args.repeats)
             row["ratio_onnxruntime"] = row["converted_onnxruntime_s"] / row["original_onnxruntime_s"]
         rows.append(row)
         print(
@@ -104,10 +92,7 @@ def main(argv=None) -> int:
             + ("" if args.no_onnx else f"  onnxruntime {row['original_onnxruntime_s']:.3f}s -> {row['converted_onnxruntime_s']:.3f}s ({row['ratio_onnxruntime']:.3f}x)"),
             flush=True,
         )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "torch": torch.__version__, "rows": rows}, f, indent=1)
-    print(f"wrote {args.out}")
+    write_json(args.out, {"args": vars(args), "torch": torch.__version__, "rows": rows})
     return 0
 
 

@@ -203,8 +203,18 @@ class DownPoolResult(NamedTuple):
     c_p: Tensor | None  # sum over the 1D lifts of mean(d^2)
 
 
-def _gamma_view(gamma: Tensor, spatial: int) -> Tensor:
-    return gamma.view(gamma.shape + (1,) * spatial).unsqueeze(1)  # (nd, 1, C, 1...)
+def _detail_term(details: Tensor, output: str, gamma: Tensor | None) -> Tensor | None:
+    """What ``output`` adds to the approximation band; ``details`` is (nd, N, C, *pooled)."""
+    if output == "LL":
+        return None
+    if output == "sum":
+        return details.sum(dim=0)
+    if output == "gated":
+        if gamma is None:
+            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
+        gamma = gamma.view(gamma.shape + (1,) * (details.dim() - 3)).unsqueeze(1)  # (nd, 1, C, 1...)
+        return (gamma * details).sum(dim=0)
+    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
 def lift_down_pool(
@@ -230,7 +240,6 @@ def lift_down_pool(
         (True, (1, 3, 2, 2, 3))
     """
     n = x.shape[0]
-    spatial = x.dim() - 2
     bands = x
     c_u = c_p = None
     for dim in reversed(tuple(axes)):
@@ -242,16 +251,8 @@ def lift_down_pool(
         bands = torch.cat((s, d), dim=0)
     bands = bands.view((-1, n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
     approx, details = bands[0], bands[1:]
-    if output == "LL":
-        y = approx
-    elif output == "sum":
-        y = bands.sum(dim=0)
-    elif output == "gated":
-        if gamma is None:
-            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
-        y = approx + (_gamma_view(gamma, spatial) * details).sum(dim=0)
-    else:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    term = _detail_term(details, output, gamma)
+    y = approx if term is None else approx + term
     return DownPoolResult(y, details.movedim(0, 1), c_u, c_p)
 
 
@@ -281,16 +282,8 @@ def lift_up_pool(
     """
     spatial = y.dim() - 2
     det = details.movedim(1, 0)  # (nd, N, C, *pooled)
-    if output == "LL":
-        approx = y
-    elif output == "sum":
-        approx = y - det.sum(dim=0)
-    elif output == "gated":
-        if gamma is None:
-            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
-        approx = y - (_gamma_view(gamma, spatial) * det).sum(dim=0)
-    else:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    term = _detail_term(det, output, gamma)
+    approx = y if term is None else y - term
     bands = torch.cat((approx.unsqueeze(0), det), dim=0).flatten(0, 1)
     for dim in axes:
         half = bands.shape[0] // 2
