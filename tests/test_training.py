@@ -105,3 +105,9 @@ def test_bands_command(tmp_path):
     assert grid.shape == (2 * 51 + 2, 2 * 75 + 2, 3)
     ll = grid[:51, :75].astype(float)
     assert ll.std() > 10  # a picture, not a blank tile
+
+    model = liftswap.patch(liftswap.build_model("examples.digits:small_vgg"))
+    liftswap.save(model, tmp_path / "vgg.pt")
+    run("-m", "liftswap.cli", "bands", tmp_path / "cat.png", "--out", tmp_path / "inner.png", "--model", tmp_path / "vgg.pt", "--layer", "features.13")
+    inner = iio.imread(tmp_path / "inner.png")
+    assert inner.shape == (2 * 8 + 2, 2 * 8 + 2, 3)  # features.13 sees 16x16 maps of the 32x32 input

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 import torch
@@ -65,6 +66,8 @@ def build_model(source: str | dict, pretrained: bool = False, **kwargs: Any) -> 
         model = torchvision.models.get_model(name, weights=weights, **kwargs)
     elif kind == "factory":
         module_name, _, attr = name.partition(":")
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())  # as `python -m` would: the user's project folder
         try:
             module = importlib.import_module(module_name)
             factory = getattr(module, attr)
