@@ -339,3 +339,25 @@ def test_patched_model_traces_compiles_and_deepcopies():
         warnings.simplefilter("ignore")
         compiled = torch.compile(converted, backend="eager")
         torch.testing.assert_close(compiled(x), converted(x))
+
+
+def test_timm_same_pools_skipped_unless_a_rule_asks():
+    layers = pytest.importorskip("timm.layers.pool2d_same")
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        layers.MaxPool2dSame(3, 2),
+        layers.AvgPool2dSame(3, 2),
+        layers.AvgPool2dSame(2, 2),
+    )
+    x = torch.randn(2, 3, 32, 32)
+    p = liftswap.plan(model, example_inputs=x)
+    assert all(s.action == "skip" and "'same'-padding" in s.reason for s in p.sites)
+    recipe = {"rules": [{"match": "*", "action": "replace"}]}
+    model.eval()
+    converted = liftswap.patch(model, recipe=recipe, example_inputs=x).eval()
+    assert [s.action for s in converted.liftswap_plan.sites] == ["replace"] * 3
+    with torch.no_grad():
+        for size in ((32, 32), (31, 29), (7, 10), (5, 5)):
+            xi = torch.randn(1, 3, *size)
+            a, b = model(xi), converted(xi)
+            assert a.shape == b.shape and rel_err(b, a) <= 1e-4, size

@@ -210,8 +210,6 @@ def _resolve(sites: list[Site], recipe: Recipe) -> None:
         why = _structural_skip(s)
         if why is None and s.same_padding and action != "replace":
             why = "timm 'same'-padding pool (padding depends on the input size); a rule with action: replace converts it"
-        if why is None and s.same_padding:
-            why = "timm 'same'-padding pools are not converted yet (the rule asking for it is ignored)"
         if why is None and action == "skip":
             why = "skipped by the recipe"
         if why is not None:

@@ -82,6 +82,7 @@ class LiftPoolReplacement(nn.Module):
         divisor_override: int | None = None,
         prepool: bool = False,
         op: str = "",
+        same_padding: bool = False,
     ) -> None:
         super().__init__()
         self.lift = lift
@@ -95,14 +96,22 @@ class LiftPoolReplacement(nn.Module):
         self.divisor_override = divisor_override
         self.prepool = bool(prepool)
         self.op = op
+        self.same_padding = bool(same_padding)  # timm's *Same pools: TF 'same' padding first
         self.dims = len(self.kernel_size)
         # ceil_mode: one extra element at the end of each stride-2 axis gives the partial window.
         self._extra = tuple(1 if (self.ceil_mode and s == 2) else 0 for s in self.stride)
         self._fit_modes = tuple(self._fit_mode(i) for i in range(self.dims))
 
+    def _same_total(self, size, axis: int):
+        """TF 'same' padding of an axis, as timm's pad_same computes it."""
+        k, s, d = self.kernel_size[axis], self.stride[axis], self.dilation[axis]
+        return max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+
     def _produced(self, size: int, axis: int) -> int:
         """Length this layer produces along ``axis`` before fitting (mirrors forward)."""
         k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        if self.same_padding:
+            size = size + self._same_total(size, axis)
         if self.prepool:
             size = size + 2 * p + self._extra[axis] - d * (k - 1)
         return (size + 1) // 2 if s == 2 else size
@@ -113,7 +122,8 @@ class LiftPoolReplacement(nn.Module):
         for size in range(1, 200):
             if size + 2 * p < d * (k - 1) + 1:
                 continue  # the op itself refuses this size
-            diffs.add(self._produced(size, axis) - pool_output_size(size, k, s, p, d, self.ceil_mode))
+            padded = size + self._same_total(size, axis) if self.same_padding else size
+            diffs.add(self._produced(size, axis) - pool_output_size(padded, k, s, p, d, self.ceil_mode))
         if diffs <= {0}:
             return None
         return "crop" if min(diffs) >= 0 else "fit"
@@ -155,6 +165,12 @@ class LiftPoolReplacement(nn.Module):
     def forward(self, x: Tensor):
         if _is_fx_proxy(x):
             return _fx_leaf_call(self, x)
+        if self.same_padding:
+            pads = []
+            for axis in reversed(range(self.dims)):
+                total = self._same_total(x.shape[2 + axis], axis)
+                pads += [total // 2, total - total // 2]
+            x = F.pad(x, pads, value=-math.inf if self.kind == "max" else 0.0)
         size = x.shape[2:]
         h = self._stride1_pool(x) if self.prepool else x
         out = self.lift(h)
@@ -238,6 +254,7 @@ def build_pool_replacement(site, layer: dict, mode: str) -> LiftPoolReplacement:
         site.divisor_override,
         prepool=layer.get("prepool", False),
         op=site.op,
+        same_padding=site.same_padding,
     )
 
 
