@@ -58,21 +58,21 @@ def main(argv=None) -> int:
             converted = liftswap.patch(original.eval(), example_inputs=x[:2])
         pair = {"original": original, "converted": converted}
 
-        def train_step(m):
-            def run():
+        def train_step(m, x=x):
+            def step():
                 m.train()
                 m.zero_grad(set_to_none=True)
                 (m(x).float().square().mean() + liftswap.regularization_loss(m)).backward()
 
-            return run
+            return step
 
-        def infer(m):
-            def run():
+        def infer(m, x=x):
+            def step():
                 m.eval()
                 with torch.no_grad():
                     m(x)
 
-            return run
+            return step
 
         row = {"model": source, "batch": args.batch, "size": args.size}
         for what, make in (("train_s", train_step), ("infer_s", infer)):

@@ -13,13 +13,12 @@ import types
 import warnings
 from typing import Any
 
-import torch
 from torch import fx, nn
 
 from ..layers.regularization import clear_regularization
 from .plan import Plan, plan, refuse_wrapped
 from .replacements import build_pool_replacement, build_unpool_replacement
-from .sites import POOL_MODULES, UNPOOL_MODULES, Site, _function_family
+from .sites import Site, _function_family
 
 __all__ = ["patch", "apply", "apply_plan", "trace_caller", "check_reachable"]
 

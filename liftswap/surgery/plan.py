@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,10 +49,6 @@ class Plan:
     def preserves_function(self) -> bool:
         """True when the converted model computes the original function at init."""
         return all(s.preserves for s in self.replaced)
-
-    def counts(self) -> dict[str, int]:
-        out = {"sites": len(self.sites), "replace": len(self.replaced), "skip": len(self.skipped)}
-        return out
 
     def skip_reasons(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -295,10 +295,6 @@ class _Recorder(TorchFunctionMode):
             pool._partner, unpool._partner = unpool, pool
 
 
-def _call(model: nn.Module, example_inputs: tuple) -> Any:
-    return model(*example_inputs)
-
-
 @contextlib.contextmanager
 def _preserved_state(model: nn.Module):
     """Run the model without leaving a trace: buffers (BatchNorm statistics), RNG and mode restored."""
@@ -317,12 +313,12 @@ def _preserved_state(model: nn.Module):
                     v.copy_(buffers[k])
 
 
-def _record(model: nn.Module, example_inputs: tuple, training: bool) -> tuple[list[Site], dict[int, int]]:
+def _record(model: nn.Module, example_inputs: tuple, training: bool) -> list[Site]:
     rec = _Recorder(model)
     try:
         model.train(training)
         with torch.no_grad(), rec:
-            _call(model, example_inputs)
+            model(*example_inputs)
     finally:
         rec.close()
     for s in rec.sites:
@@ -330,7 +326,7 @@ def _record(model: nn.Module, example_inputs: tuple, training: bool) -> tuple[li
             calls = rec.module_calls.get(id(model.get_submodule(s.module)), 1)
             if calls > 1:
                 s.rewrite = True
-    return rec.sites, rec.module_calls
+    return rec.sites
 
 
 def discover(model: nn.Module, example_inputs: tuple) -> tuple[list[Site], list[str]]:
@@ -341,9 +337,9 @@ def discover(model: nn.Module, example_inputs: tuple) -> tuple[list[Site], list[
     """
     notes: list[str] = []
     with _preserved_state(model):
-        sites, _ = _record(model, example_inputs, training=False)
+        sites = _record(model, example_inputs, training=False)
         try:
-            train_sites, _ = _record(model, example_inputs, training=True)
+            train_sites = _record(model, example_inputs, training=True)
         except Exception as e:  # noqa: BLE001 - a model may need targets in train mode
             notes.append(f"train-mode pass failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); train-only pools are not seen")
             train_sites = []
