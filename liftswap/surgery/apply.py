@@ -216,7 +216,8 @@ def patch(model: nn.Module, recipe: Any = None, example_inputs: Any = None, inpl
     The plan (with the resolved recipe) is kept as ``model.liftswap_plan``.
 
     Example:
-        >>> import liftswap
+        >>> import torch, liftswap
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 4, 1)).eval()
         >>> x = torch.randn(2, 3, 31, 31)
         >>> lifted = liftswap.patch(net, example_inputs=x)
