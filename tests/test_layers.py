@@ -381,3 +381,25 @@ def test_extra_repr():
     assert pool.extra_repr().startswith("8, kernel_size=5, init='lazy', output='sum', axes=(-1,)")
     assert "base=0.0" in repr(pool)
     assert "shares P, U and gamma" in repr(liftswap.LiftUpPool2d(pool))
+
+
+def test_backward_saves_only_inputs_and_parameters():
+    """The layers recompute their intermediates in backward: autograd keeps x (and the weights)."""
+    pool = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True))
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, details = pool(x)
+    params = sum(p.numel() * p.element_size() for p in pool.parameters())
+    assert sum(saved.values()) == x.numel() * x.element_size() + params
+    # and the gradients are those of the plain (non-recomputing) functional form
+    (y.sum() + details.square().sum() + liftswap.regularization_loss(pool)).backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    ref = lift_down_pool(x2, pool.predict.weights(), pool.update.weights(), pool.axes, pool.output, pool.gamma, True)
+    (ref.y.sum() + ref.details.square().sum() + pool.lambda_u * ref.c_u + pool.lambda_p * ref.c_p).backward()
+    torch.testing.assert_close(x.grad, x2.grad)
