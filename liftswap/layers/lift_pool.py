@@ -99,7 +99,7 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
         edges = torch.cat(
             (t.narrow(dim, 0, 1) * _channel_view(taps[:, 0], spatial), t.narrow(dim, n - 1, 1) * _channel_view(taps[:, 2], spatial)),
             dim=dim,
-        )
+        ).to(h.dtype)  # autocast runs the convolution in lower precision
         index = torch.stack((torch.zeros((), dtype=torch.long), torch.full((), n - 1, dtype=torch.long))).to(t.device)
         # in place in eager (h is fresh); inductor mis-compiles the in-place form's backward (torch 2.14)
         if torch.compiler.is_compiling():
