@@ -21,6 +21,9 @@ class _Recompute(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fn: Callable, *tensors: Tensor):
         ctx.fn = fn
+        # backward must recompute under the same autocast state (as torch.utils.checkpoint does)
+        device = tensors[0].device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(*tensors)
         with torch.no_grad():
             return fn(*tensors)
@@ -29,7 +32,8 @@ class _Recompute(torch.autograd.Function):
     def backward(ctx, *grads: Tensor | None):
         saved = ctx.saved_tensors
         inputs = [t.detach().requires_grad_(needs) for t, needs in zip(saved, ctx.needs_input_grad[1:])]
-        with torch.enable_grad():
+        device, enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
             outs = ctx.fn(*inputs)
         pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and o.requires_grad]
         wanted = [t for t in inputs if t.requires_grad]
