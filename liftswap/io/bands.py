@@ -13,9 +13,17 @@ from ..layers.lift_pool import LiftDownPool2d, band_names, lift_down_pool
 __all__ = ["read_image", "band_grid", "write_png"]
 
 
+def _imageio():
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise LiftswapError("drawing bands needs imageio: pip install 'liftswap[bands]'") from None
+    return iio
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file as a (1, C, H, W) float tensor in [0, 1]."""
-    import imageio.v3 as iio
+    iio = _imageio()
 
     path = str(path)
     if not os.path.isfile(path):
@@ -64,8 +72,8 @@ def band_grid(x: torch.Tensor, down: LiftDownPool2d | None = None) -> np.ndarray
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    import imageio.v3 as iio
-
     from .save import atomic_write
+
+    iio = _imageio()
 
     atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".png"))
