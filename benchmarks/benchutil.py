@@ -10,7 +10,8 @@ from typing import Callable
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after one warm-up run."""
+    """Median wall time of ``fn`` over ``repeats`` runs, after two warm-up runs (allocator, caches)."""
+    fn()
     fn()
     samples = []
     for _ in range(repeats):
