@@ -75,8 +75,12 @@ def _match_nodes(gm: fx.GraphModule, caller_path: str, sites: list[Site], model:
     return out
 
 
-def check_reachable(model: nn.Module, the_plan: Plan) -> None:
-    """Mark replaced sites that need a rewrite the caller cannot get (untraceable) as skipped."""
+def check_reachable(model: nn.Module, the_plan: Plan) -> dict[str, dict[bool, fx.GraphModule]]:
+    """Mark replaced sites that need a rewrite the caller cannot get (untraceable) as skipped.
+
+    Returns the traced callers, for :func:`apply_plan` to rewrite without tracing again.
+    """
+    traced: dict[str, dict[bool, fx.GraphModule]] = {}
     groups: dict[str, list[Site]] = {}
     for s in the_plan.replaced:
         if s.rewrite:
@@ -84,7 +88,7 @@ def check_reachable(model: nn.Module, the_plan: Plan) -> None:
     failed: dict[str, str] = {}
     for caller_path, sites in groups.items():
         try:
-            gms = trace_caller(_sub(model, caller_path))
+            gms = traced[caller_path] = trace_caller(_sub(model, caller_path))
         except Exception as e:  # noqa: BLE001 - any tracing failure means: not reachable
             msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
             why = f"not reachable: the forward of {caller_path or 'the model'!r} cannot be traced by torch.fx ({type(e).__name__}: {msg})"
@@ -97,7 +101,7 @@ def check_reachable(model: nn.Module, the_plan: Plan) -> None:
             if s.name not in found:
                 failed[s.name] = f"not reachable: the call is not in the traced forward of {caller_path or 'the model'!r}"
     if not failed:
-        return
+        return traced
     by_name = {s.name: s for s in the_plan.sites}
     for name, why in failed.items():
         s = by_name[name]
@@ -105,6 +109,7 @@ def check_reachable(model: nn.Module, the_plan: Plan) -> None:
         if s.pair and by_name[s.pair].action == "replace":
             p = by_name[s.pair]
             p.action, p.reason, p.layer = "skip", f"its partner {s.name} is not reachable", {}
+    return traced
 
 
 def _bind_forward(caller: nn.Module, gms: dict[bool, fx.GraphModule]) -> None:
@@ -150,8 +155,11 @@ def _rewrite_node(node: fx.Node, site: Site, attr: str) -> None:
         node.args, node.kwargs = (x,), {}
 
 
-def apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
-    """Install the plan's replacements in ``model`` (in place) and return it."""
+def apply_plan(model: nn.Module, the_plan: Plan, traced: dict | None = None) -> nn.Module:
+    """Install the plan's replacements in ``model`` (in place) and return it.
+
+    ``traced``: callers already traced by :func:`check_reachable` (traced again if absent).
+    """
     new: dict[str, nn.Module] = {}
     for s in the_plan.replaced:
         if s.kind != "unpool":
@@ -183,7 +191,7 @@ def apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
         caller = _sub(model, caller_path)
         for s in sites:
             caller.add_module(_attr_of(s), new[s.name])
-        gms = trace_caller(caller)
+        gms = (traced or {}).get(caller_path) or trace_caller(caller)
         for gm in gms.values():
             nodes = _match_nodes(gm, caller_path, sites, model)
             for s in sites:
@@ -239,7 +247,7 @@ def apply(model: nn.Module, the_plan: Plan, inplace: bool = False) -> nn.Module:
     refuse_wrapped(model, "apply")
     if not inplace:
         model = copy.deepcopy(model)
-    check_reachable(model, the_plan)
+    traced = check_reachable(model, the_plan)
     if not the_plan.replaced:
         warnings.warn(
             f"liftswap.patch changed nothing: {len(the_plan.sites)} pooling site(s) found, none replaced "
@@ -248,4 +256,4 @@ def apply(model: nn.Module, the_plan: Plan, inplace: bool = False) -> nn.Module:
         )
         model.liftswap_plan = the_plan
         return model
-    return apply_plan(model, the_plan)
+    return apply_plan(model, the_plan, traced)
