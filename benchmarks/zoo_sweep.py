@@ -52,7 +52,10 @@ def build(source: str, max_size: int):
     else:
         import torchvision
 
-        model = torchvision.models.get_model(name, weights=None)
+        try:  # detection and segmentation models would download backbone weights otherwise
+            model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+        except TypeError:
+            model = torchvision.models.get_model(name, weights=None)
         c, h, w = 3, (299 if "inception" in name else 224), (299 if "inception" in name else 224)
         fixed = False
     if not fixed:
@@ -72,6 +75,15 @@ def has_pooling(source: str) -> bool:
     from torch import nn
 
     lib, name = source.split(":", 1)
+    try:
+        return _scan(lib, name)
+    except Exception:  # noqa: BLE001 - some models cannot be built on the meta device: run them
+        return True
+
+
+def _scan(lib: str, name: str) -> bool:
+    from torch import nn
+
     with torch.device("meta"):
         if lib == "timm":
             import timm
@@ -80,7 +92,10 @@ def has_pooling(source: str) -> bool:
         else:
             import torchvision
 
-            model = torchvision.models.get_model(name, weights=None)
+            try:
+                model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+            except TypeError:
+                model = torchvision.models.get_model(name, weights=None)
     pool_types = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
     if any(isinstance(m, pool_types) for m in model.modules()):
         return True
@@ -94,6 +109,14 @@ def has_pooling(source: str) -> bool:
         if _FUNCTIONAL_POOL.search(text):
             return True
     return False
+
+
+def forward_for_comparison(model, x):
+    """The model's output; for detectors (lists of box dicts), its backbone's feature maps."""
+    out = model(x)
+    if isinstance(out, list) and out and isinstance(out[0], dict) and hasattr(model, "backbone"):
+        out = model.backbone(x)
+    return first_tensor(out)
 
 
 def first_tensor(out):
@@ -121,7 +144,7 @@ def sweep_one(source: str, max_size: int) -> dict:
     x = torch.randn(2, c, h, w)
     try:
         with torch.no_grad():
-            ref = first_tensor(model(x))
+            ref = forward_for_comparison(model, x)
     except Exception as e:  # noqa: BLE001
         return {**row, "status": "model_failed", "error": f"{type(e).__name__}: {str(e)[:200]}"}
     try:
@@ -139,25 +162,26 @@ def sweep_one(source: str, max_size: int) -> dict:
             notes=p.notes,
         )
         with torch.no_grad():
-            out = first_tensor(converted(x))
+            out = forward_for_comparison(converted, x)
             row["shapes_kept"] = out.shape == ref.shape
-            row["rel_err"] = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item() if out.shape == ref.shape else None
+            same = out.shape == ref.shape
+            row["rel_err"] = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item() if same and ref.numel() else (0.0 if same else None)
             row["preserved"] = row["rel_err"] is not None and row["rel_err"] <= 1e-4
             if row["rel_err"] is not None and not row["preserved"]:
                 # Deep random-weight nets amplify float32 rounding (the Haar lift sums in another
                 # order than avg_pool); float64 tells rounding from a real difference.
                 m64, c64, x64 = copy.deepcopy(model).double(), copy.deepcopy(converted).double(), x.double()
-                a, b = first_tensor(m64(x64)), first_tensor(c64(x64))
+                a, b = forward_for_comparison(m64, x64), forward_for_comparison(c64, x64)
                 row["rel_err_f64"] = ((a - b).abs().max() / a.abs().max().clamp_min(1e-300)).item()
                 row["preserved"] = row["rel_err_f64"] <= 1e-9
             if not fixed:
                 xo = torch.randn(1, c, h - 3 if h > 40 else h + 1, w - 3 if w > 40 else w + 1)
                 try:
-                    ref_odd = first_tensor(model(xo))
+                    ref_odd = forward_for_comparison(model, xo)
                 except Exception:  # noqa: BLE001 - the original rejects odd sizes: nothing to compare
                     ref_odd = None
                 if ref_odd is not None:
-                    row["odd_shapes_kept"] = first_tensor(converted(xo)).shape == ref_odd.shape
+                    row["odd_shapes_kept"] = forward_for_comparison(converted, xo).shape == ref_odd.shape
         row["status"] = "ok"
     except Exception as e:  # noqa: BLE001
         row.update(status="liftswap_failed", error=f"{type(e).__name__}: {str(e)[:300]}", trace=traceback.format_exc()[-1500:])
