@@ -283,29 +283,14 @@ def bands(
     layer: Optional[str] = typer.Option(None, "--layer", help="the replaced site whose input to draw (with --model)"),
 ):
     """Draw the LL/LH/HL/HH sub-bands of an image, or of a converted model's layer input."""
-    import torch
-
     import liftswap
-    from liftswap.io.bands import band_grid, read_image, write_png
+    from liftswap.io.bands import band_grid, layer_input, read_image, write_png
 
     _check_out(out_path, (".png",))
     x = read_image(image)
     down = None
     if model_file is not None:
-        net = liftswap.load(model_file).eval()
-        sites = [s.name for s in net.liftswap_plan.replaced if s.kind != "unpool"]
-        name = layer or (sites[0] if sites else None)
-        if name not in sites:
-            _fail(f"--layer must name a replaced site of {model_file}: {', '.join(sites) or 'none'}; got {name!r}")
-        site = net.get_submodule(name)
-        captured = {}
-        handle = site.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0][:1]))
-        c, h, w = net.liftswap_plan.input_shapes[0][1:]
-        image_in = torch.nn.functional.interpolate(x[:, :c] if x.shape[1] >= c else x.mean(1, keepdim=True).expand(-1, c, -1, -1), size=(h, w), mode="bilinear")
-        with torch.no_grad():
-            net(image_in)
-        handle.remove()
-        x, down = captured["x"], site.lift
+        x, down = layer_input(liftswap.load(model_file).eval(), layer, x)
     write_png(band_grid(x, down), out_path)
     out.print(f"wrote {out_path}")
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import LiftswapError
 from ..layers.lift_pool import LiftDownPool2d, band_names, lift_down_pool
 
-__all__ = ["read_image", "band_grid", "write_png"]
+__all__ = ["read_image", "band_grid", "layer_input", "write_png"]
 
 
 def _imageio():
@@ -69,6 +69,29 @@ def band_grid(x: torch.Tensor, down: LiftDownPool2d | None = None) -> np.ndarray
     top = np.concatenate([tiles[0], gap, tiles[1]], axis=1)
     bottom = np.concatenate([tiles[2], gap, tiles[3]], axis=1)
     return np.concatenate([top, np.full((2, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+
+
+def layer_input(model: torch.nn.Module, layer: str | None, image: torch.Tensor):
+    """The input that a converted ``model``'s replaced site ``layer`` sees for ``image``, and its lift.
+
+    The image is resized to the conversion's input size and given the model's channel count.
+    """
+    sites = [s.name for s in model.liftswap_plan.replaced if s.kind != "unpool"]
+    name = layer or (sites[0] if sites else None)
+    if name not in sites:
+        raise LiftswapError(f"--layer must name a replaced site: {', '.join(sites) or 'none'}; got {name!r}")
+    site = model.get_submodule(name)
+    c, h, w = model.liftswap_plan.input_shapes[0][1:]
+    x = image[:, :c] if image.shape[1] >= c else image.mean(1, keepdim=True).expand(-1, c, -1, -1)
+    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    captured = {}
+    handle = site.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0][:1]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return captured["x"], site.lift
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
