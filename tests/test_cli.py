@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import random
 import subprocess
 import sys
 
@@ -95,7 +96,9 @@ def write_bad_files(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
-    (tmp_path / "corrupt.pth").write_bytes(os.urandom(2000))
+    (tmp_path / "corrupt.pth").write_bytes(random.Random(0).randbytes(2000))
+    whole = (tmp_path / "r34.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "typo.yaml").write_text("version: 1\nlayer:\n  kernal_size: 5\n")
     (tmp_path / "nomatch.yaml").write_text("rules:\n  - match: 'layer9.*'\n    action: skip\n")
 
@@ -106,6 +109,7 @@ BAD = [
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "corrupt.pth"], "cannot read checkpoint corrupt.pth"),
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "r34.pth"], "another architecture"),
+    (["convert", "torchvision:resnet18", "--out", "o.pt", "--checkpoint", "truncated.pth"], "cannot read checkpoint truncated.pth"),
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "typo.yaml"], "unknown key 'layer.kernal_size'"),
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "nomatch.yaml"], "rule 1 (match: 'layer9.*') matches no pooling site"),
     (["convert", "torchvision:resnet18", "--out", "o.pt", "--recipe", "nofile.yaml"], "recipe file not found: nofile.yaml"),
@@ -179,3 +183,16 @@ def test_onnx_export_parity(tmp_path, name):
     assert len(report.checks) == 3 and report.max_rel_diff <= 1e-4
     assert report.checks[2]["shapes"][0][2:] == [d + 1 if d % 2 == 0 else d + 2 for d in x.shape[2:]]
     assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_corrupt_files_always_give_a_liftswap_error(tmp_path):
+    """Random and truncated bytes fail in many ways inside torch.load; users see one kind of error."""
+    path = tmp_path / "x.pt"
+    liftswap.save(liftswap.patch(torch.nn.MaxPool2d(2), example_inputs=torch.randn(1, 1, 4, 4)), path)
+    whole = path.read_bytes()
+    samples = [random.Random(i).randbytes(random.Random(i).randint(1, 3000)) for i in range(60)]
+    samples += [whole[:n] for n in (10, len(whole) // 3, len(whole) - 5)]
+    for data in samples:
+        path.write_bytes(data)
+        with pytest.raises(liftswap.LiftswapError, match="cannot read|not a liftswap file|refused"):
+            liftswap.load(path)
