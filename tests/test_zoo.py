@@ -64,3 +64,23 @@ def test_zoo_model(source, size, other, counts):
     (out.square().mean() + reg).backward()
     assert all(m.predict.dw.weight.grad is not None and m.predict.dw.weight.grad.abs().sum() > 0 for m in layers)
     opt.step()
+
+
+@pytest.mark.slow
+def test_zoo_sweep_wider_subset(tmp_path):
+    """A wider sweep (run with -m slow): every resnet/vgg/dense/inception-like architecture converts."""
+    import json
+    import subprocess
+    import sys
+
+    root = __file__.rsplit("/tests/", 1)[0]
+    out = tmp_path / "sweep.json"
+    for pattern in ("*resne*", "*vgg*", "*dense*", "*incep*"):
+        subprocess.run(
+            [sys.executable, f"{root}/benchmarks/zoo_sweep.py", "--filter", pattern, "--limit", "25", "--out", str(out)],
+            check=True, capture_output=True, timeout=3000,
+        )
+        totals = json.loads(out.read_text())["totals"]
+        assert totals["liftswap_failures"] == [], totals
+        assert totals["shapes_kept"] == totals["with_replaced_sites"] > 0
+        assert totals["function_preserved"] == totals["with_replaced_sites"], totals["not_preserved"]
