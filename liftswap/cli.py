@@ -271,7 +271,8 @@ def export(
     for c in report.checks:
         t.add_row(" ".join("x".join(map(str, s)) for s in c["shapes"]), f"{c['max_abs_diff']:.2e}", f"{c['max_rel_diff']:.2e}")
     out.print(t if report.checks else f"wrote {out_path} (not checked)")
-    out.print(f"providers: {', '.join(report.providers)}; export {report.export_seconds:.1f}s")
+    checked = f"checked on {', '.join(report.providers)}; " if report.checks else ""
+    out.print(f"{checked}export {report.export_seconds:.1f}s")
 
 
 @app.command()

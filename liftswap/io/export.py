@@ -83,7 +83,10 @@ def check_onnx(
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    providers = list(providers or ["CPUExecutionProvider"])
+    if not providers:  # the GPU when onnxruntime has it (onnxruntime-gpu), else the CPU
+        providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
+        providers.append("CPUExecutionProvider")
+    providers = list(providers)
     missing = [p for p in providers if p not in available]
     if missing:
         raise LiftswapError(f"onnxruntime has no {', '.join(missing)} here (available: {', '.join(available)})")
@@ -129,7 +132,8 @@ def export_onnx(
         dynamic_batch / dynamic_spatial: make the batch / spatial axes dynamic.
         check: run the onnxruntime parity check.
         opset: ONNX opset (default: the exporter's).
-        providers: onnxruntime execution providers for the check (default CPU only).
+        providers: onnxruntime execution providers for the check (default: CUDA when onnxruntime
+            has it, then CPU).
         rtol: largest relative difference (to the largest output magnitude) accepted.
     """
     refuse_wrapped(model, "export_onnx")
@@ -167,7 +171,7 @@ def export_onnx(
             except Exception as e:  # noqa: BLE001 - report the exporter's reason on one line
                 first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
                 raise LiftswapError(f"ONNX export failed: {type(e).__name__}: {first}") from e
-        report = ExportReport(str(path), opset, list(providers or ["CPUExecutionProvider"]), external_data=external)
+        report = ExportReport(str(path), opset, list(providers or []), external_data=external)
         report.export_seconds = time.perf_counter() - t0
         import onnx
 
