@@ -19,7 +19,7 @@ from ..errors import LiftswapError
 from ..surgery import patch
 from ..surgery.plan import refuse_wrapped
 from .safe_load import safe_torch_load
-from .sources import build_model, source_of
+from .sources import build_model, source_of, state_dict_mismatch
 
 __all__ = ["save", "load", "read_file", "atomic_write", "FORMAT", "FORMAT_VERSION"]
 
@@ -121,16 +121,9 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         diff = next((f"{w} vs {g}" for w, g in zip(want, got) if w != g), f"{len(want)} vs {len(got)} sites")
         raise LiftswapError(f"{path} was converted from another model: its plan does not match this model's ({diff})")
     state = payload["state_dict"]
-    own = converted.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or bad:
-        example = (missing or unexpected or bad)[0]
-        raise LiftswapError(
-            f"weights in {path} do not fit the model: {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(bad)} of another shape (e.g. {example})"
-        )
+    problem = state_dict_mismatch(converted, state)
+    if problem:
+        raise LiftswapError(f"weights in {path} do not fit the model: {problem}")
     converted.load_state_dict(state, strict=True)
     return converted
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import LiftswapError
 from .safe_load import safe_torch_load
 
-__all__ = ["build_model", "parse_source", "load_checkpoint", "source_of", "default_input_size"]
+__all__ = ["build_model", "parse_source", "load_checkpoint", "source_of", "default_input_size", "state_dict_mismatch"]
 
 
 def parse_source(spec: str) -> dict:
@@ -146,13 +146,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     else:
         obj = safe_torch_load(path, "checkpoint")
     state = _state_dict_from(obj, path)
-    result = _check_fit(model, state)
+    result = state_dict_mismatch(model, state)
     if result:
         raise LiftswapError(f"checkpoint {path} does not fit {type(model).__name__}: {result}")
     model.load_state_dict(state, strict=True)
 
 
-def _check_fit(model: nn.Module, state: dict) -> str:
+def state_dict_mismatch(model: nn.Module, state: dict) -> str:
+    """How ``state`` fails to fit ``model`` strictly (counts and an example of each), or ""."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
