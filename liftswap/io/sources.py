@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import LiftswapError
+from ..surgery.plan import declared_input_size
 from .safe_load import safe_torch_load
 
 __all__ = ["build_model", "parse_source", "load_checkpoint", "source_of", "default_input_size", "state_dict_mismatch"]
@@ -97,11 +98,10 @@ def source_of(model: nn.Module) -> dict | None:
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int] | None:
-    """(C, H, W) the model declares: timm's ``pretrained_cfg``, or torchvision's weights' crop size."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    """(C, H, W) the model declares (see ``declared_input_size``), or torchvision's weights' crop size."""
+    size = declared_input_size(model)
     if size:
-        return tuple(size)
+        return size
     src = getattr(model, "liftswap_source", None) or {}
     if src.get("kind") == "torchvision":
         import torchvision

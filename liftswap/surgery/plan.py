@@ -134,19 +134,24 @@ def refuse_wrapped(model: nn.Module, what: str) -> None:
         )
 
 
+def declared_input_size(model: nn.Module) -> tuple | None:
+    """(C, H, W) the model declares: timm's ``pretrained_cfg``/``default_cfg``, or an ``input_size`` attribute."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    size = (cfg.get("input_size") if isinstance(cfg, dict) else None) or getattr(model, "input_size", None)
+    return tuple(size) if size else None
+
+
 def example_inputs_for(model: nn.Module, example_inputs: Any = None) -> tuple:
     """The example inputs as a tuple; by default from the model's declared input size, batch 2."""
     if example_inputs is None:
-        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-        size = cfg.get("input_size") if isinstance(cfg, dict) else None
-        size = size or getattr(model, "input_size", None)
+        size = declared_input_size(model)
         if size is None:
             raise ValueError(
                 f"example_inputs is needed: {type(model).__name__} declares no input size "
                 "(pass a tensor such as torch.randn(2, 3, 224, 224))"
             )
         p = next(model.parameters(), None)
-        return (torch.randn((2,) + tuple(size), device=p.device if p is not None else None),)
+        return (torch.randn((2,) + size, device=p.device if p is not None else None),)
     if isinstance(example_inputs, Tensor):
         return (example_inputs,)
     if isinstance(example_inputs, (list, tuple)) and all(isinstance(t, Tensor) for t in example_inputs):
