@@ -128,13 +128,17 @@ class LiftPoolReplacement(nn.Module):
             return None
         return "crop" if min(diffs) >= 0 else "fit"
 
+    def _pads(self, before, after) -> list:
+        """F.pad's list (last axis first) from per-axis callables before(axis), after(axis)."""
+        return [v for a in reversed(range(self.dims)) for v in (before(a), after(a))]
+
     def _stride1_pool(self, x: Tensor) -> Tensor:
         k, p, d = self.kernel_size, self.padding, self.dilation
         ones, zeros = (1,) * self.dims, (0,) * self.dims
         window = math.prod(k)
         if self.kind == "avg" and self.divisor_override:
             # window sums / divisor (the exporter mistranslates divisor_override, torch 2.14)
-            x = F.pad(x, [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])])
+            x = F.pad(x, self._pads(lambda a: p[a], lambda a: p[a] + self._extra[a]))
             return _AVG[self.dims](x, k, ones, 0) * (window / self.divisor_override)
         if not any(self._extra):
             if self.kind == "max":
@@ -147,17 +151,17 @@ class LiftPoolReplacement(nn.Module):
                 for axis in range(self.dims):
                     x = _replicate_pad(x, axis - self.dims, p[axis], p[axis] + self._extra[axis])
                 return _MAX[self.dims](x, k, ones, zeros, d)
-            pads = [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])]
+            pads = self._pads(lambda a: p[a], lambda a: p[a] + self._extra[a])
             h = _MAX[self.dims](F.pad(x, pads, value=-math.inf), k, ones, zeros, d)
             return h.clamp_min(torch.finfo(h.dtype).min)  # windows wholly in the padding are cropped later
         # avg with partial windows: window sums over the zero-padded input, divided by the count
         # PyTorch uses (the window clipped to the padded input, or to the input alone).
-        pads = [v for a in reversed(range(self.dims)) for v in (p[a], p[a] + self._extra[a])]
+        pads = self._pads(lambda a: p[a], lambda a: p[a] + self._extra[a])
         sums = _AVG[self.dims](F.pad(x, pads), k, ones, 0) * window
         mask = x.new_ones((1, 1) + tuple(x.shape[2:]))
         if self.count_include_pad:
-            mask = F.pad(mask, [v for a in reversed(range(self.dims)) for v in (p[a], p[a])], value=1.0)
-            mask = F.pad(mask, [v for a in reversed(range(self.dims)) for v in (0, self._extra[a])])
+            mask = F.pad(mask, self._pads(lambda a: p[a], lambda a: p[a]), value=1.0)
+            mask = F.pad(mask, self._pads(lambda a: 0, lambda a: self._extra[a]))
         else:
             mask = F.pad(mask, pads)
         return sums / (_AVG[self.dims](mask, k, ones, 0) * window)
