@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
 from .recompute import recompute
 
 __all__ = [
@@ -150,6 +151,18 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
         >>> s.tolist(), d.tolist()
         ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
     """
+    bands, c_u, c_p = _lift_stacked(x, dim, predict, update, with_costs)
+    s, d = bands.chunk(2, dim=0)
+    return LiftResult(s, d, c_u, c_p)
+
+
+def _lift_stacked(
+    x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`lift` with ``s`` and ``d`` stacked along the batch, as the next axis lifts them."""
+    if native.usable(x, predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
+                     update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias):  # fmt: skip
+        return native.lift_stacked(x, dim, predict, update, with_costs)
     length = x.shape[dim]
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
     # An odd axis repeats its last sample (replicate padding by one): the slice [0:L % 2] of the
@@ -163,9 +176,10 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
     s = x_e + _residual(d, dim, update)
     if update.base != 0.0:
         s.add_(d, alpha=update.base)
+    bands = torch.cat((s, d), dim=0)
     if not with_costs:
-        return LiftResult(s, d, None, None)
-    return LiftResult(s, d, (s - x_o).square().mean(), d.square().mean())
+        return bands, None, None
+    return bands, (s - x_o).square().mean(), d.square().mean()
 
 
 def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
@@ -244,11 +258,10 @@ def lift_down_pool(
     c_u = c_p = None
     for dim in reversed(tuple(axes)):
         count = bands.shape[0] // n  # bands lifted in this call; the costs are per 1D lift
-        s, d, cu, cp = lift(bands, dim, predict, update, with_costs)
+        bands, cu, cp = _lift_stacked(bands, dim, predict, update, with_costs)
         if with_costs:
             c_u = cu * count if c_u is None else c_u + cu * count
             c_p = cp * count if c_p is None else c_p + cp * count
-        bands = torch.cat((s, d), dim=0)
     bands = bands.view((-1, n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
     approx, details = bands[0], bands[1:]
     term = _detail_term(details, output, gamma)

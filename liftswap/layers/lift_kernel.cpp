@@ -1,0 +1,383 @@
+// One lifting step along one axis, forward and backward, fused per line (SPEC 1).
+//
+// Plain C ABI on raw pointers (no torch headers), so it compiles in about a second; see
+// native.py, which builds it on first use and calls it through ctypes. The tensor is viewed
+// as (G, P, L, B): G = N * C lines groups (channel c = g % C), P outer positions, L the
+// lifted axis, B the inner (contiguous) positions. Each line (g, p) is copied into small
+// per-thread buffers with replicate-padded rows, so every loop below is a flat, branch-free,
+// vectorisable pass with constant offsets of B; backward recomputes the forward of its line
+// in cache instead of keeping intermediates in memory.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// tanh from a vectorisable exp (Cephes polynomial, ~1 ulp); libm's tanhf does not vectorise.
+// Built with -fno-trapping-math, without which GCC does not vectorise floor().
+inline float exp_neg(float x) {  // x <= 0
+  x = std::max(x, -87.0f);         // keeps NaN: max(a, b) is a < b ? b : a
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, ((int32_t)n + 127) << 23);
+}
+
+// Branch-free so that the loops calling it vectorise; NaN in gives NaN out.
+inline float tanh_(float z) {
+  float e = exp_neg(-2.0f * std::fabs(z));
+  return std::copysign((1.0f - e) / (1.0f + e), z);
+}
+
+inline double tanh_(double z) { return std::tanh(z); }
+
+template <typename T>
+struct Op {
+  const T* w;   // (C, K) depthwise taps
+  const T* b;   // (C,) depthwise bias
+  const T* pw;  // (C,) pointwise weight
+  const T* pb;  // (C,) pointwise bias
+  T base;
+};
+
+template <typename T>
+struct Chan {  // one operator's weights for one channel
+  const T* w;
+  T b, pw, pb, base;
+  Chan(const Op<T>& o, int64_t c, int K) : w(o.w + c * K), b(o.b[c]), pw(o.pw[c]), pb(o.pb[c]), base(o.base) {}
+};
+
+// Copies line x (L rows of B) into xe (Lh rows, m replicated rows either side) and xo (Lh rows).
+// An odd L repeats its last row as the last odd sample.
+template <typename T>
+inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, int m) {
+  T* e0 = xe + (int64_t)m * B;
+  if (B == 1) {
+    const int64_t pairs = L / 2;
+    for (int64_t j = 0; j < pairs; ++j) {
+      e0[j] = x[2 * j];
+      xo[j] = x[2 * j + 1];
+    }
+    if (L % 2) e0[Lh - 1] = xo[Lh - 1] = x[L - 1];
+  } else {
+    for (int64_t j = 0; j < Lh; ++j) {
+      const int64_t jo = std::min(2 * j + 1, L - 1);
+      std::memcpy(e0 + j * B, x + 2 * j * B, B * sizeof(T));
+      std::memcpy(xo + j * B, x + jo * B, B * sizeof(T));
+    }
+  }
+}
+
+template <typename T>
+inline void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
+  for (int r = 0; r < m; ++r) {
+    std::memcpy(buf + r * B, buf + (int64_t)m * B, B * sizeof(T));
+    std::memcpy(buf + (m + Lh + r) * B, buf + (m + Lh - 1) * B, B * sizeof(T));
+  }
+}
+
+// Inverse of split for gradients: gx[2j] = gxe[j], gx[2j+1] = gxo[j] (odd L: both onto the last row).
+template <typename T>
+inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int64_t B) {
+  if (B == 1) {
+    const int64_t pairs = L / 2;
+    for (int64_t j = 0; j < pairs; ++j) {
+      gx[2 * j] = gxe[j];
+      gx[2 * j + 1] = gxo[j];
+    }
+    if (L % 2) gx[L - 1] = gxe[Lh - 1] + gxo[Lh - 1];
+  } else {
+    for (int64_t j = 0; j < Lh; ++j) {
+      std::memcpy(gx + 2 * j * B, gxe + j * B, B * sizeof(T));
+      if (2 * j + 1 < L) {
+        std::memcpy(gx + (2 * j + 1) * B, gxo + j * B, B * sizeof(T));
+      } else {
+        T* row = gx + 2 * j * B;
+        const T* o = gxo + j * B;
+        for (int64_t b = 0; b < B; ++b) row[b] += o[b];
+      }
+    }
+  }
+}
+
+// Lines of one group are lifted a tile at a time, so that short lines (W = 7, 14, 28) still
+// fill the vector units: `lines` segments of (Lh + 2m) rows of B, each line's Lh rows in the
+// middle with m replicated (or zero) rows either side, and m zero rows before and after the tile.
+// Flat loops run over every position of the tile; what they compute on padding rows is thrown away.
+constexpr int64_t kTileElems = 4096;
+
+struct Tile {
+  int m;
+  int64_t Lh, B, n, seg, margin, cap, span;
+  Tile(int64_t L, int64_t B_, int64_t P, int m_)
+      : m(m_), Lh((L + 1) / 2), B(B_), n(Lh * B_), seg((Lh + 2 * m_) * B_), margin(m_ * B_) {
+    cap = std::max<int64_t>(1, std::min<int64_t>(P, kTileElems / seg));
+    span = cap * seg + 2 * margin;
+  }
+};
+
+// Per-thread zeroed buffers of one tile each; get(i) points past the leading margin.
+template <typename T>
+struct Buffers {
+  std::vector<T> mem;
+  const Tile& t;
+  Buffers(const Tile& t_, int count) : mem(count * t_.span, T(0)), t(t_) {}
+  T* get(int i) { return mem.data() + i * t.span + t.margin; }
+  void fill_mask(T* mask) {  // 1 on lines' rows, 0 on padding rows
+    for (int64_t i = 0; i < t.cap; ++i)
+      std::fill(mask + i * t.seg + t.margin, mask + i * t.seg + t.margin + t.n, T(1));
+  }
+};
+
+// gt += transpose of the replicate-padded K-tap filter, applied to gh (zero off the lines' rows).
+// Padding rows before a line fold onto its first row, those after onto its last.
+template <typename T, int KC>
+inline void filter_transpose(const T* gh, T* tt, T* gt, const T* mask, const T* w, const Tile& t, int64_t lines,
+                             int Kr) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const int64_t total = lines * t.seg, B = t.B;
+#pragma omp simd
+  for (int64_t e = 0; e < total; ++e) {
+    T acc = 0;
+#pragma GCC unroll 16
+    for (int k = 0; k < K; ++k) acc += w[k] * gh[e + (m - k) * B];
+    tt[e] = acc;
+    gt[e] += mask[e] != 0 ? acc : T(0);
+  }
+  for (int64_t i = 0; i < lines; ++i) {
+    const int64_t first = i * t.seg + t.margin, last = first + (t.Lh - 1) * B;
+    for (int r = 0; r < m; ++r) {
+      for (int64_t b = 0; b < B; ++b) {
+        gt[first + b] += tt[i * t.seg + r * B + b];
+        gt[last + b] += tt[first + (t.Lh + r) * B + b];
+      }
+    }
+  }
+}
+
+template <typename T, int KC>
+void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B, int Kr,
+                  Op<T> po, Op<T> uo, double* costs, int threads) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const Tile t(L, B, P, m);
+  const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+#pragma omp parallel num_threads(threads)
+  {
+    Buffers<T> buf(t, 5);
+    T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *sb = buf.get(3), *mask = buf.get(4);
+    buf.fill_mask(mask);
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < G; ++g) {
+      const Chan<T> p(po, g % C, K), u(uo, g % C, K);
+      double cu = 0, cp = 0;
+      for (int64_t q0 = 0; q0 < P; q0 += t.cap) {
+        const int64_t lines = std::min(t.cap, P - q0), total = lines * seg;
+        for (int64_t i = 0; i < lines; ++i) {
+          split(x + (g * P + q0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
+          pad_rows(xe + i * seg, Lh, B, m);
+        }
+#pragma omp simd
+        for (int64_t e = 0; e < total; ++e) {
+          T h = p.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
+          T r = tanh_(p.pw * std::max(h, T(0)) + p.pb);
+          dp[e] = xo[e] - p.base * xe[e] - r;
+        }
+        for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
+        T su = 0, sp = 0;
+#pragma omp simd reduction(+ : su, sp)
+        for (int64_t e = 0; e < total; ++e) {
+          T h = u.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
+          T r = tanh_(u.pw * std::max(h, T(0)) + u.pb);
+          T dv = dp[e];
+          T sv = xe[e] + u.base * dv + r;
+          sb[e] = sv;
+          const bool on = mask[e] != 0;
+          su += on ? (sv - xo[e]) * (sv - xo[e]) : T(0);
+          sp += on ? dv * dv : T(0);
+        }
+        cu += su;
+        cp += sp;
+        for (int64_t i = 0; i < lines; ++i) {
+          const int64_t line = g * P + q0 + i;
+          std::memcpy(s + line * n, sb + i * seg + t.margin, n * sizeof(T));
+          std::memcpy(d + line * n, dp + i * seg + t.margin, n * sizeof(T));
+        }
+      }
+      if (costs) {
+        costs[2 * g] = cu;
+        costs[2 * g + 1] = cp;
+      }
+    }
+  }
+}
+
+// pgrad[g] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over group g's lines.
+template <typename T, int KC>
+void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G, int64_t C, int64_t P,
+                   int64_t L, int64_t B, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const Tile t(L, B, P, m);
+  const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+  const T tcu = T(kcu), tcp = T(kcp);
+  const int np = 2 * (K + 3);
+#pragma omp parallel num_threads(threads)
+  {
+    Buffers<T> buf(t, 12);
+    T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *hp = buf.get(3), *rp = buf.get(4);
+    T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *gh = buf.get(9);
+    T *tt = buf.get(10), *mask = buf.get(11);
+    buf.fill_mask(mask);
+    std::vector<double> acc(np);
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < G; ++g) {
+      const Chan<T> p(po, g % C, K), u(uo, g % C, K);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t q0 = 0; q0 < P; q0 += t.cap) {
+        const int64_t lines = std::min(t.cap, P - q0), total = lines * seg;
+        std::fill(gh + total, gh + total + t.margin, T(0));  // a shorter last tile: no stale values past it
+        for (int64_t i = 0; i < lines; ++i) {
+          const int64_t line = g * P + q0 + i;
+          split(x + line * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
+          pad_rows(xe + i * seg, Lh, B, m);
+          std::memcpy(gsb + i * seg + t.margin, gs + line * n, n * sizeof(T));
+          std::memcpy(gdb + i * seg + t.margin, gd + line * n, n * sizeof(T));
+        }
+#pragma omp simd
+        for (int64_t e = 0; e < total; ++e) {
+          T h = p.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
+          T r = tanh_(p.pw * std::max(h, T(0)) + p.pb);
+          hp[e] = h;
+          rp[e] = r;
+          dp[e] = xo[e] - p.base * xe[e] - r;
+        }
+        for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
+        // Update operator: s = x_e + base_u d + r_u.
+        T a_pw = 0, a_pb = 0, a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        for (int64_t e = 0; e < total; ++e) {
+          T h = u.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
+          T relu = std::max(h, T(0));
+          T r = tanh_(u.pw * relu + u.pb);
+          T dv = dp[e];
+          T res = xe[e] + u.base * dv + r - xo[e];
+          const bool on = mask[e] != 0;
+          T g_s = on ? gsb[e] + tcu * res : T(0);
+          gxe[e] = g_s;
+          gxo[e] = on ? -tcu * res : T(0);
+          gdb[e] = on ? gdb[e] + u.base * g_s + tcp * dv : T(0);
+          T gz = g_s * (T(1) - r * r);
+          a_pw += gz * relu;
+          a_pb += gz;
+          T ghv = h > 0 ? gz * u.pw : T(0);
+          a_b += ghv;
+          gh[e] = ghv;
+        }
+        acc[K + 3 + K] += a_b;
+        acc[K + 3 + K + 1] += a_pw;
+        acc[K + 3 + K + 2] += a_pb;
+        for (int k = 0; k < K; ++k) {
+          T a = 0;
+#pragma omp simd reduction(+ : a)
+          for (int64_t e = 0; e < total; ++e) a += gh[e] * dp[e + (k - m) * B];
+          acc[K + 3 + k] += a;
+        }
+        filter_transpose<T, KC>(gh, tt, gdb, mask, u.w, t, lines, K);
+        // Predict operator: d = x_o - base_p x_e - r_p.
+        a_pw = a_pb = a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        for (int64_t e = 0; e < total; ++e) {
+          T g_d = gdb[e];
+          gxo[e] += g_d;
+          gxe[e] -= p.base * g_d;
+          T h = hp[e];
+          T relu = std::max(h, T(0));
+          T gz = -g_d * (T(1) - rp[e] * rp[e]);
+          a_pw += gz * relu;
+          a_pb += gz;
+          T ghv = h > 0 ? gz * p.pw : T(0);
+          a_b += ghv;
+          gh[e] = ghv;
+        }
+        acc[K] += a_b;
+        acc[K + 1] += a_pw;
+        acc[K + 2] += a_pb;
+        for (int k = 0; k < K; ++k) {
+          T a = 0;
+#pragma omp simd reduction(+ : a)
+          for (int64_t e = 0; e < total; ++e) a += gh[e] * xe[e + (k - m) * B];
+          acc[k] += a;
+        }
+        filter_transpose<T, KC>(gh, tt, gxe, mask, p.w, t, lines, K);
+        for (int64_t i = 0; i < lines; ++i)
+          merge(gx + (g * P + q0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B);
+      }
+      std::copy(acc.begin(), acc.end(), pgrad + g * np);
+    }
+  }
+}
+
+template <typename T>
+void forward_dispatch(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B, int K,
+                      Op<T> po, Op<T> uo, double* costs, int threads) {
+  switch (K) {
+    case 1: return forward_impl<T, 1>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
+    case 3: return forward_impl<T, 3>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
+    case 5: return forward_impl<T, 5>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
+    default: return forward_impl<T, 0>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
+  }
+}
+
+template <typename T>
+void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G, int64_t C, int64_t P,
+                       int64_t L, int64_t B, int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+  switch (K) {
+    case 1: return backward_impl<T, 1>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 3: return backward_impl<T, 3>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 5: return backward_impl<T, 5>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    default: return backward_impl<T, 0>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int liftswap_abi_version() { return 1; }
+
+#define LIFTSWAP_EXPORT(T, SUFFIX)                                                                                    \
+  void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B,  \
+                                      int K, const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase,          \
+                                      const T* uw, const T* ub, const T* upw, const T* upb, T ubase, double* costs,    \
+                                      int threads) {                                                                   \
+    forward_dispatch<T>(x, s, d, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase},  \
+                        costs, threads);                                                                               \
+  }                                                                                                                    \
+  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G,        \
+                                       int64_t C, int64_t P, int64_t L, int64_t B, int K, const T* pw_, const T* pb_, \
+                                       const T* ppw, const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,   \
+                                       const T* upb, T ubase, double kcu, double kcp, int threads) {                  \
+    backward_dispatch<T>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                    \
+                         Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                          \
+  }
+
+LIFTSWAP_EXPORT(float, f32)
+LIFTSWAP_EXPORT(double, f64)
+
+}  // extern "C"
