@@ -2,7 +2,7 @@
 //
 // Plain C ABI on raw pointers (no torch headers), so it compiles in about a second; see
 // native.py, which builds it on first use and calls it through ctypes. The tensor is viewed
-// as (G, P, L, B): G = N * C lines groups (channel c = g % C), P outer positions, L the
+// as (G, P, L, B): G = N * C groups of lines (channel c = g % C), P outer positions, L the
 // lifted axis, B the inner (contiguous) positions. Each line (g, p) is copied into small
 // per-thread buffers with replicate-padded rows, so every loop below is a flat, branch-free,
 // vectorisable pass with constant offsets of B; backward recomputes the forward of its line
@@ -168,21 +168,24 @@ template <typename T, int KC>
 void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B, int Kr,
                   Op<T> po, Op<T> uo, double* costs, int threads) {
   const int K = KC ? KC : Kr, m = K / 2;
-  const Tile t(L, B, P, m);
+  const int64_t NB = G / C;
+  const Tile t(L, B, NB * P, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+  // The i-th line of a channel: lines of one channel share P and U, so a tile gathers them.
+  auto line_of = [&](int64_t c, int64_t i) { return ((i / P) * C + c) * P + i % P; };
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 5);
     T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *sb = buf.get(3), *mask = buf.get(4);
     buf.fill_mask(mask);
 #pragma omp for schedule(static)
-    for (int64_t g = 0; g < G; ++g) {
-      const Chan<T> p(po, g % C, K), u(uo, g % C, K);
+    for (int64_t c = 0; c < C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
       double cu = 0, cp = 0;
-      for (int64_t q0 = 0; q0 < P; q0 += t.cap) {
-        const int64_t lines = std::min(t.cap, P - q0), total = lines * seg;
+      for (int64_t i0 = 0; i0 < NB * P; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, NB * P - i0), total = lines * seg;
         for (int64_t i = 0; i < lines; ++i) {
-          split(x + (g * P + q0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
+          split(x + line_of(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
           pad_rows(xe + i * seg, Lh, B, m);
         }
 #pragma omp simd
@@ -211,26 +214,28 @@ void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64
         cu += su;
         cp += sp;
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = g * P + q0 + i;
+          const int64_t line = line_of(c, i0 + i);
           std::memcpy(s + line * n, sb + i * seg + t.margin, n * sizeof(T));
           std::memcpy(d + line * n, dp + i * seg + t.margin, n * sizeof(T));
         }
       }
       if (costs) {
-        costs[2 * g] = cu;
-        costs[2 * g + 1] = cp;
+        costs[2 * c] = cu;
+        costs[2 * c + 1] = cp;
       }
     }
   }
 }
 
-// pgrad[g] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over group g's lines.
+// pgrad[c] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over channel c's lines.
 template <typename T, int KC>
-void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G, int64_t C, int64_t P,
+void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, int64_t G, int64_t C, int64_t P,
                    int64_t L, int64_t B, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
   const int K = KC ? KC : Kr, m = K / 2;
-  const Tile t(L, B, P, m);
+  const int64_t NB = G / C;
+  const Tile t(L, B, NB * P, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+  auto line_of = [&](int64_t c, int64_t i) { return ((i / P) * C + c) * P + i % P; };
   const T tcu = T(kcu), tcp = T(kcp);
   const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
@@ -242,14 +247,14 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, i
     buf.fill_mask(mask);
     std::vector<double> acc(np);
 #pragma omp for schedule(static)
-    for (int64_t g = 0; g < G; ++g) {
-      const Chan<T> p(po, g % C, K), u(uo, g % C, K);
+    for (int64_t c = 0; c < C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
       std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t q0 = 0; q0 < P; q0 += t.cap) {
-        const int64_t lines = std::min(t.cap, P - q0), total = lines * seg;
+      for (int64_t i0 = 0; i0 < NB * P; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, NB * P - i0), total = lines * seg;
         std::fill(gh + total, gh + total + t.margin, T(0));  // a shorter last tile: no stale values past it
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = g * P + q0 + i;
+          const int64_t line = line_of(c, i0 + i);
           split(x + line * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
           pad_rows(xe + i * seg, Lh, B, m);
           std::memcpy(gsb + i * seg + t.margin, gs + line * n, n * sizeof(T));
@@ -276,7 +281,9 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, i
           T relu = std::max(h, T(0));
           T r = tanh_(u.pw * relu + u.pb);
           T dv = dp[e];
-          T res = xe[e] + u.base * dv + r - xo[e];
+          T sv = xe[e] + u.base * dv + r;
+          tt[e] = sv;
+          T res = sv - xo[e];
           const bool on = mask[e] != 0;
           T g_s = on ? gsb[e] + tcu * res : T(0);
           gxe[e] = g_s;
@@ -288,6 +295,13 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, i
           T ghv = h > 0 ? gz * u.pw : T(0);
           a_b += ghv;
           gh[e] = ghv;
+        }
+        if (s) {  // the caller also wants the forward's outputs, recomputed here anyway
+          for (int64_t i = 0; i < lines; ++i) {
+            const int64_t line = line_of(c, i0 + i);
+            std::memcpy(s + line * n, tt + i * seg + t.margin, n * sizeof(T));
+            std::memcpy(d + line * n, dp + i * seg + t.margin, n * sizeof(T));
+          }
         }
         acc[K + 3 + K] += a_b;
         acc[K + 3 + K + 1] += a_pw;
@@ -326,9 +340,9 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, i
         }
         filter_transpose<T, KC>(gh, tt, gxe, mask, p.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i)
-          merge(gx + (g * P + q0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B);
+          merge(gx + line_of(c, i0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B);
       }
-      std::copy(acc.begin(), acc.end(), pgrad + g * np);
+      std::copy(acc.begin(), acc.end(), pgrad + c * np);
     }
   }
 }
@@ -345,13 +359,13 @@ void forward_dispatch(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, i
 }
 
 template <typename T>
-void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G, int64_t C, int64_t P,
+void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, int64_t G, int64_t C, int64_t P,
                        int64_t L, int64_t B, int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
   switch (K) {
-    case 1: return backward_impl<T, 1>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    case 3: return backward_impl<T, 3>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    case 5: return backward_impl<T, 5>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    default: return backward_impl<T, 0>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 1: return backward_impl<T, 1>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 3: return backward_impl<T, 3>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 5: return backward_impl<T, 5>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    default: return backward_impl<T, 0>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
   }
 }
 
@@ -359,7 +373,7 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, double* pgra
 
 extern "C" {
 
-int liftswap_abi_version() { return 1; }
+int liftswap_abi_version() { return 2; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                                    \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B,  \
@@ -369,11 +383,12 @@ int liftswap_abi_version() { return 1; }
     forward_dispatch<T>(x, s, d, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase},  \
                         costs, threads);                                                                               \
   }                                                                                                                    \
-  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, double* pgrad, int64_t G,        \
+  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad,       \
+                                       int64_t G,                                                                     \
                                        int64_t C, int64_t P, int64_t L, int64_t B, int K, const T* pw_, const T* pb_, \
                                        const T* ppw, const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,   \
                                        const T* upb, T ubase, double kcu, double kcp, int threads) {                  \
-    backward_dispatch<T>(x, gs, gd, gx, pgrad, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                    \
+    backward_dispatch<T>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                    \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                          \
   }
 

@@ -151,18 +151,22 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
         >>> s.tolist(), d.tolist()
         ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
     """
+    if _native_usable(x, predict, update, None):
+        s, details, c_u, c_p = native.down_pool(x, predict, update, (dim,), "LL", None, with_costs)
+        return LiftResult(s, details[:, 0], c_u, c_p)
     bands, c_u, c_p = _lift_stacked(x, dim, predict, update, with_costs)
     s, d = bands.chunk(2, dim=0)
     return LiftResult(s, d, c_u, c_p)
+
+
+def _native_usable(x: Tensor, predict: OperatorWeights, update: OperatorWeights, gamma: Tensor | None) -> bool:
+    return native.usable(x, *predict[1:], *update[1:], gamma)
 
 
 def _lift_stacked(
     x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`lift` with ``s`` and ``d`` stacked along the batch, as the next axis lifts them."""
-    if native.usable(x, predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
-                     update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias):  # fmt: skip
-        return native.lift_stacked(x, dim, predict, update, with_costs)
     length = x.shape[dim]
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
     # An odd axis repeats its last sample (replicate padding by one): the slice [0:L % 2] of the
@@ -253,6 +257,8 @@ def lift_down_pool(
         >>> torch.allclose(y, F.avg_pool2d(x, 2)), tuple(details.shape)
         (True, (1, 3, 2, 2, 3))
     """
+    if _native_usable(x, predict, update, gamma if output == "gated" else None):
+        return DownPoolResult(*native.down_pool(x, predict, update, axes, output, gamma, with_costs))
     n = x.shape[0]
     bands = x
     c_u = c_p = None
@@ -470,7 +476,10 @@ class _LiftDownPoolNd(nn.Module):
             res = lift_down_pool(x, predict, update, axes, output, gamma, training)
             return (res.y, res.details, res.c_u, res.c_p) if training else (res.y, res.details)
 
-        out = recompute(run, (x, *params))
+        if native.usable(x, *params):
+            out = run(x, *params)  # the kernel saves only x and the parameters itself
+        else:
+            out = recompute(run, (x, *params))
         if training:
             self.last_regularization = self.lambda_u * out[2] + self.lambda_p * out[3]
         elif self.last_regularization is not None:

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "enabled", "lift_stacked"]
+__all__ = ["available", "enabled", "usable", "down_pool"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 1
+_ABI = 2
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once known
@@ -97,7 +97,7 @@ def _build() -> ctypes.CDLL:
         fwd.argtypes = [ptr] * 3 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, i32]
         fwd.restype = None
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
-        bwd.argtypes = [ptr] * 5 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
+        bwd.argtypes = [ptr] * 7 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
     return lib
 
@@ -170,97 +170,179 @@ def _layout(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
     return x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b
 
 
-def _operator_args(dw_weight: Tensor, dw_bias: Tensor | None, pw_weight: Tensor, pw_bias: Tensor | None):
-    c = dw_weight.shape[0]
-    zeros = dw_weight.new_zeros(c)
+def _halved(x: Tensor, dim: int) -> tuple[int, ...]:
+    """Shape of one lift's stacked output: (2 * N, C, ...) with ``dim`` halved (rounded up)."""
+    axis = x.dim() + dim
+    return (2 * x.shape[0],) + x.shape[1:axis] + ((x.shape[axis] + 1) // 2,) + x.shape[axis + 1 :]
+
+
+def _operator_args(w) -> list[Tensor]:
+    c = w.dw_weight.shape[0]
+    zeros = w.dw_weight.new_zeros(c)
     return [
-        dw_weight.detach().reshape(c, -1).contiguous(),
-        (zeros if dw_bias is None else dw_bias.detach()).contiguous(),
-        pw_weight.detach().reshape(c).contiguous(),
-        (zeros if pw_bias is None else pw_bias.detach()).contiguous(),
+        w.dw_weight.detach().reshape(c, -1).contiguous(),
+        (zeros if w.dw_bias is None else w.dw_bias.detach()).contiguous(),
+        w.pw_weight.detach().reshape(c).contiguous(),
+        (zeros if w.pw_bias is None else w.pw_bias.detach()).contiguous(),
     ]
 
 
-def _pointers(tensors) -> list[int]:
-    return [t.data_ptr() for t in tensors]
+class _Kernel:
+    """The library's two entry points for one dtype, with the layer's P and U bound."""
 
-
-class _Lift(torch.autograd.Function):
-    """(x, P, U) -> (stacked [s, d], sum (s - x_o)^2, sum d^2), through the fused kernel."""
-
-    @staticmethod
-    def forward(ctx, x, dim, p_base, u_base, with_costs, pw, pb, ppw, ppb, uw, ub, upw, upb):
+    def __init__(self, dtype: torch.dtype, predict, update) -> None:
         lib = _library()
-        x = x.contiguous()
+        suffix = "f32" if dtype == torch.float32 else "f64"
+        self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
+        self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
+        self.k = predict.dw_weight.shape[-1]
+        self.p_base, self.u_base = predict.base, update.base
+        self.p_args, self.u_args = _operator_args(predict), _operator_args(update)
+        self._p = [t.data_ptr() for t in self.p_args]
+        self._u = [t.data_ptr() for t in self.u_args]
+
+    def forward(self, x: Tensor, dim: int, with_costs: bool) -> tuple[Tensor, Tensor | None]:
+        """(s and d stacked along the batch, per-channel sums of (s - x_o)^2 and d^2 or None)."""
         g, c, p, length, b = _layout(x, dim)
-        axis = x.dim() + dim
-        out = x.new_empty((2,) + x.shape[:axis] + ((length + 1) // 2,) + x.shape[axis + 1 :])
-        pa, ua = _operator_args(pw, pb, ppw, ppb), _operator_args(uw, ub, upw, upb)
-        costs = torch.empty((g, 2), dtype=torch.float64) if with_costs else None
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        getattr(lib, f"liftswap_lift_forward_{suffix}")(
-            x.data_ptr(), out[0].data_ptr(), out[1].data_ptr(), g, c, p, length, b, pw.shape[-1],
-            *_pointers(pa), p_base, *_pointers(ua), u_base, None if costs is None else costs.data_ptr(),
+        out = x.new_empty(_halved(x, dim))
+        half = out.numel() // 2
+        costs = torch.empty((c, 2), dtype=torch.float64) if with_costs else None
+        ptr = out.data_ptr()
+        self._fwd(
+            x.data_ptr(), ptr, ptr + half * out.element_size(), g, c, p, length, b, self.k,
+            *self._p, self.p_base, *self._u, self.u_base, None if costs is None else costs.data_ptr(),
             torch.get_num_threads(),
         )  # fmt: skip
-        ctx.save_for_backward(x, pw, pb, ppw, ppb, uw, ub, upw, upb)
-        ctx.meta = (dim, p_base, u_base)
-        if costs is None:
-            cu = cp = x.new_zeros(())
+        return out, costs
+
+    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, want_out: bool):
+        """(grad of x, float64 (C, 2 (K + 3)) parameter grads, the recomputed forward output or None)."""
+        g, c, p, length, b = _layout(x, dim)
+        size = g_out.element_size()
+        half = g_out.numel() // 2
+        gx = torch.empty_like(x)
+        pgrad = torch.empty((c, 2 * (self.k + 3)), dtype=torch.float64)
+        out = x.new_empty(g_out.shape) if want_out else None
+        self._bwd(
+            x.data_ptr(), g_out.data_ptr(), g_out.data_ptr() + half * size, gx.data_ptr(),
+            None if out is None else out.data_ptr(), None if out is None else out.data_ptr() + half * size,
+            pgrad.data_ptr(), g, c, p, length, b, self.k, *self._p, self.p_base, *self._u, self.u_base,
+            kcu, kcp, torch.get_num_threads(),
+        )  # fmt: skip
+        return gx, pgrad, out
+
+
+def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
+    return (bands.shape[0] // n, n) + tuple(bands.shape[1:])
+
+
+class _DownPool(torch.autograd.Function):
+    """x -> (y, details, c_u, c_p) of :func:`lift_down_pool`; saves only x and the parameters.
+
+    Backward re-lifts all but the last axis to get each lift's input, then runs the kernel's
+    backward per axis, outermost first; the last one also hands back the bands it recomputes,
+    which gamma's gradient needs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, axes, output, with_costs, predict, update, gamma, *params):
+        kernel = _Kernel(x.dtype, predict, update)
+        x = x.contiguous()
+        n = x.shape[0]
+        bands, counts = x, []
+        c_u = c_p = 0.0
+        for dim in reversed(axes):
+            bands, costs = kernel.forward(bands, dim, with_costs)
+            counts.append(bands.numel() // bands.shape[0] * n)  # elements of one 1D lift's s (or d)
+            if costs is not None:
+                cu, cp = costs.sum(0).tolist()
+                c_u, c_p = c_u + cu / counts[-1], c_p + cp / counts[-1]
+        bands = bands.view(_bands_shape(bands, n))
+        y = _combine(bands, output, gamma)
+        ctx.save_for_backward(x, gamma, *params)
+        ctx.meta = (axes, output, predict, update, counts, len(params))
+        cu = torch.tensor(c_u, dtype=x.dtype)
+        cp = torch.tensor(c_p, dtype=x.dtype)
+        if not with_costs:
             ctx.mark_non_differentiable(cu, cp)
-        else:
-            cu, cp = costs.sum(0).to(x.dtype).unbind()
-        return out, cu, cp
+        return y, bands[1:].movedim(0, 1), cu, cp
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_out, g_cu, g_cp):
-        lib = _library()
-        x, pw, pb, ppw, ppb, uw, ub, upw, upb = ctx.saved_tensors
-        dim, p_base, u_base = ctx.meta
-        g, c, p, length, b = _layout(x, dim)
-        k = pw.shape[-1]
-        if g_out is None:  # only the costs were used
-            axis = x.dim() + dim
-            g_out = x.new_zeros((2,) + x.shape[:axis] + ((length + 1) // 2,) + x.shape[axis + 1 :])
-        g_out = g_out.contiguous()
-        gx = torch.empty_like(x)
-        pgrad = torch.empty((g, 2 * (k + 3)), dtype=torch.float64)
-        pa, ua = _operator_args(pw, pb, ppw, ppb), _operator_args(uw, ub, upw, upb)
-        kcu = 0.0 if g_cu is None else 2.0 * float(g_cu)
-        kcp = 0.0 if g_cp is None else 2.0 * float(g_cp)
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        getattr(lib, f"liftswap_lift_backward_{suffix}")(
-            x.data_ptr(), g_out[0].data_ptr(), g_out[1].data_ptr(), gx.data_ptr(), pgrad.data_ptr(),
-            g, c, p, length, b, k, *_pointers(pa), p_base, *_pointers(ua), u_base, kcu, kcp,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        per_channel = pgrad.view(x.shape[0], c, 2 * (k + 3)).sum(0).to(x.dtype)
-        grads = []
-        for offset, (w, bias, pwt, pbias) in ((0, (pw, pb, ppw, ppb)), (k + 3, (uw, ub, upw, upb))):
-            part = per_channel[:, offset : offset + k + 3]
-            grads += [
-                part[:, :k].reshape(w.shape),
-                None if bias is None else part[:, k].reshape(bias.shape),
-                part[:, k + 1].reshape(pwt.shape),
-                None if pbias is None else part[:, k + 2].reshape(pbias.shape),
-            ]
-        return (gx, None, None, None, None, *grads)
+    def backward(ctx, g_y, g_details, g_cu, g_cp):
+        x, gamma, *params = ctx.saved_tensors
+        axes, output, predict, update, counts, n_params = ctx.meta
+        kernel = _Kernel(x.dtype, predict, update)
+        n = x.shape[0]
+        order = list(reversed(axes))
+        inputs = [x]
+        for dim in order[:-1]:
+            inputs.append(kernel.forward(inputs[-1], dim, False)[0])
+        last = _halved(inputs[-1], order[-1])
+        shape = (last[0] // n, n) + last[1:]
+        g_bands = x.new_zeros(shape)
+        if g_y is not None:
+            g_bands[0] = g_y
+            if output == "sum":
+                g_bands[1:] = g_y
+            elif output == "gated":
+                torch.mul(_gamma_view(gamma, g_y.dim()), g_y, out=g_bands[1:])
+        if g_details is not None:
+            g_bands[1:] += g_details.movedim(1, 0)
+        want_gamma = output == "gated" and ctx.needs_input_grad[6] and g_y is not None
+        g_cu = 0.0 if g_cu is None else float(g_cu)
+        g_cp = 0.0 if g_cp is None else float(g_cp)
+        pgrad = 0
+        grad = g_bands.view((-1,) + shape[2:])
+        bands = None
+        for i in reversed(range(len(order))):
+            grad, pg, out = kernel.backward(
+                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], want_gamma and i == len(order) - 1
+            )
+            bands = out if out is not None else bands
+            pgrad = pgrad + pg
+        g_gamma = None
+        if want_gamma:
+            bands = bands.view(shape)
+            g_gamma = (bands[1:] * g_y).sum(dim=[1] + list(range(3, bands.dim())))
+        return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
 
 
-def lift_stacked(x: Tensor, dim: int, predict, update, with_costs: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One lifting step through the kernel: ``(cat([s, d]) along the batch, c_u, c_p)``.
+def _gamma_view(gamma: Tensor, spatial_plus_two: int) -> Tensor:
+    return gamma.view(gamma.shape + (1,) * (spatial_plus_two - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
 
-    ``c_u``/``c_p`` are means over the whole call (as ``(s - x_o).square().mean()`` would be),
-    None without ``with_costs``. Call only when :func:`usable` says so.
+
+def _combine(bands: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+    """The pooled output from (n_bands, N, C, ...) bands (SPEC 2)."""
+    if output == "LL":
+        return bands[0].clone()
+    if output == "sum":
+        return bands.sum(0)
+    return bands[0] + (_gamma_view(gamma, bands.dim() - 1) * bands[1:]).sum(0)
+
+
+def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:
+    """Kernel layout (C, [P taps, P dw bias, P pw, P pw bias, U ...]) -> grads shaped like params."""
+    grads = []
+    for offset, (w, bias, pw, pb) in ((0, params[0:4]), (k + 3, params[4:8])):
+        part = pgrad[:, offset : offset + k + 3]
+        grads += [
+            part[:, :k].reshape(w.shape),
+            None if bias is None else part[:, k].reshape(bias.shape),
+            part[:, k + 1].reshape(pw.shape),
+            None if pb is None else part[:, k + 2].reshape(pb.shape),
+        ]
+    return grads
+
+
+def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
+    """:func:`~liftswap.layers.lift_pool.lift_down_pool` through the kernel: ``(y, details, c_u, c_p)``.
+
+    Call only when :func:`usable` says so.
     """
-    out, cu, cp = _Lift.apply(
-        x, dim, predict.base, update.base, with_costs,
+    params = (
         predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
         update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
     )  # fmt: skip
-    bands = out.flatten(0, 1)
-    if not with_costs:
-        return bands, None, None
-    count = out[0].numel()
-    return bands, cu / count, cp / count
+    y, details, c_u, c_p = _DownPool.apply(x, tuple(axes), output, with_costs, predict, update, gamma, *params)
+    return y, details, (c_u if with_costs else None), (c_p if with_costs else None)
