@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 namespace {
@@ -56,6 +55,13 @@ struct Chan {  // one operator's weights for one channel
   Chan(const Op<T>& o, int64_t c, int K) : w(o.w + c * K), b(o.b[c]), pw(o.pw[c]), pb(o.pb[c]), base(o.base) {}
 };
 
+// Rows here are short (7 to a few hundred values): an inlined loop beats a call to memcpy.
+template <typename T>
+inline void copy(T* dst, const T* src, int64_t count) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) dst[i] = src[i];
+}
+
 // Copies line x (L rows of B) into xe (Lh rows, m replicated rows either side) and xo (Lh rows).
 // An odd L repeats its last row as the last odd sample.
 template <typename T>
@@ -71,8 +77,8 @@ inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, in
   } else {
     for (int64_t j = 0; j < Lh; ++j) {
       const int64_t jo = std::min(2 * j + 1, L - 1);
-      std::memcpy(e0 + j * B, x + 2 * j * B, B * sizeof(T));
-      std::memcpy(xo + j * B, x + jo * B, B * sizeof(T));
+      copy(e0 + j * B, x + 2 * j * B, B);
+      copy(xo + j * B, x + jo * B, B);
     }
   }
 }
@@ -80,8 +86,8 @@ inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, in
 template <typename T>
 inline void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
   for (int r = 0; r < m; ++r) {
-    std::memcpy(buf + r * B, buf + (int64_t)m * B, B * sizeof(T));
-    std::memcpy(buf + (m + Lh + r) * B, buf + (m + Lh - 1) * B, B * sizeof(T));
+    copy(buf + r * B, buf + (int64_t)m * B, B);
+    copy(buf + (m + Lh + r) * B, buf + (m + Lh - 1) * B, B);
   }
 }
 
@@ -97,9 +103,9 @@ inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int6
     if (L % 2) gx[L - 1] = gxe[Lh - 1] + gxo[Lh - 1];
   } else {
     for (int64_t j = 0; j < Lh; ++j) {
-      std::memcpy(gx + 2 * j * B, gxe + j * B, B * sizeof(T));
+      copy(gx + 2 * j * B, gxe + j * B, B);
       if (2 * j + 1 < L) {
-        std::memcpy(gx + (2 * j + 1) * B, gxo + j * B, B * sizeof(T));
+        copy(gx + (2 * j + 1) * B, gxo + j * B, B);
       } else {
         T* row = gx + 2 * j * B;
         const T* o = gxo + j * B;
@@ -138,11 +144,33 @@ struct Buffers {
   }
 };
 
-// gt += transpose of the replicate-padded K-tap filter, applied to gh (zero off the lines' rows).
-// Padding rows before a line fold onto its first row, those after onto its last.
+// The transpose of the replicate-padded K-tap filter applied to gh (zero off the lines' rows) has
+// values on padding rows too: those before a line fold onto its first row, those after onto its last.
 template <typename T, int KC>
-inline void filter_transpose(const T* gh, T* tt, T* gt, const T* mask, const T* w, const Tile& t, int64_t lines,
-                             int Kr) {
+inline void fold_transpose(const T* gh, T* gt, const T* w, const Tile& t, int64_t lines, int Kr) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const int64_t B = t.B;
+  for (int64_t i = 0; i < lines; ++i) {
+    const int64_t first = i * t.seg + t.margin, last = first + (t.Lh - 1) * B;
+    for (int r = 0; r < m; ++r) {
+      const T* before = gh + i * t.seg + r * B;
+      const T* after = gh + first + (t.Lh + r) * B;
+      for (int64_t b = 0; b < B; ++b) {
+        T lo = 0, hi = 0;
+        for (int k = 0; k < K; ++k) {
+          lo += w[k] * before[b + (m - k) * B];
+          hi += w[k] * after[b + (m - k) * B];
+        }
+        gt[first + b] += lo;
+        gt[last + b] += hi;
+      }
+    }
+  }
+}
+
+// gt += the whole transpose: the lines' rows here, the padding rows folded.
+template <typename T, int KC>
+inline void filter_transpose(const T* gh, T* gt, const T* mask, const T* w, const Tile& t, int64_t lines, int Kr) {
   const int K = KC ? KC : Kr, m = K / 2;
   const int64_t total = lines * t.seg, B = t.B;
 #pragma omp simd
@@ -150,18 +178,9 @@ inline void filter_transpose(const T* gh, T* tt, T* gt, const T* mask, const T* 
     T acc = 0;
 #pragma GCC unroll 16
     for (int k = 0; k < K; ++k) acc += w[k] * gh[e + (m - k) * B];
-    tt[e] = acc;
     gt[e] += mask[e] != 0 ? acc : T(0);
   }
-  for (int64_t i = 0; i < lines; ++i) {
-    const int64_t first = i * t.seg + t.margin, last = first + (t.Lh - 1) * B;
-    for (int r = 0; r < m; ++r) {
-      for (int64_t b = 0; b < B; ++b) {
-        gt[first + b] += tt[i * t.seg + r * B + b];
-        gt[last + b] += tt[first + (t.Lh + r) * B + b];
-      }
-    }
-  }
+  fold_transpose<T, KC>(gh, gt, w, t, lines, K);
 }
 
 template <typename T, int KC>
@@ -215,8 +234,8 @@ void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64
         cp += sp;
         for (int64_t i = 0; i < lines; ++i) {
           const int64_t line = line_of(c, i0 + i);
-          std::memcpy(s + line * n, sb + i * seg + t.margin, n * sizeof(T));
-          std::memcpy(d + line * n, dp + i * seg + t.margin, n * sizeof(T));
+          copy(s + line * n, sb + i * seg + t.margin, n);
+          copy(d + line * n, dp + i * seg + t.margin, n);
         }
       }
       if (costs) {
@@ -240,25 +259,28 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
   const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
   {
-    Buffers<T> buf(t, 12);
+    Buffers<T> buf(t, 13);
     T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *hp = buf.get(3), *rp = buf.get(4);
-    T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *gh = buf.get(9);
-    T *tt = buf.get(10), *mask = buf.get(11);
+    T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *ghu = buf.get(9);
+    T *ghp = buf.get(10), *sb = buf.get(11), *mask = buf.get(12);
     buf.fill_mask(mask);
     std::vector<double> acc(np);
+    // The taps' gradients ride along in the main loops for K <= 3; other K take extra passes.
+    constexpr bool fused_taps = KC == 1 || KC == 3;
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < C; ++c) {
       const Chan<T> p(po, c, K), u(uo, c, K);
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t i0 = 0; i0 < NB * P; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, NB * P - i0), total = lines * seg;
-        std::fill(gh + total, gh + total + t.margin, T(0));  // a shorter last tile: no stale values past it
+        std::fill(ghu + total, ghu + total + t.margin, T(0));  // a shorter last tile: no stale values past it
+        std::fill(ghp + total, ghp + total + t.margin, T(0));
         for (int64_t i = 0; i < lines; ++i) {
           const int64_t line = line_of(c, i0 + i);
           split(x + line * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
           pad_rows(xe + i * seg, Lh, B, m);
-          std::memcpy(gsb + i * seg + t.margin, gs + line * n, n * sizeof(T));
-          std::memcpy(gdb + i * seg + t.margin, gd + line * n, n * sizeof(T));
+          copy(gsb + i * seg + t.margin, gs + line * n, n);
+          copy(gdb + i * seg + t.margin, gd + line * n, n);
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
@@ -272,8 +294,8 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
         }
         for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
         // Update operator: s = x_e + base_u d + r_u.
-        T a_pw = 0, a_pb = 0, a_b = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        T a_pw = 0, a_pb = 0, a_b = 0, w0 = 0, w1 = 0, w2 = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
         for (int64_t e = 0; e < total; ++e) {
           T h = u.b;
 #pragma GCC unroll 16
@@ -282,7 +304,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
           T r = tanh_(u.pw * relu + u.pb);
           T dv = dp[e];
           T sv = xe[e] + u.base * dv + r;
-          tt[e] = sv;
+          sb[e] = sv;
           T res = sv - xo[e];
           const bool on = mask[e] != 0;
           T g_s = on ? gsb[e] + tcu * res : T(0);
@@ -294,30 +316,46 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
           a_pb += gz;
           T ghv = h > 0 ? gz * u.pw : T(0);
           a_b += ghv;
-          gh[e] = ghv;
+          ghu[e] = ghv;
+          if constexpr (KC == 3) {
+            w0 += ghv * dp[e - B];
+            w1 += ghv * dv;
+            w2 += ghv * dp[e + B];
+          } else if constexpr (KC == 1) {
+            w0 += ghv * dv;
+          }
         }
         if (s) {  // the caller also wants the forward's outputs, recomputed here anyway
           for (int64_t i = 0; i < lines; ++i) {
             const int64_t line = line_of(c, i0 + i);
-            std::memcpy(s + line * n, tt + i * seg + t.margin, n * sizeof(T));
-            std::memcpy(d + line * n, dp + i * seg + t.margin, n * sizeof(T));
+            copy(s + line * n, sb + i * seg + t.margin, n);
+            copy(d + line * n, dp + i * seg + t.margin, n);
           }
         }
         acc[K + 3 + K] += a_b;
         acc[K + 3 + K + 1] += a_pw;
         acc[K + 3 + K + 2] += a_pb;
-        for (int k = 0; k < K; ++k) {
-          T a = 0;
+        if constexpr (fused_taps) {
+          const T ws[3] = {w0, w1, w2};
+          for (int k = 0; k < K; ++k) acc[K + 3 + k] += ws[k];
+        } else {
+          for (int k = 0; k < K; ++k) {
+            T a = 0;
 #pragma omp simd reduction(+ : a)
-          for (int64_t e = 0; e < total; ++e) a += gh[e] * dp[e + (k - m) * B];
-          acc[K + 3 + k] += a;
+            for (int64_t e = 0; e < total; ++e) a += ghu[e] * dp[e + (k - m) * B];
+            acc[K + 3 + k] += a;
+          }
         }
-        filter_transpose<T, KC>(gh, tt, gdb, mask, u.w, t, lines, K);
-        // Predict operator: d = x_o - base_p x_e - r_p.
-        a_pw = a_pb = a_b = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        // Predict operator: d = x_o - base_p x_e - r_p. Its input gradient is U's transpose of ghu
+        // added to gdb: padding rows folded first, the lines' rows inside the loop.
+        fold_transpose<T, KC>(ghu, gdb, u.w, t, lines, K);
+        a_pw = a_pb = a_b = w0 = w1 = w2 = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
         for (int64_t e = 0; e < total; ++e) {
-          T g_d = gdb[e];
+          T tr = 0;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) tr += u.w[k] * ghu[e + (m - k) * B];
+          T g_d = gdb[e] + (mask[e] != 0 ? tr : T(0));
           gxo[e] += g_d;
           gxe[e] -= p.base * g_d;
           T h = hp[e];
@@ -327,18 +365,30 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
           a_pb += gz;
           T ghv = h > 0 ? gz * p.pw : T(0);
           a_b += ghv;
-          gh[e] = ghv;
+          ghp[e] = ghv;
+          if constexpr (KC == 3) {
+            w0 += ghv * xe[e - B];
+            w1 += ghv * xe[e];
+            w2 += ghv * xe[e + B];
+          } else if constexpr (KC == 1) {
+            w0 += ghv * xe[e];
+          }
         }
         acc[K] += a_b;
         acc[K + 1] += a_pw;
         acc[K + 2] += a_pb;
-        for (int k = 0; k < K; ++k) {
-          T a = 0;
+        if constexpr (fused_taps) {
+          const T ws[3] = {w0, w1, w2};
+          for (int k = 0; k < K; ++k) acc[k] += ws[k];
+        } else {
+          for (int k = 0; k < K; ++k) {
+            T a = 0;
 #pragma omp simd reduction(+ : a)
-          for (int64_t e = 0; e < total; ++e) a += gh[e] * xe[e + (k - m) * B];
-          acc[k] += a;
+            for (int64_t e = 0; e < total; ++e) a += ghp[e] * xe[e + (k - m) * B];
+            acc[k] += a;
+          }
         }
-        filter_transpose<T, KC>(gh, tt, gxe, mask, p.w, t, lines, K);
+        filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i)
           merge(gx + line_of(c, i0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B);
       }

@@ -280,13 +280,14 @@ class _DownPool(torch.autograd.Function):
             inputs.append(kernel.forward(inputs[-1], dim, False)[0])
         last = _halved(inputs[-1], order[-1])
         shape = (last[0] // n, n) + last[1:]
-        g_bands = x.new_zeros(shape)
-        if g_y is not None:
-            g_bands[0] = g_y
-            if output == "sum":
-                g_bands[1:] = g_y
-            elif output == "gated":
-                torch.mul(_gamma_view(gamma, g_y.dim()), g_y, out=g_bands[1:])
+        g_bands = x.new_empty(shape)
+        g_bands[0] = 0 if g_y is None else g_y
+        if g_y is None or output == "LL":
+            g_bands[1:] = 0
+        elif output == "sum":
+            g_bands[1:] = g_y
+        else:
+            torch.mul(_gamma_view(gamma, g_y.dim()), g_y, out=g_bands[1:])
         if g_details is not None:
             g_bands[1:] += g_details.movedim(1, 0)
         want_gamma = output == "gated" and ctx.needs_input_grad[6] and g_y is not None
