@@ -21,6 +21,24 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, timed in turns (one run of each per round).
+
+    Taking turns spreads slow phases of a shared machine over all functions alike, so the
+    ratios between them hold up better than from back-to-back blocks of runs.
+    """
+    for fn in fns.values():
+        fn()
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically (a partial file never replaces a result)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

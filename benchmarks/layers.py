@@ -2,7 +2,9 @@
 
 One process, one thread. For each shape and layer: forward under no_grad, forward+backward,
 and the bytes autograd saves for backward (unique storages seen by saved_tensors_hooks).
-Ratios are to MaxPool2d(3, 2, 1) measured in the same process.
+Ratios are to MaxPool2d(3, 2, 1) measured in the same process, all layers timed in turns.
+The default layers use the fused CPU kernel when it is available (see liftswap/layers/native.py);
+rows marked [PyTorch ops] run the same layer with it turned off.
 
     python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--out benchmarks/results/layers.json]
 """
@@ -15,12 +17,16 @@ import platform
 import sys
 
 import torch
-from benchutil import median_time, write_json
+from benchutil import interleaved_times, write_json
 from torch import nn
 
 import liftswap
+from liftswap.layers import native
 
 SHAPES = [(8, 64, 112, 112), (8, 256, 28, 28), (8, 512, 14, 14)]
+BASELINE = "MaxPool2d(3,2,1)"
+# Shown a second time with the fused CPU kernel off (the PyTorch implementation).
+KERNEL_COMPARED = ("LiftDownPool2d (haar, gated)", "LiftUpPool2d (haar, gated)")
 
 
 class UpAfterDown(nn.Module):
@@ -58,7 +64,8 @@ def saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
-def measure(name: str, module: nn.Module, shape, repeats: int) -> dict:
+def prepare(module: nn.Module, shape) -> tuple:
+    """(forward-only call, forward+backward call, forward call for saved_bytes) for one layer."""
     x = torch.randn(shape)
     if isinstance(module, UpAfterDown):
         with torch.no_grad():
@@ -86,18 +93,22 @@ def measure(name: str, module: nn.Module, shape, repeats: int) -> dict:
         out = run()
         torch.autograd.grad(out.sum(), grads_of)
 
-    return {
-        "layer": name,
-        "shape": list(shape),
-        "forward_s": median_time(fwd, repeats),
-        "forward_backward_s": median_time(fwd_bwd, repeats),
-        "saved_bytes": saved_bytes(run),
-    }
+    return fwd, fwd_bwd, run
+
+
+def pytorch_path(fn):
+    """``fn`` run with the fused CPU kernel turned off: the plain PyTorch implementation."""
+
+    def wrapped():
+        with native.enabled(False):
+            return fn()
+
+    return wrapped
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--shapes", nargs="*", default=None, help="N,C,H,W each")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "layers.json"))
     args = parser.parse_args(argv)
@@ -106,15 +117,30 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
     rows = []
     for shape in shapes:
-        base = None
-        for name, module in layers(shape[1]).items():
-            r = measure(name, module.train(), shape, args.repeats)
-            base = base or r
-            for key in ("forward_s", "forward_backward_s", "saved_bytes"):
-                r[key.replace("_s", "") + "_ratio" if key != "saved_bytes" else "saved_ratio"] = r[key] / base[key]
+        mods = layers(shape[1])
+        calls = {name: prepare(module.train(), shape) for name, module in mods.items()}
+        for name in list(calls):  # the same layers without the fused kernel, for comparison
+            if name.startswith("Lift") and name in KERNEL_COMPARED:
+                calls[name + " [PyTorch ops]"] = tuple(pytorch_path(f) for f in calls[name])
+        fwd = interleaved_times({name: c[0] for name, c in calls.items()}, args.repeats)
+        fwd_bwd = interleaved_times({name: c[1] for name, c in calls.items()}, args.repeats)
+        base = BASELINE
+        base_saved = saved_bytes(calls[base][2])
+        for name, c in calls.items():
+            saved = saved_bytes(c[2])
+            r = {
+                "layer": name,
+                "shape": list(shape),
+                "forward_s": fwd[name],
+                "forward_backward_s": fwd_bwd[name],
+                "saved_bytes": saved,
+                "forward_ratio": fwd[name] / fwd[base],
+                "forward_backward_ratio": fwd_bwd[name] / fwd_bwd[base],
+                "saved_ratio": saved / base_saved,
+            }
             rows.append(r)
             print(
-                f"{str(shape):>20} {name:<30} fwd {r['forward_s'] * 1e3:8.2f} ms ({r['forward_ratio']:4.2f}x)"
+                f"{str(shape):>20} {name:<44} fwd {r['forward_s'] * 1e3:8.2f} ms ({r['forward_ratio']:4.2f}x)"
                 f"  fwd+bwd {r['forward_backward_s'] * 1e3:8.2f} ms ({r['forward_backward_ratio']:4.2f}x)"
                 f"  saved {r['saved_bytes'] / 2**20:7.1f} MiB ({r['saved_ratio']:4.2f}x)",
                 flush=True,
@@ -126,6 +152,8 @@ def main(argv=None) -> int:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
+        "fused_kernel": native.available(),
+        "timing": "median of interleaved rounds (benchutil.interleaved_times)",
     }
     write_json(args.out, {"meta": meta, "rows": rows})
     return 0

@@ -16,7 +16,6 @@
 namespace {
 
 // tanh from a vectorisable exp (Cephes polynomial, ~1 ulp); libm's tanhf does not vectorise.
-// Built with -fno-trapping-math, without which GCC does not vectorise floor().
 inline float exp_neg(float x) {  // x <= 0
   x = std::max(x, -87.0f);         // keeps NaN: max(a, b) is a < b ? b : a
   float n = std::floor(x * 1.44269504088896341f + 0.5f);
@@ -419,11 +418,68 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, 
   }
 }
 
+// The pooled output y = sum_b coef[b, c] * band_b (SPEC 2's output modes as coefficients) and its
+// gradients, one pass each. Bands are (nb, N, C, S); details gradients (N, nb - 1, C, S).
+template <typename T>
+void combine_impl(const T* bands, const T* coef, T* y, int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t nc = 0; nc < N * C; ++nc) {
+    const int64_t c = nc % C;
+    T* out = y + nc * S;
+    const T c0 = coef[c];
+    const T* b0 = bands + nc * S;
+#pragma omp simd
+    for (int64_t i = 0; i < S; ++i) out[i] = c0 * b0[i];
+    for (int64_t b = 1; b < nb; ++b) {
+      const T cb = coef[b * C + c];
+      const T* band = bands + (b * N * C + nc) * S;
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) out[i] += cb * band[i];
+    }
+  }
+}
+
+// gbands (when not null) = coef * gy (+ gdet); gcoef (when not null) = sum over N and S of gy * band.
+template <typename T>
+void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* gdet, T* gbands, double* gcoef,
+                           int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const T cb = coef[b * C + c];
+      double total = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* g = gy + (n * C + c) * S;
+        const int64_t at = ((b * N + n) * C + c) * S;
+        if (gbands) {
+          T* out = gbands + at;
+          const T* det = gdet && b > 0 ? gdet + ((n * (nb - 1) + b - 1) * C + c) * S : nullptr;
+          if (det) {
+#pragma omp simd
+            for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i] + det[i];
+          } else {
+#pragma omp simd
+            for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i];
+          }
+        }
+        if (gcoef) {
+          const T* band = bands + at;
+          T acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < S; ++i) acc += g[i] * band[i];
+          total += acc;
+        }
+      }
+      if (gcoef) gcoef[b * C + c] = total;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
-int liftswap_abi_version() { return 2; }
+int liftswap_abi_version() { return 3; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                                    \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B,  \
@@ -442,6 +498,18 @@ int liftswap_abi_version() { return 2; }
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                          \
   }
 
+#define LIFTSWAP_EXPORT_COMBINE(T, SUFFIX)                                                                            \
+  void liftswap_combine_##SUFFIX(const T* bands, const T* coef, T* y, int64_t nb, int64_t N, int64_t C, int64_t S,    \
+                                 int threads) {                                                                        \
+    combine_impl<T>(bands, coef, y, nb, N, C, S, threads);                                                             \
+  }                                                                                                                    \
+  void liftswap_combine_backward_##SUFFIX(const T* bands, const T* coef, const T* gy, const T* gdet, T* gbands,        \
+                                          double* gcoef, int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {  \
+    combine_backward_impl<T>(bands, coef, gy, gdet, gbands, gcoef, nb, N, C, S, threads);                              \
+  }
+
+LIFTSWAP_EXPORT_COMBINE(float, f32)
+LIFTSWAP_EXPORT_COMBINE(double, f64)
 LIFTSWAP_EXPORT(float, f32)
 LIFTSWAP_EXPORT(double, f64)
 

@@ -33,7 +33,11 @@ from torch import Tensor
 __all__ = ["available", "enabled", "usable", "down_pool"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 2
+_ABI = 3
+# -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
+# short row copies inline instead of calling memmove for each.
+_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+          "-fno-tree-loop-distribute-patterns")  # fmt: skip
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once known
@@ -57,10 +61,9 @@ def _cpu_signature() -> str:
 
 
 def _compile(cxx: str, out: Path) -> None:
-    base = [cxx, "-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", str(_SOURCE), "-o", str(out)]
     errors = []
     for extra in (["-march=native"], []):  # some compilers or CPUs reject -march=native
-        proc = subprocess.run(base[:1] + extra + base[1:], capture_output=True, text=True)
+        proc = subprocess.run([cxx, *extra, *_FLAGS, str(_SOURCE), "-o", str(out)], capture_output=True, text=True)
         if proc.returncode == 0:
             return
         errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"])
@@ -73,7 +76,7 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(
-        b"\0".join(s.encode() for s in (_SOURCE.read_text(), cxx, version, _cpu_signature(), platform.machine()))
+        b"\0".join(s.encode() for s in (_SOURCE.read_text(), cxx, version, *_FLAGS, _cpu_signature(), platform.machine()))
     ).hexdigest()[:16]
     folder = _cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,6 +102,12 @@ def _build() -> ctypes.CDLL:
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
         bwd.argtypes = [ptr] * 7 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
+        comb = getattr(lib, f"liftswap_combine_{suffix}")
+        comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
+        comb.restype = None
+        comb_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
+        comb_bwd.argtypes = [ptr] * 6 + [i64] * 4 + [i32]
+        comb_bwd.restype = None
     return lib
 
 
@@ -195,6 +204,8 @@ class _Kernel:
         suffix = "f32" if dtype == torch.float32 else "f64"
         self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
         self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
+        self._combine = getattr(lib, f"liftswap_combine_{suffix}")
+        self._combine_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
         self.k = predict.dw_weight.shape[-1]
         self.p_base, self.u_base = predict.base, update.base
         self.p_args, self.u_args = _operator_args(predict), _operator_args(update)
@@ -232,6 +243,40 @@ class _Kernel:
         return gx, pgrad, out
 
 
+    def combine(self, bands: Tensor, coef: Tensor) -> Tensor:
+        """y = sum_b coef[b, c] * bands[b] for bands (nb, N, C, ...) and coef (nb, C)."""
+        nb, n, c = bands.shape[:3]
+        y = bands.new_empty(bands.shape[1:])
+        self._combine(bands.data_ptr(), coef.data_ptr(), y.data_ptr(), nb, n, c, y[0, 0].numel(), torch.get_num_threads())
+        return y
+
+    def combine_backward(self, shape, coef: Tensor, g_y: Tensor, g_details: Tensor | None, bands: Tensor | None):
+        """(gradient of the bands (coef * g_y + g_details), or the (nb, C) float64 gradient of coef given bands)."""
+        nb, n, c = shape[:3]
+        spatial = g_y[0, 0].numel()
+        if bands is None:
+            out = g_y.new_empty(shape)
+            det = 0 if g_details is None else g_details.data_ptr()
+            args = (0, coef.data_ptr(), g_y.data_ptr(), det or None, out.data_ptr(), None)
+        else:
+            out = torch.empty((nb, c), dtype=torch.float64)
+            args = (bands.data_ptr(), coef.data_ptr(), g_y.data_ptr(), None, None, out.data_ptr())
+        self._combine_bwd(*args, nb, n, c, spatial, torch.get_num_threads())
+        return out
+
+
+def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> Tensor:
+    """SPEC 2's output modes as one (nb, C) coefficient per band and channel."""
+    c = like.shape[1]
+    if output == "sum":
+        return like.new_ones((nb, c))
+    coef = like.new_zeros((nb, c))
+    coef[0] = 1
+    if output == "gated":
+        coef[1:] = gamma.detach()
+    return coef
+
+
 def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
     return (bands.shape[0] // n, n) + tuple(bands.shape[1:])
 
@@ -258,7 +303,7 @@ class _DownPool(torch.autograd.Function):
                 cu, cp = costs.sum(0).tolist()
                 c_u, c_p = c_u + cu / counts[-1], c_p + cp / counts[-1]
         bands = bands.view(_bands_shape(bands, n))
-        y = _combine(bands, output, gamma)
+        y = kernel.combine(bands, _coefficients(output, gamma, bands.shape[0], x))
         ctx.save_for_backward(x, gamma, *params)
         ctx.meta = (axes, output, predict, update, counts, len(params))
         cu = torch.tensor(c_u, dtype=x.dtype)
@@ -280,17 +325,13 @@ class _DownPool(torch.autograd.Function):
             inputs.append(kernel.forward(inputs[-1], dim, False)[0])
         last = _halved(inputs[-1], order[-1])
         shape = (last[0] // n, n) + last[1:]
-        g_bands = x.new_empty(shape)
-        g_bands[0] = 0 if g_y is None else g_y
-        if g_y is None or output == "LL":
-            g_bands[1:] = 0
-        elif output == "sum":
-            g_bands[1:] = g_y
-        else:
-            torch.mul(_gamma_view(gamma, g_y.dim()), g_y, out=g_bands[1:])
-        if g_details is not None:
-            g_bands[1:] += g_details.movedim(1, 0)
-        want_gamma = output == "gated" and ctx.needs_input_grad[6] and g_y is not None
+        coef = _coefficients(output, gamma, shape[0], x)
+        g_details = None if g_details is None else g_details.contiguous()
+        if g_y is None:
+            g_y = x.new_zeros(shape[1:])
+        g_y = g_y.contiguous()
+        g_bands = kernel.combine_backward(shape, coef, g_y, g_details, None)
+        want_gamma = output == "gated" and ctx.needs_input_grad[6]
         g_cu = 0.0 if g_cu is None else float(g_cu)
         g_cp = 0.0 if g_cp is None else float(g_cp)
         pgrad = 0
@@ -304,22 +345,8 @@ class _DownPool(torch.autograd.Function):
             pgrad = pgrad + pg
         g_gamma = None
         if want_gamma:
-            bands = bands.view(shape)
-            g_gamma = (bands[1:] * g_y).sum(dim=[1] + list(range(3, bands.dim())))
+            g_gamma = kernel.combine_backward(shape, coef, g_y, None, bands)[1:].to(x.dtype)
         return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
-
-
-def _gamma_view(gamma: Tensor, spatial_plus_two: int) -> Tensor:
-    return gamma.view(gamma.shape + (1,) * (spatial_plus_two - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-
-
-def _combine(bands: Tensor, output: str, gamma: Tensor | None) -> Tensor:
-    """The pooled output from (n_bands, N, C, ...) bands (SPEC 2)."""
-    if output == "LL":
-        return bands[0].clone()
-    if output == "sum":
-        return bands.sum(0)
-    return bands[0] + (_gamma_view(gamma, bands.dim() - 1) * bands[1:]).sum(0)
 
 
 def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:
