@@ -2,7 +2,7 @@
 
 For torchvision resnet50 and timm vgg13_bn (random weights): forward+backward (train mode) and
 inference (eval, no grad) in PyTorch, and inference in onnxruntime (CPU), original vs converted,
-measured alternately in one process (median of repeats). Prints a table, writes JSON.
+timed in turns in one process (median of repeats). Prints a table, writes JSON.
 
     python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--no-onnx]
 """
@@ -16,7 +16,7 @@ import tempfile
 import warnings
 
 import torch
-from benchutil import median_time, write_json
+from benchutil import interleaved_times, write_json
 
 import liftswap
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--out", default=os.path.join(RESULTS, "models.json"))
@@ -76,14 +76,16 @@ def main(argv=None) -> int:
 
         row = {"model": source, "batch": args.batch, "size": args.size}
         for what, make in (("train_s", train_step), ("infer_s", infer)):
-            for name, m in pair.items():
-                row[f"{name}_{what}"] = median_time(make(m), args.repeats)
+            times = interleaved_times({name: make(m) for name, m in pair.items()}, args.repeats)
+            for name in pair:
+                row[f"{name}_{what}"] = times[name]
             row[f"ratio_{what[:-2]}"] = row[f"converted_{what}"] / row[f"original_{what}"]
         if not args.no_onnx:
             with tempfile.TemporaryDirectory() as tmp:
-                for name, m in pair.items():
-                    run = onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads)
-                    row[f"{name}_onnxruntime_s"] = median_time(run, args.repeats)
+                runs = {name: onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads) for name, m in pair.items()}
+                times = interleaved_times(runs, args.repeats)
+                for name in pair:
+                    row[f"{name}_onnxruntime_s"] = times[name]
             row["ratio_onnxruntime"] = row["converted_onnxruntime_s"] / row["original_onnxruntime_s"]
         rows.append(row)
         print(
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
             + ("" if args.no_onnx else f"  onnxruntime {row['original_onnxruntime_s']:.3f}s -> {row['converted_onnxruntime_s']:.3f}s ({row['ratio_onnxruntime']:.3f}x)"),
             flush=True,
         )
-    write_json(args.out, {"args": vars(args), "torch": torch.__version__, "rows": rows})
+    meta = {"torch": torch.__version__, "fused_kernel": liftswap.layers.native.available()}
+    write_json(args.out, {"args": vars(args), **meta, "rows": rows})
     return 0
 
 

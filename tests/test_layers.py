@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import liftswap
-from liftswap.layers import lift_down_pool, lift_up_pool
+from liftswap.layers import lift_down_pool, lift_up_pool, native
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
 
 INITS = ("haar", "lazy", "paper")
@@ -383,8 +383,16 @@ def test_extra_repr():
     assert "shares P, U and gamma" in repr(liftswap.LiftUpPool2d(pool))
 
 
-def test_backward_saves_only_inputs_and_parameters():
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["fused kernel", "PyTorch ops"])
+def test_backward_saves_only_inputs_and_parameters(use_kernel):
     """The layers recompute their intermediates in backward: autograd keeps x (and the weights)."""
+    if use_kernel and not native.available():
+        pytest.skip("fused kernel unavailable")
+    with native.enabled(use_kernel):
+        check_saved_bytes_and_gradients()
+
+
+def check_saved_bytes_and_gradients():
     pool = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True))
     x = torch.randn(2, 8, 32, 32, requires_grad=True)
     saved = {}

@@ -62,11 +62,16 @@ inline void copy(T* dst, const T* src, int64_t count) {
 }
 
 // Copies line x (L rows of B) into xe (Lh rows, m replicated rows either side) and xo (Lh rows).
-// An odd L repeats its last row as the last odd sample.
+// An odd L repeats its last row as the last odd sample. With `even_first` the line's rows are
+// stored even rows first (as the previous lift wrote them for this one): two bulk copies.
 template <typename T>
-inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, int m) {
+inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, int m, bool even_first) {
   T* e0 = xe + (int64_t)m * B;
-  if (B == 1) {
+  if (even_first) {
+    copy(e0, x, Lh * B);
+    copy(xo, x + Lh * B, (L / 2) * B);
+    if (L % 2) copy(xo + (L / 2) * B, x + (Lh - 1) * B, B);
+  } else if (B == 1) {
     const int64_t pairs = L / 2;
     for (int64_t j = 0; j < pairs; ++j) {
       e0[j] = x[2 * j];
@@ -92,8 +97,16 @@ inline void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
 
 // Inverse of split for gradients: gx[2j] = gxe[j], gx[2j+1] = gxo[j] (odd L: both onto the last row).
 template <typename T>
-inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int64_t B) {
-  if (B == 1) {
+inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int64_t B, bool even_first) {
+  if (even_first) {
+    copy(gx, gxe, Lh * B);
+    copy(gx + Lh * B, gxo, (L / 2) * B);
+    if (L % 2) {
+      T* row = gx + (Lh - 1) * B;
+      const T* o = gxo + (Lh - 1) * B;
+      for (int64_t b = 0; b < B; ++b) row[b] += o[b];
+    }
+  } else if (B == 1) {
     const int64_t pairs = L / 2;
     for (int64_t j = 0; j < pairs; ++j) {
       gx[2 * j] = gxe[j];
@@ -113,6 +126,33 @@ inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int6
     }
   }
 }
+
+}  // namespace
+
+// How a call sees its tensor: (G, P, L, B) with channel c = g % C (see the top of the file).
+// even_first: the input's rows along L are stored even rows first. next_A > 0: write the output
+// that way along the axis the next lift takes, found in P as (outer, next_A, next_In).
+extern "C" struct LiftLayout {
+  int64_t G, C, P, L, B;
+  int64_t even_first, next_A, next_In;
+};
+
+namespace {
+
+struct Lines {  // the i-th line of channel c: where it is read from and where its results go
+  const LiftLayout& l;
+  int64_t NB;
+  explicit Lines(const LiftLayout& l_) : l(l_), NB(l_.G / l_.C) {}
+  int64_t in(int64_t c, int64_t i) const { return ((i / l.P) * l.C + c) * l.P + i % l.P; }
+  int64_t out(int64_t c, int64_t i) const {
+    int64_t q = i % l.P;
+    if (l.next_A > 0) {
+      const int64_t a = (q / l.next_In) % l.next_A, rest = q - a * l.next_In;
+      q = rest + (a % 2 ? (l.next_A + 1) / 2 + a / 2 : a / 2) * l.next_In;
+    }
+    return ((i / l.P) * l.C + c) * l.P + q;
+  }
+};
 
 // Lines of one group are lifted a tile at a time, so that short lines (W = 7, 14, 28) still
 // fill the vector units: `lines` segments of (Lh + 2m) rows of B, each line's Lh rows in the
@@ -183,14 +223,16 @@ inline void filter_transpose(const T* gh, T* gt, const T* mask, const T* w, cons
 }
 
 template <typename T, int KC>
-void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B, int Kr,
-                  Op<T> po, Op<T> uo, double* costs, int threads) {
+void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double* costs,
+                  int threads) {
+  const int64_t C = lay.C, L = lay.L, B = lay.B;
+  const bool even_first = lay.even_first;
+  const Lines lines_of(lay);
   const int K = KC ? KC : Kr, m = K / 2;
-  const int64_t NB = G / C;
-  const Tile t(L, B, NB * P, m);
+  // Lines of one channel share P and U, so a tile gathers them (from every batch entry).
+  const int64_t count = lines_of.NB * lay.P;
+  const Tile t(L, B, count, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
-  // The i-th line of a channel: lines of one channel share P and U, so a tile gathers them.
-  auto line_of = [&](int64_t c, int64_t i) { return ((i / P) * C + c) * P + i % P; };
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 5);
@@ -200,10 +242,10 @@ void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64
     for (int64_t c = 0; c < C; ++c) {
       const Chan<T> p(po, c, K), u(uo, c, K);
       double cu = 0, cp = 0;
-      for (int64_t i0 = 0; i0 < NB * P; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, NB * P - i0), total = lines * seg;
+      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
         for (int64_t i = 0; i < lines; ++i) {
-          split(x + line_of(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
+          split(x + lines_of.in(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
           pad_rows(xe + i * seg, Lh, B, m);
         }
 #pragma omp simd
@@ -232,7 +274,7 @@ void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64
         cu += su;
         cp += sp;
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = line_of(c, i0 + i);
+          const int64_t line = lines_of.out(c, i0 + i);
           copy(s + line * n, sb + i * seg + t.margin, n);
           copy(d + line * n, dp + i * seg + t.margin, n);
         }
@@ -247,13 +289,15 @@ void forward_impl(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64
 
 // pgrad[c] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over channel c's lines.
 template <typename T, int KC>
-void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, int64_t G, int64_t C, int64_t P,
-                   int64_t L, int64_t B, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, const LiftLayout& lay,
+                   int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+  const int64_t C = lay.C, L = lay.L, B = lay.B;
+  const bool even_first = lay.even_first;
+  const Lines lines_of(lay);
   const int K = KC ? KC : Kr, m = K / 2;
-  const int64_t NB = G / C;
-  const Tile t(L, B, NB * P, m);
+  const int64_t count = lines_of.NB * lay.P;
+  const Tile t(L, B, count, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
-  auto line_of = [&](int64_t c, int64_t i) { return ((i / P) * C + c) * P + i % P; };
   const T tcu = T(kcu), tcp = T(kcp);
   const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
@@ -270,14 +314,14 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
     for (int64_t c = 0; c < C; ++c) {
       const Chan<T> p(po, c, K), u(uo, c, K);
       std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t i0 = 0; i0 < NB * P; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, NB * P - i0), total = lines * seg;
+      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
         std::fill(ghu + total, ghu + total + t.margin, T(0));  // a shorter last tile: no stale values past it
         std::fill(ghp + total, ghp + total + t.margin, T(0));
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = line_of(c, i0 + i);
-          split(x + line * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m);
+          split(x + lines_of.in(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
           pad_rows(xe + i * seg, Lh, B, m);
+          const int64_t line = lines_of.out(c, i0 + i);
           copy(gsb + i * seg + t.margin, gs + line * n, n);
           copy(gdb + i * seg + t.margin, gd + line * n, n);
         }
@@ -326,7 +370,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
         }
         if (s) {  // the caller also wants the forward's outputs, recomputed here anyway
           for (int64_t i = 0; i < lines; ++i) {
-            const int64_t line = line_of(c, i0 + i);
+            const int64_t line = lines_of.out(c, i0 + i);
             copy(s + line * n, sb + i * seg + t.margin, n);
             copy(d + line * n, dp + i * seg + t.margin, n);
           }
@@ -389,7 +433,8 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
         }
         filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i)
-          merge(gx + line_of(c, i0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B);
+          merge(gx + lines_of.in(c, i0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B,
+                even_first);
       }
       std::copy(acc.begin(), acc.end(), pgrad + c * np);
     }
@@ -397,24 +442,24 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
 }
 
 template <typename T>
-void forward_dispatch(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B, int K,
-                      Op<T> po, Op<T> uo, double* costs, int threads) {
+void forward_dispatch(const T* x, T* s, T* d, const LiftLayout& lay, int K, Op<T> po, Op<T> uo, double* costs,
+                      int threads) {
   switch (K) {
-    case 1: return forward_impl<T, 1>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
-    case 3: return forward_impl<T, 3>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
-    case 5: return forward_impl<T, 5>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
-    default: return forward_impl<T, 0>(x, s, d, G, C, P, L, B, K, po, uo, costs, threads);
+    case 1: return forward_impl<T, 1>(x, s, d, lay, K, po, uo, costs, threads);
+    case 3: return forward_impl<T, 3>(x, s, d, lay, K, po, uo, costs, threads);
+    case 5: return forward_impl<T, 5>(x, s, d, lay, K, po, uo, costs, threads);
+    default: return forward_impl<T, 0>(x, s, d, lay, K, po, uo, costs, threads);
   }
 }
 
 template <typename T>
-void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, int64_t G, int64_t C, int64_t P,
-                       int64_t L, int64_t B, int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, const LiftLayout& lay,
+                       int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
   switch (K) {
-    case 1: return backward_impl<T, 1>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    case 3: return backward_impl<T, 3>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    case 5: return backward_impl<T, 5>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
-    default: return backward_impl<T, 0>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, po, uo, kcu, kcp, threads);
+    case 1: return backward_impl<T, 1>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 3: return backward_impl<T, 3>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 5: return backward_impl<T, 5>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    default: return backward_impl<T, 0>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
   }
 }
 
@@ -479,23 +524,21 @@ void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* 
 
 extern "C" {
 
-int liftswap_abi_version() { return 3; }
+int liftswap_abi_version() { return 4; }
 
-#define LIFTSWAP_EXPORT(T, SUFFIX)                                                                                    \
-  void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, int64_t G, int64_t C, int64_t P, int64_t L, int64_t B,  \
-                                      int K, const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase,          \
-                                      const T* uw, const T* ub, const T* upw, const T* upb, T ubase, double* costs,    \
-                                      int threads) {                                                                   \
-    forward_dispatch<T>(x, s, d, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase},  \
-                        costs, threads);                                                                               \
-  }                                                                                                                    \
-  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad,       \
-                                       int64_t G,                                                                     \
-                                       int64_t C, int64_t P, int64_t L, int64_t B, int K, const T* pw_, const T* pb_, \
-                                       const T* ppw, const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,   \
-                                       const T* upb, T ubase, double kcu, double kcp, int threads) {                  \
-    backward_dispatch<T>(x, gs, gd, gx, s, d, pgrad, G, C, P, L, B, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                    \
-                         Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                          \
+#define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
+  void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
+                                      const T* pb_, const T* ppw, const T* ppb, T pbase, const T* uw, const T* ub, \
+                                      const T* upw, const T* upb, T ubase, double* costs, int threads) {           \
+    forward_dispatch<T>(x, s, d, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, costs, \
+                        threads);                                                                                 \
+  }                                                                                                              \
+  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad,  \
+                                       const LiftLayout* lay, int K, const T* pw_, const T* pb_, const T* ppw,   \
+                                       const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,            \
+                                       const T* upb, T ubase, double kcu, double kcp, int threads) {             \
+    backward_dispatch<T>(x, gs, gd, gx, s, d, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                  \
+                         Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
   }
 
 #define LIFTSWAP_EXPORT_COMBINE(T, SUFFIX)                                                                            \

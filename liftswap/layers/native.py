@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -33,7 +34,7 @@ from torch import Tensor
 __all__ = ["available", "enabled", "usable", "down_pool"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 3
+_ABI = 4
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -97,10 +98,10 @@ def _build() -> ctypes.CDLL:
     ptr, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
-        fwd.argtypes = [ptr] * 3 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, i32]
+        fwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, i32]
         fwd.restype = None
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
-        bwd.argtypes = [ptr] * 7 + [i64] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
+        bwd.argtypes = [ptr] * 8 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
         comb = getattr(lib, f"liftswap_combine_{suffix}")
         comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
@@ -168,15 +169,22 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
     return _library() is not None
 
 
-def _layout(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
+class _Layout(ctypes.Structure):
+    """LiftLayout in lift_kernel.cpp: the tensor as (G, P, L, B), and the rows' order."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("G", "C", "P", "L", "B", "even_first", "next_A", "next_In")]
+
+
+def _layout(x: Tensor, dim: int, even_first: bool, next_dim: int | None) -> _Layout:
+    """How the kernel sees ``x`` lifted along ``dim``; ``next_dim``: the axis the next lift takes."""
     axis = x.dim() + dim
-    p = 1
-    for v in x.shape[2:axis]:
-        p *= v
-    b = 1
-    for v in x.shape[axis + 1 :]:
-        b *= v
-    return x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b
+    p = math.prod(x.shape[2:axis])
+    b = math.prod(x.shape[axis + 1 :])
+    next_a = next_in = 0
+    if next_dim is not None:  # outputs go even rows first along next_dim, so its split is two copies
+        nxt = x.dim() + next_dim
+        next_a, next_in = x.shape[nxt], math.prod(x.shape[nxt + 1 : axis])
+    return _Layout(x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b, int(even_first), next_a, next_in)
 
 
 def _halved(x: Tensor, dim: int) -> tuple[int, ...]:
@@ -212,36 +220,36 @@ class _Kernel:
         self._p = [t.data_ptr() for t in self.p_args]
         self._u = [t.data_ptr() for t in self.u_args]
 
-    def forward(self, x: Tensor, dim: int, with_costs: bool) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, dim: int, with_costs: bool, even_first: bool = False, next_dim: int | None = None):
         """(s and d stacked along the batch, per-channel sums of (s - x_o)^2 and d^2 or None)."""
-        g, c, p, length, b = _layout(x, dim)
+        layout = _layout(x, dim, even_first, next_dim)
         out = x.new_empty(_halved(x, dim))
         half = out.numel() // 2
-        costs = torch.empty((c, 2), dtype=torch.float64) if with_costs else None
+        costs = torch.empty((layout.C, 2), dtype=torch.float64) if with_costs else None
         ptr = out.data_ptr()
         self._fwd(
-            x.data_ptr(), ptr, ptr + half * out.element_size(), g, c, p, length, b, self.k,
+            x.data_ptr(), ptr, ptr + half * out.element_size(), ctypes.byref(layout), self.k,
             *self._p, self.p_base, *self._u, self.u_base, None if costs is None else costs.data_ptr(),
             torch.get_num_threads(),
         )  # fmt: skip
         return out, costs
 
-    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, want_out: bool):
+    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, want_out: bool,
+                 even_first: bool = False, next_dim: int | None = None):  # fmt: skip
         """(grad of x, float64 (C, 2 (K + 3)) parameter grads, the recomputed forward output or None)."""
-        g, c, p, length, b = _layout(x, dim)
+        layout = _layout(x, dim, even_first, next_dim)
         size = g_out.element_size()
         half = g_out.numel() // 2
         gx = torch.empty_like(x)
-        pgrad = torch.empty((c, 2 * (self.k + 3)), dtype=torch.float64)
+        pgrad = torch.empty((layout.C, 2 * (self.k + 3)), dtype=torch.float64)
         out = x.new_empty(g_out.shape) if want_out else None
         self._bwd(
             x.data_ptr(), g_out.data_ptr(), g_out.data_ptr() + half * size, gx.data_ptr(),
             None if out is None else out.data_ptr(), None if out is None else out.data_ptr() + half * size,
-            pgrad.data_ptr(), g, c, p, length, b, self.k, *self._p, self.p_base, *self._u, self.u_base,
+            pgrad.data_ptr(), ctypes.byref(layout), self.k, *self._p, self.p_base, *self._u, self.u_base,
             kcu, kcp, torch.get_num_threads(),
         )  # fmt: skip
         return gx, pgrad, out
-
 
     def combine(self, bands: Tensor, coef: Tensor) -> Tensor:
         """y = sum_b coef[b, c] * bands[b] for bands (nb, N, C, ...) and coef (nb, C)."""
@@ -263,6 +271,11 @@ class _Kernel:
             args = (bands.data_ptr(), coef.data_ptr(), g_y.data_ptr(), None, None, out.data_ptr())
         self._combine_bwd(*args, nb, n, c, spatial, torch.get_num_threads())
         return out
+
+
+def _row_order(order: list[int], i: int) -> tuple[bool, int | None]:
+    """Lift i of ``order`` reads rows even-first unless it is the first; all but the last write so."""
+    return i > 0, (order[i + 1] if i + 1 < len(order) else None)
 
 
 def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> Tensor:
@@ -296,8 +309,9 @@ class _DownPool(torch.autograd.Function):
         n = x.shape[0]
         bands, counts = x, []
         c_u = c_p = 0.0
-        for dim in reversed(axes):
-            bands, costs = kernel.forward(bands, dim, with_costs)
+        order = list(reversed(axes))
+        for i, dim in enumerate(order):
+            bands, costs = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
             counts.append(bands.numel() // bands.shape[0] * n)  # elements of one 1D lift's s (or d)
             if costs is not None:
                 cu, cp = costs.sum(0).tolist()
@@ -321,8 +335,8 @@ class _DownPool(torch.autograd.Function):
         n = x.shape[0]
         order = list(reversed(axes))
         inputs = [x]
-        for dim in order[:-1]:
-            inputs.append(kernel.forward(inputs[-1], dim, False)[0])
+        for i, dim in enumerate(order[:-1]):
+            inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
         last = _halved(inputs[-1], order[-1])
         shape = (last[0] // n, n) + last[1:]
         coef = _coefficients(output, gamma, shape[0], x)
@@ -338,8 +352,9 @@ class _DownPool(torch.autograd.Function):
         grad = g_bands.view((-1,) + shape[2:])
         bands = None
         for i in reversed(range(len(order))):
+            want_bands = want_gamma and i == len(order) - 1
             grad, pg, out = kernel.backward(
-                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], want_gamma and i == len(order) - 1
+                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], want_bands, *_row_order(order, i)
             )
             bands = out if out is not None else bands
             pgrad = pgrad + pg

@@ -1,0 +1,215 @@
+"""The fused CPU kernel against the PyTorch implementation it replaces (same function, same gradients)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import liftswap
+from liftswap.layers import lift, lift_down_pool, native
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, OperatorWeights
+
+needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native._error}")
+
+
+def test_kernel_builds_where_ci_runs():
+    # CI has a C++ compiler: there the kernel must build, or every comparison below would be skipped.
+    if os.environ.get("CI"):
+        assert native.available(), native._error
+
+
+def randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    return module
+
+
+def run_both(module, x, seed=1):
+    """Outputs, regulariser and every gradient, with the kernel and with PyTorch ops."""
+    results = []
+    for use_kernel in (True, False):
+        with native.enabled(use_kernel):
+            assert native.usable(x) == use_kernel
+            xg = x.detach().clone().requires_grad_(True)
+            y, details = module(xg)
+            reg = module.last_regularization
+            g = torch.Generator().manual_seed(seed)
+            loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum()
+            loss = loss + (details * torch.randn(details.shape, generator=g, dtype=y.dtype)).sum() + 3 * reg
+            grads = torch.autograd.grad(loss, [xg, *module.parameters()])
+            results.append([y, details, reg, *grads])
+    return results
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+CASES = [  # dims, shape, axes
+    (1, (2, 3, 9), None),
+    (2, (2, 3, 8, 7), None),
+    (2, (2, 3, 1, 5), None),
+    (2, (2, 4, 14, 14), None),
+    (2, (2, 3, 5, 6), (-2,)),
+    (3, (1, 2, 5, 4, 3), None),
+    (3, (1, 2, 3, 4, 5), (-2, -1)),
+    (3, (2, 2, 5, 3, 7), (-3, -1)),  # the lifted axes are not neighbours
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dims,shape,axes", CASES)
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("lazy", "LL"), ("paper", "sum")])
+def test_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, init, output):
+    pool = randomize(LIFT_DOWN_POOLS[dims](shape[1], kernel_size, init, output, return_details=True, axes=axes)).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    got, ref = run_both(pool, x)
+    for a, b in zip(got, ref):
+        assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+@pytest.mark.parametrize("dims,shape,axes", CASES[:4])
+def test_kernel_equals_pytorch_float32(dims, shape, axes):
+    pool = randomize(LIFT_DOWN_POOLS[dims](shape[1], init="paper", output="gated", return_details=True, axes=axes))
+    got, ref = run_both(pool, torch.randn(shape))
+    y, details, reg, gx, *param_grads = zip(got, ref)
+    for a, b in (y, details, reg, gx):
+        assert rel_err(a, b) <= 1e-5
+    for a, b in param_grads:  # sums over many elements, in another order
+        assert rel_err(a, b) <= 1e-4
+
+
+@needs_kernel
+def test_gradcheck_through_the_kernel():
+    pool = randomize(liftswap.LiftDownPool2d(2, init="paper", output="gated", return_details=True)).double()
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    params = list(pool.parameters())
+    assert native.usable(x)
+
+    def fn(x, *ps):
+        y, details = pool(x)
+        return y, details, pool.last_regularization
+
+    assert torch.autograd.gradcheck(fn, (x, *params))
+
+
+@needs_kernel
+def test_only_details_used_and_frozen_gamma():
+    pool = randomize(liftswap.LiftDownPool2d(3, return_details=True)).double()
+    pool.gamma.requires_grad_(False)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for use_kernel in (True, False):
+        with native.enabled(use_kernel):
+            _, details = pool(x)
+            grads.append(torch.autograd.grad(details.square().sum(), [x, pool.predict.dw.weight]))
+    for a, b in zip(*grads):
+        assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+def test_functional_without_biases_and_single_lift():
+    c = 3
+    g = torch.Generator().manual_seed(0)
+
+    def weights(base):
+        return OperatorWeights(base, torch.randn(c, 1, 3, generator=g, dtype=torch.float64), None, torch.randn(c, generator=g, dtype=torch.float64), None)
+
+    p, u = weights(1.0), weights(0.5)
+    x = torch.randn(2, c, 9, 8, dtype=torch.float64)
+    for fn in (lambda: lift_down_pool(x, p, u, (-2, -1), "sum", None, True), lambda: lift(x, -2, p, u, True)):
+        got = fn()
+        with native.enabled(False):
+            ref = fn()
+        for a, b in zip(got, ref):
+            assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+def test_threads_give_identical_results():
+    pool = randomize(liftswap.LiftDownPool2d(16, init="paper", return_details=True))
+    x = torch.randn(2, 16, 20, 18)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_both(pool, x)[0]
+        torch.set_num_threads(2)
+        two = run_both(pool, x)[0]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)  # channels are split between threads, never a sum
+
+
+@needs_kernel
+def test_nan_and_non_contiguous_inputs():
+    pool = randomize(liftswap.LiftDownPool2d(4, init="paper", return_details=True))
+    x = torch.randn(2, 4, 9, 10).to(memory_format=torch.channels_last)
+    x[0, 1, 3, 4] = float("nan")
+    out = pool(x)
+    with native.enabled(False):
+        ref = pool(x)
+    for a, b in zip(out, ref):
+        assert torch.equal(a.isnan(), b.isnan()) and a.isnan().any()
+        torch.testing.assert_close(a.nan_to_num(), b.nan_to_num(), rtol=1e-5, atol=1e-6)
+
+
+def test_pytorch_path_where_the_kernel_does_not_apply():
+    x = torch.randn(1, 2, 4, 4)
+    assert not native.usable(x.half())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not native.usable(x)
+    with native.enabled(False):
+        assert not native.usable(x)
+    seen = []
+    torch.func.vmap(lambda t: seen.append(native.usable(t)) or t)(x)
+    assert seen == [False]
+
+
+def test_no_compiler_warns_once_and_computes_the_same(tmp_path):
+    script = textwrap.dedent(
+        """
+        import warnings, torch, liftswap
+        from liftswap.layers import native
+        pool = liftswap.LiftDownPool2d(3, init="paper")
+        x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+        pool.double()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = pool(x); y2 = pool(x)
+        with native.enabled(False):
+            ref = pool(x)
+        msgs = [str(w.message) for w in caught if "fused CPU kernel" in str(w.message)]
+        print(len(msgs), native.available(), torch.equal(y, ref) and torch.equal(y2, ref))
+        print(msgs[0] if msgs else "")
+        """
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), LIFTSWAP_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    first, message = out.splitlines()[:2]
+    assert first == "1 False True"
+    assert "LIFTSWAP_NATIVE=0" in message and "no-such-compiler" in message
+
+
+def test_env_switch_turns_the_kernel_off():
+    script = "from liftswap.layers import native; print(native.available())"
+    env = dict(os.environ, LIFTSWAP_NATIVE="0")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False" and "fused CPU kernel" not in out.stderr
+
+
+def test_kernel_cache_is_written_atomically_and_reused(tmp_path):
+    script = "from liftswap.layers import native; print(native.available(), native._lib._name)"
+    env = dict(os.environ, LIFTSWAP_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
+    if runs[0][0] != "True":
+        pytest.skip("no C++ compiler here")
+    assert runs[0] == runs[1]  # the second process loads what the first built
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(runs[0][1])]  # no temporary files left
