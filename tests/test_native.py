@@ -10,7 +10,7 @@ import torch
 
 import liftswap
 from liftswap.layers import lift, lift_down_pool, native
-from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, OperatorWeights
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, OperatorWeights
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native._error}")
 
@@ -72,6 +72,35 @@ def test_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, init, out
     got, ref = run_both(pool, x)
     for a, b in zip(got, ref):
         assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+@pytest.mark.parametrize("dims,shape,axes", CASES)
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("lazy", "LL"), ("paper", "sum")])
+def test_up_pool_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, init, output):
+    down = randomize(LIFT_DOWN_POOLS[dims](shape[1], kernel_size, init, output, return_details=True, axes=axes)).double()
+    up = LIFT_UP_POOLS[dims](down)
+    with torch.no_grad():
+        y0, d0 = down(torch.randn(shape, dtype=torch.float64))
+    results = []
+    for use_kernel in (True, False):
+        with native.enabled(use_kernel):
+            y, details = y0.clone().requires_grad_(True), d0.clone().requires_grad_(True)
+            x = up(y, details, output_size=shape[2:])
+            g = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+            results.append([x, *torch.autograd.grad((x * g).sum(), [y, details, *down.parameters()])])
+    for a, b in zip(*results):
+        assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+def test_up_pool_gradcheck_through_the_kernel():
+    down = randomize(liftswap.LiftDownPool2d(2, init="paper", output="gated", return_details=True)).double()
+    up = liftswap.LiftUpPool2d(down)
+    y, details = (t.detach().requires_grad_(True) for t in down(torch.randn(1, 2, 5, 6, dtype=torch.float64)))
+    assert native.usable(y)
+    assert torch.autograd.gradcheck(lambda y, d, *ps: up(y, d, output_size=(5, 6)), (y, details, *down.parameters()))
 
 
 @needs_kernel

@@ -441,6 +441,165 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
   }
 }
 
+// The inverse step (SPEC 1): x_e = s - base_u d - r_u(d), x_o = d + base_p x_e + r_p(x_e), rows
+// interleaved. The layout describes s (and d): L = Lh rows each; the output line has 2 Lh rows.
+template <typename T, int KC>
+void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo,
+                         int threads) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const int64_t C = lay.C, B = lay.B, Lh = lay.L;
+  const Lines lines_of(lay);
+  const int64_t count = lines_of.NB * lay.P;
+  const Tile t(2 * Lh, B, count, m);
+  const int64_t n = t.n, seg = t.seg;
+#pragma omp parallel num_threads(threads)
+  {
+    Buffers<T> buf(t, 4);
+    T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *xo = buf.get(3);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        for (int64_t i = 0; i < lines; ++i) {
+          const int64_t line = lines_of.in(c, i0 + i);
+          copy(dp + i * seg + t.margin, d + line * n, n);
+          copy(sb + i * seg + t.margin, s + line * n, n);
+          pad_rows(dp + i * seg, Lh, B, m);
+        }
+#pragma omp simd
+        for (int64_t e = 0; e < total; ++e) {
+          T h = u.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
+          xe[e] = sb[e] - u.base * dp[e] - tanh_(u.pw * std::max(h, T(0)) + u.pb);
+        }
+        for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
+#pragma omp simd
+        for (int64_t e = 0; e < total; ++e) {
+          T h = p.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
+          xo[e] = dp[e] + p.base * xe[e] + tanh_(p.pw * std::max(h, T(0)) + p.pb);
+        }
+        for (int64_t i = 0; i < lines; ++i)
+          merge(x + lines_of.in(c, i0 + i) * 2 * n, xe + i * seg + t.margin, xo + i * seg + t.margin, 2 * Lh, Lh, B,
+                false);
+      }
+    }
+  }
+}
+
+// Gradients of unlift: gs, gd (same layout as s, d) and pgrad as in backward_impl, from gx.
+template <typename T, int KC>
+void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad, const LiftLayout& lay,
+                          int Kr, Op<T> po, Op<T> uo, int threads) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const int64_t C = lay.C, B = lay.B, Lh = lay.L;
+  const Lines lines_of(lay);
+  const int64_t count = lines_of.NB * lay.P;
+  const Tile t(2 * Lh, B, count, m);
+  const int64_t n = t.n, seg = t.seg;
+  const int np = 2 * (K + 3);
+#pragma omp parallel num_threads(threads)
+  {
+    Buffers<T> buf(t, 10);
+    T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *hu = buf.get(3), *ru = buf.get(4);
+    T *gxe = buf.get(5), *gxo = buf.get(6), *gdb = buf.get(7), *gh = buf.get(8), *mask = buf.get(9);
+    buf.fill_mask(mask);
+    std::vector<double> acc(np);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
+        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        std::fill(gh + total, gh + total + t.margin, T(0));
+        for (int64_t i = 0; i < lines; ++i) {
+          const int64_t line = lines_of.in(c, i0 + i);
+          copy(dp + i * seg + t.margin, d + line * n, n);
+          copy(sb + i * seg + t.margin, s + line * n, n);
+          pad_rows(dp + i * seg, Lh, B, m);
+          split(gx + line * 2 * n, gxe + i * seg, gxo + i * seg + t.margin, 2 * Lh, Lh, B, m, false);
+        }
+#pragma omp simd
+        for (int64_t e = 0; e < total; ++e) {
+          T h = u.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
+          T r = tanh_(u.pw * std::max(h, T(0)) + u.pb);
+          hu[e] = h;
+          ru[e] = r;
+          xe[e] = sb[e] - u.base * dp[e] - r;
+        }
+        for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
+        // Predict: x_o = d + base_p x_e + r_p(x_e).
+        T a_pw = 0, a_pb = 0, a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        for (int64_t e = 0; e < total; ++e) {
+          T h = p.b;
+#pragma GCC unroll 16
+          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
+          T relu = std::max(h, T(0));
+          T r = tanh_(p.pw * relu + p.pb);
+          const bool on = mask[e] != 0;
+          T g_o = on ? gxo[e] : T(0);
+          gdb[e] = g_o;
+          gxe[e] = on ? gxe[e] + p.base * g_o : T(0);
+          T gz = g_o * (T(1) - r * r);
+          a_pw += gz * relu;
+          a_pb += gz;
+          T ghv = h > 0 ? gz * p.pw : T(0);
+          a_b += ghv;
+          gh[e] = ghv;
+        }
+        acc[K] += a_b;
+        acc[K + 1] += a_pw;
+        acc[K + 2] += a_pb;
+        for (int k = 0; k < K; ++k) {
+          T a = 0;
+#pragma omp simd reduction(+ : a)
+          for (int64_t e = 0; e < total; ++e) a += gh[e] * xe[e + (k - m) * B];
+          acc[k] += a;
+        }
+        filter_transpose<T, KC>(gh, gxe, mask, p.w, t, lines, K);
+        // Update: x_e = s - base_u d - r_u(d).
+        a_pw = a_pb = a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+        for (int64_t e = 0; e < total; ++e) {
+          T g_e = gxe[e];  // zero on padding rows
+          T h = hu[e];
+          T relu = std::max(h, T(0));
+          T r = ru[e];
+          gdb[e] -= u.base * g_e;
+          T gz = -g_e * (T(1) - r * r);
+          a_pw += gz * relu;
+          a_pb += gz;
+          T ghv = h > 0 ? gz * u.pw : T(0);
+          a_b += ghv;
+          gh[e] = ghv;
+        }
+        acc[K + 3 + K] += a_b;
+        acc[K + 3 + K + 1] += a_pw;
+        acc[K + 3 + K + 2] += a_pb;
+        for (int k = 0; k < K; ++k) {
+          T a = 0;
+#pragma omp simd reduction(+ : a)
+          for (int64_t e = 0; e < total; ++e) a += gh[e] * dp[e + (k - m) * B];
+          acc[K + 3 + k] += a;
+        }
+        filter_transpose<T, KC>(gh, gdb, mask, u.w, t, lines, K);
+        for (int64_t i = 0; i < lines; ++i) {
+          const int64_t line = lines_of.in(c, i0 + i);
+          copy(gs + line * n, gxe + i * seg + t.margin, n);
+          copy(gd + line * n, gdb + i * seg + t.margin, n);
+        }
+      }
+      std::copy(acc.begin(), acc.end(), pgrad + c * np);
+    }
+  }
+}
+
 template <typename T>
 void forward_dispatch(const T* x, T* s, T* d, const LiftLayout& lay, int K, Op<T> po, Op<T> uo, double* costs,
                       int threads) {
@@ -460,6 +619,28 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, 
     case 3: return backward_impl<T, 3>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
     case 5: return backward_impl<T, 5>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
     default: return backward_impl<T, 0>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
+  }
+}
+
+template <typename T>
+void unlift_forward_dispatch(const T* s, const T* d, T* x, const LiftLayout& lay, int K, Op<T> po, Op<T> uo,
+                             int threads) {
+  switch (K) {
+    case 1: return unlift_forward_impl<T, 1>(s, d, x, lay, K, po, uo, threads);
+    case 3: return unlift_forward_impl<T, 3>(s, d, x, lay, K, po, uo, threads);
+    case 5: return unlift_forward_impl<T, 5>(s, d, x, lay, K, po, uo, threads);
+    default: return unlift_forward_impl<T, 0>(s, d, x, lay, K, po, uo, threads);
+  }
+}
+
+template <typename T>
+void unlift_backward_dispatch(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad, const LiftLayout& lay,
+                              int K, Op<T> po, Op<T> uo, int threads) {
+  switch (K) {
+    case 1: return unlift_backward_impl<T, 1>(s, d, gx, gs, gd, pgrad, lay, K, po, uo, threads);
+    case 3: return unlift_backward_impl<T, 3>(s, d, gx, gs, gd, pgrad, lay, K, po, uo, threads);
+    case 5: return unlift_backward_impl<T, 5>(s, d, gx, gs, gd, pgrad, lay, K, po, uo, threads);
+    default: return unlift_backward_impl<T, 0>(s, d, gx, gs, gd, pgrad, lay, K, po, uo, threads);
   }
 }
 
@@ -524,7 +705,7 @@ void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* 
 
 extern "C" {
 
-int liftswap_abi_version() { return 4; }
+int liftswap_abi_version() { return 5; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
@@ -551,6 +732,23 @@ int liftswap_abi_version() { return 4; }
     combine_backward_impl<T>(bands, coef, gy, gdet, gbands, gcoef, nb, N, C, S, threads);                              \
   }
 
+#define LIFTSWAP_EXPORT_UNLIFT(T, SUFFIX)                                                                       \
+  void liftswap_unlift_forward_##SUFFIX(const T* s, const T* d, T* x, const LiftLayout* lay, int K, const T* pw_, \
+                                        const T* pb_, const T* ppw, const T* ppb, T pbase, const T* uw,            \
+                                        const T* ub, const T* upw, const T* upb, T ubase, int threads) {           \
+    unlift_forward_dispatch<T>(s, d, x, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, \
+                               threads);                                                                         \
+  }                                                                                                              \
+  void liftswap_unlift_backward_##SUFFIX(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad,       \
+                                         const LiftLayout* lay, int K, const T* pw_, const T* pb_, const T* ppw, \
+                                         const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,          \
+                                         const T* upb, T ubase, int threads) {                                   \
+    unlift_backward_dispatch<T>(s, d, gx, gs, gd, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},               \
+                                Op<T>{uw, ub, upw, upb, ubase}, threads);                                        \
+  }
+
+LIFTSWAP_EXPORT_UNLIFT(float, f32)
+LIFTSWAP_EXPORT_UNLIFT(double, f64)
 LIFTSWAP_EXPORT_COMBINE(float, f32)
 LIFTSWAP_EXPORT_COMBINE(double, f64)
 LIFTSWAP_EXPORT(float, f32)

@@ -65,6 +65,10 @@ def _along(t: Tensor, dim: int, index: slice) -> Tensor:
 
 
 def _replicate_pad(t: Tensor, dim: int, before: int, after: int) -> Tensor:
+    if torch.compiler.is_exporting():  # one ONNX Pad(edge); the size may be symbolic (odd-length padding)
+        pads = [0, 0] * (t.dim() - 2)
+        pads[2 * (-dim - 1)], pads[2 * (-dim - 1) + 1] = before, after
+        return F.pad(t, pads, mode="replicate")
     # Edge slices concatenated, not F.pad(mode="replicate"): the cat backward is cheap and
     # inductor mis-strides replication_pad's backward (torch 2.14).
     parts = []
@@ -89,6 +93,12 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
     shape = [1] * spatial
     shape[spatial + dim] = k
     kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
+    if torch.compiler.is_exporting():
+        # For onnxruntime: Pad(edge) + Conv + Tanh; the eager tricks below become Transposes and
+        # ScatterNDs in ONNX, and its Tanh is as fast as its Sigmoid.
+        h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
+        h = torch.relu(h) * _channel_view(w.pw_weight, spatial)
+        return torch.tanh(h if w.pw_bias is None else h + _channel_view(w.pw_bias, spatial))
     if k == 3:
         # Zero-padded convolution plus the two edge taps that replicate padding adds back:
         # no padded copy of t.
@@ -167,6 +177,15 @@ def _lift_stacked(
     x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`lift` with ``s`` and ``d`` stacked along the batch, as the next axis lifts them."""
+    s, d, x_o = _lift_ops(x, dim, predict, update)
+    bands = torch.cat((s, d), dim=0)
+    if not with_costs:
+        return bands, None, None
+    return bands, (s - x_o).square().mean(), d.square().mean()
+
+
+def _lift_ops(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> tuple[Tensor, Tensor, Tensor]:
+    """One lifting step in PyTorch ops: ``(s, d, x_o)``."""
     length = x.shape[dim]
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
     # An odd axis repeats its last sample (replicate padding by one): the slice [0:L % 2] of the
@@ -180,10 +199,7 @@ def _lift_stacked(
     s = x_e + _residual(d, dim, update)
     if update.base != 0.0:
         s.add_(d, alpha=update.base)
-    bands = torch.cat((s, d), dim=0)
-    if not with_costs:
-        return bands, None, None
-    return bands, (s - x_o).square().mean(), d.square().mean()
+    return s, d, x_o
 
 
 def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
@@ -259,6 +275,8 @@ def lift_down_pool(
     """
     if _native_usable(x, predict, update, gamma if output == "gated" else None):
         return DownPoolResult(*native.down_pool(x, predict, update, axes, output, gamma, with_costs))
+    if torch.compiler.is_exporting() and not with_costs:
+        return _lift_down_pool_for_export(x, predict, update, axes, output, gamma)
     n = x.shape[0]
     bands = x
     c_u = c_p = None
@@ -273,6 +291,22 @@ def lift_down_pool(
     term = _detail_term(details, output, gamma)
     y = approx if term is None else approx + term
     return DownPoolResult(y, details.movedim(0, 1), c_u, c_p)
+
+
+def _lift_down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> DownPoolResult:
+    """:func:`lift_down_pool` as onnxruntime runs it best: each band lifted on its own (no Concat
+    to batch them) and the output as a chain of multiply-adds (no ReduceSum over stacked bands)."""
+    bands = [x]
+    for dim in reversed(tuple(axes)):
+        lifted = [_lift_ops(b, dim, predict, update) for b in bands]
+        bands = [s for s, _, _ in lifted] + [d for _, d, _ in lifted]
+    y = bands[0]
+    for i, band in enumerate(bands[1:]):
+        if output == "sum":
+            y = y + band
+        elif output == "gated":
+            y = y + _channel_view(gamma[i], x.dim() - 2) * band
+    return DownPoolResult(y, torch.stack(bands[1:], dim=1), None, None)
 
 
 def lift_up_pool(
@@ -300,13 +334,16 @@ def lift_up_pool(
         True
     """
     spatial = y.dim() - 2
-    det = details.movedim(1, 0)  # (nd, N, C, *pooled)
-    term = _detail_term(det, output, gamma)
-    approx = y if term is None else y - term
-    bands = torch.cat((approx.unsqueeze(0), det), dim=0).flatten(0, 1)
-    for dim in axes:
-        half = bands.shape[0] // 2
-        bands = unlift(bands[:half], bands[half:], dim, predict, update)
+    if native.usable(details, *predict[1:], *update[1:], gamma if output == "gated" else None) and native.usable(y):
+        bands = native.up_pool(y, details, predict, update, axes, output, gamma)
+    else:
+        det = details.movedim(1, 0)  # (nd, N, C, *pooled)
+        term = _detail_term(det, output, gamma)
+        approx = y if term is None else y - term
+        bands = torch.cat((approx.unsqueeze(0), det), dim=0).flatten(0, 1)
+        for dim in axes:
+            half = bands.shape[0] // 2
+            bands = unlift(bands[:half], bands[half:], dim, predict, update)
     if output_size is not None:
         size = tuple(output_size)[-spatial:]
         if len(size) != spatial:
@@ -528,6 +565,8 @@ class _LiftUpPoolNd(nn.Module):
             predict, update, gamma = _weights_from(params, p_base, u_base)
             return (lift_up_pool(y, details, predict, update, axes, output, gamma, output_size),)
 
+        if native.usable(y, details, *params):
+            return run(y, details, *params)[0]  # the kernel saves only its inputs and the parameters
         return recompute(run, (y, details, *params))[0]
 
     def extra_repr(self) -> str:

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "enabled", "usable", "down_pool"]
+__all__ = ["available", "enabled", "usable", "down_pool", "up_pool"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 4
+_ABI = 5
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -103,6 +103,12 @@ def _build() -> ctypes.CDLL:
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
         bwd.argtypes = [ptr] * 8 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
+        ufwd = getattr(lib, f"liftswap_unlift_forward_{suffix}")
+        ufwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
+        ufwd.restype = None
+        ubwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
+        ubwd.argtypes = [ptr] * 7 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
+        ubwd.restype = None
         comb = getattr(lib, f"liftswap_combine_{suffix}")
         comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
         comb.restype = None
@@ -212,6 +218,8 @@ class _Kernel:
         suffix = "f32" if dtype == torch.float32 else "f64"
         self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
         self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
+        self._unlift = getattr(lib, f"liftswap_unlift_forward_{suffix}")
+        self._unlift_bwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
         self._combine = getattr(lib, f"liftswap_combine_{suffix}")
         self._combine_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
         self.k = predict.dw_weight.shape[-1]
@@ -251,6 +259,32 @@ class _Kernel:
         )  # fmt: skip
         return gx, pgrad, out
 
+    def unlift(self, bands: Tensor, dim: int) -> Tensor:
+        """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
+        half = bands.shape[0] // 2
+        layout = _layout(bands[:half], dim, False, None)
+        axis = bands.dim() + dim
+        out = bands.new_empty((half,) + bands.shape[1:axis] + (2 * bands.shape[axis],) + bands.shape[axis + 1 :])
+        s, d = bands[:half], bands[half:]
+        self._unlift(
+            s.data_ptr(), d.data_ptr(), out.data_ptr(), ctypes.byref(layout), self.k,
+            *self._p, self.p_base, *self._u, self.u_base, torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    def unlift_backward(self, bands: Tensor, dim: int, g_out: Tensor) -> tuple[Tensor, Tensor]:
+        """(gradient of the stacked s and d, float64 (C, 2 (K + 3)) parameter grads)."""
+        half = bands.shape[0] // 2
+        layout = _layout(bands[:half], dim, False, None)
+        g = torch.empty_like(bands)
+        pgrad = torch.empty((layout.C, 2 * (self.k + 3)), dtype=torch.float64)
+        self._unlift_bwd(
+            bands[:half].data_ptr(), bands[half:].data_ptr(), g_out.data_ptr(), g[:half].data_ptr(),
+            g[half:].data_ptr(), pgrad.data_ptr(), ctypes.byref(layout), self.k,
+            *self._p, self.p_base, *self._u, self.u_base, torch.get_num_threads(),
+        )  # fmt: skip
+        return g, pgrad
+
     def combine(self, bands: Tensor, coef: Tensor) -> Tensor:
         """y = sum_b coef[b, c] * bands[b] for bands (nb, N, C, ...) and coef (nb, C)."""
         nb, n, c = bands.shape[:3]
@@ -271,6 +305,65 @@ class _Kernel:
             args = (bands.data_ptr(), coef.data_ptr(), g_y.data_ptr(), None, None, out.data_ptr())
         self._combine_bwd(*args, nb, n, c, spatial, torch.get_num_threads())
         return out
+
+
+class _UpPool(torch.autograd.Function):
+    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters."""
+
+    @staticmethod
+    def forward(ctx, y, details, axes, output, predict, update, gamma, *params):
+        kernel = _Kernel(y.dtype, predict, update)
+        bands = _UpPool.bands(kernel, y, details, output, gamma)
+        for dim in axes:
+            bands = kernel.unlift(bands.flatten(0, 1) if bands.dim() > y.dim() else bands, dim)
+        ctx.save_for_backward(y, details, gamma, *params)
+        ctx.meta = (axes, output, predict, update)
+        return bands
+
+    @staticmethod
+    def bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+        """(nb, N, C, ...): the approximation band recovered from y, then the detail bands."""
+        nb = details.shape[1] + 1
+        stacked = y.new_empty((nb,) + tuple(y.shape))
+        stacked[0] = y
+        stacked[1:] = details.movedim(1, 0)
+        if output != "LL":
+            stacked[0] = kernel.combine(stacked, _inverse(_coefficients(output, gamma, nb, y)))
+        return stacked
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_x):
+        y, details, gamma, *params = ctx.saved_tensors
+        axes, output, predict, update = ctx.meta
+        kernel = _Kernel(y.dtype, predict, update)
+        stacked = _UpPool.bands(kernel, y, details, output, gamma)
+        inputs = [stacked.flatten(0, 1)]
+        for dim in axes[:-1]:
+            inputs.append(kernel.unlift(inputs[-1], dim))
+        grad, pgrad = g_x.contiguous(), 0
+        for i in reversed(range(len(axes))):
+            grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
+            pgrad = pgrad + pg
+        g_stacked = grad.view(stacked.shape)
+        g_approx, g_det = g_stacked[0], g_stacked[1:]
+        g_gamma = None
+        if output == "sum":
+            g_det = g_det - g_approx
+        elif output == "gated":
+            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+            g_det = g_det - view * g_approx
+            if ctx.needs_input_grad[6]:
+                g_gamma = -(stacked[1:] * g_approx).sum(dim=[1] + list(range(3, stacked.dim())))
+        grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
+        return (g_approx, g_det.movedim(0, 1), None, None, None, None, g_gamma, *grads)
+
+
+def _inverse(coef: Tensor) -> Tensor:
+    """Coefficients that recover the approximation band from [y, details...]: 1, then -coef_b."""
+    inv = -coef
+    inv[0] = 1
+    return inv
 
 
 def _row_order(order: list[int], i: int) -> tuple[bool, int | None]:
@@ -389,3 +482,15 @@ def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | Non
     )  # fmt: skip
     y, details, c_u, c_p = _DownPool.apply(x, tuple(axes), output, with_costs, predict, update, gamma, *params)
     return y, details, (c_u if with_costs else None), (c_p if with_costs else None)
+
+
+def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
+    """:func:`~liftswap.layers.lift_pool.lift_up_pool` through the kernel, before cropping.
+
+    Call only when :func:`usable` says so.
+    """
+    params = (
+        predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
+        update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
+    )  # fmt: skip
+    return _UpPool.apply(y.contiguous(), details.contiguous(), tuple(axes), output, predict, update, gamma, *params)

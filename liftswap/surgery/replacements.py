@@ -56,7 +56,7 @@ def _max_pool_stride1(x: Tensor, k: Sequence[int], p: Sequence[int], d: Sequence
         length = x.shape[dim] - d[a] * (k[a] - 1)
         out = torch.maximum(x.narrow(dim, 0, length), x.narrow(dim, d[a], length))
         for j in range(2, k[a]):
-            torch.maximum(out, x.narrow(dim, j * d[a], length), out=out)
+            out = torch.maximum(out, x.narrow(dim, j * d[a], length))
         x = out
     return x
 
