@@ -9,18 +9,6 @@ import time
 from typing import Callable
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after two warm-up runs (allocator, caches)."""
-    fn()
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall time of each function, timed in turns (one run of each per round).
 
