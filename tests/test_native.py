@@ -242,3 +242,28 @@ def test_kernel_cache_is_written_atomically_and_reused(tmp_path):
         pytest.skip("no C++ compiler here")
     assert runs[0] == runs[1]  # the second process loads what the first built
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(runs[0][1])]  # no temporary files left
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "shape,kernel_size,padding,dilation",
+    [((2, 3, 9, 8), (3, 3), (1, 1), (1, 1)), ((2, 3, 9, 8), (2, 2), (0, 0), (1, 1)), ((2, 3, 10, 11), (3, 2), (1, 0), (2, 1))],
+)
+def test_stride1_max_pool_equals_max_pool2d_ties_included(shape, kernel_size, padding, dilation):
+    x = torch.randint(0, 3, shape).double().requires_grad_(True)  # small integers: many tied maxima
+    out = native.max_pool_stride1(x, kernel_size, padding, dilation)
+    ref = torch.nn.functional.max_pool2d(x, kernel_size, 1, padding, dilation)
+    assert torch.equal(out, ref)
+    g = torch.randn(ref.shape, dtype=ref.dtype)
+    assert torch.equal(*(torch.autograd.grad(o, x, g)[0] for o in (out, ref)))  # same winner per window
+
+
+@needs_kernel
+def test_stride1_max_pool_1d_and_nan():
+    x = torch.randn(2, 3, 7)
+    assert torch.equal(native.max_pool_stride1(x, (3,), (1,), (1,)), torch.nn.functional.max_pool1d(x, 3, 1, 1))
+    x = torch.randn(1, 1, 5, 5)
+    x[0, 0, 2, 2] = float("nan")
+    out = native.max_pool_stride1(x, (3, 3), (1, 1), (1, 1))
+    assert torch.equal(out.isnan(), torch.nn.functional.max_pool2d(x, 3, 1, 1).isnan())
+    assert native.max_pool_stride1(torch.randn(1, 1, 4, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1)) is None  # 3d: not here

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -622,6 +623,88 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, 
   }
 }
 
+// Max pooling at stride 1 over (planes, H, W), -inf padding: a max over W, then over H, keeping
+// for each output which window element won (code = i * kw + j, i along H) for backward. Both
+// passes keep the first maximum (a NaN always wins), so the winner is the row-major first, as
+// PyTorch's max_pool2d picks it.
+template <typename T>
+void maxpool_s1_forward_impl(const T* x, T* out, uint8_t* code, int64_t planes, int64_t H, int64_t W, int kh, int kw,
+                             int dh, int dw, int ph, int pw, int threads) {
+  const int64_t Ho = H + 2 * ph - (int64_t)dh * (kh - 1), Wo = W + 2 * pw - (int64_t)dw * (kw - 1);
+  const T lowest = -std::numeric_limits<T>::infinity();
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> rm(H * Wo);
+    std::vector<uint8_t> rc(H * Wo);
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < planes; ++q) {
+      const T* xp = x + q * H * W;
+      // Tap by tap over whole rows, so the loops over positions vectorise.
+      std::fill(rm.begin(), rm.end(), lowest);
+      std::fill(rc.begin(), rc.end(), uint8_t(0));
+      for (int64_t h = 0; h < H; ++h) {
+        T* m = rm.data() + h * Wo;
+        uint8_t* c = rc.data() + h * Wo;
+        for (int j = 0; j < kw; ++j) {
+          const int64_t shift = (int64_t)j * dw - pw;  // input w = wo + shift
+          const int64_t lo = std::max<int64_t>(0, -shift), hi = std::min<int64_t>(Wo, W - shift);
+          const T* row = xp + h * W + shift;
+#pragma omp simd
+          for (int64_t wo = lo; wo < hi; ++wo) {
+            const T v = row[wo];
+            const bool take = v > m[wo] || v != v;
+            m[wo] = take ? v : m[wo];
+            c[wo] = take ? (uint8_t)j : c[wo];
+          }
+        }
+      }
+      T* o = out + q * Ho * Wo;
+      uint8_t* oc = code + q * Ho * Wo;
+      std::fill(o, o + Ho * Wo, lowest);
+      std::fill(oc, oc + Ho * Wo, uint8_t(0));
+      for (int i = 0; i < kh; ++i) {
+        const int64_t shift = (int64_t)i * dh - ph;  // input h = ho + shift
+        const int64_t lo = std::max<int64_t>(0, -shift), hi = std::min<int64_t>(Ho, H - shift);
+        for (int64_t ho = lo; ho < hi; ++ho) {
+          const T* m = rm.data() + (ho + shift) * Wo;
+          const uint8_t* c = rc.data() + (ho + shift) * Wo;
+          T* orow = o + ho * Wo;
+          uint8_t* crow = oc + ho * Wo;
+          const uint8_t base = (uint8_t)(i * kw);
+#pragma omp simd
+          for (int64_t wo = 0; wo < Wo; ++wo) {
+            const T v = m[wo];
+            const bool take = v > orow[wo] || v != v;
+            orow[wo] = take ? v : orow[wo];
+            crow[wo] = take ? (uint8_t)(base + c[wo]) : crow[wo];
+          }
+        }
+      }
+    }
+  }
+}
+
+// gx (zeroed here) += g at each output's winning input.
+template <typename T>
+void maxpool_s1_backward_impl(const T* g, const uint8_t* code, T* gx, int64_t planes, int64_t H, int64_t W, int kh,
+                              int kw, int dh, int dw, int ph, int pw, int threads) {
+  const int64_t Ho = H + 2 * ph - (int64_t)dh * (kh - 1), Wo = W + 2 * pw - (int64_t)dw * (kw - 1);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    T* gp = gx + q * H * W;
+    std::fill(gp, gp + H * W, T(0));
+    const T* gq = g + q * Ho * Wo;
+    const uint8_t* cq = code + q * Ho * Wo;
+    for (int64_t ho = 0; ho < Ho; ++ho) {
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        const int c = cq[ho * Wo + wo];
+        const int64_t h = ho + (int64_t)(c / kw) * dh - ph, w = wo + (int64_t)(c % kw) * dw - pw;
+        if (h >= 0 && h < H && w >= 0 && w < W) gp[h * W + w] += gq[ho * Wo + wo];
+      }
+    }
+  }
+}
+
 template <typename T>
 void unlift_forward_dispatch(const T* s, const T* d, T* x, const LiftLayout& lay, int K, Op<T> po, Op<T> uo,
                              int threads) {
@@ -705,7 +788,7 @@ void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* 
 
 extern "C" {
 
-int liftswap_abi_version() { return 5; }
+int liftswap_abi_version() { return 6; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
@@ -747,6 +830,20 @@ int liftswap_abi_version() { return 5; }
                                 Op<T>{uw, ub, upw, upb, ubase}, threads);                                        \
   }
 
+#define LIFTSWAP_EXPORT_MAXPOOL(T, SUFFIX)                                                                      \
+  void liftswap_maxpool_s1_forward_##SUFFIX(const T* x, T* out, uint8_t* code, int64_t planes, int64_t H,       \
+                                            int64_t W, int kh, int kw, int dh, int dw, int ph, int pw,          \
+                                            int threads) {                                                       \
+    maxpool_s1_forward_impl<T>(x, out, code, planes, H, W, kh, kw, dh, dw, ph, pw, threads);                      \
+  }                                                                                                              \
+  void liftswap_maxpool_s1_backward_##SUFFIX(const T* g, const uint8_t* code, T* gx, int64_t planes, int64_t H,  \
+                                             int64_t W, int kh, int kw, int dh, int dw, int ph, int pw,         \
+                                             int threads) {                                                      \
+    maxpool_s1_backward_impl<T>(g, code, gx, planes, H, W, kh, kw, dh, dw, ph, pw, threads);                      \
+  }
+
+LIFTSWAP_EXPORT_MAXPOOL(float, f32)
+LIFTSWAP_EXPORT_MAXPOOL(double, f64)
 LIFTSWAP_EXPORT_UNLIFT(float, f32)
 LIFTSWAP_EXPORT_UNLIFT(double, f64)
 LIFTSWAP_EXPORT_COMBINE(float, f32)

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "enabled", "usable", "down_pool", "up_pool"]
+__all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 5
+_ABI = 6
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -109,6 +109,12 @@ def _build() -> ctypes.CDLL:
         ubwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
         ubwd.argtypes = [ptr] * 7 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
         ubwd.restype = None
+        mfwd = getattr(lib, f"liftswap_maxpool_s1_forward_{suffix}")
+        mfwd.argtypes = [ptr] * 3 + [i64] * 3 + [i32] * 7
+        mfwd.restype = None
+        mbwd = getattr(lib, f"liftswap_maxpool_s1_backward_{suffix}")
+        mbwd.argtypes = [ptr] * 3 + [i64] * 3 + [i32] * 7
+        mbwd.restype = None
         comb = getattr(lib, f"liftswap_combine_{suffix}")
         comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
         comb.restype = None
@@ -494,3 +500,44 @@ def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamm
         update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
     )  # fmt: skip
     return _UpPool.apply(y.contiguous(), details.contiguous(), tuple(axes), output, predict, update, gamma, *params)
+
+
+class _MaxPoolStride1(torch.autograd.Function):
+    """Max pooling at stride 1 (1d or 2d): values as max_pool2d, gradient to the row-major first
+    maximum of each window (as max_pool2d routes it); backward keeps one byte per output."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, padding, dilation):
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        lib = _library()
+        x = x.contiguous()
+        h, w = (1, x.shape[-1]) if x.dim() == 3 else x.shape[-2:]
+        (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation  # (1, k) ... for 1d
+        ho, wo = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+        out = x.new_empty(x.shape[:2] + ((wo,) if x.dim() == 3 else (ho, wo)))
+        code = torch.empty(out.shape, dtype=torch.uint8)
+        planes = x.shape[0] * x.shape[1]
+        args = (planes, h, w, kh, kw, dh, dw, ph, pw, torch.get_num_threads())
+        getattr(lib, f"liftswap_maxpool_s1_forward_{suffix}")(x.data_ptr(), out.data_ptr(), code.data_ptr(), *args)
+        ctx.save_for_backward(code)
+        ctx.meta = (x.shape, suffix, args)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (code,) = ctx.saved_tensors
+        shape, suffix, args = ctx.meta
+        g = g.contiguous()
+        gx = g.new_empty(shape)
+        getattr(_library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
+        return gx, None, None, None
+
+
+def max_pool_stride1(x: Tensor, kernel_size, padding, dilation) -> Tensor | None:
+    """``max_pool{1,2}d(x, kernel_size, 1, padding, dilation)`` through the kernel, or None where it does not apply."""
+    if x.dim() not in (3, 4) or math.prod(kernel_size) > 256 or not usable(x):
+        return None
+    if x.dim() == 3:
+        kernel_size, padding, dilation = (1, kernel_size[0]), (0, padding[0]), (1, dilation[0])
+    return _MaxPoolStride1.apply(x, tuple(kernel_size), tuple(padding), tuple(dilation))
