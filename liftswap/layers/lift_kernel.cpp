@@ -132,10 +132,11 @@ inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int6
 
 // How a call sees its tensor: (G, P, L, B) with channel c = g % C (see the top of the file).
 // even_first: the input's rows along L are stored even rows first. next_A > 0: write the output
-// that way along the axis the next lift takes, found in P as (outer, next_A, next_In).
+// that way along the axis the next lift takes, found in P as (outer, next_A, next_In). N: the
+// layer's batch, for the last lift's backward to find the pooled output's gradient.
 extern "C" struct LiftLayout {
   int64_t G, C, P, L, B;
-  int64_t even_first, next_A, next_In;
+  int64_t even_first, next_A, next_In, N;
 };
 
 namespace {
@@ -290,8 +291,8 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
 
 // pgrad[c] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over channel c's lines.
 template <typename T, int KC>
-void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, const LiftLayout& lay,
-                   int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef, double* pgrad,
+                   const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
   const int64_t C = lay.C, L = lay.L, B = lay.B;
   const bool even_first = lay.even_first;
   const Lines lines_of(lay);
@@ -299,14 +300,17 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
   const int64_t count = lines_of.NB * lay.P;
   const Tile t(L, B, count, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+  // The line of the pooled output's gradient (N, C, ...) that multiplies the i-th line's bands.
+  auto gy_line = [&](int64_t c, int64_t i) { return (((i / lay.P) % lay.N) * C + c) * lay.P + i % lay.P; };
   const T tcu = T(kcu), tcp = T(kcp);
   const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
   {
-    Buffers<T> buf(t, 13);
+    Buffers<T> buf(t, 14);
     T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *hp = buf.get(3), *rp = buf.get(4);
     T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *ghu = buf.get(9);
-    T *ghp = buf.get(10), *sb = buf.get(11), *mask = buf.get(12);
+    T *ghp = buf.get(10), *sb = buf.get(11), *mask = buf.get(12), *gyb = buf.get(13);
+    const int64_t parts = lay.N > 0 ? lines_of.NB / lay.N : 0;  // bands coming into this (last) lift
     buf.fill_mask(mask);
     std::vector<double> acc(np);
     // The taps' gradients ride along in the main loops for K <= 3; other K take extra passes.
@@ -325,6 +329,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
           const int64_t line = lines_of.out(c, i0 + i);
           copy(gsb + i * seg + t.margin, gs + line * n, n);
           copy(gdb + i * seg + t.margin, gd + line * n, n);
+          if (gy) copy(gyb + i * seg + t.margin, gy + gy_line(c, i0 + i) * n, n);
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
@@ -369,11 +374,18 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, doub
             w0 += ghv * dv;
           }
         }
-        if (s) {  // the caller also wants the forward's outputs, recomputed here anyway
+        if (gy) {  // gamma's gradient: the pooled output's gradient times the bands recomputed here
           for (int64_t i = 0; i < lines; ++i) {
-            const int64_t line = lines_of.out(c, i0 + i);
-            copy(s + line * n, sb + i * seg + t.margin, n);
-            copy(d + line * n, dp + i * seg + t.margin, n);
+            const T *g = gyb + i * seg + t.margin, *sv = sb + i * seg + t.margin, *dv = dp + i * seg + t.margin;
+            T as = 0, ad = 0;
+#pragma omp simd reduction(+ : as, ad)
+            for (int64_t e = 0; e < n; ++e) {
+              as += g[e] * sv[e];
+              ad += g[e] * dv[e];
+            }
+            const int64_t part = (i0 + i) / lay.P / lay.N;  // s of part p is band p, d is band parts + p
+            gcoef[part * C + c] += as;
+            gcoef[(parts + part) * C + c] += ad;
           }
         }
         acc[K + 3 + K] += a_b;
@@ -613,13 +625,13 @@ void forward_dispatch(const T* x, T* s, T* d, const LiftLayout& lay, int K, Op<T
 }
 
 template <typename T>
-void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad, const LiftLayout& lay,
-                       int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef, double* pgrad,
+                       const LiftLayout& lay, int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
   switch (K) {
-    case 1: return backward_impl<T, 1>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    case 3: return backward_impl<T, 3>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    case 5: return backward_impl<T, 5>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    default: return backward_impl<T, 0>(x, gs, gd, gx, s, d, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 1: return backward_impl<T, 1>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 3: return backward_impl<T, 3>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 5: return backward_impl<T, 5>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    default: return backward_impl<T, 0>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
   }
 }
 
@@ -727,8 +739,8 @@ void unlift_backward_dispatch(const T* s, const T* d, const T* gx, T* gs, T* gd,
   }
 }
 
-// The pooled output y = sum_b coef[b, c] * band_b (SPEC 2's output modes as coefficients) and its
-// gradients, one pass each. Bands are (nb, N, C, S); details gradients (N, nb - 1, C, S).
+// The pooled output y = sum_b coef[b, c] * band_b (SPEC 2's output modes as coefficients) and the
+// bands' gradient, one pass each. Bands are (nb, N, C, S); details gradients (N, nb - 1, C, S).
 template <typename T>
 void combine_impl(const T* bands, const T* coef, T* y, int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -748,38 +760,26 @@ void combine_impl(const T* bands, const T* coef, T* y, int64_t nb, int64_t N, in
   }
 }
 
-// gbands (when not null) = coef * gy (+ gdet); gcoef (when not null) = sum over N and S of gy * band.
+// gbands = coef * gy (+ gdet): the bands' gradient from the pooled output's (and the details').
 template <typename T>
-void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* gdet, T* gbands, double* gcoef,
-                           int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {
+void combine_backward_impl(const T* coef, const T* gy, const T* gdet, T* gbands, int64_t nb, int64_t N, int64_t C,
+                           int64_t S, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t b = 0; b < nb; ++b) {
       const T cb = coef[b * C + c];
-      double total = 0;
       for (int64_t n = 0; n < N; ++n) {
         const T* g = gy + (n * C + c) * S;
-        const int64_t at = ((b * N + n) * C + c) * S;
-        if (gbands) {
-          T* out = gbands + at;
-          const T* det = gdet && b > 0 ? gdet + ((n * (nb - 1) + b - 1) * C + c) * S : nullptr;
-          if (det) {
+        T* out = gbands + ((b * N + n) * C + c) * S;
+        const T* det = gdet && b > 0 ? gdet + ((n * (nb - 1) + b - 1) * C + c) * S : nullptr;
+        if (det) {
 #pragma omp simd
-            for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i] + det[i];
-          } else {
+          for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i] + det[i];
+        } else {
 #pragma omp simd
-            for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i];
-          }
-        }
-        if (gcoef) {
-          const T* band = bands + at;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t i = 0; i < S; ++i) acc += g[i] * band[i];
-          total += acc;
+          for (int64_t i = 0; i < S; ++i) out[i] = cb * g[i];
         }
       }
-      if (gcoef) gcoef[b * C + c] = total;
     }
   }
 }
@@ -788,7 +788,7 @@ void combine_backward_impl(const T* bands, const T* coef, const T* gy, const T* 
 
 extern "C" {
 
-int liftswap_abi_version() { return 6; }
+int liftswap_abi_version() { return 7; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
@@ -797,11 +797,12 @@ int liftswap_abi_version() { return 6; }
     forward_dispatch<T>(x, s, d, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, costs, \
                         threads);                                                                                 \
   }                                                                                                              \
-  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, T* s, T* d, double* pgrad,  \
+  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef,  \
+                                       double* pgrad,                                                            \
                                        const LiftLayout* lay, int K, const T* pw_, const T* pb_, const T* ppw,   \
                                        const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,            \
                                        const T* upb, T ubase, double kcu, double kcp, int threads) {             \
-    backward_dispatch<T>(x, gs, gd, gx, s, d, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                  \
+    backward_dispatch<T>(x, gs, gd, gx, gy, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                  \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
   }
 
@@ -810,9 +811,9 @@ int liftswap_abi_version() { return 6; }
                                  int threads) {                                                                        \
     combine_impl<T>(bands, coef, y, nb, N, C, S, threads);                                                             \
   }                                                                                                                    \
-  void liftswap_combine_backward_##SUFFIX(const T* bands, const T* coef, const T* gy, const T* gdet, T* gbands,        \
-                                          double* gcoef, int64_t nb, int64_t N, int64_t C, int64_t S, int threads) {  \
-    combine_backward_impl<T>(bands, coef, gy, gdet, gbands, gcoef, nb, N, C, S, threads);                              \
+  void liftswap_combine_backward_##SUFFIX(const T* coef, const T* gy, const T* gdet, T* gbands, int64_t nb,        \
+                                          int64_t N, int64_t C, int64_t S, int threads) {                              \
+    combine_backward_impl<T>(coef, gy, gdet, gbands, nb, N, C, S, threads);                                            \
   }
 
 #define LIFTSWAP_EXPORT_UNLIFT(T, SUFFIX)                                                                       \

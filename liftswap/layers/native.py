@@ -34,7 +34,7 @@ from torch import Tensor
 __all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 6
+_ABI = 7
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -119,7 +119,7 @@ def _build() -> ctypes.CDLL:
         comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
         comb.restype = None
         comb_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
-        comb_bwd.argtypes = [ptr] * 6 + [i64] * 4 + [i32]
+        comb_bwd.argtypes = [ptr] * 4 + [i64] * 4 + [i32]
         comb_bwd.restype = None
     return lib
 
@@ -184,7 +184,7 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
 class _Layout(ctypes.Structure):
     """LiftLayout in lift_kernel.cpp: the tensor as (G, P, L, B), and the rows' order."""
 
-    _fields_ = [(name, ctypes.c_int64) for name in ("G", "C", "P", "L", "B", "even_first", "next_A", "next_In")]
+    _fields_ = [(name, ctypes.c_int64) for name in ("G", "C", "P", "L", "B", "even_first", "next_A", "next_In", "N")]
 
 
 def _layout(x: Tensor, dim: int, even_first: bool, next_dim: int | None) -> _Layout:
@@ -196,7 +196,7 @@ def _layout(x: Tensor, dim: int, even_first: bool, next_dim: int | None) -> _Lay
     if next_dim is not None:  # outputs go even rows first along next_dim, so its split is two copies
         nxt = x.dim() + next_dim
         next_a, next_in = x.shape[nxt], math.prod(x.shape[nxt + 1 : axis])
-    return _Layout(x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b, int(even_first), next_a, next_in)
+    return _Layout(x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b, int(even_first), next_a, next_in, 0)
 
 
 def _halved(x: Tensor, dim: int) -> tuple[int, ...]:
@@ -248,22 +248,28 @@ class _Kernel:
         )  # fmt: skip
         return out, costs
 
-    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, want_out: bool,
-                 even_first: bool = False, next_dim: int | None = None):  # fmt: skip
-        """(grad of x, float64 (C, 2 (K + 3)) parameter grads, the recomputed forward output or None)."""
+    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, even_first: bool = False,
+                 next_dim: int | None = None, g_y: Tensor | None = None, batch: int = 0, gx: Tensor | None = None):  # fmt: skip
+        """(grad of x, float64 (C, 2 (K + 3)) parameter grads, float64 (n_bands, C) gamma grads or None).
+
+        With ``g_y`` (the pooled output's gradient, batch ``batch``) a last lift also returns, per
+        band and channel, the sum of ``g_y`` times the band, which it recomputes anyway. ``gx``: a
+        dead buffer of x's size to write the gradient into.
+        """
         layout = _layout(x, dim, even_first, next_dim)
+        layout.N = batch
         size = g_out.element_size()
         half = g_out.numel() // 2
-        gx = torch.empty_like(x)
+        gx = torch.empty_like(x) if gx is None else gx.view(x.shape)
         pgrad = torch.empty((layout.C, 2 * (self.k + 3)), dtype=torch.float64)
-        out = x.new_empty(g_out.shape) if want_out else None
+        gcoef = None if g_y is None else torch.zeros((g_out.shape[0] // batch, layout.C), dtype=torch.float64)
         self._bwd(
             x.data_ptr(), g_out.data_ptr(), g_out.data_ptr() + half * size, gx.data_ptr(),
-            None if out is None else out.data_ptr(), None if out is None else out.data_ptr() + half * size,
+            None if g_y is None else g_y.data_ptr(), None if gcoef is None else gcoef.data_ptr(),
             pgrad.data_ptr(), ctypes.byref(layout), self.k, *self._p, self.p_base, *self._u, self.u_base,
             kcu, kcp, torch.get_num_threads(),
         )  # fmt: skip
-        return gx, pgrad, out
+        return gx, pgrad, gcoef
 
     def unlift(self, bands: Tensor, dim: int) -> Tensor:
         """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
@@ -298,18 +304,12 @@ class _Kernel:
         self._combine(bands.data_ptr(), coef.data_ptr(), y.data_ptr(), nb, n, c, y[0, 0].numel(), torch.get_num_threads())
         return y
 
-    def combine_backward(self, shape, coef: Tensor, g_y: Tensor, g_details: Tensor | None, bands: Tensor | None):
-        """(gradient of the bands (coef * g_y + g_details), or the (nb, C) float64 gradient of coef given bands)."""
+    def combine_backward(self, shape, coef: Tensor, g_y: Tensor, g_details: Tensor | None) -> Tensor:
+        """The bands' gradient, ``coef * g_y`` (+ ``g_details`` on the detail bands), shaped ``shape``."""
         nb, n, c = shape[:3]
-        spatial = g_y[0, 0].numel()
-        if bands is None:
-            out = g_y.new_empty(shape)
-            det = 0 if g_details is None else g_details.data_ptr()
-            args = (0, coef.data_ptr(), g_y.data_ptr(), det or None, out.data_ptr(), None)
-        else:
-            out = torch.empty((nb, c), dtype=torch.float64)
-            args = (bands.data_ptr(), coef.data_ptr(), g_y.data_ptr(), None, None, out.data_ptr())
-        self._combine_bwd(*args, nb, n, c, spatial, torch.get_num_threads())
+        out = g_y.new_empty(shape)
+        det = None if g_details is None else g_details.data_ptr()
+        self._combine_bwd(coef.data_ptr(), g_y.data_ptr(), det, out.data_ptr(), nb, n, c, g_y[0, 0].numel(), torch.get_num_threads())
         return out
 
 
@@ -403,6 +403,7 @@ class _DownPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, axes, output, with_costs, predict, update, gamma, *params):
+        ctx.set_materialize_grads(False)  # unused outputs (often the details) get no zero-filled gradient
         kernel = _Kernel(x.dtype, predict, update)
         x = x.contiguous()
         n = x.shape[0]
@@ -443,23 +444,25 @@ class _DownPool(torch.autograd.Function):
         if g_y is None:
             g_y = x.new_zeros(shape[1:])
         g_y = g_y.contiguous()
-        g_bands = kernel.combine_backward(shape, coef, g_y, g_details, None)
+        g_bands = kernel.combine_backward(shape, coef, g_y, g_details)
         want_gamma = output == "gated" and ctx.needs_input_grad[6]
         g_cu = 0.0 if g_cu is None else float(g_cu)
         g_cp = 0.0 if g_cp is None else float(g_cp)
         pgrad = 0
         grad = g_bands.view((-1,) + shape[2:])
-        bands = None
-        for i in reversed(range(len(order))):
-            want_bands = want_gamma and i == len(order) - 1
-            grad, pg, out = kernel.backward(
-                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], want_bands, *_row_order(order, i)
-            )
-            bands = out if out is not None else bands
-            pgrad = pgrad + pg
         g_gamma = None
-        if want_gamma:
-            g_gamma = kernel.combine_backward(shape, coef, g_y, None, bands)[1:].to(x.dtype)
+        for i in reversed(range(len(order))):
+            last = i == len(order) - 1
+            # Lift i's recomputed output is dead once lift i + 1 has run backward: lift i's input
+            # gradient goes into it when the sizes agree (an even axis), saving a fresh allocation.
+            reuse = inputs[i + 1] if i + 1 < len(inputs) and inputs[i + 1].numel() == inputs[i].numel() else None
+            grad, pg, gcoef = kernel.backward(
+                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], *_row_order(order, i),
+                g_y=g_y if (last and want_gamma) else None, batch=n, gx=reuse,
+            )  # fmt: skip
+            if gcoef is not None:
+                g_gamma = gcoef[1:].to(x.dtype)
+            pgrad = pgrad + pg
         return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
 
 
