@@ -141,18 +141,40 @@ extern "C" struct LiftLayout {
 
 namespace {
 
-struct Lines {  // the i-th line of channel c: where it is read from and where its results go
+// Where the lines of a tile are read from and where their results go, without a division per
+// line (lines are a few values long at 14 x 14): the i-th line of channel c is (nb, q) with
+// i = nb * P + q, read at (nb * C + c) * P + q and written at q's place in the output order.
+struct Lines {
   const LiftLayout& l;
   int64_t NB;
-  explicit Lines(const LiftLayout& l_) : l(l_), NB(l_.G / l_.C) {}
-  int64_t in(int64_t c, int64_t i) const { return ((i / l.P) * l.C + c) * l.P + i % l.P; }
-  int64_t out(int64_t c, int64_t i) const {
-    int64_t q = i % l.P;
-    if (l.next_A > 0) {
-      const int64_t a = (q / l.next_In) % l.next_A, rest = q - a * l.next_In;
-      q = rest + (a % 2 ? (l.next_A + 1) / 2 + a / 2 : a / 2) * l.next_In;
+  std::vector<int64_t> order;  // q -> q', the output order along P (even rows first on next_A)
+  explicit Lines(const LiftLayout& l_) : l(l_), NB(l_.G / l_.C), order(l_.P) {
+    for (int64_t q = 0; q < l.P; ++q) {
+      int64_t to = q;
+      if (l.next_A > 0) {
+        const int64_t a = (q / l.next_In) % l.next_A, rest = q - a * l.next_In;
+        to = rest + (a % 2 ? (l.next_A + 1) / 2 + a / 2 : a / 2) * l.next_In;
+      }
+      order[q] = to;
     }
-    return ((i / l.P) * l.C + c) * l.P + q;
+  }
+  struct Batch {  // per thread: the current tile's lines
+    std::vector<int64_t> in, out, nb, q;
+    explicit Batch(int64_t cap) : in(cap), out(cap), nb(cap), q(cap) {}
+  };
+  void fill(Batch& t, int64_t c, int64_t i0, int64_t lines) const {
+    int64_t nb = i0 / l.P, q = i0 % l.P;
+    for (int64_t i = 0; i < lines; ++i) {
+      const int64_t plane = (nb * l.C + c) * l.P;
+      t.in[i] = plane + q;
+      t.out[i] = plane + order[q];
+      t.nb[i] = nb;
+      t.q[i] = q;
+      if (++q == l.P) {
+        q = 0;
+        ++nb;
+      }
+    }
   }
 };
 
@@ -238,6 +260,7 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 5);
+    Lines::Batch lb(t.cap);
     T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *sb = buf.get(3), *mask = buf.get(4);
     buf.fill_mask(mask);
 #pragma omp for schedule(static)
@@ -246,8 +269,9 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
       double cu = 0, cp = 0;
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        lines_of.fill(lb, c, i0, lines);
         for (int64_t i = 0; i < lines; ++i) {
-          split(x + lines_of.in(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
+          split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
           pad_rows(xe + i * seg, Lh, B, m);
         }
 #pragma omp simd
@@ -276,7 +300,7 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
         cu += su;
         cp += sp;
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lines_of.out(c, i0 + i);
+          const int64_t line = lb.out[i];
           copy(s + line * n, sb + i * seg + t.margin, n);
           copy(d + line * n, dp + i * seg + t.margin, n);
         }
@@ -300,13 +324,12 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
   const int64_t count = lines_of.NB * lay.P;
   const Tile t(L, B, count, m);
   const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
-  // The line of the pooled output's gradient (N, C, ...) that multiplies the i-th line's bands.
-  auto gy_line = [&](int64_t c, int64_t i) { return (((i / lay.P) % lay.N) * C + c) * lay.P + i % lay.P; };
   const T tcu = T(kcu), tcp = T(kcp);
   const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 14);
+    Lines::Batch lb(t.cap);
     T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *hp = buf.get(3), *rp = buf.get(4);
     T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *ghu = buf.get(9);
     T *ghp = buf.get(10), *sb = buf.get(11), *mask = buf.get(12), *gyb = buf.get(13);
@@ -321,15 +344,16 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        lines_of.fill(lb, c, i0, lines);
         std::fill(ghu + total, ghu + total + t.margin, T(0));  // a shorter last tile: no stale values past it
         std::fill(ghp + total, ghp + total + t.margin, T(0));
         for (int64_t i = 0; i < lines; ++i) {
-          split(x + lines_of.in(c, i0 + i) * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
+          split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
           pad_rows(xe + i * seg, Lh, B, m);
-          const int64_t line = lines_of.out(c, i0 + i);
+          const int64_t line = lb.out[i];
           copy(gsb + i * seg + t.margin, gs + line * n, n);
           copy(gdb + i * seg + t.margin, gd + line * n, n);
-          if (gy) copy(gyb + i * seg + t.margin, gy + gy_line(c, i0 + i) * n, n);
+          if (gy) copy(gyb + i * seg + t.margin, gy + (((lb.nb[i] % lay.N) * C + c) * lay.P + lb.q[i]) * n, n);
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
@@ -383,7 +407,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
               as += g[e] * sv[e];
               ad += g[e] * dv[e];
             }
-            const int64_t part = (i0 + i) / lay.P / lay.N;  // s of part p is band p, d is band parts + p
+            const int64_t part = lb.nb[i] / lay.N;  // s of part p is band p, d is band parts + p
             gcoef[part * C + c] += as;
             gcoef[(parts + part) * C + c] += ad;
           }
@@ -446,7 +470,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
         }
         filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i)
-          merge(gx + lines_of.in(c, i0 + i) * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B,
+          merge(gx + lb.in[i] * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B,
                 even_first);
       }
       std::copy(acc.begin(), acc.end(), pgrad + c * np);
@@ -468,14 +492,16 @@ void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, in
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 4);
+    Lines::Batch lb(t.cap);
     T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *xo = buf.get(3);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < C; ++c) {
       const Chan<T> p(po, c, K), u(uo, c, K);
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        lines_of.fill(lb, c, i0, lines);
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lines_of.in(c, i0 + i);
+          const int64_t line = lb.in[i];
           copy(dp + i * seg + t.margin, d + line * n, n);
           copy(sb + i * seg + t.margin, s + line * n, n);
           pad_rows(dp + i * seg, Lh, B, m);
@@ -496,7 +522,7 @@ void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, in
           xo[e] = dp[e] + p.base * xe[e] + tanh_(p.pw * std::max(h, T(0)) + p.pb);
         }
         for (int64_t i = 0; i < lines; ++i)
-          merge(x + lines_of.in(c, i0 + i) * 2 * n, xe + i * seg + t.margin, xo + i * seg + t.margin, 2 * Lh, Lh, B,
+          merge(x + lb.in[i] * 2 * n, xe + i * seg + t.margin, xo + i * seg + t.margin, 2 * Lh, Lh, B,
                 false);
       }
     }
@@ -517,6 +543,7 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 10);
+    Lines::Batch lb(t.cap);
     T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *hu = buf.get(3), *ru = buf.get(4);
     T *gxe = buf.get(5), *gxo = buf.get(6), *gdb = buf.get(7), *gh = buf.get(8), *mask = buf.get(9);
     buf.fill_mask(mask);
@@ -527,9 +554,10 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        lines_of.fill(lb, c, i0, lines);
         std::fill(gh + total, gh + total + t.margin, T(0));
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lines_of.in(c, i0 + i);
+          const int64_t line = lb.in[i];
           copy(dp + i * seg + t.margin, d + line * n, n);
           copy(sb + i * seg + t.margin, s + line * n, n);
           pad_rows(dp + i * seg, Lh, B, m);
@@ -603,7 +631,7 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
         }
         filter_transpose<T, KC>(gh, gdb, mask, u.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lines_of.in(c, i0 + i);
+          const int64_t line = lb.in[i];
           copy(gs + line * n, gxe + i * seg + t.margin, n);
           copy(gd + line * n, gdb + i * seg + t.margin, n);
         }
