@@ -9,16 +9,16 @@ import pytest
 import torch
 
 import liftswap
-from liftswap.layers import lift, lift_down_pool, native
+from liftswap.layers import lift, lift_down_pool, native, native_build
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, OperatorWeights
 
-needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native._error}")
+needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native_build.error()}")
 
 
 def test_kernel_builds_where_ci_runs():
     # CI has a C++ compiler: there the kernel must build, or every comparison below would be skipped.
     if os.environ.get("CI"):
-        assert native.available(), native._error
+        assert native.available(), native_build.error()
 
 
 def randomize(module, seed=0):
@@ -235,7 +235,7 @@ def test_env_switch_turns_the_kernel_off():
 
 
 def test_kernel_cache_is_written_atomically_and_reused(tmp_path):
-    script = "from liftswap.layers import native; print(native.available(), native._lib._name)"
+    script = "from liftswap.layers import native, native_build; print(native.available(), native_build.library()._name)"
     env = dict(os.environ, LIFTSWAP_CACHE_DIR=str(tmp_path))
     runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
     if runs[0][0] != "True":

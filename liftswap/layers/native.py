@@ -1,11 +1,10 @@
-"""The fused CPU kernel of one lifting step (``lift_kernel.cpp``), built on first use.
+"""The LiftPool layers through the fused CPU kernel (``lift_kernel.cpp``, built by :mod:`.native_build`).
 
 Op by op, one lifting step is a dozen element-wise passes around two depthwise convolutions;
-the kernel does a whole line (one row of the lifted axis) in cache, in one pass forward and one
-backward that recomputes the line's forward instead of keeping intermediates. It has no torch
-headers: it compiles in a few seconds with the system's C++ compiler into a per-user cache
-(``$LIFTSWAP_CACHE_DIR``, else ``$XDG_CACHE_HOME/liftswap``, else ``~/.cache/liftswap``) and is
-called through ctypes, which releases the GIL.
+the kernel lifts tiles of lines in cache, in one pass forward and one backward that recomputes
+the tile's forward instead of keeping intermediates. Here each layer becomes one autograd
+Function (:func:`down_pool`, :func:`up_pool`) that saves only the layer's inputs and weights;
+:func:`max_pool_stride1` serves ``preserve`` conversions.
 
 It serves CPU float32/float64 tensors in eager mode. Everything else (CUDA, other dtypes,
 autocast, torch.compile, torch.export, functorch transforms, forward-mode AD) runs the PyTorch
@@ -16,131 +15,18 @@ runs everywhere, after one warning; ``LIFTSWAP_NATIVE=0`` chooses it silently.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .native_build import library
+
 __all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
 
-_SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 7
-# -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
-# short row copies inline instead of calling memmove for each.
-_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-          "-fno-tree-loop-distribute-patterns")  # fmt: skip
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_error: str | None = None  # why the kernel is unavailable, once known
 _enabled = os.environ.get("LIFTSWAP_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("LIFTSWAP_CACHE_DIR"):
-        return Path(os.environ["LIFTSWAP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "liftswap"
-
-
-def _cpu_signature() -> str:
-    # -march=native code must not be reused on another CPU sharing the cache (e.g. over NFS).
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return platform.processor()
-
-
-def _compile(cxx: str, out: Path) -> None:
-    errors = []
-    for extra in (["-march=native"], []):  # some compilers or CPUs reject -march=native
-        proc = subprocess.run([cxx, *extra, *_FLAGS, str(_SOURCE), "-o", str(out)], capture_output=True, text=True)
-        if proc.returncode == 0:
-            return
-        errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"])
-    raise RuntimeError(f"{cxx} failed: {errors[-1][0]}")
-
-
-def _build() -> ctypes.CDLL:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(
-        b"\0".join(s.encode() for s in (_SOURCE.read_text(), cxx, version, *_FLAGS, _cpu_signature(), platform.machine()))
-    ).hexdigest()[:16]
-    folder = _cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"lift_kernel-{key}.so"
-    if not path.exists():
-        # Build beside the target and rename: concurrent processes (DDP ranks) never load a half-written file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            _compile(cxx, Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(path))
-    if lib.liftswap_abi_version() != _ABI:
-        raise RuntimeError(f"{path} has ABI {lib.liftswap_abi_version()}, expected {_ABI}")
-    ptr, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
-    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
-        fwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, i32]
-        fwd.restype = None
-        bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
-        bwd.argtypes = [ptr] * 8 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
-        bwd.restype = None
-        ufwd = getattr(lib, f"liftswap_unlift_forward_{suffix}")
-        ufwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
-        ufwd.restype = None
-        ubwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
-        ubwd.argtypes = [ptr] * 7 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
-        ubwd.restype = None
-        mfwd = getattr(lib, f"liftswap_maxpool_s1_forward_{suffix}")
-        mfwd.argtypes = [ptr] * 3 + [i64] * 3 + [i32] * 7
-        mfwd.restype = None
-        mbwd = getattr(lib, f"liftswap_maxpool_s1_backward_{suffix}")
-        mbwd.argtypes = [ptr] * 3 + [i64] * 3 + [i32] * 7
-        mbwd.restype = None
-        comb = getattr(lib, f"liftswap_combine_{suffix}")
-        comb.argtypes = [ptr] * 3 + [i64] * 4 + [i32]
-        comb.restype = None
-        comb_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
-        comb_bwd.argtypes = [ptr] * 4 + [i64] * 4 + [i32]
-        comb_bwd.restype = None
-    return lib
-
-
-def _library() -> ctypes.CDLL | None:
-    global _lib, _error
-    if _lib is not None or _error is not None:
-        return _lib
-    with _lock:
-        if _lib is None and _error is None:
-            try:
-                _lib = _build()
-            except Exception as exc:  # any failure leaves the PyTorch implementation in charge
-                _error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"liftswap: the fused CPU kernel is unavailable ({_error}); using the PyTorch "
-                    "implementation (same results, slower). Set LIFTSWAP_NATIVE=0 to silence this.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-    return _lib
 
 
 def available() -> bool:
@@ -151,7 +37,7 @@ def available() -> bool:
         >>> isinstance(native.available(), bool)
         True
     """
-    return _enabled and _library() is not None
+    return _enabled and library() is not None
 
 
 @contextmanager
@@ -166,7 +52,7 @@ def enabled(flag: bool):
 
 
 def usable(x: Tensor, *weights: Tensor | None) -> bool:
-    """Whether :func:`lift_stacked` serves these tensors (see the module docstring)."""
+    """Whether the kernel serves these tensors (see the module docstring)."""
     if not _enabled or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     if type(x) not in (Tensor, torch.nn.Parameter):
@@ -178,7 +64,7 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return False
-    return _library() is not None
+    return library() is not None
 
 
 class _Layout(ctypes.Structure):
@@ -220,7 +106,7 @@ class _Kernel:
     """The library's two entry points for one dtype, with the layer's P and U bound."""
 
     def __init__(self, dtype: torch.dtype, predict, update) -> None:
-        lib = _library()
+        lib = library()
         suffix = "f32" if dtype == torch.float32 else "f64"
         self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
         self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
@@ -311,65 +197,6 @@ class _Kernel:
         det = None if g_details is None else g_details.data_ptr()
         self._combine_bwd(coef.data_ptr(), g_y.data_ptr(), det, out.data_ptr(), nb, n, c, g_y[0, 0].numel(), torch.get_num_threads())
         return out
-
-
-class _UpPool(torch.autograd.Function):
-    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters."""
-
-    @staticmethod
-    def forward(ctx, y, details, axes, output, predict, update, gamma, *params):
-        kernel = _Kernel(y.dtype, predict, update)
-        bands = _UpPool.bands(kernel, y, details, output, gamma)
-        for dim in axes:
-            bands = kernel.unlift(bands.flatten(0, 1) if bands.dim() > y.dim() else bands, dim)
-        ctx.save_for_backward(y, details, gamma, *params)
-        ctx.meta = (axes, output, predict, update)
-        return bands
-
-    @staticmethod
-    def bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
-        """(nb, N, C, ...): the approximation band recovered from y, then the detail bands."""
-        nb = details.shape[1] + 1
-        stacked = y.new_empty((nb,) + tuple(y.shape))
-        stacked[0] = y
-        stacked[1:] = details.movedim(1, 0)
-        if output != "LL":
-            stacked[0] = kernel.combine(stacked, _inverse(_coefficients(output, gamma, nb, y)))
-        return stacked
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_x):
-        y, details, gamma, *params = ctx.saved_tensors
-        axes, output, predict, update = ctx.meta
-        kernel = _Kernel(y.dtype, predict, update)
-        stacked = _UpPool.bands(kernel, y, details, output, gamma)
-        inputs = [stacked.flatten(0, 1)]
-        for dim in axes[:-1]:
-            inputs.append(kernel.unlift(inputs[-1], dim))
-        grad, pgrad = g_x.contiguous(), 0
-        for i in reversed(range(len(axes))):
-            grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
-            pgrad = pgrad + pg
-        g_stacked = grad.view(stacked.shape)
-        g_approx, g_det = g_stacked[0], g_stacked[1:]
-        g_gamma = None
-        if output == "sum":
-            g_det = g_det - g_approx
-        elif output == "gated":
-            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-            g_det = g_det - view * g_approx
-            if ctx.needs_input_grad[6]:
-                g_gamma = -(stacked[1:] * g_approx).sum(dim=[1] + list(range(3, stacked.dim())))
-        grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
-        return (g_approx, g_det.movedim(0, 1), None, None, None, None, g_gamma, *grads)
-
-
-def _inverse(coef: Tensor) -> Tensor:
-    """Coefficients that recover the approximation band from [y, details...]: 1, then -coef_b."""
-    inv = -coef
-    inv[0] = 1
-    return inv
 
 
 def _row_order(order: list[int], i: int) -> tuple[bool, int | None]:
@@ -480,6 +307,65 @@ def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:
     return grads
 
 
+class _UpPool(torch.autograd.Function):
+    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters."""
+
+    @staticmethod
+    def forward(ctx, y, details, axes, output, predict, update, gamma, *params):
+        kernel = _Kernel(y.dtype, predict, update)
+        bands = _UpPool.bands(kernel, y, details, output, gamma)
+        for dim in axes:
+            bands = kernel.unlift(bands.flatten(0, 1) if bands.dim() > y.dim() else bands, dim)
+        ctx.save_for_backward(y, details, gamma, *params)
+        ctx.meta = (axes, output, predict, update)
+        return bands
+
+    @staticmethod
+    def bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+        """(nb, N, C, ...): the approximation band recovered from y, then the detail bands."""
+        nb = details.shape[1] + 1
+        stacked = y.new_empty((nb,) + tuple(y.shape))
+        stacked[0] = y
+        stacked[1:] = details.movedim(1, 0)
+        if output != "LL":
+            stacked[0] = kernel.combine(stacked, _inverse(_coefficients(output, gamma, nb, y)))
+        return stacked
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_x):
+        y, details, gamma, *params = ctx.saved_tensors
+        axes, output, predict, update = ctx.meta
+        kernel = _Kernel(y.dtype, predict, update)
+        stacked = _UpPool.bands(kernel, y, details, output, gamma)
+        inputs = [stacked.flatten(0, 1)]
+        for dim in axes[:-1]:
+            inputs.append(kernel.unlift(inputs[-1], dim))
+        grad, pgrad = g_x.contiguous(), 0
+        for i in reversed(range(len(axes))):
+            grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
+            pgrad = pgrad + pg
+        g_stacked = grad.view(stacked.shape)
+        g_approx, g_det = g_stacked[0], g_stacked[1:]
+        g_gamma = None
+        if output == "sum":
+            g_det = g_det - g_approx
+        elif output == "gated":
+            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+            g_det = g_det - view * g_approx
+            if ctx.needs_input_grad[6]:
+                g_gamma = -(stacked[1:] * g_approx).sum(dim=[1] + list(range(3, stacked.dim())))
+        grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
+        return (g_approx, g_det.movedim(0, 1), None, None, None, None, g_gamma, *grads)
+
+
+def _inverse(coef: Tensor) -> Tensor:
+    """Coefficients that recover the approximation band from [y, details...]: 1, then -coef_b."""
+    inv = -coef
+    inv[0] = 1
+    return inv
+
+
 def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
     """:func:`~liftswap.layers.lift_pool.lift_down_pool` through the kernel: ``(y, details, c_u, c_p)``.
 
@@ -512,7 +398,7 @@ class _MaxPoolStride1(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel_size, padding, dilation):
         suffix = "f32" if x.dtype == torch.float32 else "f64"
-        lib = _library()
+        lib = library()
         x = x.contiguous()
         h, w = (1, x.shape[-1]) if x.dim() == 3 else x.shape[-2:]
         (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation  # (1, k) ... for 1d
@@ -533,7 +419,7 @@ class _MaxPoolStride1(torch.autograd.Function):
         shape, suffix, args = ctx.meta
         g = g.contiguous()
         gx = g.new_empty(shape)
-        getattr(_library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
+        getattr(library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
         return gx, None, None, None
 
 
