@@ -267,3 +267,26 @@ def test_stride1_max_pool_1d_and_nan():
     out = native.max_pool_stride1(x, (3, 3), (1, 1), (1, 1))
     assert torch.equal(out.isnan(), torch.nn.functional.max_pool2d(x, 3, 1, 1).isnan())
     assert native.max_pool_stride1(torch.randn(1, 1, 4, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1)) is None  # 3d: not here
+
+
+def saved_bytes(fn) -> int:
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(saved.values())
+
+
+@needs_kernel
+def test_kernel_layers_save_only_inputs_and_parameters():
+    down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True))
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 8, 32, 30, requires_grad=True)
+    y, details = (t.detach().requires_grad_(True) for t in down(x))
+    params = sum(p.numel() * p.element_size() for p in down.parameters())
+    assert saved_bytes(lambda: down(x)) == x.numel() * x.element_size() + params
+    assert saved_bytes(lambda: up(y, details, output_size=x.shape[2:])) == (y.numel() + details.numel()) * 4 + params
