@@ -10,8 +10,11 @@ P and U are ``base * t + tanh(pw(relu(dw_K(pad(t)))))``. Undoing the step needs 
 of P or U, so the inverse is exact for any weights.
 
 The functional forms (:func:`lift`, :func:`unlift`, :func:`lift_down_pool`, :func:`lift_up_pool`)
-hold the math; the modules own the parameters and call them. Nothing here branches in Python on
-a tensor's size, so torch.export / ONNX keep odd-size handling for every input size.
+hold the math; the modules own the parameters and call them. On CPU float32/float64 in eager
+mode, :func:`lift`, :func:`lift_down_pool` and :func:`lift_up_pool` run the same math through the
+fused kernel (:mod:`.native`); elsewhere the PyTorch ops below run, and under torch.export a graph
+shaped for onnxruntime. Nothing here branches in Python on a tensor's size, so torch.export / ONNX
+keep odd-size handling for every input size.
 """
 
 from __future__ import annotations
