@@ -200,6 +200,9 @@ def test_pytorch_path_where_the_kernel_does_not_apply():
     seen = []
     torch.func.vmap(lambda t: seen.append(native.usable(t)) or t)(x)
     assert seen == [False]
+    pool = randomize(liftswap.LiftDownPool2d(2, init="paper")).eval()
+    traced = torch.jit.trace(pool, x, check_trace=False)  # records PyTorch ops, not the kernel's call
+    assert "PythonOp" not in str(traced.graph) and torch.allclose(traced(x), pool(x), atol=1e-6)
 
 
 def test_no_compiler_warns_once_and_computes_the_same(tmp_path):

@@ -7,7 +7,7 @@ Function (:func:`down_pool`, :func:`up_pool`) that saves only the layer's inputs
 :func:`max_pool_stride1` serves ``preserve`` conversions.
 
 It serves CPU float32/float64 tensors in eager mode. Everything else (CUDA, other dtypes,
-autocast, torch.compile, torch.export, functorch transforms, forward-mode AD) runs the PyTorch
+autocast, torch.compile, torch.export, torch.jit.trace, functorch transforms, forward-mode AD) runs the PyTorch
 implementation, which computes the same function. Without a compiler the PyTorch implementation
 runs everywhere, after one warning; ``LIFTSWAP_NATIVE=0`` chooses it silently.
 """
@@ -61,6 +61,8 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
         if w is not None and (w.dtype != x.dtype or w.device.type != "cpu" or type(w) not in (Tensor, torch.nn.Parameter)):
             return False
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch.jit.is_tracing():  # a traced graph must hold the ops themselves, not a ctypes call
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return False
