@@ -53,7 +53,29 @@ struct Chan {  // one operator's weights for one channel
   const T* w;
   T b, pw, pb, base;
   Chan(const Op<T>& o, int64_t c, int K) : w(o.w + c * K), b(o.b[c]), pw(o.pw[c]), pb(o.pb[c]), base(o.base) {}
+  // h = dw_K(t) + b at position e of a tile (rows B apart, K / 2 padding rows either side).
+  template <int KC>
+  T filter(const T* t, int64_t e, int64_t B, int Kr) const {
+    const int K = KC ? KC : Kr, m = K / 2;
+    T h = b;
+#pragma GCC unroll 16
+    for (int k = 0; k < K; ++k) h += w[k] * t[e + (k - m) * B];
+    return h;
+  }
+  T activate(T h) const { return tanh_(pw * std::max(h, T(0)) + pb); }  // r = tanh(pw relu(h) + pb)
 };
+
+// acc[k] += sum_e gh[e] t[e + (k - m) B]: the taps' gradients, for K the main loops do not carry.
+template <typename T>
+inline void tap_sums(const T* gh, const T* t, int64_t total, int64_t B, int K, double* acc) {
+  const int m = K / 2;
+  for (int k = 0; k < K; ++k) {
+    T a = 0;
+#pragma omp simd reduction(+ : a)
+    for (int64_t e = 0; e < total; ++e) a += gh[e] * t[e + (k - m) * B];
+    acc[k] += a;
+  }
+}
 
 // Rows here are short (7 to a few hundred values): an inlined loop beats a call to memcpy.
 template <typename T>
@@ -276,20 +298,16 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
-          T h = p.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
-          T r = tanh_(p.pw * std::max(h, T(0)) + p.pb);
+          T h = p.template filter<KC>(xe, e, B, K);
+          T r = p.activate(h);
           dp[e] = xo[e] - p.base * xe[e] - r;
         }
         for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
         T su = 0, sp = 0;
 #pragma omp simd reduction(+ : su, sp)
         for (int64_t e = 0; e < total; ++e) {
-          T h = u.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
-          T r = tanh_(u.pw * std::max(h, T(0)) + u.pb);
+          T h = u.template filter<KC>(dp, e, B, K);
+          T r = u.activate(h);
           T dv = dp[e];
           T sv = xe[e] + u.base * dv + r;
           sb[e] = sv;
@@ -357,10 +375,8 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
-          T h = p.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
-          T r = tanh_(p.pw * std::max(h, T(0)) + p.pb);
+          T h = p.template filter<KC>(xe, e, B, K);
+          T r = p.activate(h);
           hp[e] = h;
           rp[e] = r;
           dp[e] = xo[e] - p.base * xe[e] - r;
@@ -370,11 +386,9 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
         T a_pw = 0, a_pb = 0, a_b = 0, w0 = 0, w1 = 0, w2 = 0;
 #pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
         for (int64_t e = 0; e < total; ++e) {
-          T h = u.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
+          T h = u.template filter<KC>(dp, e, B, K);
           T relu = std::max(h, T(0));
-          T r = tanh_(u.pw * relu + u.pb);
+          T r = u.activate(h);
           T dv = dp[e];
           T sv = xe[e] + u.base * dv + r;
           sb[e] = sv;
@@ -419,12 +433,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
           const T ws[3] = {w0, w1, w2};
           for (int k = 0; k < K; ++k) acc[K + 3 + k] += ws[k];
         } else {
-          for (int k = 0; k < K; ++k) {
-            T a = 0;
-#pragma omp simd reduction(+ : a)
-            for (int64_t e = 0; e < total; ++e) a += ghu[e] * dp[e + (k - m) * B];
-            acc[K + 3 + k] += a;
-          }
+          tap_sums(ghu, dp, total, B, K, acc.data() + K + 3);
         }
         // Predict operator: d = x_o - base_p x_e - r_p. Its input gradient is U's transpose of ghu
         // added to gdb: padding rows folded first, the lines' rows inside the loop.
@@ -461,12 +470,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
           const T ws[3] = {w0, w1, w2};
           for (int k = 0; k < K; ++k) acc[k] += ws[k];
         } else {
-          for (int k = 0; k < K; ++k) {
-            T a = 0;
-#pragma omp simd reduction(+ : a)
-            for (int64_t e = 0; e < total; ++e) a += ghp[e] * xe[e + (k - m) * B];
-            acc[k] += a;
-          }
+          tap_sums(ghp, xe, total, B, K, acc.data());
         }
         filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i)
@@ -508,18 +512,14 @@ void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, in
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
-          T h = u.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
-          xe[e] = sb[e] - u.base * dp[e] - tanh_(u.pw * std::max(h, T(0)) + u.pb);
+          T h = u.template filter<KC>(dp, e, B, K);
+          xe[e] = sb[e] - u.base * dp[e] - u.activate(h);
         }
         for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
-          T h = p.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
-          xo[e] = dp[e] + p.base * xe[e] + tanh_(p.pw * std::max(h, T(0)) + p.pb);
+          T h = p.template filter<KC>(xe, e, B, K);
+          xo[e] = dp[e] + p.base * xe[e] + p.activate(h);
         }
         for (int64_t i = 0; i < lines; ++i)
           merge(x + lb.in[i] * 2 * n, xe + i * seg + t.margin, xo + i * seg + t.margin, 2 * Lh, Lh, B,
@@ -565,10 +565,8 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
-          T h = u.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += u.w[k] * dp[e + (k - m) * B];
-          T r = tanh_(u.pw * std::max(h, T(0)) + u.pb);
+          T h = u.template filter<KC>(dp, e, B, K);
+          T r = u.activate(h);
           hu[e] = h;
           ru[e] = r;
           xe[e] = sb[e] - u.base * dp[e] - r;
@@ -578,11 +576,9 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
         T a_pw = 0, a_pb = 0, a_b = 0;
 #pragma omp simd reduction(+ : a_pw, a_pb, a_b)
         for (int64_t e = 0; e < total; ++e) {
-          T h = p.b;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) h += p.w[k] * xe[e + (k - m) * B];
+          T h = p.template filter<KC>(xe, e, B, K);
           T relu = std::max(h, T(0));
-          T r = tanh_(p.pw * relu + p.pb);
+          T r = p.activate(h);
           const bool on = mask[e] != 0;
           T g_o = on ? gxo[e] : T(0);
           gdb[e] = g_o;
@@ -597,12 +593,7 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
         acc[K] += a_b;
         acc[K + 1] += a_pw;
         acc[K + 2] += a_pb;
-        for (int k = 0; k < K; ++k) {
-          T a = 0;
-#pragma omp simd reduction(+ : a)
-          for (int64_t e = 0; e < total; ++e) a += gh[e] * xe[e + (k - m) * B];
-          acc[k] += a;
-        }
+        tap_sums(gh, xe, total, B, K, acc.data());
         filter_transpose<T, KC>(gh, gxe, mask, p.w, t, lines, K);
         // Update: x_e = s - base_u d - r_u(d).
         a_pw = a_pb = a_b = 0;
@@ -623,12 +614,7 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
         acc[K + 3 + K] += a_b;
         acc[K + 3 + K + 1] += a_pw;
         acc[K + 3 + K + 2] += a_pb;
-        for (int k = 0; k < K; ++k) {
-          T a = 0;
-#pragma omp simd reduction(+ : a)
-          for (int64_t e = 0; e < total; ++e) a += gh[e] * dp[e + (k - m) * B];
-          acc[K + 3 + k] += a;
-        }
+        tap_sums(gh, dp, total, B, K, acc.data() + K + 3);
         filter_transpose<T, KC>(gh, gdb, mask, u.w, t, lines, K);
         for (int64_t i = 0; i < lines; ++i) {
           const int64_t line = lb.in[i];
