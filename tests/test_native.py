@@ -11,6 +11,7 @@ import torch
 import liftswap
 from liftswap.layers import lift, lift_down_pool, native, native_build
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, OperatorWeights
+from test_layers import randomize
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native_build.error()}")
 
@@ -19,14 +20,6 @@ def test_kernel_builds_where_ci_runs():
     # CI has a C++ compiler: there the kernel must build, or every comparison below would be skipped.
     if os.environ.get("CI"):
         assert native.available(), native_build.error()
-
-
-def randomize(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
-    return module
 
 
 def run_both(module, x, seed=1):
