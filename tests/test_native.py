@@ -183,6 +183,7 @@ def test_nan_and_non_contiguous_inputs():
         torch.testing.assert_close(a.nan_to_num(), b.nan_to_num(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")  # jit.trace is deprecated
 def test_pytorch_path_where_the_kernel_does_not_apply():
     x = torch.randn(1, 2, 4, 4)
     assert not native.usable(x.half())
