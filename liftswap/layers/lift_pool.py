@@ -337,7 +337,7 @@ def lift_up_pool(
         True
     """
     spatial = y.dim() - 2
-    if native.usable(details, *predict[1:], *update[1:], gamma if output == "gated" else None) and native.usable(y):
+    if _native_usable(details, predict, update, gamma if output == "gated" else None) and native.usable(y):
         bands = native.up_pool(y, details, predict, update, axes, output, gamma)
     else:
         det = details.movedim(1, 0)  # (nd, N, C, *pooled)

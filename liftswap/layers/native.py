@@ -248,7 +248,7 @@ class _DownPool(torch.autograd.Function):
         bands = bands.view(_bands_shape(bands, n))
         y = kernel.combine(bands, _coefficients(output, gamma, bands.shape[0], x))
         ctx.save_for_backward(x, gamma, *params)
-        ctx.meta = (axes, output, predict, update, counts, len(params))
+        ctx.meta = (axes, output, predict, update, counts)
         cu = torch.tensor(c_u, dtype=x.dtype)
         cp = torch.tensor(c_p, dtype=x.dtype)
         if not with_costs:
@@ -259,7 +259,7 @@ class _DownPool(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, g_details, g_cu, g_cp):
         x, gamma, *params = ctx.saved_tensors
-        axes, output, predict, update, counts, n_params = ctx.meta
+        axes, output, predict, update, counts = ctx.meta
         kernel = _Kernel(x.dtype, predict, update)
         n = x.shape[0]
         order = list(reversed(axes))
