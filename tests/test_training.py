@@ -33,10 +33,15 @@ def converted_vgg(recipe="paper", seed=0):
 def test_ddp_two_processes_replicas_identical_and_regulariser_positive():
     r = run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "examples/finetune.py",
             "--recipe", "paper", "--epochs", "1", "--max-steps", "3", "--json")
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2 and summary["replicas_identical"] is True
-    regs = summary["history"][0]["regularizer"]
-    assert len(regs) == 3 and all(v > 0 for v in regs)
+    summaries = sorted((json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")), key=lambda s: s["rank"])
+    assert [s["rank"] for s in summaries] == [0, 1] and all(s["world_size"] == 2 for s in summaries)
+    # Bitwise the same weights on both replicas, and they moved away from the (seeded) start.
+    assert summaries[0]["params_sha256"] == summaries[1]["params_sha256"]
+    start = run("examples/finetune.py", "--recipe", "paper", "--epochs", "0", "--json")
+    assert json.loads(start.stdout.strip().splitlines()[-1])["params_sha256"] != summaries[0]["params_sha256"]
+    for s in summaries:
+        regs = s["history"][0]["regularizer"]
+        assert len(regs) == 3 and all(v > 0 for v in regs)
 
 
 def test_compiled_output_regulariser_and_grads_equal_eager():
