@@ -4,7 +4,7 @@ For torchvision resnet50 and timm vgg13_bn (random weights): forward+backward (t
 inference (eval, no grad) in PyTorch, and inference in onnxruntime (CPU), original vs converted,
 timed in turns in one process (median of repeats). Prints a table, writes JSON.
 
-    python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--no-onnx]
+    python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--parts train infer onnxruntime]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import liftswap
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = ["torchvision:resnet50", "timm:vgg13_bn"]
+PARTS = ("train", "infer", "onnxruntime")
 
 
 def onnx_session(model, x, path, threads: int):
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to time (default: all)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "models.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -76,11 +77,13 @@ def main(argv=None) -> int:
 
         row = {"model": source, "batch": args.batch, "size": args.size}
         for what, make in (("train_s", train_step), ("infer_s", infer)):
+            if what[:-2] not in args.parts:
+                continue
             times = interleaved_times({name: make(m) for name, m in pair.items()}, args.repeats)
             for name in pair:
                 row[f"{name}_{what}"] = times[name]
             row[f"ratio_{what[:-2]}"] = row[f"converted_{what}"] / row[f"original_{what}"]
-        if not args.no_onnx:
+        if "onnxruntime" in args.parts:
             with tempfile.TemporaryDirectory() as tmp:
                 runs = {name: onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads) for name, m in pair.items()}
                 times = interleaved_times(runs, args.repeats)
@@ -89,9 +92,12 @@ def main(argv=None) -> int:
             row["ratio_onnxruntime"] = row["converted_onnxruntime_s"] / row["original_onnxruntime_s"]
         rows.append(row)
         print(
-            f"{source:<24} train {row['original_train_s']:.3f}s -> {row['converted_train_s']:.3f}s ({row['ratio_train']:.3f}x)  "
-            f"infer {row['original_infer_s']:.3f}s -> {row['converted_infer_s']:.3f}s ({row['ratio_infer']:.3f}x)"
-            + ("" if args.no_onnx else f"  onnxruntime {row['original_onnxruntime_s']:.3f}s -> {row['converted_onnxruntime_s']:.3f}s ({row['ratio_onnxruntime']:.3f}x)"),
+            f"{source:<24}"
+            + "".join(
+                f"  {part} {row[f'original_{part}_s']:.3f}s -> {row[f'converted_{part}_s']:.3f}s ({row[f'ratio_{part}']:.3f}x)"
+                for part in PARTS
+                if part in args.parts
+            ),
             flush=True,
         )
     meta = {"torch": torch.__version__, "fused_kernel": liftswap.layers.native.available()}

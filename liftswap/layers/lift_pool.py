@@ -97,11 +97,12 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
     shape[spatial + dim] = k
     kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
     if torch.compiler.is_exporting():
-        # For onnxruntime: Pad(edge) + Conv + Tanh; the eager tricks below become Transposes and
+        # For onnxruntime: Pad(edge) + Conv + Relu + Conv(1x1) + Tanh, which it fuses into two
+        # convolutions (activations inside); the eager tricks below become Transposes and
         # ScatterNDs in ONNX, and its Tanh is as fast as its Sigmoid.
-        h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
-        h = torch.relu(h) * _channel_view(w.pw_weight, spatial)
-        return torch.tanh(h if w.pw_bias is None else h + _channel_view(w.pw_bias, spatial))
+        h = torch.relu(_CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1]))
+        pointwise = w.pw_weight.reshape([-1, 1] + [1] * spatial)
+        return torch.tanh(_CONV[spatial](h, pointwise, w.pw_bias, groups=t.shape[1]))
     if k == 3:
         # Zero-padded convolution plus the two edge taps that replicate padding adds back:
         # no padded copy of t.
