@@ -332,9 +332,13 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
 }
 
 // pgrad[c] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over channel c's lines.
+// gs, gd: the gradient of s and d; in the last lift (lay.N > 0) they may be null, and then are
+// coef[band, c] * gy (the pooled output's gradient; no details gradient), made per tile. gcoef
+// (last lift only): per band and channel, the sum of gy times the band, gamma's gradient.
 template <typename T, int KC>
-void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef, double* pgrad,
-                   const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, const T* coef, double* gcoef,
+                   double* pgrad, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp,
+                   int threads) {
   const int64_t C = lay.C, L = lay.L, B = lay.B;
   const bool even_first = lay.even_first;
   const Lines lines_of(lay);
@@ -369,9 +373,21 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
           split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
           pad_rows(xe + i * seg, Lh, B, m);
           const int64_t line = lb.out[i];
-          copy(gsb + i * seg + t.margin, gs + line * n, n);
-          copy(gdb + i * seg + t.margin, gd + line * n, n);
-          if (gy) copy(gyb + i * seg + t.margin, gy + (((lb.nb[i] % lay.N) * C + c) * lay.P + lb.q[i]) * n, n);
+          T *gsl = gsb + i * seg + t.margin, *gdl = gdb + i * seg + t.margin;
+          const T* gyl = gy ? gy + (((lb.nb[i] % lay.N) * C + c) * lay.P + lb.q[i]) * n : nullptr;
+          if (gs) {
+            copy(gsl, gs + line * n, n);
+            copy(gdl, gd + line * n, n);
+          } else {  // the bands' gradient is coef * g_y: made here, not read from memory
+            const int64_t part = lb.nb[i] / lay.N;
+            const T cs = coef[part * C + c], cd = coef[(parts + part) * C + c];
+#pragma omp simd
+            for (int64_t e = 0; e < n; ++e) {
+              gsl[e] = cs * gyl[e];
+              gdl[e] = cd * gyl[e];
+            }
+          }
+          if (gcoef) copy(gyb + i * seg + t.margin, gyl, n);
         }
 #pragma omp simd
         for (int64_t e = 0; e < total; ++e) {
@@ -412,7 +428,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, dou
             w0 += ghv * dv;
           }
         }
-        if (gy) {  // gamma's gradient: the pooled output's gradient times the bands recomputed here
+        if (gcoef) {  // gamma's gradient: the pooled output's gradient times the bands recomputed here
           for (int64_t i = 0; i < lines; ++i) {
             const T *g = gyb + i * seg + t.margin, *sv = sb + i * seg + t.margin, *dv = dp + i * seg + t.margin;
             T as = 0, ad = 0;
@@ -639,13 +655,14 @@ void forward_dispatch(const T* x, T* s, T* d, const LiftLayout& lay, int K, Op<T
 }
 
 template <typename T>
-void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef, double* pgrad,
-                       const LiftLayout& lay, int K, Op<T> po, Op<T> uo, double kcu, double kcp, int threads) {
+void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy, const T* coef, double* gcoef,
+                       double* pgrad, const LiftLayout& lay, int K, Op<T> po, Op<T> uo, double kcu, double kcp,
+                       int threads) {
   switch (K) {
-    case 1: return backward_impl<T, 1>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    case 3: return backward_impl<T, 3>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    case 5: return backward_impl<T, 5>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
-    default: return backward_impl<T, 0>(x, gs, gd, gx, gy, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 1: return backward_impl<T, 1>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 3: return backward_impl<T, 3>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    case 5: return backward_impl<T, 5>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+    default: return backward_impl<T, 0>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
   }
 }
 
@@ -802,7 +819,7 @@ void combine_backward_impl(const T* coef, const T* gy, const T* gdet, T* gbands,
 
 extern "C" {
 
-int liftswap_abi_version() { return 7; }
+int liftswap_abi_version() { return 8; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
@@ -811,12 +828,12 @@ int liftswap_abi_version() { return 7; }
     forward_dispatch<T>(x, s, d, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, costs, \
                         threads);                                                                                 \
   }                                                                                                              \
-  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, const T* gy, double* gcoef,  \
-                                       double* pgrad,                                                            \
+  void liftswap_lift_backward_##SUFFIX(const T* x, const T* gs, const T* gd, T* gx, const T* gy, const T* coef,  \
+                                       double* gcoef, double* pgrad,                                             \
                                        const LiftLayout* lay, int K, const T* pw_, const T* pb_, const T* ppw,   \
                                        const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,            \
                                        const T* upb, T ubase, double kcu, double kcp, int threads) {             \
-    backward_dispatch<T>(x, gs, gd, gx, gy, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                  \
+    backward_dispatch<T>(x, gs, gd, gx, gy, coef, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},            \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
   }
 

@@ -136,24 +136,30 @@ class _Kernel:
         )  # fmt: skip
         return out, costs
 
-    def backward(self, x: Tensor, dim: int, g_out: Tensor, kcu: float, kcp: float, even_first: bool = False,
-                 next_dim: int | None = None, g_y: Tensor | None = None, batch: int = 0, gx: Tensor | None = None):  # fmt: skip
+    def backward(self, x: Tensor, dim: int, g_out: Tensor | None, kcu: float, kcp: float, even_first: bool = False,
+                 next_dim: int | None = None, g_y: Tensor | None = None, coef: Tensor | None = None,
+                 gamma_grad: bool = False, batch: int = 0, gx: Tensor | None = None):  # fmt: skip
         """(grad of x, float64 (C, 2 (K + 3)) parameter grads, float64 (n_bands, C) gamma grads or None).
 
-        With ``g_y`` (the pooled output's gradient, batch ``batch``) a last lift also returns, per
-        band and channel, the sum of ``g_y`` times the band, which it recomputes anyway. ``gx``: a
-        dead buffer of x's size to write the gradient into.
+        ``g_out``: the gradient of s and d stacked along the batch. In the last lift (batch
+        ``batch``) it may be None: the kernel then makes it as ``coef * g_y`` from the pooled
+        output's gradient ``g_y`` (no details gradient). ``gamma_grad``: also return, per band and
+        channel, the sum of ``g_y`` times the band, which the last lift recomputes anyway. ``gx``:
+        a dead buffer of x's size to write the gradient into.
         """
         layout = _layout(x, dim, even_first, next_dim)
         layout.N = batch
-        size = g_out.element_size()
-        half = g_out.numel() // 2
+        if g_out is None:
+            gs = gd = None
+        else:
+            gs = g_out.data_ptr()
+            gd = gs + g_out.numel() // 2 * g_out.element_size()
         gx = torch.empty_like(x) if gx is None else gx.view(x.shape)
         pgrad = torch.empty((layout.C, 2 * (self.k + 3)), dtype=torch.float64)
-        gcoef = None if g_y is None else torch.zeros((g_out.shape[0] // batch, layout.C), dtype=torch.float64)
+        gcoef = torch.zeros((2 * x.shape[0] // batch, layout.C), dtype=torch.float64) if gamma_grad else None
         self._bwd(
-            x.data_ptr(), g_out.data_ptr(), g_out.data_ptr() + half * size, gx.data_ptr(),
-            None if g_y is None else g_y.data_ptr(), None if gcoef is None else gcoef.data_ptr(),
+            x.data_ptr(), gs, gd, gx.data_ptr(), None if g_y is None else g_y.data_ptr(),
+            None if coef is None else coef.data_ptr(), None if gcoef is None else gcoef.data_ptr(),
             pgrad.data_ptr(), ctypes.byref(layout), self.k, *self._p, self.p_base, *self._u, self.u_base,
             kcu, kcp, torch.get_num_threads(),
         )  # fmt: skip
@@ -273,12 +279,12 @@ class _DownPool(torch.autograd.Function):
         if g_y is None:
             g_y = x.new_zeros(shape[1:])
         g_y = g_y.contiguous()
-        g_bands = kernel.combine_backward(shape, coef, g_y, g_details)
+        # Without a details gradient the last lift makes the bands' gradient (coef * g_y) itself.
+        grad = None if g_details is None else kernel.combine_backward(shape, coef, g_y, g_details).view((-1,) + shape[2:])
         want_gamma = output == "gated" and ctx.needs_input_grad[6]
         g_cu = 0.0 if g_cu is None else float(g_cu)
         g_cp = 0.0 if g_cp is None else float(g_cp)
         pgrad = 0
-        grad = g_bands.view((-1,) + shape[2:])
         g_gamma = None
         for i in reversed(range(len(order))):
             last = i == len(order) - 1
@@ -287,7 +293,8 @@ class _DownPool(torch.autograd.Function):
             reuse = inputs[i + 1] if i + 1 < len(inputs) and inputs[i + 1].numel() == inputs[i].numel() else None
             grad, pg, gcoef = kernel.backward(
                 inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], *_row_order(order, i),
-                g_y=g_y if (last and want_gamma) else None, batch=n, gx=reuse,
+                g_y=g_y if last else None, coef=coef if last else None, gamma_grad=last and want_gamma, batch=n,
+                gx=reuse,
             )  # fmt: skip
             if gcoef is not None:
                 g_gamma = gcoef[1:].to(x.dtype)

@@ -23,7 +23,7 @@ from pathlib import Path
 __all__ = ["library", "error"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 7
+_ABI = 8
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -90,7 +90,7 @@ def _build() -> ctypes.CDLL:
         fwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, i32]
         fwd.restype = None
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
-        bwd.argtypes = [ptr] * 8 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
+        bwd.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
         ufwd = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         ufwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
