@@ -268,17 +268,41 @@ inline void filter_transpose(const T* gh, T* gt, const T* mask, const T* w, cons
   fold_transpose<T, KC>(gh, gt, w, t, lines, K);
 }
 
+// The predict step of one tile, as forward and backward (which recomputes it) both run it: the
+// lines' x_e (with padding rows) and x_o from x, then d = x_o - base_p x_e - r_p(x_e), its rows
+// padded for U's filter. With Keep, also P's pre-activation h and r (backward needs them).
+template <typename T, int KC, bool Keep>
+inline void predict_tile(const T* x, const Lines::Batch& lb, int64_t lines, const LiftLayout& lay, const Tile& t,
+                         const Chan<T>& p, int Kr, T* xe, T* xo, T* dp, T* hp, T* rp) {
+  const int K = KC ? KC : Kr, m = K / 2;
+  const int64_t L = lay.L, B = lay.B, seg = t.seg, Lh = t.Lh, total = lines * seg;
+  for (int64_t i = 0; i < lines; ++i) {
+    split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, lay.even_first);
+    pad_rows(xe + i * seg, Lh, B, m);
+  }
+#pragma omp simd
+  for (int64_t e = 0; e < total; ++e) {
+    T h = p.template filter<KC>(xe, e, B, K);
+    T r = p.activate(h);
+    if constexpr (Keep) {
+      hp[e] = h;
+      rp[e] = r;
+    }
+    dp[e] = xo[e] - p.base * xe[e] - r;
+  }
+  for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
+}
+
 template <typename T, int KC>
 void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double* costs,
                   int threads) {
-  const int64_t C = lay.C, L = lay.L, B = lay.B;
-  const bool even_first = lay.even_first;
+  const int64_t C = lay.C, B = lay.B;
   const Lines lines_of(lay);
-  const int K = KC ? KC : Kr, m = K / 2;
+  const int K = KC ? KC : Kr;
   // Lines of one channel share P and U, so a tile gathers them (from every batch entry).
   const int64_t count = lines_of.NB * lay.P;
-  const Tile t(L, B, count, m);
-  const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
+  const Tile t(lay.L, B, count, K / 2);
+  const int64_t n = t.n, seg = t.seg;
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 5);
@@ -292,17 +316,7 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
         const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
         lines_of.fill(lb, c, i0, lines);
-        for (int64_t i = 0; i < lines; ++i) {
-          split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
-          pad_rows(xe + i * seg, Lh, B, m);
-        }
-#pragma omp simd
-        for (int64_t e = 0; e < total; ++e) {
-          T h = p.template filter<KC>(xe, e, B, K);
-          T r = p.activate(h);
-          dp[e] = xo[e] - p.base * xe[e] - r;
-        }
-        for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
+        predict_tile<T, KC, false>(x, lb, lines, lay, t, p, K, xe, xo, dp, nullptr, nullptr);
         T su = 0, sp = 0;
 #pragma omp simd reduction(+ : su, sp)
         for (int64_t e = 0; e < total; ++e) {
@@ -369,9 +383,8 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
         lines_of.fill(lb, c, i0, lines);
         std::fill(ghu + total, ghu + total + t.margin, T(0));  // a shorter last tile: no stale values past it
         std::fill(ghp + total, ghp + total + t.margin, T(0));
+        predict_tile<T, KC, true>(x, lb, lines, lay, t, p, K, xe, xo, dp, hp, rp);
         for (int64_t i = 0; i < lines; ++i) {
-          split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, even_first);
-          pad_rows(xe + i * seg, Lh, B, m);
           const int64_t line = lb.out[i];
           T *gsl = gsb + i * seg + t.margin, *gdl = gdb + i * seg + t.margin;
           const T* gyl = gy ? gy + (((lb.nb[i] % lay.N) * C + c) * lay.P + lb.q[i]) * n : nullptr;
@@ -389,15 +402,6 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
           }
           if (gcoef) copy(gyb + i * seg + t.margin, gyl, n);
         }
-#pragma omp simd
-        for (int64_t e = 0; e < total; ++e) {
-          T h = p.template filter<KC>(xe, e, B, K);
-          T r = p.activate(h);
-          hp[e] = h;
-          rp[e] = r;
-          dp[e] = xo[e] - p.base * xe[e] - r;
-        }
-        for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
         // Update operator: s = x_e + base_u d + r_u.
         T a_pw = 0, a_pb = 0, a_b = 0, w0 = 0, w1 = 0, w2 = 0;
 #pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
