@@ -8,22 +8,30 @@ import statistics
 import time
 from typing import Callable
 
+import torch
 
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu", inner: int = 1) -> dict[str, float]:
     """Median wall time of each function, timed in turns (one run of each per round).
 
     Taking turns spreads slow phases of a shared machine over all functions alike, so the
-    ratios between them hold up better than from back-to-back blocks of runs.
+    ratios between them hold up better than from back-to-back blocks of runs. On a CUDA
+    ``device`` each sample is ``inner`` back-to-back calls between two synchronisations,
+    divided by ``inner``: the time a loop of such calls takes, launch overhead included.
     """
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for fn in fns.values():
         fn()
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(inner):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - t0) / inner)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 

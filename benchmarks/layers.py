@@ -4,9 +4,14 @@ One process, one thread. For each shape and layer: forward under no_grad, forwar
 and the bytes autograd saves for backward (unique storages seen by saved_tensors_hooks).
 Ratios are to MaxPool2d(3, 2, 1) measured in the same process, all layers timed in turns.
 The default layers use the fused CPU kernel when it is available (see liftswap/layers/native.py);
-rows marked [PyTorch ops] run the same layer with it turned off.
+rows marked [PyTorch ops] run the same layer with it turned off. ``--compile`` adds rows
+marked [compiled]: the same call under ``torch.compile`` (MaxPool2d too, so the compiled
+layers can be compared with a compiled baseline). ``--device cuda`` times on the GPU: each
+sample is a loop of calls between two synchronisations, and ``held_bytes`` is what the CUDA
+allocator holds between forward and backward beyond the output.
 
-    python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--out benchmarks/results/layers.json]
+    python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--device cuda] [--compile]
+                                [--out benchmarks/results/layers.json]
 """
 
 from __future__ import annotations
@@ -64,9 +69,23 @@ def saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
-def prepare(module: nn.Module, shape) -> tuple:
+def held_bytes(fn, device: str) -> int | None:
+    """CUDA memory held by the autograd graph after ``fn()``, beyond its output (None on CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
+    del out
+    return held
+
+
+def prepare(module: nn.Module, shape, device: str = "cpu", compile: bool = False) -> tuple:
     """(forward-only call, forward+backward call, forward call for saved_bytes) for one layer."""
-    x = torch.randn(shape)
+    module = module.to(device)
+    x = torch.randn(shape, device=device)
     if isinstance(module, UpAfterDown):
         with torch.no_grad():
             y, details = module.down(x)
@@ -84,6 +103,9 @@ def prepare(module: nn.Module, shape) -> tuple:
             return module(xg)
 
         grads_of = (xg,)
+
+    if compile:
+        run = torch.compile(run, dynamic=False)
 
     def fwd():
         with torch.no_grad():
@@ -110,24 +132,45 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--shapes", nargs="*", default=None, help="N,C,H,W each")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument("--inner", type=int, default=None, help="calls per sample (default: 1 on CPU, 20 on CUDA)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "layers.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    on_cuda = args.device.startswith("cuda")
+    inner = args.inner or (20 if on_cuda else 1)
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    meta = {
+        "torch": torch.__version__,
+        "liftswap": liftswap.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if on_cuda else "cpu",
+        "calls_per_sample": inner,
+        "repeats": args.repeats,
+        "fused_kernel": native.available(),
+        "timing": "median of interleaved rounds (benchutil.interleaved_times)",
+    }
     rows = []
     for shape in shapes:
         mods = layers(shape[1])
-        calls = {name: prepare(module.train(), shape) for name, module in mods.items()}
-        for name in list(calls):  # the same layers without the fused kernel, for comparison
-            if name.startswith("Lift") and name in KERNEL_COMPARED:
+        calls = {name: prepare(module.train(), shape, args.device) for name, module in mods.items()}
+        for name in list(calls):
+            if name in KERNEL_COMPARED and not on_cuda:  # the same layers without the CPU kernel
                 calls[name + " [PyTorch ops]"] = tuple(pytorch_path(f) for f in calls[name])
-        fwd = interleaved_times({name: c[0] for name, c in calls.items()}, args.repeats)
-        fwd_bwd = interleaved_times({name: c[1] for name, c in calls.items()}, args.repeats)
+            if args.compile and (name in KERNEL_COMPARED or name == BASELINE):
+                calls[name + " [compiled]"] = prepare(mods[name], shape, args.device, compile=True)
+        fwd = interleaved_times({name: c[0] for name, c in calls.items()}, args.repeats, args.device, inner)
+        fwd_bwd = interleaved_times({name: c[1] for name, c in calls.items()}, args.repeats, args.device, inner)
         base = BASELINE
         base_saved = saved_bytes(calls[base][2])
+        base_held = held_bytes(calls[base][2], args.device)
         for name, c in calls.items():
             saved = saved_bytes(c[2])
+            held = held_bytes(c[2], args.device)
             r = {
                 "layer": name,
                 "shape": list(shape),
@@ -137,25 +180,18 @@ def main(argv=None) -> int:
                 "forward_ratio": fwd[name] / fwd[base],
                 "forward_backward_ratio": fwd_bwd[name] / fwd_bwd[base],
                 "saved_ratio": saved / base_saved,
+                "held_bytes": held,
+                "held_ratio": None if held is None else held / base_held,
             }
             rows.append(r)
             print(
                 f"{str(shape):>20} {name:<44} fwd {r['forward_s'] * 1e3:8.2f} ms ({r['forward_ratio']:4.2f}x)"
                 f"  fwd+bwd {r['forward_backward_s'] * 1e3:8.2f} ms ({r['forward_backward_ratio']:4.2f}x)"
-                f"  saved {r['saved_bytes'] / 2**20:7.1f} MiB ({r['saved_ratio']:4.2f}x)",
+                f"  saved {r['saved_bytes'] / 2**20:7.1f} MiB ({r['saved_ratio']:4.2f}x)"
+                + ("" if held is None else f"  held {held / 2**20:7.1f} MiB ({r['held_ratio']:4.2f}x)"),
                 flush=True,
             )
-    meta = {
-        "torch": torch.__version__,
-        "liftswap": liftswap.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-        "repeats": args.repeats,
-        "fused_kernel": native.available(),
-        "timing": "median of interleaved rounds (benchutil.interleaved_times)",
-    }
-    write_json(args.out, {"meta": meta, "rows": rows})
+        write_json(args.out, {"meta": meta, "rows": rows})  # after each shape: a cut-short run keeps what it measured
     return 0
 
 

@@ -1,10 +1,13 @@
 """End to end: what a preserve-converted model costs against the original, in PyTorch and onnxruntime.
 
 For torchvision resnet50 and timm vgg13_bn (random weights): forward+backward (train mode) and
-inference (eval, no grad) in PyTorch, and inference in onnxruntime (CPU), original vs converted,
-timed in turns in one process (median of repeats). Prints a table, writes JSON.
+inference (eval, no grad) in PyTorch, and inference in onnxruntime, original vs converted,
+timed in turns in one process (median of repeats). Prints a table, writes JSON. With
+``--device cuda`` PyTorch runs on the GPU and onnxruntime uses its CUDA provider (skipped,
+with a message, where the installed onnxruntime has none).
 
-    python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--parts train infer onnxruntime]
+    python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--device cpu]
+                                [--parts train infer onnxruntime]
 """
 
 from __future__ import annotations
@@ -25,15 +28,23 @@ MODELS = ["torchvision:resnet50", "timm:vgg13_bn"]
 PARTS = ("train", "infer", "onnxruntime")
 
 
-def onnx_session(model, x, path, threads: int):
+def onnx_provider(device: str) -> str | None:
+    """The onnxruntime execution provider for ``device``, or None where it is not installed."""
+    import onnxruntime as ort
+
+    wanted = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+    return wanted if wanted in ort.get_available_providers() else None
+
+
+def onnx_session(model, x, path, threads: int, provider: str):
     import onnxruntime as ort
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (x,), path, dynamo=True, verbose=False)
+        torch.onnx.export(model.cpu().eval(), (x,), path, dynamo=True, verbose=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(path, opts, providers=[provider])
     feed = {s.get_inputs()[0].name: x.numpy()}
     return lambda: s.run(None, feed)
 
@@ -45,11 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to time (default: all)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "models.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    on_cuda = args.device.startswith("cuda")
     rows = []
     for source in args.models:
         original = liftswap.build_model(source)
@@ -57,9 +70,10 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = liftswap.patch(original.eval(), example_inputs=x[:2])
-        pair = {"original": original, "converted": converted}
+        pair = {"original": original.to(args.device), "converted": converted.to(args.device)}
+        xd = x.to(args.device)
 
-        def train_step(m, x=x):
+        def train_step(m, x=xd):
             def step():
                 m.train()
                 m.zero_grad(set_to_none=True)
@@ -67,7 +81,7 @@ def main(argv=None) -> int:
 
             return step
 
-        def infer(m, x=x):
+        def infer(m, x=xd):
             def step():
                 m.eval()
                 with torch.no_grad():
@@ -79,13 +93,16 @@ def main(argv=None) -> int:
         for what, make in (("train_s", train_step), ("infer_s", infer)):
             if what[:-2] not in args.parts:
                 continue
-            times = interleaved_times({name: make(m) for name, m in pair.items()}, args.repeats)
+            times = interleaved_times({name: make(m) for name, m in pair.items()}, args.repeats, args.device)
             for name in pair:
                 row[f"{name}_{what}"] = times[name]
             row[f"ratio_{what[:-2]}"] = row[f"converted_{what}"] / row[f"original_{what}"]
-        if "onnxruntime" in args.parts:
+        provider = onnx_provider(args.device) if "onnxruntime" in args.parts else None
+        if "onnxruntime" in args.parts and provider is None:
+            print(f"onnxruntime: no execution provider for {args.device} installed; not timed", flush=True)
+        if provider is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                runs = {name: onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads) for name, m in pair.items()}
+                runs = {name: onnx_session(m, x, os.path.join(tmp, f"{name}.onnx"), args.threads, provider) for name, m in pair.items()}
                 times = interleaved_times(runs, args.repeats)
                 for name in pair:
                     row[f"{name}_onnxruntime_s"] = times[name]
@@ -96,11 +113,15 @@ def main(argv=None) -> int:
             + "".join(
                 f"  {part} {row[f'original_{part}_s']:.3f}s -> {row[f'converted_{part}_s']:.3f}s ({row[f'ratio_{part}']:.3f}x)"
                 for part in PARTS
-                if part in args.parts
+                if f"ratio_{part}" in row
             ),
             flush=True,
         )
-    meta = {"torch": torch.__version__, "fused_kernel": liftswap.layers.native.available()}
+    meta = {
+        "torch": torch.__version__,
+        "fused_kernel": liftswap.layers.native.available(),
+        "device": torch.cuda.get_device_name() if on_cuda else "cpu",
+    }
     write_json(args.out, {"args": vars(args), **meta, "rows": rows})
     return 0
 

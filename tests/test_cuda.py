@@ -1,0 +1,95 @@
+"""The layers on a CUDA device against a float64 CPU reference (skipped without a GPU).
+
+On CUDA the layers run the PyTorch ops (the fused kernel is CPU only) under the recompute
+autograd Function; these tests pin that path, torch.compile's kernels and autocast there.
+CI has no GPU: these ran on a lent H200 (see the README's GPU section).
+"""
+
+import pytest
+import torch
+
+import liftswap
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return module
+
+
+def rel_err(a, b):
+    return ((a.double().cpu() - b.double().cpu()).norm() / b.double().cpu().norm().clamp_min(1e-30)).item()
+
+
+def forward_backward(down, up, x):
+    """Outputs and gradients (input and every parameter) of a down + up round trip."""
+    x = x.clone().requires_grad_(True)
+    y, details = down(x)
+    rec = up(y, details, output_size=x.shape[2:])
+    loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+    grads = torch.autograd.grad(loss, [x, *down.parameters()])
+    return [y, details, rec, *grads]
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("paper", "sum"), ("lazy", "LL")])
+def test_cuda_matches_float64_cpu(dims, init, output):
+    down = randomize(LIFT_DOWN_POOLS[dims](4, init=init, output=output, return_details=True), seed=dims)
+    x = torch.randn((2, 4) + (9, 10, 7)[:dims], dtype=torch.float64)
+    ref = forward_backward(down.double(), LIFT_UP_POOLS[dims](down), x)
+    down_cuda = down.float().cuda()
+    got = forward_backward(down_cuda, LIFT_UP_POOLS[dims](down_cuda), x.float().cuda())
+    assert all(g.is_cuda for g in got)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        assert rel_err(g, r) < 1e-5  # float32 rounding, far under any real error
+
+
+def test_cuda_inverse_is_exact():
+    down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(4, 8, 33, 30, device="cuda")
+    with torch.no_grad():
+        rec = up(*down(x), output_size=x.shape[2:])
+    assert rel_err(rec, x) < 1e-6
+
+
+def test_cuda_compile_matches_eager():
+    down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 8, 16, 15, device="cuda")
+    eager = forward_backward(down, up, x)
+    compiled_down, compiled_up = torch.compile(down), torch.compile(up)
+    got = forward_backward(compiled_down, compiled_up, x)
+    for g, r in zip(got, eager):
+        assert rel_err(g, r) < 1e-5
+
+
+def test_cuda_autocast_bf16_trains():
+    """Under autocast the recomputed backward runs in the forward's precision, near float32."""
+    down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 8, 16, 16, device="cuda")
+    ref = forward_backward(down, up, x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = forward_backward(down, up, x)
+    for g, r in zip(got, ref):
+        assert torch.isfinite(g).all()
+        assert rel_err(g, r) < 3e-2  # bf16 has 8 bits of mantissa: errors near 1e-2
+
+
+def test_cuda_patched_resnet_keeps_function():
+    torchvision = pytest.importorskip("torchvision")
+    torch.backends.cudnn.allow_tf32 = False  # compare float32 with float32, not TF32 convolutions
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    patched = liftswap.patch(model, example_inputs=x)
+    with torch.no_grad():
+        want = model.cuda()(x.cuda())
+        got = patched.cuda()(x.cuda())
+    assert rel_err(got, want) < 1e-5
