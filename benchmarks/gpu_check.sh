@@ -25,13 +25,13 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| onnxruntime', o.__version__, o.get_available_providers())"
 
 stage tests
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -15
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -15
 
 stage layers
-(cd benchmarks && timeout 300 python3 layers.py --device "$DEVICE" --compile --repeats 10 ${LAYER_ARGS:-} --out "$OUT/layers_cuda.json") 2>&1 \
+(cd benchmarks && timeout 270 python3 layers.py --device "$DEVICE" --compile --repeats 10 ${LAYER_ARGS:-} --out "$OUT/layers_cuda.json") 2>&1 \
     | grep -v "^W1\|^  warnings" | tee "$OUT/layers_cuda.log"
 
 stage models
-(cd benchmarks && timeout 150 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$OUT/models_cuda.json") 2>&1 \
+(cd benchmarks && timeout 140 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$OUT/models_cuda.json") 2>&1 \
     | tee "$OUT/models_cuda.log" | tail -5
 stage done
