@@ -10,6 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="$(realpath -m "${OUT:-benchmarks/results/cuda}")"
 DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu with LAYER_ARGS / MODEL_ARGS: a dry run of this script on a CPU
+# COMPILE= (empty) leaves out the torch.compile rows of the layer table
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -25,10 +26,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| onnxruntime', o.__version__, o.get_available_providers())"
 
 stage tests
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -15
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py 2>&1 | tee "$OUT/test_cuda.log" | tail -15
 
 stage layers
-(cd benchmarks && timeout 270 python3 layers.py --device "$DEVICE" --compile --repeats 10 ${LAYER_ARGS:-} --out "$OUT/layers_cuda.json") 2>&1 \
+(cd benchmarks && timeout 270 python3 layers.py --device "$DEVICE" ${COMPILE---compile} --repeats 10 ${LAYER_ARGS:-} --out "$OUT/layers_cuda.json") 2>&1 \
     | grep -v "^W1\|^  warnings" | tee "$OUT/layers_cuda.log"
 
 stage models

@@ -3,8 +3,9 @@
 One process, one thread. For each shape and layer: forward under no_grad, forward+backward,
 and the bytes autograd saves for backward (unique storages seen by saved_tensors_hooks).
 Ratios are to MaxPool2d(3, 2, 1) measured in the same process, all layers timed in turns.
-The default layers use the fused CPU kernel when it is available (see liftswap/layers/native.py);
-rows marked [PyTorch ops] run the same layer with it turned off. ``--compile`` adds rows
+The default layers use the fused CPU kernel when it is available (see liftswap/layers/native.py),
+on CUDA the Triton kernels (liftswap/layers/lift_triton.py); rows marked [PyTorch ops] run the
+same layer with them turned off. ``--compile`` adds rows
 marked [compiled]: the same call under ``torch.compile`` (MaxPool2d too, so the compiled
 layers can be compared with a compiled baseline). ``--device cuda`` times on the GPU: each
 sample is a loop of calls between two synchronisations, and ``held_bytes`` is what the CUDA
@@ -26,7 +27,7 @@ from benchutil import interleaved_times, write_json
 from torch import nn
 
 import liftswap
-from liftswap.layers import native
+from liftswap.layers import lift_triton, native
 
 SHAPES = [(8, 64, 112, 112), (8, 256, 28, 28), (8, 512, 14, 14)]
 BASELINE = "MaxPool2d(3,2,1)"
@@ -119,10 +120,10 @@ def prepare(module: nn.Module, shape, device: str = "cpu", compile: bool = False
 
 
 def pytorch_path(fn):
-    """``fn`` run with the fused CPU kernel turned off: the plain PyTorch implementation."""
+    """``fn`` run with the fused CPU kernel and the Triton kernels turned off: the PyTorch implementation."""
 
     def wrapped():
-        with native.enabled(False):
+        with native.enabled(False), lift_triton.enabled(False):
             return fn()
 
     return wrapped
@@ -152,6 +153,7 @@ def main(argv=None) -> int:
         "calls_per_sample": inner,
         "repeats": args.repeats,
         "fused_kernel": native.available(),
+        "triton_kernels": on_cuda and lift_triton.available(),
         "timing": "median of interleaved rounds (benchutil.interleaved_times)",
     }
     rows = []
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
         mods = layers(shape[1])
         calls = {name: prepare(module.train(), shape, args.device) for name, module in mods.items()}
         for name in list(calls):
-            if name in KERNEL_COMPARED and not on_cuda:  # the same layers without the CPU kernel
+            if name in KERNEL_COMPARED:  # the same layers without the CPU kernel / the Triton kernels
                 calls[name + " [PyTorch ops]"] = tuple(pytorch_path(f) for f in calls[name])
             if args.compile and (name in KERNEL_COMPARED or name == BASELINE):
                 calls[name + " [compiled]"] = prepare(mods[name], shape, args.device, compile=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import liftswap
+from liftswap.layers import lift_triton
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -50,6 +51,20 @@ def test_cuda_matches_float64_cpu(dims, init, output):
         assert rel_err(g, r) < 1e-5  # float32 rounding, far under any real error
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 70, 66), (1, 3, 5, 1), (3, 2, 1, 9)])
+def test_cuda_triton_matches_pytorch_ops(shape):
+    """The Triton kernels against the PyTorch ops on the same GPU, planes over many programs included."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init="paper", return_details=True)).cuda()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(shape, device="cuda")
+    assert lift_triton.usable(x, down.predict.dw.weight)
+    got = forward_backward(down, up, x)
+    with lift_triton.enabled(False):
+        ref = forward_backward(down, up, x)
+    for g, r in zip(got, ref):
+        assert rel_err(g, r) < 1e-5
+
+
 def test_cuda_inverse_is_exact():
     down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
     up = liftswap.LiftUpPool2d(down)
@@ -70,17 +85,23 @@ def test_cuda_compile_matches_eager():
         assert rel_err(g, r) < 1e-5
 
 
-def test_cuda_autocast_bf16_trains():
-    """Under autocast the recomputed backward runs in the forward's precision, near float32."""
+def test_cuda_autocast_bf16_keeps_float32():
+    """Like MaxPool, the layer keeps its input's dtype under autocast: the Triton kernels compute
+    in float32, so autocast changes nothing; the PyTorch ops path runs its convolutions in bf16."""
     down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
     up = liftswap.LiftUpPool2d(down)
     x = torch.randn(2, 8, 16, 16, device="cuda")
     ref = forward_backward(down, up, x)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got = forward_backward(down, up, x)
-    for g, r in zip(got, ref):
+        with lift_triton.enabled(False):
+            ops = forward_backward(down, up, x)
+    for g, r in zip(got[:2], ref[:2]):  # y and details: the Triton kernels' outputs
+        assert g.dtype == torch.float32 and rel_err(g, r) < 1e-6
+    for g in ops:
         assert torch.isfinite(g).all()
-        assert rel_err(g, r) < 3e-2  # bf16 has 8 bits of mantissa: errors near 1e-2
+    for g, r in zip(ops[:3], ref[:3]):
+        assert rel_err(g, r) < 1e-2  # bf16 convolutions: 8 bits of mantissa
 
 
 def test_cuda_patched_resnet_keeps_function():

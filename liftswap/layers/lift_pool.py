@@ -12,7 +12,8 @@ of P or U, so the inverse is exact for any weights.
 The functional forms (:func:`lift`, :func:`unlift`, :func:`lift_down_pool`, :func:`lift_up_pool`)
 hold the math; the modules own the parameters and call them. On CPU float32/float64 in eager
 mode, :func:`lift`, :func:`lift_down_pool` and :func:`lift_up_pool` run the same math through the
-fused kernel (:mod:`.native`); elsewhere the PyTorch ops below run, and under torch.export a graph
+fused kernel (:mod:`.native`); on CUDA the lifting steps (3 taps) run as Triton kernels
+(:mod:`.lift_triton`); elsewhere the PyTorch ops below run, and under torch.export a graph
 shaped for onnxruntime. Nothing here branches in Python on a tensor's size, so torch.export / ONNX
 keep odd-size handling for every input size.
 """
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import native
+from . import lift_triton, native
 from .recompute import recompute
 
 __all__ = [
@@ -115,12 +116,13 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
             (t.narrow(dim, 0, 1) * _channel_view(taps[:, 0], spatial), t.narrow(dim, n - 1, 1) * _channel_view(taps[:, 2], spatial)),
             dim=dim,
         ).to(h.dtype)  # autocast runs the convolution in lower precision
-        index = torch.stack((torch.zeros((), dtype=torch.long), torch.full((), n - 1, dtype=torch.long))).to(t.device)
-        # in place in eager (h is fresh); inductor mis-compiles the in-place form's backward (torch 2.14)
         if torch.compiler.is_compiling():
+            # inductor mis-compiles the in-place form's backward (torch 2.14)
+            index = torch.stack((torch.zeros((), dtype=torch.long), torch.full((), n - 1, dtype=torch.long))).to(t.device)
             h = h.index_add(t.dim() + dim, index, edges)
-        else:
-            h.index_add_(t.dim() + dim, index, edges)
+        else:  # in place (h is fresh), and no index tensor: on CUDA its copy to the device would wait
+            h.narrow(dim, 0, 1).add_(edges.narrow(dim, 0, 1))
+            h.narrow(dim, n - 1, 1).add_(edges.narrow(dim, 1, 1))
     else:
         h = _CONV[spatial](_replicate_pad(t, dim, k // 2, k // 2), kernel, w.dw_bias, groups=t.shape[1])
     h = torch.relu(h)
@@ -181,22 +183,31 @@ def _lift_stacked(
     x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`lift` with ``s`` and ``d`` stacked along the batch, as the next axis lifts them."""
-    s, d, x_o = _lift_ops(x, dim, predict, update)
-    bands = torch.cat((s, d), dim=0)
+    if lift_triton.usable(x, *predict[1:], *update[1:]):  # CUDA: one kernel per lift
+        bands = lift_triton.lift(x, dim, predict, update)
+        s, d = bands.chunk(2, dim=0)
+        x_o = _odd_half(x, dim) if with_costs else None
+    else:
+        s, d, x_o = _lift_ops(x, dim, predict, update)
+        bands = torch.cat((s, d), dim=0)
     if not with_costs:
         return bands, None, None
     return bands, (s - x_o).square().mean(), d.square().mean()
 
 
+def _odd_half(x: Tensor, dim: int) -> Tensor:
+    """``x_o``: the odd samples along ``dim``; an odd axis repeats its last sample (replicate padding by one)."""
+    length = x.shape[dim]
+    # the slice [0:L % 2] of the last sample is empty or not, with no branch on the size
+    last = _along(_along(x, dim, slice(length - 1, length)), dim, slice(0, length % 2))
+    return torch.cat((_along(x, dim, slice(1, None, 2)), last), dim=dim)
+
+
 def _lift_ops(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> tuple[Tensor, Tensor, Tensor]:
     """One lifting step in PyTorch ops: ``(s, d, x_o)``."""
-    length = x.shape[dim]
+    # Contiguous halves keep the element-wise ops below vectorised.
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
-    # An odd axis repeats its last sample (replicate padding by one): the slice [0:L % 2] of the
-    # last sample is empty or not, with no branch on the size. Contiguous halves keep the
-    # element-wise ops below vectorised.
-    last = _along(_along(x, dim, slice(length - 1, length)), dim, slice(0, length % 2))
-    x_o = torch.cat((_along(x, dim, slice(1, None, 2)), last), dim=dim)
+    x_o = _odd_half(x, dim)
     d = x_o - _residual(x_e, dim, predict)
     if predict.base != 0.0:
         d.sub_(x_e, alpha=predict.base)

@@ -1,0 +1,90 @@
+"""The Triton kernels (liftswap/layers/lift_triton.py) run by Triton's interpreter on CPU tensors.
+
+Run by tests/test_triton.py in a subprocess with TRITON_INTERPRET=1 (it must be set before
+Triton and liftswap are imported); references are the PyTorch ops path in float64.
+"""
+
+import os
+
+import pytest
+import torch
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_triton.py"
+
+import liftswap  # noqa: E402
+from liftswap.layers import lift_triton, native  # noqa: E402
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, _lift_stacked  # noqa: E402
+
+
+def randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    return module
+
+
+def max_diff(a, b):
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize(
+    "shape,dim",
+    [
+        ((2, 3, 9, 10), -1),  # W, even length
+        ((2, 3, 9, 10), -2),  # H, odd length: the last sample repeats
+        ((2, 3, 7, 5), -1),  # odd W
+        ((1, 2, 1, 6), -2),  # length 1: every tap folds onto one sample
+        ((1, 2, 3, 2), -1),  # length 2
+        ((1, 2, 5, 3), -1),  # length 3
+        ((2, 3, 4, 5, 7), -3),  # 3d, D axis
+        ((2, 3, 11), -1),  # 1d
+        ((1, 2, 40, 30), -1),  # a plane over several programs (600 outputs, 512 per program)
+        ((1, 2, 40, 30), -2),
+    ],
+)
+@pytest.mark.parametrize("bases", [(1.0, 0.5), (0.0, 0.0)])
+def test_lift_matches_pytorch_float64(shape, dim, bases):
+    c = shape[1]
+    p = randomize(LiftOperator(c, base=bases[0], zero_init=False), seed=1).double()
+    u = randomize(LiftOperator(c, base=bases[1], zero_init=False), seed=2).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    params = [*p.parameters(), *u.parameters()]
+    with native.enabled(False), lift_triton.enabled(False):
+        ref, _, _ = _lift_stacked(x, dim, p.weights(), u.weights(), False)
+    with lift_triton.on_cpu():
+        assert lift_triton.usable(x, p.dw.weight)
+        got = lift_triton.lift(x, dim, p.weights(), u.weights())
+    g = torch.randn_like(ref)
+    assert got.shape == ref.shape
+    assert max_diff([got], [ref]) < 1e-12
+    assert max_diff(torch.autograd.grad(got, [x, *params], g), torch.autograd.grad(ref, [x, *params], g)) < 1e-11
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("paper", "sum"), ("lazy", "LL")])
+def test_layer_matches_pytorch_float64(dims, init, output):
+    down = randomize(LIFT_DOWN_POOLS[dims](2, init=init, output=output, return_details=True), seed=dims).double()
+    x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y, details = down(x)
+        loss = y.square().sum() + details.sin().sum() + liftswap.regularization_loss(down)
+        return [y, details, loss, *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert max_diff(got, ref) < 1e-10
+
+
+def test_float32_and_kernel_size_5():
+    down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
+    x = torch.randn(2, 3, 12, 9)
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = down(x)
+    with native.enabled(False), lift_triton.on_cpu():
+        got = down(x)
+        assert not lift_triton.usable(x, torch.zeros(3, 1, 5))  # only 3 taps are served
+    assert max_diff(got, ref) < 1e-5
