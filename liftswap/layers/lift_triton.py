@@ -275,13 +275,17 @@ def _geometry(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
 
 
 def _flat(params: tuple[Tensor | None, ...], like: Tensor) -> list[Tensor]:
-    """P's and U's weights as contiguous float32 vectors (a missing bias as zeros)."""
-    channels = like.shape[1]
+    """P's and U's weights as the kernels read them: contiguous per-channel values (a missing bias as zeros).
+
+    The layers' weights already are (no copies: each would be one more launch per lift).
+    """
     out = []
     for p in params:
         if p is None:
-            p = torch.zeros(channels, device=like.device)
-        out.append(p.detach().reshape(-1).to(torch.float64 if like.dtype == torch.float64 else torch.float32).contiguous())
+            p = torch.zeros(like.shape[1], dtype=torch.float32, device=like.device)
+        elif not p.is_contiguous():
+            p = p.contiguous()
+        out.append(p)
     return out
 
 
