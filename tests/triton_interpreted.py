@@ -9,11 +9,12 @@ import os
 import pytest
 import torch
 
-assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_triton.py"
+import liftswap
+from liftswap.layers import lift_triton, native
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, _lift_stacked
 
-import liftswap  # noqa: E402
-from liftswap.layers import lift_triton, native  # noqa: E402
-from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, _lift_stacked  # noqa: E402
+# Collected on its own (pytest --doctest-modules imports it) it skips: tests/test_triton.py runs it.
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by tests/test_triton.py")
 
 
 def randomize(module, seed=0):
@@ -62,20 +63,27 @@ def test_lift_matches_pytorch_float64(shape, dim, bases):
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("init,output", [("haar", "gated"), ("paper", "sum"), ("lazy", "LL")])
-def test_layer_matches_pytorch_float64(dims, init, output):
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("paper", "sum"), ("lazy", "LL"), ("paper", "gated")])
+@pytest.mark.parametrize("details_used", [True, False])
+def test_layer_matches_pytorch_float64(dims, init, output, details_used, monkeypatch):
+    """The fused layer path (_DownPool: combine, costs and their gradients in the kernels) against PyTorch."""
     down = randomize(LIFT_DOWN_POOLS[dims](2, init=init, output=output, return_details=True), seed=dims).double()
     x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64, requires_grad=True)
 
     def run():
         y, details = down(x)
-        loss = y.square().sum() + details.sin().sum() + liftswap.regularization_loss(down)
+        loss = y.square().sum() + liftswap.regularization_loss(down)
+        if details_used:
+            loss = loss + details.sin().sum()
         return [y, details, loss, *torch.autograd.grad(loss, [x, *down.parameters()])]
 
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
+    calls = []
+    monkeypatch.setattr(lift_triton._DownPool, "apply", lambda *a, _f=lift_triton._DownPool.apply: calls.append(1) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
+    assert calls  # the layer went through the kernels
     assert max_diff(got, ref) < 1e-10
 
 

@@ -1,23 +1,25 @@
-"""One lifting step as a Triton kernel, forward and backward, for CUDA tensors.
+"""The lifting step as Triton kernels, forward and backward, for CUDA tensors.
 
 On a GPU the op-by-op lifting step (a dozen element-wise passes around two depthwise
 convolutions, each a kernel launch) costs its launches, not its arithmetic. Here one launch
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
-registers and L1, so nothing but ``x`` and the weights is kept for backward. The per-channel
-weight gradients are reduced per program into a buffer that PyTorch sums (deterministic: no
-atomics).
+registers and L1, so nothing but ``x`` and the weights is kept for backward. A layer
+(:func:`down_pool`) is one autograd Function: its last lift also combines the bands into ``y``
+and sums the regulariser's costs, and that lift's backward takes ``y``'s and the costs'
+gradients itself. Weight and gamma gradients are summed per program into buffers that PyTorch
+adds up (no atomics: the results do not depend on scheduling).
 
 Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3`` in
 eager mode; everything else runs the PyTorch implementation of :mod:`.lift_pool`, which
 computes the same function. ``LIFTSWAP_TRITON=0`` turns it off. Under ``TRITON_INTERPRET=1``
-the kernels also run on CPU tensors (float64 too), which is how CI tests them without a GPU.
-"""
+the kernels also run on CPU tensors (float64 too, see :func:`on_cpu`), which is how CI tests
+them without a GPU."""
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -25,15 +27,18 @@ from torch import Tensor
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the installation
+except Exception:  # pragma: no cover - no Triton, or a broken install: the PyTorch path serves
     triton = None
 
-__all__ = ["available", "enabled", "on_cpu", "usable", "lift"]
+__all__ = ["available", "enabled", "on_cpu", "usable", "lift", "down_pool"]
 
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-_BLOCK = 512
+# Outputs per program: sm_90 builds of the kernels use 96 (forward) and 181 (backward, two groups)
+# registers at these sizes, without spilling; twice the block spills in backward.
+_BLOCK = 256
+_BLOCK_BACKWARD = 128
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -135,12 +140,10 @@ if triton is not None:
         return _wide(tl.load(gp + tl.where(ok, j, 0).to(tl.int64) * B, mask=ok, other=0.0))
 
     @triton.jit
-    def _a_u(d_m, d_0, d_p, gs, w0, w1, w2, b, pw, pb):
-        """The gradient reaching U's depthwise output at one position, and U's residual there."""
-        h = b + w0 * d_m + w1 * d_0 + w2 * d_p
-        r = _tanh(pw * tl.maximum(h, 0.0) + pb)
-        g = gs * (1.0 - r * r)  # gradient at the pointwise output
-        return g * pw * (h > 0.0), g, h
+    def _residual(t_m, t_0, t_p, w0, w1, w2, b, pw, pb):
+        """P's or U's pre-activation h and residual r at one position from its three taps."""
+        h = b + w0 * t_m + w1 * t_0 + w2 * t_p
+        return h, _tanh(pw * tl.maximum(h, 0.0) + pb)
 
     @triton.jit
     def _tap(a, j, q, J, w, OFFSET: tl.constexpr):
@@ -156,8 +159,8 @@ if triton is not None:
         return t
 
     @triton.jit
-    def _positions(C, R, L, J, B, BLOCK: tl.constexpr):
-        # one program: BLOCK outputs of one (n, c) plane; a 1D grid has no 65535 limit
+    def _positions(R, L, J, B, BLOCK: tl.constexpr):
+        """This program's plane (of one group) and its BLOCK output positions; a 1D grid has no 65535 limit."""
         tiles = tl.cdiv(R * J * B, BLOCK)
         plane = tl.program_id(0) // tiles
         idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
@@ -165,100 +168,173 @@ if triton is not None:
         b = idx % B
         j = (idx // B) % J
         r = idx // (B * J)
-        x_off = plane.to(tl.int64) * R * L * B + r.to(tl.int64) * L * B + b
-        y_off = plane.to(tl.int64) * R * J * B + r.to(tl.int64) * J * B + b
-        return plane % C, j, mask, x_off, y_off
+        x_in = r.to(tl.int64) * L * B + b  # offset inside an input plane, and inside an output plane
+        y_in = r.to(tl.int64) * J * B + b
+        return plane, j, mask, x_in, y_in
+
+    @triton.jit
+    def _load_weights(wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c):
+        return (
+            tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2),
+            tl.load(bp_ptr + c), tl.load(pwp_ptr + c), tl.load(pbp_ptr + c),
+            tl.load(wu_ptr + 3 * c), tl.load(wu_ptr + 3 * c + 1), tl.load(wu_ptr + 3 * c + 2),
+            tl.load(bu_ptr + c), tl.load(pwu_ptr + c), tl.load(pbu_ptr + c),
+        )  # fmt: skip
 
     @triton.jit
     def _lift_forward_kernel(
-        x_ptr, s_ptr, d_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, L, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, NC, R, L, J, B,
+        G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        c, j, mask, x_off, y_off = _positions(C, R, L, J, B, BLOCK)
-        xp = x_ptr + x_off
-        wp0, wp1, wp2 = tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2)
-        bp, pwp, pbp = tl.load(bp_ptr + c), tl.load(pwp_ptr + c), tl.load(pbp_ptr + c)
-        wu0, wu1, wu2 = tl.load(wu_ptr + 3 * c), tl.load(wu_ptr + 3 * c + 1), tl.load(wu_ptr + 3 * c + 2)
-        bu, pwu, pbu = tl.load(bu_ptr + c), tl.load(pwu_ptr + c), tl.load(pbu_ptr + c)
-        d_m = _detail(xp, j - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_0 = _detail(xp, j, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p = _detail(xp, j + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        hu = bu + wu0 * d_m + wu1 * d_0 + wu2 * d_p
-        s = _even(xp, j, J, B, mask) + BASE_U * d_0 + _tanh(pwu * tl.maximum(hu, 0.0) + pbu)
-        tl.store(s_ptr + y_off + j.to(tl.int64) * B, s.to(s_ptr.dtype.element_ty), mask=mask)
-        tl.store(d_ptr + y_off + j.to(tl.int64) * B, d_0.to(d_ptr.dtype.element_ty), mask=mask)
+        """Lift G groups of NC planes; out is [s of each group, d of each group]. COMBINE: also
+        y = sum over bands of coef[band, c] * band. COSTS: this program's sums of (s - x_o)^2 and d^2."""
+        plane, j, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        y = tl.zeros((BLOCK,), ACC)
+        cu = tl.zeros((BLOCK,), ACC)
+        cp = tl.zeros((BLOCK,), ACC)
+        for g in tl.static_range(G):
+            xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
+            d_m = _detail(xp, j - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_0 = _detail(xp, j, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_p = _detail(xp, j + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+            s = _even(xp, j, J, B, mask) + BASE_U * d_0 + ru
+            at = j.to(tl.int64) * B + y_in
+            tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d_0.to(out_ptr.dtype.element_ty), mask=mask)
+            if COMBINE:
+                y += tl.load(coef_ptr + g * C + c) * s + tl.load(coef_ptr + (G + g) * C + c) * d_0
+            if COSTS:
+                e = s - _odd(xp, j, J, L, B, mask)
+                cu += tl.where(mask, e * e, 0.0)
+                cp += tl.where(mask, d_0 * d_0, 0.0)
+        if COMBINE:
+            tl.store(y_ptr + plane.to(tl.int64) * R * J * B + j.to(tl.int64) * B + y_in, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if COSTS:
+            tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu, axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 2 + 1, tl.sum(cp, axis=0))
 
     @triton.jit
     def _lift_backward_kernel(
-        x_ptr, gs_ptr, gd_ptr, gx_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, L, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
+        wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        kc_ptr, C, NC, R, L, J, B,
+        G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        c, i, mask, x_off, y_off = _positions(C, R, L, J, B, BLOCK)
-        xp = x_ptr + x_off
-        gsp = gs_ptr + y_off
-        gdp = gd_ptr + y_off
-        wp0, wp1, wp2 = tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2)
-        bp, pwp, pbp = tl.load(bp_ptr + c), tl.load(pwp_ptr + c), tl.load(pbp_ptr + c)
-        wu0, wu1, wu2 = tl.load(wu_ptr + 3 * c), tl.load(wu_ptr + 3 * c + 1), tl.load(wu_ptr + 3 * c + 2)
-        bu, pwu, pbu = tl.load(bu_ptr + c), tl.load(pwu_ptr + c), tl.load(pbu_ptr + c)
-        # d at i-3 .. i+3 (clamped), then U's gradient at i-2 .. i+2
-        d_m3 = _detail(xp, i - 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_m2 = _detail(xp, i - 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_m1 = _detail(xp, i - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_0 = _detail(xp, i, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p1 = _detail(xp, i + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p2 = _detail(xp, i + 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p3 = _detail(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        gs_m2 = _load_grad(gsp, i - 2, J, B, mask)
-        gs_m1 = _load_grad(gsp, i - 1, J, B, mask)
-        gs_0 = _load_grad(gsp, i, J, B, mask)
-        gs_p1 = _load_grad(gsp, i + 1, J, B, mask)
-        gs_p2 = _load_grad(gsp, i + 2, J, B, mask)
-        # the d of a neighbour j is d at clamp(j): d_m2 already is d[clamp(i-2)], as _detail clamps
-        au_m2, _, _ = _a_u(d_m3, d_m2, d_m1, gs_m2, wu0, wu1, wu2, bu, pwu, pbu)
-        au_m1, _, _ = _a_u(d_m2, d_m1, d_0, gs_m1, wu0, wu1, wu2, bu, pwu, pbu)
-        au_0, gu_0, hu_0 = _a_u(d_m1, d_0, d_p1, gs_0, wu0, wu1, wu2, bu, pwu, pbu)
-        au_p1, _, _ = _a_u(d_0, d_p1, d_p2, gs_p1, wu0, wu1, wu2, bu, pwu, pbu)
-        au_p2, _, _ = _a_u(d_p1, d_p2, d_p3, gs_p2, wu0, wu1, wu2, bu, pwu, pbu)
-        # the gradient reaching d at i-1, i, i+1
-        gD_m1 = _load_grad(gdp, i - 1, J, B, mask) + BASE_U * gs_m1 + _gather(au_m2, au_m1, au_0, i - 1, J, wu0, wu1, wu2)
-        gD_0 = _load_grad(gdp, i, J, B, mask) + BASE_U * gs_0 + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-        gD_p1 = _load_grad(gdp, i + 1, J, B, mask) + BASE_U * gs_p1 + _gather(au_0, au_p1, au_p2, i + 1, J, wu0, wu1, wu2)
-        # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
-        ap_m1, _, _ = _a_u(
-            _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask), -gD_m1, wp0, wp1, wp2, bp, pwp, pbp
+        """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
+        (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
+        costs' gradients; kc_ptr holds KCU, KCP). Per program: the weights' gradient sums, and with GAMMA sum(gy * band)."""
+        plane, i, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
-        ap_p1, _, _ = _a_u(
-            _even(xp, i, J, B, mask), _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask), -gD_p1, wp0, wp1, wp2, bp, pwp, pbp
-        )
-        e_m1, e_0, e_p1 = _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask), _even(xp, i + 1, J, B, mask)
-        ap_0, gp_0, hp_0 = _a_u(e_m1, e_0, e_p1, -gD_0, wp0, wp1, wp2, bp, pwp, pbp)
-        ok = mask & (i < J)
-        ap_m1 = tl.where(i - 1 >= 0, ap_m1, 0.0)
-        ap_p1 = tl.where(i + 1 < J, ap_p1, 0.0)
-        gE = gs_0 - BASE_P * gD_0 + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
-        gO = gD_0
-        last_odd = (2 * i + 1 >= L) & ok  # odd length: x_e and x_o of the last position are one sample
-        gxp = gx_ptr + x_off
-        tl.store(gxp + (2 * i).to(tl.int64) * B, (gE + tl.where(last_odd, gO, 0.0)).to(gx_ptr.dtype.element_ty), mask=ok)
-        tl.store(gxp + (2 * i + 1).to(tl.int64) * B, gO.to(gx_ptr.dtype.element_ty), mask=ok & (2 * i + 1 < L))
-        # weight gradients of this program's positions, summed (P: taps, dw bias, pw, pw bias; then U)
-        zero = tl.zeros(i.shape, gE.dtype)
+        KCU, KCP = tl.load(kc_ptr), tl.load(kc_ptr + 1)  # on the device: no wait for the costs' gradient
+        acc = tl.zeros((BLOCK,), ACC)
+        g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
+        g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
+        gyp = gy_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        ok = mask
+        for g in tl.static_range(G):
+            xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
+            if FROM_GY:
+                cs, cd = tl.load(coef_ptr + g * C + c), tl.load(coef_ptr + (G + g) * C + c)
+                gsp, gdp = gyp, gyp
+            else:
+                cs, cd = 1.0, 1.0
+                gsp = gout_ptr + ((g * NC + plane).to(tl.int64) * R * J * B + y_in)
+                gdp = gout_ptr + (((G + g) * NC + plane).to(tl.int64) * R * J * B + y_in)
+            # d at i-3 .. i+3 (each clamped, as _detail clamps), U's residual and s at i-2 .. i+2
+            d_m3 = _detail(xp, i - 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_m2 = _detail(xp, i - 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_m1 = _detail(xp, i - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_0 = _detail(xp, i, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_p1 = _detail(xp, i + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_p2 = _detail(xp, i + 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_p3 = _detail(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            hu_m2, ru_m2 = _residual(d_m3, d_m2, d_m1, wu0, wu1, wu2, bu, pwu, pbu)
+            hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
+            hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
+            hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
+            hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
+            # s's gradient at i-2 .. i+2: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))
+            gs_m2 = cs * _load_grad(gsp, i - 2, J, B, mask) + tl.where(i - 2 >= 0, KCU * (_even(xp, i - 2, J, B, mask) + BASE_U * d_m2 + ru_m2 - _odd(xp, i - 2, J, L, B, mask)), 0.0)
+            gs_m1 = cs * _load_grad(gsp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCU * (_even(xp, i - 1, J, B, mask) + BASE_U * d_m1 + ru_m1 - _odd(xp, i - 1, J, L, B, mask)), 0.0)
+            s_0 = _even(xp, i, J, B, mask) + BASE_U * d_0 + ru_0
+            o_0 = _odd(xp, i, J, L, B, mask)
+            gs_0 = cs * _load_grad(gsp, i, J, B, mask) + KCU * (s_0 - o_0)
+            gs_p1 = cs * _load_grad(gsp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCU * (_even(xp, i + 1, J, B, mask) + BASE_U * d_p1 + ru_p1 - _odd(xp, i + 1, J, L, B, mask)), 0.0)
+            gs_p2 = cs * _load_grad(gsp, i + 2, J, B, mask) + tl.where(i + 2 < J, KCU * (_even(xp, i + 2, J, B, mask) + BASE_U * d_p2 + ru_p2 - _odd(xp, i + 2, J, L, B, mask)), 0.0)
+            # U's gradient at i-2 .. i+2 (at its pointwise output, and at its depthwise output)
+            gu_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2)
+            gu_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1)
+            gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
+            gu_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1)
+            gu_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2)
+            au_m2 = gu_m2 * pwu * (hu_m2 > 0.0)
+            au_m1 = gu_m1 * pwu * (hu_m1 > 0.0)
+            au_0 = gu_0 * pwu * (hu_0 > 0.0)
+            au_p1 = gu_p1 * pwu * (hu_p1 > 0.0)
+            au_p2 = gu_p2 * pwu * (hu_p2 > 0.0)
+            # d's gradient at i-1, i, i+1: the output's, the cost's 2 d / n, the update's
+            gd_m1 = cd * _load_grad(gdp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCP * d_m1, 0.0)
+            gd_0 = cd * _load_grad(gdp, i, J, B, mask) + KCP * d_0
+            gd_p1 = cd * _load_grad(gdp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCP * d_p1, 0.0)
+            gD_m1 = gd_m1 + BASE_U * gs_m1 + _gather(au_m2, au_m1, au_0, i - 1, J, wu0, wu1, wu2)
+            gD_0 = gd_0 + BASE_U * gs_0 + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
+            gD_p1 = gd_p1 + BASE_U * gs_p1 + _gather(au_0, au_p1, au_p2, i + 1, J, wu0, wu1, wu2)
+            # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
+            e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
+            e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
+            hp_m1, rp_m1 = _residual(e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp)
+            hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
+            hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
+            gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
+            ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
+            ap_0 = gp_0 * pwp * (hp_0 > 0.0)
+            ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+            gE = gs_0 - BASE_P * gD_0 + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+            gO = gD_0 - KCU * (s_0 - o_0)
+            last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
+            gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
+            tl.store(gxp + (2 * i).to(tl.int64) * B, (gE + tl.where(last_odd, gO, 0.0)).to(gx_ptr.dtype.element_ty), mask=ok)
+            tl.store(gxp + (2 * i + 1).to(tl.int64) * B, gO.to(gx_ptr.dtype.element_ty), mask=ok & (2 * i + 1 < L))
+            g_wp0 += ap_0 * e_m1
+            g_wp1 += ap_0 * e_0
+            g_wp2 += ap_0 * e_p1
+            g_bp += ap_0
+            g_pwp += gp_0 * tl.maximum(hp_0, 0.0)
+            g_pbp += gp_0
+            g_wu0 += au_0 * d_m1
+            g_wu1 += au_0 * d_0
+            g_wu2 += au_0 * d_p1
+            g_bu += au_0
+            g_pwu += gu_0 * tl.maximum(hu_0, 0.0)
+            g_pbu += gu_0
+            if GAMMA:
+                gy_0 = _load_grad(gyp, i, J, B, mask)
+                tl.store(gg_ptr + tl.program_id(0) * 2 * G + g, tl.sum(tl.where(ok, gy_0 * s_0, 0.0), axis=0))
+                tl.store(gg_ptr + tl.program_id(0) * 2 * G + G + g, tl.sum(tl.where(ok, gy_0 * d_0, 0.0), axis=0))
         out = gw_ptr + tl.program_id(0).to(tl.int64) * 12
-        tl.store(out + 0, tl.sum(tl.where(ok, ap_0 * e_m1, zero), axis=0))
-        tl.store(out + 1, tl.sum(tl.where(ok, ap_0 * e_0, zero), axis=0))
-        tl.store(out + 2, tl.sum(tl.where(ok, ap_0 * e_p1, zero), axis=0))
-        tl.store(out + 3, tl.sum(tl.where(ok, ap_0, zero), axis=0))
-        tl.store(out + 4, tl.sum(tl.where(ok, gp_0 * tl.maximum(hp_0, 0.0), zero), axis=0))
-        tl.store(out + 5, tl.sum(tl.where(ok, gp_0, zero), axis=0))
-        tl.store(out + 6, tl.sum(tl.where(ok, au_0 * d_m1, zero), axis=0))
-        tl.store(out + 7, tl.sum(tl.where(ok, au_0 * d_0, zero), axis=0))
-        tl.store(out + 8, tl.sum(tl.where(ok, au_0 * d_p1, zero), axis=0))
-        tl.store(out + 9, tl.sum(tl.where(ok, au_0, zero), axis=0))
-        tl.store(out + 10, tl.sum(tl.where(ok, gu_0 * tl.maximum(hu_0, 0.0), zero), axis=0))
-        tl.store(out + 11, tl.sum(tl.where(ok, gu_0, zero), axis=0))
+        tl.store(out + 0, tl.sum(tl.where(ok, g_wp0, 0.0), axis=0))
+        tl.store(out + 1, tl.sum(tl.where(ok, g_wp1, 0.0), axis=0))
+        tl.store(out + 2, tl.sum(tl.where(ok, g_wp2, 0.0), axis=0))
+        tl.store(out + 3, tl.sum(tl.where(ok, g_bp, 0.0), axis=0))
+        tl.store(out + 4, tl.sum(tl.where(ok, g_pwp, 0.0), axis=0))
+        tl.store(out + 5, tl.sum(tl.where(ok, g_pbp, 0.0), axis=0))
+        tl.store(out + 6, tl.sum(tl.where(ok, g_wu0, 0.0), axis=0))
+        tl.store(out + 7, tl.sum(tl.where(ok, g_wu1, 0.0), axis=0))
+        tl.store(out + 8, tl.sum(tl.where(ok, g_wu2, 0.0), axis=0))
+        tl.store(out + 9, tl.sum(tl.where(ok, g_bu, 0.0), axis=0))
+        tl.store(out + 10, tl.sum(tl.where(ok, g_pwu, 0.0), axis=0))
+        tl.store(out + 11, tl.sum(tl.where(ok, g_pbu, 0.0), axis=0))
 
 
 def _geometry(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
@@ -289,45 +365,195 @@ def _flat(params: tuple[Tensor | None, ...], like: Tensor) -> list[Tensor]:
     return out
 
 
+def _on(x: Tensor):
+    """Launch on x's GPU: Triton launches on the current device, which need not be x's."""
+    return torch.cuda.device(x.device) if x.is_cuda else nullcontext()
+
+
+def _acc(x: Tensor):
+    return (tl.float64, torch.float64) if x.dtype == torch.float64 else (tl.float32, torch.float32)
+
+
+def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coef: Tensor | None, costs: bool):
+    """One lift of x, whose batch holds ``groups`` stacked groups: (out, y or None, per-program cost sums or None).
+
+    ``out`` stacks [s of each group, d of each group] along the batch; with ``coef`` (2 groups, C)
+    the kernel also combines the bands into y (one group's shape).
+    """
+    planes, rows, length, half, inner = _geometry(x, dim)
+    shape = list(x.shape)
+    shape[dim % x.dim()] = half
+    shape[0] *= 2
+    out = x.new_empty(shape)
+    y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if coef is not None else None
+    nprog = planes // groups * triton.cdiv(rows * half * inner, _BLOCK)
+    tl_acc, acc = _acc(x)
+    sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
+    with _on(x):
+        _lift_forward_kernel[(nprog,)](
+            x, out, out if y is None else y, out if coef is None else coef, out if sums is None else sums, *weights,
+            x.shape[1], planes // groups, rows, length, half, inner,
+            G=groups, BASE_P=bases[0], BASE_U=bases[1], COMBINE=coef is not None, COSTS=costs, ACC=tl_acc, BLOCK=_BLOCK,
+        )  # fmt: skip
+    return out, y, sums
+
+
+def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, gamma_sums: bool):
+    """Backward of :func:`_forward`: (gx, (C, 12) weight-gradient sums, (2 groups, C) sums of g_y * band or None).
+
+    ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band.
+    """
+    planes, rows, length, half, inner = _geometry(x, dim)
+    tiles = triton.cdiv(rows * half * inner, _BLOCK_BACKWARD)
+    nprog = planes // groups * tiles
+    tl_acc, acc = _acc(x)
+    gx = torch.empty_like(x)
+    gw = torch.empty((nprog, _N_GRADS), dtype=acc, device=x.device)
+    gg = torch.empty((nprog, 2 * groups), dtype=acc, device=x.device) if gamma_sums else None
+    with _on(x):
+        _lift_backward_kernel[(nprog,)](
+            x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
+            gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner,
+            G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
+            BLOCK=_BLOCK_BACKWARD,
+        )  # fmt: skip
+    per_channel = (-1, x.shape[1], tiles)
+    w_sums = gw.view(per_channel + (_N_GRADS,)).sum(dim=(0, 2))
+    g_sums = None if gg is None else gg.view(per_channel + (2 * groups,)).sum(dim=(0, 2)).t()
+    return gx, w_sums, g_sums
+
+
+def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
+    """(C, 12) sums -> one gradient per parameter (P: taps, dw bias, pw, pw bias; then U), shaped like it."""
+    grads = []
+    for p, cols, need in zip(params, ((0, 3), (3, 4), (4, 5), (5, 6), (6, 9), (9, 10), (10, 11), (11, 12)), needs):
+        grads.append(None if p is None or not need else sums[:, cols[0] : cols[1]].reshape(p.shape).to(p.dtype))
+    return grads
+
+
 class _Lift(torch.autograd.Function):
+    """One lifting step: x -> [s, d] stacked along the batch; saves only x and the weights."""
+
     @staticmethod
     def forward(ctx, x: Tensor, dim: int, base_p: float, base_u: float, *params: Tensor | None) -> Tensor:
         x = x.contiguous()
-        planes, rows, length, half, inner = _geometry(x, dim)
-        shape = list(x.shape)
-        shape[dim % x.dim()] = half
-        out = torch.empty([2] + shape, dtype=x.dtype, device=x.device)
-        grid = (planes * triton.cdiv(rows * half * inner, _BLOCK),)
-        _lift_forward_kernel[grid](
-            x, out[0], out[1], *_flat(params, x), x.shape[1], rows, length, half, inner,
-            BASE_P=base_p, BASE_U=base_u, BLOCK=_BLOCK,
-        )  # fmt: skip
-        ctx.save_for_backward(x, *[p for p in params if p is not None])
-        ctx.present = [p is not None for p in params]
+        out, _, _ = _forward(x, dim, 1, _flat(params, x), (base_p, base_u), None, False)
+        ctx.save_for_backward(x, *params)
         ctx.meta = (dim, base_p, base_u)
-        return out.flatten(0, 1)  # (2N, C, ...): s then d, stacked along the batch
+        return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_out: Tensor):
-        x, *given = ctx.saved_tensors
-        given = iter(given)
-        params = [next(given) if present else None for present in ctx.present]
+        x, *params = ctx.saved_tensors
         dim, base_p, base_u = ctx.meta
-        planes, rows, length, half, inner = _geometry(x, dim)
-        g_out = g_out.contiguous().view((2, -1) + tuple(g_out.shape[1:]))
-        gx = torch.empty_like(x)
-        tiles = triton.cdiv(rows * half * inner, _BLOCK)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        gw = torch.empty((planes, tiles, _N_GRADS), dtype=acc, device=x.device)
-        _lift_backward_kernel[(planes * tiles,)](
-            x, g_out[0], g_out[1], gx, gw, *_flat(params, x), x.shape[1], rows, length, half, inner,
-            BASE_P=base_p, BASE_U=base_u, BLOCK=_BLOCK,
-        )  # fmt: skip
-        sums = gw.view(x.shape[0], x.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))  # (C, 12)
-        grads = []
-        for p, cols in zip(params, ((0, 3), (3, 4), (4, 5), (5, 6), (6, 9), (9, 10), (10, 11), (11, 12))):
-            grads.append(None if p is None or not ctx.needs_input_grad[4 + len(grads)] else sums[:, cols[0] : cols[1]].reshape(p.shape).to(p.dtype))
-        return (gx, None, None, None, *grads)
+        kc = torch.zeros(2, dtype=_acc(x)[1], device=x.device)
+        gx, sums, _ = _backward(x, dim, 1, _flat(params, x), (base_p, base_u), g_out.contiguous(), None, None, kc, False)
+        return (gx, None, None, None, *_weight_grads(sums, params, ctx.needs_input_grad[4:]))
+
+
+def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> Tensor:
+    """SPEC 2's output modes as one (nb, C) coefficient per band and channel."""
+    c = like.shape[1]
+    dtype = _acc(like)[1]
+    if output == "sum":
+        return torch.ones((nb, c), dtype=dtype, device=like.device)
+    if output == "LL":
+        coef = torch.zeros((nb, c), dtype=dtype, device=like.device)
+        coef[0] = 1
+        return coef
+    return torch.cat((torch.ones((1, c), dtype=dtype, device=like.device), gamma.detach().to(dtype)))
+
+
+class _DownPool(torch.autograd.Function):
+    """x -> (y, details[, c_u, c_p]) of :func:`~liftswap.layers.lift_pool.lift_down_pool`; saves only x and the weights.
+
+    One kernel per lift forward (the last also combines the bands into y and sums the costs) and
+    one per lift backward (the last takes y's gradient and the costs' gradients itself), after
+    re-lifting all but the last axis.
+    """
+
+    @staticmethod
+    def forward(ctx, x, axes, output, with_costs, bases, gamma, *params):
+        ctx.set_materialize_grads(False)  # an unused details output gets no zero-filled gradient
+        x = x.contiguous()
+        n = x.shape[0]
+        weights = _flat(params, x)
+        order = list(reversed(axes))
+        coef = _coefficients(output, gamma, 2 ** len(order), x)
+        bands, counts, costs = x, [], None
+        for i, dim in enumerate(order):
+            last = i == len(order) - 1
+            groups = bands.shape[0] // n if last else 1
+            bands, y, sums = _forward(bands, dim, groups, weights, bases, coef if last else None, with_costs)
+            counts.append(bands.numel() // bands.shape[0] * n)  # elements of one 1D lift's s (or d)
+            if with_costs:
+                lift_costs = sums.sum(0) / counts[-1]
+                costs = lift_costs if costs is None else costs + lift_costs
+        bands = bands.view((-1, n) + tuple(bands.shape[1:]))
+        ctx.save_for_backward(x, gamma, *params)
+        ctx.meta = (axes, output, bases, counts, with_costs)
+        if not with_costs:
+            return y, bands[1:].movedim(0, 1)
+        costs = costs.to(x.dtype)
+        return y, bands[1:].movedim(0, 1), costs[0], costs[1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_y, g_details, g_cu=None, g_cp=None):
+        x, gamma, *params = ctx.saved_tensors
+        axes, output, bases, counts, with_costs = ctx.meta
+        n = x.shape[0]
+        weights = _flat(params, x)
+        order = list(reversed(axes))
+        inputs = [x]
+        for dim in order[:-1]:
+            inputs.append(_forward(inputs[-1], dim, 1, weights, bases, None, False)[0])
+        acc = _acc(x)[1]
+        kc = torch.zeros(2, dtype=acc, device=x.device)
+        if g_cu is not None or g_cp is not None:
+            zero = torch.zeros((), dtype=acc, device=x.device)
+            kc = 2 * torch.stack([zero if g is None else g.to(acc) for g in (g_cu, g_cp)])
+        groups = inputs[-1].shape[0] // n
+        coef = _coefficients(output, gamma, 2 * groups, x)
+        if g_y is None:
+            g_y = x.new_zeros((n,) + tuple(_forward_shape(inputs[-1], order[-1])[1:]))
+        g_y = g_y.contiguous()
+        grad = None  # the last lift takes y's gradient directly when the details get none
+        if g_details is not None:
+            grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
+            grad[1:] += g_details.movedim(1, 0)
+            grad = grad.flatten(0, 1)
+        want_gamma = output == "gated" and ctx.needs_input_grad[5]
+        sums, g_gamma = 0, None
+        for i in reversed(range(len(order))):
+            last = i == len(order) - 1
+            grad, w_sums, g_sums = _backward(
+                inputs[i], order[i], groups if last else 1, weights, bases, grad, g_y if last else None,
+                coef if last else None, kc / counts[i], last and want_gamma,
+            )  # fmt: skip
+            if g_sums is not None:
+                g_gamma = g_sums[1:].to(gamma.dtype)
+            sums = sums + w_sums
+        return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
+
+
+def _forward_shape(x: Tensor, dim: int) -> list[int]:
+    shape = list(x.shape)
+    shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
+    return shape
+
+
+def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
+    """:func:`~liftswap.layers.lift_pool.lift_down_pool` through the kernels: ``(y, details, c_u, c_p)``.
+
+    Call only when :func:`usable` says so.
+    """
+    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
+    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
+    bases = (float(predict.base), float(update.base))
+    out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma if output == "gated" else None, *params)
+    return (*out, None, None) if not with_costs else out
 
 
 def lift(x: Tensor, dim: int, predict, update) -> Tensor:
