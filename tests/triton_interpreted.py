@@ -11,7 +11,7 @@ import torch
 
 import liftswap
 from liftswap.layers import lift_triton, native
-from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LiftOperator, _lift_stacked
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator, _lift_stacked
 
 # Collected on its own (pytest --doctest-modules imports it) it skips: tests/test_triton.py runs it.
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by tests/test_triton.py")
@@ -96,3 +96,30 @@ def test_float32_and_kernel_size_5():
         got = down(x)
         assert not lift_triton.usable(x, torch.zeros(3, 1, 5))  # only 3 taps are served
     assert max_diff(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("init,output", [("haar", "gated"), ("paper", "sum"), ("lazy", "LL")])
+def test_up_pool_matches_pytorch_float64(dims, init, output, monkeypatch):
+    """LiftUpPool through the unlift kernels: the exact inverse, and gradients equal to PyTorch's."""
+    down = randomize(LIFT_DOWN_POOLS[dims](2, init=init, output=output, return_details=True), seed=dims).double()
+    up = LIFT_UP_POOLS[dims](down)
+    x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64)
+    with torch.no_grad(), native.enabled(False), lift_triton.enabled(False):
+        y, details = down(x)
+    y.requires_grad_(True)
+    details.requires_grad_(True)
+
+    def run():
+        rec = up(y, details, output_size=x.shape[2:])
+        return [rec, *torch.autograd.grad(rec.sin().sum(), [y, details, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    calls = []
+    monkeypatch.setattr(lift_triton._UpPool, "apply", lambda *a, _f=lift_triton._UpPool.apply: calls.append(1) or _f(*a))
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert calls
+    assert max_diff([got[0]], [x]) < 1e-12  # the inverse is exact
+    assert max_diff(got, ref) < 1e-10

@@ -353,6 +353,8 @@ def lift_up_pool(
     spatial = y.dim() - 2
     if _native_usable(details, predict, update, gamma if output == "gated" else None) and native.usable(y):
         bands = native.up_pool(y, details, predict, update, axes, output, gamma)
+    elif lift_triton.usable(y, *predict[1:], *update[1:], gamma if output == "gated" else None) and lift_triton.usable(details):
+        bands = lift_triton.up_pool(y, details, predict, update, axes, output, gamma)
     else:
         det = details.movedim(1, 0)  # (nd, N, C, *pooled)
         term = _detail_term(det, output, gamma)
@@ -582,8 +584,8 @@ class _LiftUpPoolNd(nn.Module):
             predict, update, gamma = _weights_from(params, p_base, u_base)
             return (lift_up_pool(y, details, predict, update, axes, output, gamma, output_size),)
 
-        if native.usable(y, details, *params):
-            return run(y, details, *params)[0]  # the kernel saves only its inputs and the parameters
+        if native.usable(y, details, *params) or (lift_triton.usable(y, *params) and lift_triton.usable(details)):
+            return run(y, details, *params)[0]  # the kernels save only their inputs and the parameters
         return recompute(run, (y, details, *params))[0]
 
     def extra_repr(self) -> str:

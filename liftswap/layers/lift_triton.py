@@ -5,9 +5,9 @@ convolutions, each a kernel launch) costs its launches, not its arithmetic. Here
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
 registers and L1, so nothing but ``x`` and the weights is kept for backward. A layer
-(:func:`down_pool`) is one autograd Function: its last lift also combines the bands into ``y``
-and sums the regulariser's costs, and that lift's backward takes ``y``'s and the costs'
-gradients itself. Weight and gamma gradients are summed per program into buffers that PyTorch
+(:func:`down_pool`, :func:`up_pool`) is one autograd Function: the down pool's last lift also
+combines the bands into ``y`` and sums the regulariser's costs, and that lift's backward takes
+``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per program into buffers that PyTorch
 adds up (no atomics: the results do not depend on scheduling).
 
 Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3`` in
@@ -30,7 +30,7 @@ try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module 
 except Exception:  # pragma: no cover - no Triton, or a broken install: the PyTorch path serves
     triton = None
 
-__all__ = ["available", "enabled", "on_cpu", "usable", "lift", "down_pool"]
+__all__ = ["available", "enabled", "on_cpu", "usable", "lift", "down_pool", "up_pool"]
 
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -337,6 +337,119 @@ if triton is not None:
         tl.store(out + 11, tl.sum(tl.where(ok, g_pbu, 0.0), axis=0))
 
 
+if triton is not None:
+
+    @triton.jit
+    def _approx(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """The inverse's x_e at position p (clamped): s - base_u d - r_U(d)."""
+        pc = _clamp(p, J)
+        d_0 = _wide(tl.load(dp + pc.to(tl.int64) * B, mask=mask, other=0.0))
+        d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        _, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - BASE_U * d_0 - r
+
+    @triton.jit
+    def _unlift_forward_kernel(
+        s_ptr, d_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, R, J, B,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis."""
+        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        sp = s_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        dp = d_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        e_m = _approx(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
+        o_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0)) + BASE_P * e_0 + rp
+        xp = x_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
+        tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(x_ptr.dtype.element_ty), mask=mask)
+        tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(x_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _unlift_backward_kernel(
+        s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, R, J, B,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """Gradients of s and d from that of the interleaved output, and this program's weight-gradient sums."""
+        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        sp = s_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        dp = d_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        gxp = gx_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
+        # x_e at i-3 .. i+3 (clamped); P's residual and gradient at i-2 .. i+2
+        e_m3 = _approx(sp, dp, i - 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m2 = _approx(sp, dp, i - 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m1 = _approx(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p1 = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p2 = _approx(sp, dp, i + 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p3 = _approx(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        go_m2 = _load_grad(gxp + B, 2 * (i - 2), 2 * J, B, mask)  # x_o at position j is row 2j + 1
+        go_m1 = _load_grad(gxp + B, 2 * (i - 1), 2 * J, B, mask)
+        go_0 = _load_grad(gxp + B, 2 * i, 2 * J, B, mask)
+        go_p1 = _load_grad(gxp + B, 2 * (i + 1), 2 * J, B, mask)
+        go_p2 = _load_grad(gxp + B, 2 * (i + 2), 2 * J, B, mask)
+        hp_m2, rp_m2 = _residual(e_m3, e_m2, e_m1, wp0, wp1, wp2, bp, pwp, pbp)
+        hp_m1, rp_m1 = _residual(e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp)
+        hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
+        hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
+        hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
+        gp_0 = go_0 * (1.0 - rp_0 * rp_0)
+        ap_m2 = go_m2 * (1.0 - rp_m2 * rp_m2) * pwp * (hp_m2 > 0.0)
+        ap_m1 = go_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
+        ap_0 = gp_0 * pwp * (hp_0 > 0.0)
+        ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+        ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
+        # x_e's gradient at i-1, i, i+1 (zero off [0, J))
+        ge_m1 = _load_grad(gxp, 2 * (i - 1), 2 * J, B, mask) + BASE_P * go_m1 + _gather(ap_m2, ap_m1, ap_0, i - 1, J, wp0, wp1, wp2)
+        ge_0 = _load_grad(gxp, 2 * i, 2 * J, B, mask) + BASE_P * go_0 + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+        ge_p1 = _load_grad(gxp, 2 * (i + 1), 2 * J, B, mask) + BASE_P * go_p1 + _gather(ap_0, ap_p1, ap_p2, i + 1, J, wp0, wp1, wp2)
+        ge_m1 = tl.where(i - 1 >= 0, ge_m1, 0.0)
+        ge_p1 = tl.where(i + 1 < J, ge_p1, 0.0)
+        # U's gradient at i-1, i, i+1 (x_e = s - base_u d - r_U(d))
+        d_m2 = _wide(tl.load(dp + _clamp(i - 2, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_m1 = _wide(tl.load(dp + _clamp(i - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0))
+        d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_p2 = _wide(tl.load(dp + _clamp(i + 2, J).to(tl.int64) * B, mask=mask, other=0.0))
+        hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
+        gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
+        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
+        au_0 = gu_0 * pwu * (hu_0 > 0.0)
+        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
+        g_d = go_0 - BASE_U * ge_0 + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
+        at = plane.to(tl.int64) * R * J * B + y_in + i.to(tl.int64) * B
+        tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=mask)
+        tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=mask)
+        out = gw_ptr + tl.program_id(0).to(tl.int64) * 12
+        zero = tl.zeros((BLOCK,), ACC)
+        tl.store(out + 0, tl.sum(tl.where(mask, ap_0 * e_m1, zero), axis=0))
+        tl.store(out + 1, tl.sum(tl.where(mask, ap_0 * e_0, zero), axis=0))
+        tl.store(out + 2, tl.sum(tl.where(mask, ap_0 * e_p1, zero), axis=0))
+        tl.store(out + 3, tl.sum(tl.where(mask, ap_0, zero), axis=0))
+        tl.store(out + 4, tl.sum(tl.where(mask, gp_0 * tl.maximum(hp_0, 0.0), zero), axis=0))
+        tl.store(out + 5, tl.sum(tl.where(mask, gp_0, zero), axis=0))
+        tl.store(out + 6, tl.sum(tl.where(mask, au_0 * d_m1, zero), axis=0))
+        tl.store(out + 7, tl.sum(tl.where(mask, au_0 * d_0, zero), axis=0))
+        tl.store(out + 8, tl.sum(tl.where(mask, au_0 * d_p1, zero), axis=0))
+        tl.store(out + 9, tl.sum(tl.where(mask, au_0, zero), axis=0))
+        tl.store(out + 10, tl.sum(tl.where(mask, gu_0 * tl.maximum(hu_0, 0.0), zero), axis=0))
+        tl.store(out + 11, tl.sum(tl.where(mask, gu_0, zero), axis=0))
+
+
 def _geometry(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
     """(planes, R, L, J, B): x as planes (N, C) of (R, L, B) with the lifted axis L, J = ceil(L / 2)."""
     dim = dim % x.dim()
@@ -536,6 +649,100 @@ class _DownPool(torch.autograd.Function):
                 g_gamma = g_sums[1:].to(gamma.dtype)
             sums = sums + w_sums
         return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
+
+
+def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
+    """The inverse lift: ``bands`` stacks s then d along the batch; the output has twice their length along ``dim``."""
+    half = bands.shape[0] // 2
+    s, d = bands[:half], bands[half:]
+    planes, rows, length, _, inner = _geometry(s, dim)
+    shape = list(s.shape)
+    shape[dim % s.dim()] = 2 * length
+    x = s.new_empty(shape)
+    with _on(s):
+        _unlift_forward_kernel[(planes * triton.cdiv(rows * length * inner, _BLOCK),)](
+            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK,
+        )  # fmt: skip
+    return x
+
+
+def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Backward of :func:`_unlift`: (gradient of the stacked bands, (C, 12) weight-gradient sums)."""
+    half = bands.shape[0] // 2
+    s, d = bands[:half], bands[half:]
+    planes, rows, length, _, inner = _geometry(s, dim)
+    tiles = triton.cdiv(rows * length * inner, _BLOCK_BACKWARD)
+    tl_acc, acc = _acc(s)
+    g = torch.empty_like(bands)
+    gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
+    with _on(s):
+        _unlift_backward_kernel[(planes * tiles,)](
+            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner,
+            BASE_P=bases[0], BASE_U=bases[1], ACC=tl_acc, BLOCK=_BLOCK_BACKWARD,
+        )  # fmt: skip
+    return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
+
+
+class _UpPool(torch.autograd.Function):
+    """(y, details) -> the even-size output of :func:`~liftswap.layers.lift_pool.lift_up_pool`; saves only its inputs."""
+
+    @staticmethod
+    def bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+        """(nb * N, C, ...): the approximation band recovered from y, then the detail bands."""
+        det = details.movedim(1, 0)
+        if output == "sum":
+            y = y - det.sum(0)
+        elif output == "gated":
+            y = y - (gamma.detach().view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1) * det).sum(0)
+        return torch.cat((y.unsqueeze(0), det)).flatten(0, 1)
+
+    @staticmethod
+    def forward(ctx, y, details, axes, output, bases, gamma, *params):
+        weights = _flat(params, y)
+        bands = _UpPool.bands(y.contiguous(), details.contiguous(), output, gamma)
+        for dim in axes:
+            bands = _unlift(bands, dim, weights, bases)
+        ctx.save_for_backward(y, details, gamma, *params)
+        ctx.meta = (axes, output, bases)
+        return bands
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_x):
+        y, details, gamma, *params = ctx.saved_tensors
+        axes, output, bases = ctx.meta
+        weights = _flat(params, y)
+        inputs = [_UpPool.bands(y.contiguous(), details.contiguous(), output, gamma)]
+        for dim in axes[:-1]:
+            inputs.append(_unlift(inputs[-1], dim, weights, bases))
+        grad, sums = g_x.contiguous(), 0
+        for i in reversed(range(len(axes))):
+            grad, w_sums = _unlift_backward(inputs[i], axes[i], weights, bases, grad)
+            sums = sums + w_sums
+        g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
+        g_approx, g_det = g_bands[0], g_bands[1:]
+        g_gamma = None
+        if output == "sum":
+            g_det = g_det - g_approx
+        elif output == "gated":
+            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+            g_det = g_det - view * g_approx
+            if ctx.needs_input_grad[5]:
+                det = details.movedim(1, 0)
+                g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
+        grads = _weight_grads(sums, params, ctx.needs_input_grad[6:])
+        return (g_approx, g_det.movedim(0, 1), None, None, None, g_gamma, *grads)
+
+
+def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
+    """:func:`~liftswap.layers.lift_pool.lift_up_pool` through the kernels, before cropping.
+
+    Call only when :func:`usable` says so (for ``y`` and for ``details``).
+    """
+    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
+    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
+    bases = (float(predict.base), float(update.base))
+    return _UpPool.apply(y, details, tuple(axes), output, bases, gamma if output == "gated" else None, *params)
 
 
 def _forward_shape(x: Tensor, dim: int) -> list[int]:
