@@ -182,6 +182,22 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
+    def _store_sums(out, ok, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
+        """This program's 12 weight-gradient sums (P: taps, dw bias, pw, pw bias; then U) at out[0:12]."""
+        tl.store(out + 0, tl.sum(tl.where(ok, a0, 0.0), axis=0))
+        tl.store(out + 1, tl.sum(tl.where(ok, a1, 0.0), axis=0))
+        tl.store(out + 2, tl.sum(tl.where(ok, a2, 0.0), axis=0))
+        tl.store(out + 3, tl.sum(tl.where(ok, a3, 0.0), axis=0))
+        tl.store(out + 4, tl.sum(tl.where(ok, a4, 0.0), axis=0))
+        tl.store(out + 5, tl.sum(tl.where(ok, a5, 0.0), axis=0))
+        tl.store(out + 6, tl.sum(tl.where(ok, a6, 0.0), axis=0))
+        tl.store(out + 7, tl.sum(tl.where(ok, a7, 0.0), axis=0))
+        tl.store(out + 8, tl.sum(tl.where(ok, a8, 0.0), axis=0))
+        tl.store(out + 9, tl.sum(tl.where(ok, a9, 0.0), axis=0))
+        tl.store(out + 10, tl.sum(tl.where(ok, a10, 0.0), axis=0))
+        tl.store(out + 11, tl.sum(tl.where(ok, a11, 0.0), axis=0))
+
+    @triton.jit
     def _lift_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, NC, R, L, J, B,
@@ -322,22 +338,10 @@ if triton is not None:
                 gy_0 = _load_grad(gyp, i, J, B, mask)
                 tl.store(gg_ptr + tl.program_id(0) * 2 * G + g, tl.sum(tl.where(ok, gy_0 * s_0, 0.0), axis=0))
                 tl.store(gg_ptr + tl.program_id(0) * 2 * G + G + g, tl.sum(tl.where(ok, gy_0 * d_0, 0.0), axis=0))
-        out = gw_ptr + tl.program_id(0).to(tl.int64) * 12
-        tl.store(out + 0, tl.sum(tl.where(ok, g_wp0, 0.0), axis=0))
-        tl.store(out + 1, tl.sum(tl.where(ok, g_wp1, 0.0), axis=0))
-        tl.store(out + 2, tl.sum(tl.where(ok, g_wp2, 0.0), axis=0))
-        tl.store(out + 3, tl.sum(tl.where(ok, g_bp, 0.0), axis=0))
-        tl.store(out + 4, tl.sum(tl.where(ok, g_pwp, 0.0), axis=0))
-        tl.store(out + 5, tl.sum(tl.where(ok, g_pbp, 0.0), axis=0))
-        tl.store(out + 6, tl.sum(tl.where(ok, g_wu0, 0.0), axis=0))
-        tl.store(out + 7, tl.sum(tl.where(ok, g_wu1, 0.0), axis=0))
-        tl.store(out + 8, tl.sum(tl.where(ok, g_wu2, 0.0), axis=0))
-        tl.store(out + 9, tl.sum(tl.where(ok, g_bu, 0.0), axis=0))
-        tl.store(out + 10, tl.sum(tl.where(ok, g_pwu, 0.0), axis=0))
-        tl.store(out + 11, tl.sum(tl.where(ok, g_pbu, 0.0), axis=0))
-
-
-if triton is not None:
+        _store_sums(
+            gw_ptr + tl.program_id(0).to(tl.int64) * 12, ok, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
+        )  # fmt: skip
 
     @triton.jit
     def _approx(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
@@ -376,7 +380,7 @@ if triton is not None:
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient sums."""
         plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
@@ -434,20 +438,10 @@ if triton is not None:
         at = plane.to(tl.int64) * R * J * B + y_in + i.to(tl.int64) * B
         tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=mask)
         tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=mask)
-        out = gw_ptr + tl.program_id(0).to(tl.int64) * 12
-        zero = tl.zeros((BLOCK,), ACC)
-        tl.store(out + 0, tl.sum(tl.where(mask, ap_0 * e_m1, zero), axis=0))
-        tl.store(out + 1, tl.sum(tl.where(mask, ap_0 * e_0, zero), axis=0))
-        tl.store(out + 2, tl.sum(tl.where(mask, ap_0 * e_p1, zero), axis=0))
-        tl.store(out + 3, tl.sum(tl.where(mask, ap_0, zero), axis=0))
-        tl.store(out + 4, tl.sum(tl.where(mask, gp_0 * tl.maximum(hp_0, 0.0), zero), axis=0))
-        tl.store(out + 5, tl.sum(tl.where(mask, gp_0, zero), axis=0))
-        tl.store(out + 6, tl.sum(tl.where(mask, au_0 * d_m1, zero), axis=0))
-        tl.store(out + 7, tl.sum(tl.where(mask, au_0 * d_0, zero), axis=0))
-        tl.store(out + 8, tl.sum(tl.where(mask, au_0 * d_p1, zero), axis=0))
-        tl.store(out + 9, tl.sum(tl.where(mask, au_0, zero), axis=0))
-        tl.store(out + 10, tl.sum(tl.where(mask, gu_0 * tl.maximum(hu_0, 0.0), zero), axis=0))
-        tl.store(out + 11, tl.sum(tl.where(mask, gu_0, zero), axis=0))
+        _store_sums(
+            gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, ap_0 * e_m1, ap_0 * e_0, ap_0 * e_p1, ap_0,
+            gp_0 * tl.maximum(hp_0, 0.0), gp_0, au_0 * d_m1, au_0 * d_0, au_0 * d_p1, au_0, gu_0 * tl.maximum(hu_0, 0.0), gu_0,
+        )  # fmt: skip
 
 
 def _geometry(x: Tensor, dim: int) -> tuple[int, int, int, int, int]:
@@ -672,13 +666,13 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
     tiles = triton.cdiv(rows * length * inner, _BLOCK_BACKWARD)
-    tl_acc, acc = _acc(s)
+    acc = _acc(s)[1]
     g = torch.empty_like(bands)
     gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
             s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner,
-            BASE_P=bases[0], BASE_U=bases[1], ACC=tl_acc, BLOCK=_BLOCK_BACKWARD,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
         )  # fmt: skip
     return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
 
