@@ -140,3 +140,24 @@ def test_half_input_and_channels_last():
         assert ((h.float() - r).abs().max() / r.abs().max()).item() < 2e-3  # float16 rounding of input and output
     assert all(torch.equal(a, b) for a, b in zip(last, plain))
     assert max_diff(plain, ref) < 1e-5
+
+
+@pytest.mark.parametrize("dims,axes", [(3, (-2, -1)), (3, (-3,)), (2, (-2,)), (2, (-1,))])
+def test_axes_subsets(dims, axes):
+    """Lifting some axes only: the others pass through the kernels as rows or columns."""
+    down = randomize(LIFT_DOWN_POOLS[dims](2, init="paper", output="gated", axes=axes, return_details=True), seed=5).double()
+    up = LIFT_UP_POOLS[dims](down)
+    x = torch.randn((2, 2) + (5, 7, 6)[:dims], dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y, details = down(x)
+        rec = up(y, details, output_size=x.shape[2:])
+        loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+        return [y, details, rec, *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert max_diff([got[2]], [x]) < 1e-12
+    assert max_diff(got, ref) < 1e-10
