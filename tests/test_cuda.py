@@ -11,16 +11,9 @@ import torch
 import liftswap
 from liftswap.layers import lift_triton
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
+from test_layers import randomize
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def randomize(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return module
 
 
 def rel_err(a, b):

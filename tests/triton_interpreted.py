@@ -12,17 +12,10 @@ import torch
 import liftswap
 from liftswap.layers import lift_triton, native
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator, _lift_stacked
+from test_layers import randomize
 
 # Collected on its own (pytest --doctest-modules imports it) it skips: tests/test_triton.py runs it.
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by tests/test_triton.py")
-
-
-def randomize(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
-    return module
 
 
 def max_diff(a, b):

@@ -35,7 +35,7 @@ __all__ = ["available", "enabled", "on_cpu", "usable", "lift", "down_pool", "up_
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-# Outputs per program: sm_90 builds of the kernels use 96 (forward) and 181 (backward, two groups)
+# Outputs per program: sm_90 builds of the kernels use 96 (forward) and 184 (backward, two groups)
 # registers at these sizes, without spilling; twice the block spills in backward.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
@@ -157,6 +157,20 @@ if triton is not None:
         t += _tap(a_0, q, q, J, w0, -1) + _tap(a_0, q, q, J, w1, 0) + _tap(a_0, q, q, J, w2, 1)
         t += _tap(a_p, q + 1, q, J, w0, -1) + _tap(a_p, q + 1, q, J, w1, 0) + _tap(a_p, q + 1, q, J, w2, 1)
         return t
+
+    @triton.jit
+    def _residual_backward(t_m2, t_m1, t_0, t_p1, t_p2, g_m1, g_0, g_p1, i, J, w0, w1, w2, b, pw, pb):
+        """Back through r(t) = tanh(pw relu(dw(t)) + pb) at i-1, i, i+1, given the gradient g reaching r
+        there: (gradient at the depthwise output at i, at the pointwise output at i, h at i, and what
+        the taps pass back to t at i)."""
+        h_m1, r_m1 = _residual(t_m2, t_m1, t_0, w0, w1, w2, b, pw, pb)
+        h_0, r_0 = _residual(t_m1, t_0, t_p1, w0, w1, w2, b, pw, pb)
+        h_p1, r_p1 = _residual(t_0, t_p1, t_p2, w0, w1, w2, b, pw, pb)
+        gz_0 = g_0 * (1.0 - r_0 * r_0)
+        a_m1 = g_m1 * (1.0 - r_m1 * r_m1) * pw * (h_m1 > 0.0)
+        a_0 = gz_0 * pw * (h_0 > 0.0)
+        a_p1 = g_p1 * (1.0 - r_p1 * r_p1) * pw * (h_p1 > 0.0)
+        return a_0, gz_0, h_0, _gather(a_m1, a_0, a_p1, i, J, w0, w1, w2)
 
     @triton.jit
     def _positions(R, L, J, B, BLOCK: tl.constexpr):
@@ -309,14 +323,10 @@ if triton is not None:
             # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
             e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
             e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
-            hp_m1, rp_m1 = _residual(e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp)
-            hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
-            hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
-            gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
-            ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
-            ap_0 = gp_0 * pwp * (hp_0 > 0.0)
-            ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
-            gE = gs_0 - BASE_P * gD_0 + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+            ap_0, gp_0, hp_0, taps = _residual_backward(
+                e_m2, e_m1, e_0, e_p1, e_p2, -gD_m1, -gD_0, -gD_p1, i, J, wp0, wp1, wp2, bp, pwp, pbp
+            )
+            gE = gs_0 - BASE_P * gD_0 + taps
             gO = gD_0 - KCU * (s_0 - o_0)
             last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
             gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
@@ -354,19 +364,23 @@ if triton is not None:
         return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - BASE_U * d_0 - r
 
     @triton.jit
+    def _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK: tl.constexpr):
+        """:func:`_positions` for the inverse (2J output rows), and where this program's s and d lines start."""
+        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
+        offset = plane.to(tl.int64) * R * J * B + y_in
+        return plane, i, mask, x_in, offset, s_ptr + offset, d_ptr + offset
+
+    @triton.jit
     def _unlift_forward_kernel(
         s_ptr, d_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis."""
-        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
-        c = plane % C
+        plane, i, mask, x_in, y_off, sp, dp = _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
-            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
-        sp = s_ptr + (plane.to(tl.int64) * R * J * B + y_in)
-        dp = d_ptr + (plane.to(tl.int64) * R * J * B + y_in)
         e_m = _approx(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         e_p = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
@@ -383,13 +397,10 @@ if triton is not None:
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient sums."""
-        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
-        c = plane % C
+        plane, i, mask, x_in, y_off, sp, dp = _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
-            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
-        sp = s_ptr + (plane.to(tl.int64) * R * J * B + y_in)
-        dp = d_ptr + (plane.to(tl.int64) * R * J * B + y_in)
         gxp = gx_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
         # x_e at i-3 .. i+3 (clamped); P's residual and gradient at i-2 .. i+2
         e_m3 = _approx(sp, dp, i - 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
@@ -427,15 +438,11 @@ if triton is not None:
         d_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0))
         d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
         d_p2 = _wide(tl.load(dp + _clamp(i + 2, J).to(tl.int64) * B, mask=mask, other=0.0))
-        hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
-        gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
-        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
-        au_0 = gu_0 * pwu * (hu_0 > 0.0)
-        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
-        g_d = go_0 - BASE_U * ge_0 + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-        at = plane.to(tl.int64) * R * J * B + y_in + i.to(tl.int64) * B
+        au_0, gu_0, hu_0, taps = _residual_backward(
+            d_m2, d_m1, d_0, d_p1, d_p2, -ge_m1, -ge_0, -ge_p1, i, J, wu0, wu1, wu2, bu, pwu, pbu
+        )
+        g_d = go_0 - BASE_U * ge_0 + taps
+        at = y_off + i.to(tl.int64) * B
         tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=mask)
         tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=mask)
         _store_sums(
