@@ -154,3 +154,41 @@ def test_axes_subsets(dims, axes):
         got = run()
     assert max_diff([got[2]], [x]) < 1e-12
     assert max_diff(got, ref) < 1e-10
+
+
+def test_torch_compile_keeps_the_kernels():
+    """Under torch.compile the down pool is one custom operator (the kernels, x alone saved for
+    backward): compiled == eager PyTorch ops, and torch.library.opcheck accepts the operator."""
+    down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True), seed=7).double()
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+
+    def run(layer):
+        y, details = layer(x)
+        loss = y.square().sum() + details.sin().sum() + liftswap.regularization_loss(down)
+        return [y, details, *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run(down)
+    calls = []
+    forward = lift_triton._down_forward
+    with native.enabled(False), lift_triton.on_cpu():
+        lift_triton._down_forward = lambda *a: calls.append(1) or forward(*a)
+        try:
+            got = run(torch.compile(down, fullgraph=True))
+        finally:
+            lift_triton._down_forward = forward
+        params = [p.detach() for p in (down.predict.dw.weight, down.predict.dw.bias, down.predict.pw.weight.view(-1),
+                                       down.predict.pw.bias, down.update.dw.weight, down.update.dw.bias,
+                                       down.update.pw.weight.view(-1), down.update.pw.bias)]  # fmt: skip
+        torch.library.opcheck(
+            torch.ops.liftswap.lift_down_pool.default,
+            (x.detach(), params, down.gamma.detach(), [-2, -1], "gated", 0.0, 0.0, True),
+            test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+        )
+        with torch.no_grad():  # eval mode: no costs, another graph
+            got_eval = torch.compile(down.eval(), fullgraph=True)(x)
+    with native.enabled(False), lift_triton.enabled(False), torch.no_grad():
+        ref_eval = down(x)
+    assert calls  # the compiled graphs ran the kernels
+    assert max_diff(got, ref) < 1e-10
+    assert max_diff(got_eval, ref_eval) < 1e-12

@@ -290,7 +290,7 @@ def lift_down_pool(
     """
     if _native_usable(x, predict, update, gamma if output == "gated" else None):
         return DownPoolResult(*native.down_pool(x, predict, update, axes, output, gamma, with_costs))
-    if lift_triton.usable(x, *predict[1:], *update[1:], gamma if output == "gated" else None):
+    if lift_triton.usable(x, *predict[1:], *update[1:], gamma if output == "gated" else None, compiling=True):
         return DownPoolResult(*lift_triton.down_pool(x, predict, update, axes, output, gamma, with_costs))
     if torch.compiler.is_exporting() and not with_costs:
         return _lift_down_pool_for_export(x, predict, update, axes, output, gamma)
@@ -532,7 +532,7 @@ class _LiftDownPoolNd(nn.Module):
             res = lift_down_pool(x, predict, update, axes, output, gamma, training)
             return (res.y, res.details, res.c_u, res.c_p) if training else (res.y, res.details)
 
-        if native.usable(x, *params) or lift_triton.usable(x, *params):
+        if native.usable(x, *params) or lift_triton.usable(x, *params, compiling=True):
             out = run(x, *params)  # the kernels save only x and the parameters themselves
         else:
             out = recompute(run, (x, *params))

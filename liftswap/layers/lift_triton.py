@@ -18,6 +18,7 @@ them without a GPU."""
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager, nullcontext
 
@@ -73,8 +74,9 @@ def on_cpu():
         _on_cpu = before
 
 
-def usable(x: Tensor, *weights: Tensor | None) -> bool:
-    """Whether :func:`lift` serves these tensors (see the module docstring)."""
+def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
+    """Whether the kernels serve these tensors (see the module docstring). Under torch.compile only
+    :func:`down_pool` (an operator the compiler keeps whole, ``compiling=True``) does."""
     if not available():
         return False
     dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
@@ -85,8 +87,12 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
     for w in weights:
         if w is not None and (w.device != x.device or type(w) not in (Tensor, torch.nn.Parameter)):
             return False
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
         return False
+    if torch.compiler.is_compiling() and not compiling:
+        return False
+    if torch.compiler.is_compiling():  # dynamo itself runs on the functorch stack
+        return True
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return False
     return True
@@ -579,6 +585,62 @@ def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> T
     return torch.cat((torch.ones((1, c), dtype=dtype, device=like.device), gamma.detach().to(dtype)))
 
 
+def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):
+    """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or None)."""
+    x = x.contiguous()
+    n = x.shape[0]
+    weights = _flat(params, x)
+    order = list(reversed(axes))
+    coef = _coefficients(output, gamma, 2 ** len(order), x)
+    bands, costs = x, None
+    for i, dim in enumerate(order):
+        last = i == len(order) - 1
+        groups = bands.shape[0] // n if last else 1
+        bands, y, sums = _forward(bands, dim, groups, weights, bases, coef if last else None, with_costs)
+        if with_costs:
+            lift_costs = sums.sum(0) / (bands.numel() // bands.shape[0] * n)  # per element of one 1D lift's s
+            costs = lift_costs if costs is None else costs + lift_costs
+    bands = bands.view((-1, n) + tuple(bands.shape[1:]))
+    return y, bands, (None if costs is None else costs.to(x.dtype))
+
+
+def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g_costs, want_gamma: bool):
+    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, (C, 12) weight-gradient sums).
+
+    Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
+    """
+    n = x.shape[0]
+    weights = _flat(params, x)
+    order = list(reversed(axes))
+    inputs = [x.contiguous()]
+    for dim in order[:-1]:
+        inputs.append(_forward(inputs[-1], dim, 1, weights, bases, None, False)[0])
+    acc = _acc(x)[1]
+    kc = torch.zeros(2, dtype=acc, device=x.device) if g_costs is None else 2 * g_costs.to(acc)
+    groups = inputs[-1].shape[0] // n
+    coef = _coefficients(output, gamma, 2 * groups, x)
+    if g_y is None:
+        g_y = x.new_zeros((n,) + tuple(_forward_shape(inputs[-1], order[-1])[1:]))
+    g_y = g_y.contiguous()
+    grad = None
+    if g_details is not None:
+        grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
+        grad[1:] += g_details.movedim(1, 0)
+        grad = grad.flatten(0, 1)
+    sums, g_gamma = 0, None
+    for i in reversed(range(len(order))):
+        last = i == len(order) - 1
+        count = math.prod(_forward_shape(inputs[i], order[i])[1:]) * n  # elements of one 1D lift's s
+        grad, w_sums, g_sums = _backward(
+            inputs[i], order[i], groups if last else 1, weights, bases, grad, g_y if last else None,
+            coef if last else None, kc / count, last and want_gamma,
+        )  # fmt: skip
+        if g_sums is not None:
+            g_gamma = g_sums[1:].to(gamma.dtype)
+        sums = sums + w_sums
+    return grad, g_gamma, sums
+
+
 class _DownPool(torch.autograd.Function):
     """x -> (y, details[, c_u, c_p]) of :func:`~liftswap.layers.lift_pool.lift_down_pool`; saves only x and the weights.
 
@@ -590,66 +652,83 @@ class _DownPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, axes, output, with_costs, bases, gamma, *params):
         ctx.set_materialize_grads(False)  # an unused details output gets no zero-filled gradient
-        x = x.contiguous()
-        n = x.shape[0]
-        weights = _flat(params, x)
-        order = list(reversed(axes))
-        coef = _coefficients(output, gamma, 2 ** len(order), x)
-        bands, counts, costs = x, [], None
-        for i, dim in enumerate(order):
-            last = i == len(order) - 1
-            groups = bands.shape[0] // n if last else 1
-            bands, y, sums = _forward(bands, dim, groups, weights, bases, coef if last else None, with_costs)
-            counts.append(bands.numel() // bands.shape[0] * n)  # elements of one 1D lift's s (or d)
-            if with_costs:
-                lift_costs = sums.sum(0) / counts[-1]
-                costs = lift_costs if costs is None else costs + lift_costs
-        bands = bands.view((-1, n) + tuple(bands.shape[1:]))
+        y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma, params)
         ctx.save_for_backward(x, gamma, *params)
-        ctx.meta = (axes, output, bases, counts, with_costs)
+        ctx.meta = (axes, output, bases)
         if not with_costs:
             return y, bands[1:].movedim(0, 1)
-        costs = costs.to(x.dtype)
         return y, bands[1:].movedim(0, 1), costs[0], costs[1]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, g_details, g_cu=None, g_cp=None):
         x, gamma, *params = ctx.saved_tensors
-        axes, output, bases, counts, with_costs = ctx.meta
-        n = x.shape[0]
-        weights = _flat(params, x)
-        order = list(reversed(axes))
-        inputs = [x]
-        for dim in order[:-1]:
-            inputs.append(_forward(inputs[-1], dim, 1, weights, bases, None, False)[0])
-        acc = _acc(x)[1]
-        kc = torch.zeros(2, dtype=acc, device=x.device)
+        axes, output, bases = ctx.meta
+        g_costs = None
         if g_cu is not None or g_cp is not None:
-            zero = torch.zeros((), dtype=acc, device=x.device)
-            kc = 2 * torch.stack([zero if g is None else g.to(acc) for g in (g_cu, g_cp)])
-        groups = inputs[-1].shape[0] // n
-        coef = _coefficients(output, gamma, 2 * groups, x)
-        if g_y is None:
-            g_y = x.new_zeros((n,) + tuple(_forward_shape(inputs[-1], order[-1])[1:]))
-        g_y = g_y.contiguous()
-        grad = None  # the last lift takes y's gradient directly when the details get none
-        if g_details is not None:
-            grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
-            grad[1:] += g_details.movedim(1, 0)
-            grad = grad.flatten(0, 1)
+            zero = torch.zeros((), dtype=x.dtype, device=x.device)
+            g_costs = torch.stack([zero if g is None else g.to(x.dtype) for g in (g_cu, g_cp)])
         want_gamma = output == "gated" and ctx.needs_input_grad[5]
-        sums, g_gamma = 0, None
-        for i in reversed(range(len(order))):
-            last = i == len(order) - 1
-            grad, w_sums, g_sums = _backward(
-                inputs[i], order[i], groups if last else 1, weights, bases, grad, g_y if last else None,
-                coef if last else None, kc / counts[i], last and want_gamma,
-            )  # fmt: skip
-            if g_sums is not None:
-                g_gamma = g_sums[1:].to(gamma.dtype)
-            sums = sums + w_sums
+        grad, g_gamma, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
         return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
+
+
+# Under torch.compile the down pool is one opaque operator with its own backward, so compiled
+# models keep these kernels (and keep only x for backward) instead of inductor's code for the
+# PyTorch ops. Eager mode keeps the lighter autograd Function above.
+@torch.library.custom_op("liftswap::lift_down_pool", mutates_args=())
+def _down_pool_op(
+    x: Tensor, params: list[Tensor], gamma: Tensor | None, axes: list[int], output: str, base_p: float, base_u: float,
+    with_costs: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(y, bands (nb, N, C, ...), costs (2,): zeros without ``with_costs``)."""
+    y, bands, costs = _down_forward(x, axes, output, with_costs, (base_p, base_u), gamma, params)
+    return y, bands, (x.new_zeros(2) if costs is None else costs)
+
+
+@_down_pool_op.register_fake
+def _(x, params, gamma, axes, output, base_p, base_u, with_costs):
+    shape = list(x.shape)
+    for dim in axes:
+        shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
+    return x.new_empty(shape), x.new_empty([2 ** len(axes)] + shape), x.new_empty(2)
+
+
+@torch.library.custom_op("liftswap::lift_down_pool_backward", mutates_args=())
+def _down_pool_backward_op(
+    x: Tensor, params: list[Tensor], gamma: Tensor | None, axes: list[int], output: str, base_p: float, base_u: float,
+    g_y: Tensor, g_bands: Tensor, g_costs: Tensor,
+) -> list[Tensor]:  # fmt: skip
+    """[grad of x, grad of gamma (zeros without gamma), the 8 weights' grads]."""
+    want_gamma = gamma is not None and output == "gated"
+    grad, g_gamma, sums = _down_backward(
+        x, axes, output, (base_p, base_u), gamma, params, g_y, g_bands[1:].movedim(0, 1), g_costs, want_gamma
+    )
+    # fresh contiguous tensors: a custom op's returns may not alias (these are views of one buffer)
+    grads = [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
+    return [grad, x.new_zeros(0) if g_gamma is None else g_gamma.clone(memory_format=torch.contiguous_format), *grads]
+
+
+@_down_pool_backward_op.register_fake
+def _(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
+    g_gamma = x.new_zeros(0) if gamma is None or output != "gated" else gamma.new_empty(gamma.shape)
+    return [x.new_empty(x.shape), g_gamma, *[p.new_empty(p.shape) for p in params]]
+
+
+def _down_pool_setup(ctx, inputs, output):
+    x, params, gamma, axes, out_mode, base_p, base_u, _ = inputs
+    ctx.save_for_backward(x, gamma, *params)
+    ctx.meta = (axes, out_mode, base_p, base_u)
+
+
+def _down_pool_grad(ctx, g_y, g_bands, g_costs):
+    x, gamma, *params = ctx.saved_tensors
+    axes, output, base_p, base_u = ctx.meta
+    grad, g_gamma, *g_params = _down_pool_backward_op(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs)
+    return grad, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None, None
+
+
+_down_pool_op.register_autograd(_down_pool_grad, setup_context=_down_pool_setup)
 
 
 def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
@@ -760,7 +839,13 @@ def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | Non
     params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
     params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
     bases = (float(predict.base), float(update.base))
-    out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma if output == "gated" else None, *params)
+    gamma = gamma if output == "gated" else None
+    if torch.compiler.is_compiling():
+        params = [torch.zeros(x.shape[1], device=x.device) if p is None else p for p in params]
+        y, bands, costs = _down_pool_op(x, params, gamma, list(axes), output, bases[0], bases[1], with_costs)
+        details = bands[1:].movedim(0, 1)
+        return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
+    out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma, *params)
     return (*out, None, None) if not with_costs else out
 
 
