@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     }
     rows = []
     for shape in shapes:
+        if args.compile:  # the compiled calls of all shapes share code objects: fresh caches, no recompile limit
+            torch._dynamo.reset()
         mods = layers(shape[1])
         calls = {name: prepare(module.train(), shape, args.device) for name, module in mods.items()}
         for name in list(calls):
