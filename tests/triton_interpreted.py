@@ -192,3 +192,21 @@ def test_torch_compile_keeps_the_kernels():
     assert calls  # the compiled graphs ran the kernels
     assert max_diff(got, ref) < 1e-10
     assert max_diff(got_eval, ref_eval) < 1e-12
+
+
+def test_functional_without_biases():
+    """lift_down_pool / lift_up_pool with weights that have no biases (zeros stand in for the kernels)."""
+    from liftswap.layers import lift_down_pool, lift_up_pool
+    from liftswap.layers.lift_pool import OperatorWeights
+
+    g = torch.Generator().manual_seed(3)
+    p = OperatorWeights(1.0, torch.randn(2, 1, 3, generator=g, dtype=torch.float64), None, torch.randn(2, generator=g, dtype=torch.float64), None)
+    u = OperatorWeights(0.5, torch.randn(2, 1, 3, generator=g, dtype=torch.float64), None, torch.randn(2, generator=g, dtype=torch.float64), None)
+    x = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = lift_down_pool(x, p, u, (-2, -1), "sum")
+    with native.enabled(False), lift_triton.on_cpu():
+        got = lift_down_pool(x, p, u, (-2, -1), "sum")
+        rec = lift_up_pool(got.y, got.details, p, u, (-2, -1), "sum", output_size=(7, 6))
+    assert max_diff(got[:2], ref[:2]) < 1e-12
+    assert max_diff([rec], [x]) < 1e-12

@@ -478,7 +478,7 @@ def _flat(params: tuple[Tensor | None, ...], like: Tensor) -> list[Tensor]:
     out = []
     for p in params:
         if p is None:
-            p = torch.zeros(like.shape[1], dtype=torch.float32, device=like.device)
+            p = torch.zeros(like.shape[1], dtype=_acc(like)[1], device=like.device)
         elif not p.is_contiguous():
             p = p.contiguous()
         out.append(p)
@@ -491,6 +491,7 @@ def _on(x: Tensor):
 
 
 def _acc(x: Tensor):
+    """The arithmetic's dtype for x, in Triton and in torch: float64 for float64, else float32."""
     return (tl.float64, torch.float64) if x.dtype == torch.float64 else (tl.float32, torch.float32)
 
 
