@@ -89,7 +89,7 @@ def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
             return False
     if torch.compiler.is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
         return False
-    if torch.compiler.is_compiling() and not compiling:
+    if torch.compiler.is_compiling() and not (compiling and _COMPILE_OPS):
         return False
     if torch.compiler.is_compiling():  # dynamo itself runs on the functorch stack
         return True
@@ -674,33 +674,21 @@ class _DownPool(torch.autograd.Function):
         return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
 
 
-# Under torch.compile the down pool is one opaque operator with its own backward, so compiled
-# models keep these kernels (and keep only x for backward) instead of inductor's code for the
-# PyTorch ops. Eager mode keeps the lighter autograd Function above.
-@torch.library.custom_op("liftswap::lift_down_pool", mutates_args=())
-def _down_pool_op(
-    x: Tensor, params: list[Tensor], gamma: Tensor | None, axes: list[int], output: str, base_p: float, base_u: float,
-    with_costs: bool,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def _down_pool_op_impl(x, params, gamma, axes, output, base_p, base_u, with_costs):
     """(y, bands (nb, N, C, ...), costs (2,): zeros without ``with_costs``)."""
     y, bands, costs = _down_forward(x, axes, output, with_costs, (base_p, base_u), gamma, params)
     return y, bands, (x.new_zeros(2) if costs is None else costs)
 
 
-@_down_pool_op.register_fake
-def _(x, params, gamma, axes, output, base_p, base_u, with_costs):
+def _down_pool_op_fake(x, params, gamma, axes, output, base_p, base_u, with_costs):
     shape = list(x.shape)
     for dim in axes:
         shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
     return x.new_empty(shape), x.new_empty([2 ** len(axes)] + shape), x.new_empty(2)
 
 
-@torch.library.custom_op("liftswap::lift_down_pool_backward", mutates_args=())
-def _down_pool_backward_op(
-    x: Tensor, params: list[Tensor], gamma: Tensor | None, axes: list[int], output: str, base_p: float, base_u: float,
-    g_y: Tensor, g_bands: Tensor, g_costs: Tensor,
-) -> list[Tensor]:  # fmt: skip
-    """[grad of x, grad of gamma (zeros without gamma), the 8 weights' grads]."""
+def _down_pool_backward_op_impl(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
+    """[grad of x, grad of gamma (empty without gamma), the 8 weights' grads]."""
     want_gamma = gamma is not None and output == "gated"
     grad, g_gamma, sums = _down_backward(
         x, axes, output, (base_p, base_u), gamma, params, g_y, g_bands[1:].movedim(0, 1), g_costs, want_gamma
@@ -710,8 +698,7 @@ def _down_pool_backward_op(
     return [grad, x.new_zeros(0) if g_gamma is None else g_gamma.clone(memory_format=torch.contiguous_format), *grads]
 
 
-@_down_pool_backward_op.register_fake
-def _(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
+def _down_pool_backward_op_fake(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
     g_gamma = x.new_zeros(0) if gamma is None or output != "gated" else gamma.new_empty(gamma.shape)
     return [x.new_empty(x.shape), g_gamma, *[p.new_empty(p.shape) for p in params]]
 
@@ -725,11 +712,36 @@ def _down_pool_setup(ctx, inputs, output):
 def _down_pool_grad(ctx, g_y, g_bands, g_costs):
     x, gamma, *params = ctx.saved_tensors
     axes, output, base_p, base_u = ctx.meta
-    grad, g_gamma, *g_params = _down_pool_backward_op(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs)
+    grad, g_gamma, *g_params = torch.ops.liftswap.lift_down_pool_backward(
+        x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs
+    )
     return grad, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None, None
 
 
-_down_pool_op.register_autograd(_down_pool_grad, setup_context=_down_pool_setup)
+def _register_compile_ops() -> bool:
+    """Under torch.compile the down pool is one opaque operator with its own backward, so compiled
+    models keep these kernels (and keep only x for backward) instead of inductor's code for the
+    PyTorch ops; eager mode keeps the lighter autograd Function. False where this torch cannot
+    register them: compiled models then run the PyTorch implementation (the same function)."""
+    head = "Tensor x, Tensor[] params, Tensor? gamma, int[] axes, str output, float base_p, float base_u"
+    try:
+        op = torch.library.custom_op(
+            "liftswap::lift_down_pool", _down_pool_op_impl, mutates_args=(),
+            schema=f"({head}, bool with_costs) -> (Tensor, Tensor, Tensor)",
+        )  # fmt: skip
+        op.register_fake(_down_pool_op_fake)
+        backward = torch.library.custom_op(
+            "liftswap::lift_down_pool_backward", _down_pool_backward_op_impl, mutates_args=(),
+            schema=f"({head}, Tensor g_y, Tensor g_bands, Tensor g_costs) -> Tensor[]",
+        )  # fmt: skip
+        backward.register_fake(_down_pool_backward_op_fake)
+        op.register_autograd(_down_pool_grad, setup_context=_down_pool_setup)
+    except (AttributeError, TypeError, RuntimeError, ValueError):  # pragma: no cover - older torch
+        return False
+    return True
+
+
+_COMPILE_OPS = triton is not None and _register_compile_ops()
 
 
 def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
@@ -842,8 +854,8 @@ def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | Non
     bases = (float(predict.base), float(update.base))
     gamma = gamma if output == "gated" else None
     if torch.compiler.is_compiling():
-        params = [torch.zeros(x.shape[1], device=x.device) if p is None else p for p in params]
-        y, bands, costs = _down_pool_op(x, params, gamma, list(axes), output, bases[0], bases[1], with_costs)
+        params = [torch.zeros(x.shape[1], dtype=_acc(x)[1], device=x.device) if p is None else p for p in params]
+        y, bands, costs = torch.ops.liftswap.lift_down_pool(x, params, gamma, list(axes), output, bases[0], bases[1], with_costs)
         details = bands[1:].movedim(0, 1)
         return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
     out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma, *params)
