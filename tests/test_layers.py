@@ -392,9 +392,9 @@ def test_backward_saves_only_inputs_and_parameters(use_kernel):
         check_saved_bytes_and_gradients()
 
 
-def check_saved_bytes_and_gradients():
-    pool = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True))
-    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+def check_saved_bytes_and_gradients(shape=(2, 8, 32, 32)):
+    pool = randomize(liftswap.LiftDownPool2d(shape[1], init="paper", return_details=True))
+    x = torch.randn(shape, requires_grad=True)
     saved = {}
 
     def pack(t):

@@ -210,3 +210,18 @@ def test_functional_without_biases():
         rec = lift_up_pool(got.y, got.details, p, u, (-2, -1), "sum", output_size=(7, 6))
     assert max_diff(got[:2], ref[:2]) < 1e-12
     assert max_diff([rec], [x]) < 1e-12
+
+
+def test_backward_saves_only_inputs_and_parameters():
+    """Through the kernels too, autograd keeps x and the weights only (test_layers' check)."""
+    from test_layers import check_saved_bytes_and_gradients
+
+    calls = []
+    monkey = lift_triton._DownPool.apply
+    lift_triton._DownPool.apply = lambda *a: calls.append(1) or monkey(*a)
+    try:
+        with native.enabled(False), lift_triton.on_cpu():
+            check_saved_bytes_and_gradients((2, 3, 8, 6))
+    finally:
+        lift_triton._DownPool.apply = monkey
+    assert calls
