@@ -156,40 +156,46 @@ def test_axes_subsets(dims, axes):
     assert max_diff(got, ref) < 1e-10
 
 
-def test_torch_compile_keeps_the_kernels():
-    """Under torch.compile the down pool is one custom operator (the kernels, x alone saved for
-    backward): compiled == eager PyTorch ops, and torch.library.opcheck accepts the operator."""
+def test_torch_compile_keeps_the_kernels(monkeypatch):
+    """Under torch.compile the down and up pools are custom operators (the kernels, only inputs
+    saved for backward): compiled == eager PyTorch ops, and torch.library.opcheck accepts them."""
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True), seed=7).double()
+    up = LIFT_UP_POOLS[2](down)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
 
-    def run(layer):
+    def run(layer, up_layer):
         y, details = layer(x)
-        loss = y.square().sum() + details.sin().sum() + liftswap.regularization_loss(down)
-        return [y, details, *torch.autograd.grad(loss, [x, *down.parameters()])]
+        rec = up_layer(y, details, output_size=x.shape[2:])
+        loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+        return [y, details, rec, *torch.autograd.grad(loss, [x, *down.parameters()])]
 
     with native.enabled(False), lift_triton.enabled(False):
-        ref = run(down)
+        ref = run(down, up)
     calls = []
-    forward = lift_triton._down_forward
+    for name in ("_down_forward", "_up_forward"):
+        monkeypatch.setattr(lift_triton, name, lambda *a, _f=getattr(lift_triton, name), _n=name: calls.append(_n) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
-        lift_triton._down_forward = lambda *a: calls.append(1) or forward(*a)
-        try:
-            got = run(torch.compile(down, fullgraph=True))
-        finally:
-            lift_triton._down_forward = forward
+        got = run(torch.compile(down, fullgraph=True), torch.compile(up, fullgraph=True))
         params = [p.detach() for p in (down.predict.dw.weight, down.predict.dw.bias, down.predict.pw.weight.view(-1),
                                        down.predict.pw.bias, down.update.dw.weight, down.update.dw.bias,
                                        down.update.pw.weight.view(-1), down.update.pw.bias)]  # fmt: skip
+        checks = ("test_schema", "test_faketensor", "test_autograd_registration")
         torch.library.opcheck(
             torch.ops.liftswap.lift_down_pool.default,
             (x.detach(), params, down.gamma.detach(), [-2, -1], "gated", 0.0, 0.0, True),
-            test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+            test_utils=checks,
+        )
+        y, details = got[0].detach(), got[1].detach()
+        torch.library.opcheck(
+            torch.ops.liftswap.lift_up_pool.default,
+            (y, details, params, down.gamma.detach(), [-2, -1], "gated", 0.0, 0.0),
+            test_utils=checks,
         )
         with torch.no_grad():  # eval mode: no costs, another graph
             got_eval = torch.compile(down.eval(), fullgraph=True)(x)
     with native.enabled(False), lift_triton.enabled(False), torch.no_grad():
         ref_eval = down(x)
-    assert calls  # the compiled graphs ran the kernels
+    assert {"_down_forward", "_up_forward"} <= set(calls)  # the compiled graphs ran the kernels
     assert max_diff(got, ref) < 1e-10
     assert max_diff(got_eval, ref_eval) < 1e-12
 

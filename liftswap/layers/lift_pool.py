@@ -353,7 +353,9 @@ def lift_up_pool(
     spatial = y.dim() - 2
     if _native_usable(details, predict, update, gamma if output == "gated" else None) and native.usable(y):
         bands = native.up_pool(y, details, predict, update, axes, output, gamma)
-    elif lift_triton.usable(y, *predict[1:], *update[1:], gamma if output == "gated" else None) and lift_triton.usable(details):
+    elif lift_triton.usable(
+        y, *predict[1:], *update[1:], gamma if output == "gated" else None, compiling=True
+    ) and lift_triton.usable(details, compiling=True):
         bands = lift_triton.up_pool(y, details, predict, update, axes, output, gamma)
     else:
         det = details.movedim(1, 0)  # (nd, N, C, *pooled)
@@ -584,7 +586,9 @@ class _LiftUpPoolNd(nn.Module):
             predict, update, gamma = _weights_from(params, p_base, u_base)
             return (lift_up_pool(y, details, predict, update, axes, output, gamma, output_size),)
 
-        if native.usable(y, details, *params) or (lift_triton.usable(y, *params) and lift_triton.usable(details)):
+        if native.usable(y, details, *params) or (
+            lift_triton.usable(y, *params, compiling=True) and lift_triton.usable(details, compiling=True)
+        ):
             return run(y, details, *params)[0]  # the kernels save only their inputs and the parameters
         return recompute(run, (y, details, *params))[0]
 

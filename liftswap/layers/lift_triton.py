@@ -10,9 +10,9 @@ combines the bands into ``y`` and sums the regulariser's costs, and that lift's 
 ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per program into buffers that PyTorch
 adds up (no atomics: the results do not depend on scheduling).
 
-Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3`` in
-eager mode; everything else runs the PyTorch implementation of :mod:`.lift_pool`, which
-computes the same function. ``LIFTSWAP_TRITON=0`` turns it off. Under ``TRITON_INTERPRET=1``
+Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3``, in
+eager mode and, as custom operators, under torch.compile; everything else runs the PyTorch
+implementation of :mod:`.lift_pool`, which computes the same function. ``LIFTSWAP_TRITON=0`` turns it off. Under ``TRITON_INTERPRET=1``
 the kernels also run on CPU tensors (float64 too, see :func:`on_cpu`), which is how CI tests
 them without a GPU."""
 
@@ -718,11 +718,52 @@ def _down_pool_grad(ctx, g_y, g_bands, g_costs):
     return grad, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None, None
 
 
+def _up_pool_op_impl(y, details, params, gamma, axes, output, base_p, base_u):
+    return _up_forward(y, details, axes, output, (base_p, base_u), gamma, params)
+
+
+def _up_pool_op_fake(y, details, params, gamma, axes, output, base_p, base_u):
+    shape = list(y.shape)
+    for dim in axes:
+        shape[dim % y.dim()] *= 2
+    return y.new_empty(shape)
+
+
+def _up_pool_backward_op_impl(y, details, params, gamma, axes, output, base_p, base_u, g_x):
+    """[grad of y, grad of details, grad of gamma (empty without gamma), the 8 weights' grads]."""
+    want_gamma = gamma is not None and output == "gated"
+    g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, (base_p, base_u), gamma, params, g_x, want_gamma)
+    fresh = [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
+    g_gamma = y.new_zeros(0) if g_gamma is None else g_gamma.contiguous()
+    return [g_y.contiguous(), g_details.contiguous(), g_gamma, *fresh]
+
+
+def _up_pool_backward_op_fake(y, details, params, gamma, axes, output, base_p, base_u, g_x):
+    g_gamma = y.new_zeros(0) if gamma is None or output != "gated" else gamma.new_empty(gamma.shape)
+    return [y.new_empty(y.shape), details.new_empty(details.shape), g_gamma, *[p.new_empty(p.shape) for p in params]]
+
+
+def _up_pool_setup(ctx, inputs, output):
+    y, details, params, gamma, axes, out_mode, base_p, base_u = inputs
+    ctx.save_for_backward(y, details, gamma, *params)
+    ctx.meta = (axes, out_mode, base_p, base_u)
+
+
+def _up_pool_grad(ctx, g_x):
+    y, details, gamma, *params = ctx.saved_tensors
+    axes, output, base_p, base_u = ctx.meta
+    g_y, g_details, g_gamma, *g_params = torch.ops.liftswap.lift_up_pool_backward(
+        y, details, params, gamma, axes, output, base_p, base_u, g_x
+    )
+    return g_y, g_details, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None
+
+
 def _register_compile_ops() -> bool:
-    """Under torch.compile the down pool is one opaque operator with its own backward, so compiled
-    models keep these kernels (and keep only x for backward) instead of inductor's code for the
-    PyTorch ops; eager mode keeps the lighter autograd Function. False where this torch cannot
-    register them: compiled models then run the PyTorch implementation (the same function)."""
+    """Under torch.compile the down and up pools are opaque operators with their own backward, so
+    compiled models keep these kernels (and keep only the inputs for backward) instead of
+    inductor's code for the PyTorch ops; eager mode keeps the lighter autograd Functions. False
+    where this torch cannot register them: compiled models then run the PyTorch implementation
+    (the same function)."""
     head = "Tensor x, Tensor[] params, Tensor? gamma, int[] axes, str output, float base_p, float base_u"
     try:
         op = torch.library.custom_op(
@@ -736,6 +777,17 @@ def _register_compile_ops() -> bool:
         )  # fmt: skip
         backward.register_fake(_down_pool_backward_op_fake)
         op.register_autograd(_down_pool_grad, setup_context=_down_pool_setup)
+        up_head = "Tensor y, Tensor details, Tensor[] params, Tensor? gamma, int[] axes, str output, float base_p, float base_u"
+        up = torch.library.custom_op(
+            "liftswap::lift_up_pool", _up_pool_op_impl, mutates_args=(), schema=f"({up_head}) -> Tensor"
+        )
+        up.register_fake(_up_pool_op_fake)
+        up_backward = torch.library.custom_op(
+            "liftswap::lift_up_pool_backward", _up_pool_backward_op_impl, mutates_args=(),
+            schema=f"({up_head}, Tensor g_x) -> Tensor[]",
+        )  # fmt: skip
+        up_backward.register_fake(_up_pool_backward_op_fake)
+        up.register_autograd(_up_pool_grad, setup_context=_up_pool_setup)
     except (AttributeError, TypeError, RuntimeError, ValueError):  # pragma: no cover - older torch
         return False
     return True
@@ -776,55 +828,65 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
 
 
+def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+    """(nb * N, C, ...): the approximation band recovered from y, then the detail bands."""
+    det = details.movedim(1, 0)
+    if output == "sum":
+        y = y - det.sum(0)
+    elif output == "gated":
+        y = y - (gamma.detach().view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1) * det).sum(0)
+    return torch.cat((y.unsqueeze(0), det)).flatten(0, 1)
+
+
+def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
+    """The up pool's forward through the kernels: the even-size output, before cropping."""
+    weights = _flat(params, y)
+    bands = _up_bands(y.contiguous(), details.contiguous(), output, gamma)
+    for dim in axes:
+        bands = _unlift(bands, dim, weights, bases)
+    return bands
+
+
+def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_gamma: bool):
+    """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None, (C, 12) weight sums)."""
+    weights = _flat(params, y)
+    inputs = [_up_bands(y.contiguous(), details.contiguous(), output, gamma)]
+    for dim in axes[:-1]:
+        inputs.append(_unlift(inputs[-1], dim, weights, bases))
+    grad, sums = g_x.contiguous(), 0
+    for i in reversed(range(len(axes))):
+        grad, w_sums = _unlift_backward(inputs[i], axes[i], weights, bases, grad)
+        sums = sums + w_sums
+    g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
+    g_approx, g_det = g_bands[0], g_bands[1:]
+    g_gamma = None
+    if output == "sum":
+        g_det = g_det - g_approx
+    elif output == "gated":
+        view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+        g_det = g_det - view * g_approx
+        if want_gamma:
+            det = details.movedim(1, 0)
+            g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
+    return g_approx, g_det.movedim(0, 1), g_gamma, sums
+
+
 class _UpPool(torch.autograd.Function):
     """(y, details) -> the even-size output of :func:`~liftswap.layers.lift_pool.lift_up_pool`; saves only its inputs."""
 
     @staticmethod
-    def bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
-        """(nb * N, C, ...): the approximation band recovered from y, then the detail bands."""
-        det = details.movedim(1, 0)
-        if output == "sum":
-            y = y - det.sum(0)
-        elif output == "gated":
-            y = y - (gamma.detach().view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1) * det).sum(0)
-        return torch.cat((y.unsqueeze(0), det)).flatten(0, 1)
-
-    @staticmethod
     def forward(ctx, y, details, axes, output, bases, gamma, *params):
-        weights = _flat(params, y)
-        bands = _UpPool.bands(y.contiguous(), details.contiguous(), output, gamma)
-        for dim in axes:
-            bands = _unlift(bands, dim, weights, bases)
         ctx.save_for_backward(y, details, gamma, *params)
         ctx.meta = (axes, output, bases)
-        return bands
+        return _up_forward(y, details, axes, output, bases, gamma, params)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_x):
         y, details, gamma, *params = ctx.saved_tensors
         axes, output, bases = ctx.meta
-        weights = _flat(params, y)
-        inputs = [_UpPool.bands(y.contiguous(), details.contiguous(), output, gamma)]
-        for dim in axes[:-1]:
-            inputs.append(_unlift(inputs[-1], dim, weights, bases))
-        grad, sums = g_x.contiguous(), 0
-        for i in reversed(range(len(axes))):
-            grad, w_sums = _unlift_backward(inputs[i], axes[i], weights, bases, grad)
-            sums = sums + w_sums
-        g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
-        g_approx, g_det = g_bands[0], g_bands[1:]
-        g_gamma = None
-        if output == "sum":
-            g_det = g_det - g_approx
-        elif output == "gated":
-            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-            g_det = g_det - view * g_approx
-            if ctx.needs_input_grad[5]:
-                det = details.movedim(1, 0)
-                g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
-        grads = _weight_grads(sums, params, ctx.needs_input_grad[6:])
-        return (g_approx, g_det.movedim(0, 1), None, None, None, g_gamma, *grads)
+        g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, bases, gamma, params, g_x, ctx.needs_input_grad[5])
+        return (g_y, g_details, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
 
 
 def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
@@ -835,7 +897,11 @@ def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamm
     params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
     params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
     bases = (float(predict.base), float(update.base))
-    return _UpPool.apply(y, details, tuple(axes), output, bases, gamma if output == "gated" else None, *params)
+    gamma = gamma if output == "gated" else None
+    if torch.compiler.is_compiling():
+        params = [torch.zeros(y.shape[1], dtype=_acc(y)[1], device=y.device) if p is None else p for p in params]
+        return torch.ops.liftswap.lift_up_pool(y, details, params, gamma, list(axes), output, bases[0], bases[1])
+    return _UpPool.apply(y, details, tuple(axes), output, bases, gamma, *params)
 
 
 def _forward_shape(x: Tensor, dim: int) -> list[int]:
