@@ -674,6 +674,12 @@ class _DownPool(torch.autograd.Function):
         return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
 
 
+def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor]:
+    """The weights' gradients as fresh contiguous tensors: a custom operator's returns may not
+    alias one another (:func:`_weight_grads` gives views of one buffer)."""
+    return [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
+
+
 def _down_pool_op_impl(x, params, gamma, axes, output, base_p, base_u, with_costs):
     """(y, bands (nb, N, C, ...), costs (2,): zeros without ``with_costs``)."""
     y, bands, costs = _down_forward(x, axes, output, with_costs, (base_p, base_u), gamma, params)
@@ -693,9 +699,7 @@ def _down_pool_backward_op_impl(x, params, gamma, axes, output, base_p, base_u, 
     grad, g_gamma, sums = _down_backward(
         x, axes, output, (base_p, base_u), gamma, params, g_y, g_bands[1:].movedim(0, 1), g_costs, want_gamma
     )
-    # fresh contiguous tensors: a custom op's returns may not alias (these are views of one buffer)
-    grads = [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
-    return [grad, x.new_zeros(0) if g_gamma is None else g_gamma.clone(memory_format=torch.contiguous_format), *grads]
+    return [grad, x.new_zeros(0) if g_gamma is None else g_gamma.contiguous(), *_fresh_weight_grads(sums, params)]
 
 
 def _down_pool_backward_op_fake(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
@@ -733,9 +737,8 @@ def _up_pool_backward_op_impl(y, details, params, gamma, axes, output, base_p, b
     """[grad of y, grad of details, grad of gamma (empty without gamma), the 8 weights' grads]."""
     want_gamma = gamma is not None and output == "gated"
     g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, (base_p, base_u), gamma, params, g_x, want_gamma)
-    fresh = [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
     g_gamma = y.new_zeros(0) if g_gamma is None else g_gamma.contiguous()
-    return [g_y.contiguous(), g_details.contiguous(), g_gamma, *fresh]
+    return [g_y.contiguous(), g_details.contiguous(), g_gamma, *_fresh_weight_grads(sums, params)]
 
 
 def _up_pool_backward_op_fake(y, details, params, gamma, axes, output, base_p, base_u, g_x):
