@@ -1,0 +1,95 @@
+"""The host side of a layer call on a GPU, measured without one: PyTorch ops dispatched and host time.
+
+On CUDA a small layer is bound by what the host does per call (Python, dispatch, one launch per
+op), not by the device. This counts the ATen ops a LiftDownPool2d / LiftUpPool2d call dispatches
+(TorchDispatchMode) and times the call on tiny CPU tensors with the Triton launches stubbed out,
+for the PyTorch implementation against the Triton path (run on CPU tensors through
+lift_triton.on_cpu, which needs TRITON_INTERPRET=1: set here before liftswap is imported).
+
+    python benchmarks/host_overhead.py [--repeats 200] [--out benchmarks/results/host_overhead.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before Triton and liftswap are imported
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from benchutil import write_json  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import liftswap  # noqa: E402
+from liftswap.layers import lift_triton, native  # noqa: E402
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _NoLaunch:
+    """Stands in for a Triton kernel: launching it does nothing (the host's work around it stays)."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def _step(down, up, x, train: bool):
+    def run():
+        if not train:
+            with torch.no_grad():
+                y, details = down(x)
+                return up(y, details, output_size=x.shape[2:])
+        y, details = down(x)
+        loss = up(y, details, output_size=x.shape[2:]).sum() + y.sum() + liftswap.regularization_loss(down)
+        loss.backward()
+
+    return run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "host_overhead.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    for name in ("_lift_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel", "_unlift_backward_kernel"):
+        setattr(lift_triton, name, _NoLaunch())
+    down = liftswap.LiftDownPool2d(4, return_details=True).train()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    paths = {"PyTorch ops": lift_triton.enabled(False), "Triton kernels (launches stubbed)": lift_triton.on_cpu()}
+    rows = []
+    for path, context in paths.items():
+        with native.enabled(False), context:
+            for what, train in (("down + up, no grad", False), ("down + up, forward+backward", True)):
+                step = _step(down, up, x, train)
+                for _ in range(5):
+                    step()
+                with _CountOps() as counter:
+                    step()
+                t0 = time.perf_counter()
+                for _ in range(args.repeats):
+                    step()
+                host_ms = (time.perf_counter() - t0) / args.repeats * 1e3
+                ops = sum(counter.ops.values())
+                rows.append({"path": path, "call": what, "aten_ops": ops, "host_ms": host_ms, "ops": dict(counter.ops)})
+                print(f"{path:<36} {what:<30} {ops:4d} ATen ops  {host_ms:6.3f} ms host", flush=True)
+    write_json(args.out, {"torch": torch.__version__, "shape": list(x.shape), "repeats": args.repeats, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
