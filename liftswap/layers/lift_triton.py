@@ -76,7 +76,7 @@ def on_cpu():
 
 def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
     """Whether the kernels serve these tensors (see the module docstring). Under torch.compile only
-    :func:`down_pool` (an operator the compiler keeps whole, ``compiling=True``) does."""
+    :func:`down_pool` and :func:`up_pool` (operators the compiler keeps whole, ``compiling=True``) do."""
     if not available():
         return False
     dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
@@ -89,10 +89,8 @@ def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
             return False
     if torch.compiler.is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
         return False
-    if torch.compiler.is_compiling() and not (compiling and _COMPILE_OPS):
-        return False
-    if torch.compiler.is_compiling():  # dynamo itself runs on the functorch stack
-        return True
+    if torch.compiler.is_compiling():  # (dynamo itself runs on the functorch stack: no check below)
+        return compiling and _COMPILE_OPS
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return False
     return True
@@ -892,18 +890,22 @@ class _UpPool(torch.autograd.Function):
         return (g_y, g_details, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
 
 
+def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float, float]]:
+    """P's then U's tensors (dw weight, dw bias, pw weight, pw bias), as the kernels take them, and their bases."""
+    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
+    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
+    return params, (float(predict.base), float(update.base))
+
+
 def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
     """:func:`~liftswap.layers.lift_pool.lift_up_pool` through the kernels, before cropping.
 
     Call only when :func:`usable` says so (for ``y`` and for ``details``).
     """
-    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
-    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
-    bases = (float(predict.base), float(update.base))
+    params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
     if torch.compiler.is_compiling():
-        params = [torch.zeros(y.shape[1], dtype=_acc(y)[1], device=y.device) if p is None else p for p in params]
-        return torch.ops.liftswap.lift_up_pool(y, details, params, gamma, list(axes), output, bases[0], bases[1])
+        return torch.ops.liftswap.lift_up_pool(y, details, _flat(params, y), gamma, list(axes), output, bases[0], bases[1])
     return _UpPool.apply(y, details, tuple(axes), output, bases, gamma, *params)
 
 
@@ -918,13 +920,10 @@ def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | Non
 
     Call only when :func:`usable` says so.
     """
-    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
-    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
-    bases = (float(predict.base), float(update.base))
+    params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
     if torch.compiler.is_compiling():
-        params = [torch.zeros(x.shape[1], dtype=_acc(x)[1], device=x.device) if p is None else p for p in params]
-        y, bands, costs = torch.ops.liftswap.lift_down_pool(x, params, gamma, list(axes), output, bases[0], bases[1], with_costs)
+        y, bands, costs = torch.ops.liftswap.lift_down_pool(x, _flat(params, x), gamma, list(axes), output, bases[0], bases[1], with_costs)
         details = bands[1:].movedim(0, 1)
         return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
     out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma, *params)
@@ -936,6 +935,5 @@ def lift(x: Tensor, dim: int, predict, update) -> Tensor:
 
     ``predict`` and ``update`` are :class:`~liftswap.layers.lift_pool.OperatorWeights` with 3 taps.
     """
-    params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
-    params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
-    return _Lift.apply(x, dim, float(predict.base), float(update.base), *params)
+    params, bases = _operators(predict, update)
+    return _Lift.apply(x, dim, *bases, *params)
