@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU check (a lent CUDA machine with PyTorch, Triton and pytest, no network):
-# the CUDA correctness tests, then benchmarks/layers.py, profile_layer.py and models.py on the GPU.
-# Results (JSON and logs) go to $OUT, else benchmarks/results/cuda.
+# the CUDA correctness tests, then benchmarks/layers.py, models.py and profile_layer.py on the GPU,
+# then (COMPILE=1) the layer table's torch.compile rows. Stages run in that order of importance.
+# Results (JSON and logs) go to $OUT, else benchmarks/results/cuda. PACK=NAME.tar also packs them
+# into $OUT/NAME.tar after every stage (the device tool returns at most 8 files; a run cut by its
+# time limit still returns what the finished stages wrote).
 #
 #   bash benchmarks/gpu_check.sh
 #
@@ -10,8 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="$(realpath -m "${OUT:-benchmarks/results/cuda}")"
 DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu with LAYER_ARGS / MODEL_ARGS: a dry run of this script on a CPU
-# COMPILE=--compile adds the torch.compile rows to the layer table (two more minutes)
-mkdir -p "$OUT"
+RES="$OUT"
+if [ -n "${PACK:-}" ]; then RES="$(mktemp -d)"; fi
+mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -19,27 +23,36 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 else
     export PYTHONPATH="$PWD"
 fi
-stage() { echo "=== $1 ($(date +%T))"; }
+stage() {
+    if [ -n "${PACK:-}" ]; then tar -C "$RES" -cf "$OUT/$PACK.part" . && mv "$OUT/$PACK.part" "$OUT/$PACK"; fi
+    echo "=== $1 ($(date +%T))"
+}
 
 stage environment
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv || true
-python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| onnxruntime', o.__version__, o.get_available_providers())"
+python3 -c "import torch, triton, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| triton', triton.__version__, '| onnxruntime', o.__version__, o.get_available_providers())"
 
 stage tests
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -15
+timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$RES/test_cuda.log" | tail -15
 
 stage layers
-(cd benchmarks && timeout 200 python3 layers.py --device "$DEVICE" ${COMPILE:-} --repeats 10 ${LAYER_ARGS:-} --out "$OUT/layers_cuda.json") 2>&1 \
-    | grep -v "^W1\|^  warnings" | tee "$OUT/layers_cuda.log"
+(cd benchmarks && timeout 150 python3 layers.py --device "$DEVICE" --repeats 10 ${LAYER_ARGS:-} --out "$RES/layers_cuda.json") 2>&1 \
+    | grep -v "^W1\|^  warnings" | tee "$RES/layers_cuda.log"
+
+stage models
+(cd benchmarks && timeout 120 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$RES/models_cuda.json") 2>&1 \
+    | tee "$RES/models_cuda.log" | tail -5
 
 stage profile
 for shape in 8,64,112,112 8,512,14,14; do  # file names without commas: the device tool returns only plain names
-    (cd benchmarks && timeout 60 python3 profile_layer.py --device "$DEVICE" --shape $shape --out "$OUT/profile_${shape//,/x}.json") \
-        > "$OUT/profile_${shape//,/x}.log" 2>&1
-    grep "^==" "$OUT/profile_${shape//,/x}.log"
+    (cd benchmarks && timeout 45 python3 profile_layer.py --device "$DEVICE" --shape $shape --out "$RES/profile_${shape//,/x}.json") \
+        > "$RES/profile_${shape//,/x}.log" 2>&1
+    grep "^==" "$RES/profile_${shape//,/x}.log"
 done
 
-stage models
-(cd benchmarks && timeout 140 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$OUT/models_cuda.json") 2>&1 \
-    | tee "$OUT/models_cuda.log" | tail -5
+if [ -n "${COMPILE:-}" ]; then
+    stage "layers, torch.compile"
+    (cd benchmarks && timeout 150 python3 layers.py --device "$DEVICE" --compile --layers "(haar, gated)" --repeats 10 ${LAYER_ARGS:-} --out "$RES/layers_cuda_compiled.json") 2>&1 \
+        | grep -v "^W1\|^  warnings" | grep "compiled\|MaxPool2d(3,2,1) " | tee "$RES/layers_cuda_compiled.log"
+fi
 stage done

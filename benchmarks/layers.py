@@ -11,7 +11,7 @@ layers can be compared with a compiled baseline). ``--device cuda`` times on the
 sample is a loop of calls between two synchronisations, and ``held_bytes`` is what the CUDA
 allocator holds between forward and backward beyond the output.
 
-    python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--device cuda] [--compile]
+    python benchmarks/layers.py [--repeats 5] [--shapes 8,64,112,112 ...] [--layers "haar, gated" ...] [--device cuda] [--compile]
                                 [--out benchmarks/results/layers.json]
 """
 
@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="*", default=None, help="N,C,H,W each")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument("--layers", nargs="*", default=None, help="time only the layers whose names contain one of these (and the baseline)")
     parser.add_argument("--inner", type=int, default=None, help="calls per sample (default: 1 on CPU, 20 on CUDA)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "layers.json"))
     args = parser.parse_args(argv)
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     for shape in shapes:
         if args.compile:  # the compiled calls of all shapes share code objects: fresh caches, no recompile limit
             torch._dynamo.reset()
-        mods = layers(shape[1])
+        mods = {n: m for n, m in layers(shape[1]).items() if args.layers is None or n == BASELINE or any(k in n for k in args.layers)}
         calls = {name: prepare(module.train(), shape, args.device) for name, module in mods.items()}
         for name in list(calls):
             if name in KERNEL_COMPARED:  # the same layers without the CPU kernel / the Triton kernels
