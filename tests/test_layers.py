@@ -331,6 +331,28 @@ def test_torch_compile_matches_eager():
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("tracer", ["compile", "export", "export_strict", "eager"])
+def test_is_exporting_tells_export_from_compile(tracer):
+    """The layers' export-only paths (and, on CUDA, the kernels' operators under compile) hinge on
+    this. Before torch 2.14 dynamo replaced torch.compiler.is_exporting() by True under compile (on
+    the H200's torch 2.11 compiled layers never reached the Triton operators)."""
+    from liftswap._compat import is_exporting
+
+    class Branch(torch.nn.Module):
+        def forward(self, x):
+            return x + 1 if is_exporting() else x - 1
+
+    x = torch.zeros(3)
+    if tracer == "compile":
+        torch._dynamo.reset()
+        out = torch.compile(Branch(), fullgraph=True)(x)
+    elif tracer == "eager":
+        out = Branch()(x)
+    else:
+        out = torch.export.export(Branch(), (x,), strict=tracer == "export_strict").module()(x)
+    assert out.tolist() == ([1.0] * 3 if tracer.startswith("export") else [-1.0] * 3)
+
+
 def test_fx_trace_keeps_each_layer_one_node():
     gm = torch.fx.symbolic_trace(_TinyNet())
     targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]

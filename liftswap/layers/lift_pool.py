@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._compat import is_exporting
 from . import lift_triton, native
 from .recompute import recompute
 
@@ -69,7 +70,7 @@ def _along(t: Tensor, dim: int, index: slice) -> Tensor:
 
 
 def _replicate_pad(t: Tensor, dim: int, before: int, after: int) -> Tensor:
-    if torch.compiler.is_exporting():  # one ONNX Pad(edge); the size may be symbolic (odd-length padding)
+    if is_exporting():  # one ONNX Pad(edge); the size may be symbolic (odd-length padding)
         pads = [0, 0] * (t.dim() - 2)
         pads[2 * (-dim - 1)], pads[2 * (-dim - 1) + 1] = before, after
         return F.pad(t, pads, mode="replicate")
@@ -97,7 +98,7 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights) -> Tensor:
     shape = [1] * spatial
     shape[spatial + dim] = k
     kernel = w.dw_weight.reshape([w.dw_weight.shape[0], 1] + shape)
-    if torch.compiler.is_exporting():
+    if is_exporting():
         # For onnxruntime: Pad(edge) + Conv + Relu + Conv(1x1) + Tanh, which it fuses into two
         # convolutions (activations inside); the eager tricks below become Transposes and
         # ScatterNDs in ONNX, and its Tanh is as fast as its Sigmoid.
@@ -292,7 +293,7 @@ def lift_down_pool(
         return DownPoolResult(*native.down_pool(x, predict, update, axes, output, gamma, with_costs))
     if lift_triton.usable(x, *predict[1:], *update[1:], gamma if output == "gated" else None, compiling=True):
         return DownPoolResult(*lift_triton.down_pool(x, predict, update, axes, output, gamma, with_costs))
-    if torch.compiler.is_exporting() and not with_costs:
+    if is_exporting() and not with_costs:
         return _lift_down_pool_for_export(x, predict, update, axes, output, gamma)
     n = x.shape[0]
     bands = x

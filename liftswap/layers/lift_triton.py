@@ -25,6 +25,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 
+from .._compat import is_exporting
+
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
     import triton
     import triton.language as tl
@@ -87,7 +89,7 @@ def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
     for w in weights:
         if w is not None and (w.device != x.device or type(w) not in (Tensor, torch.nn.Parameter)):
             return False
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
+    if is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
         return False
     if torch.compiler.is_compiling():  # (dynamo itself runs on the functorch stack: no check below)
         return compiling and _COMPILE_OPS

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from .._compat import is_exporting
 from .native_build import library
 
 __all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
@@ -60,7 +61,7 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
     for w in weights:
         if w is not None and (w.dtype != x.dtype or w.device.type != "cpu" or type(w) not in (Tensor, torch.nn.Parameter)):
             return False
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.is_autocast_enabled("cpu"):
+    if torch.compiler.is_compiling() or is_exporting() or torch.is_autocast_enabled("cpu"):
         return False
     if torch.jit.is_tracing():  # a traced graph must hold the ops themselves, not a ctypes call
         return False

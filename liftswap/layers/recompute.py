@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._compat import is_exporting
+
 __all__ = ["recompute"]
 
 
@@ -48,6 +50,6 @@ class _Recompute(torch.autograd.Function):
 def recompute(fn: Callable[..., tuple[Tensor, ...]], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
     """``fn(*tensors)``, saving only ``tensors`` for backward when a graph is being recorded."""
     recording = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if not recording or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if not recording or torch.compiler.is_compiling() or is_exporting():
         return fn(*tensors)
     return _Recompute.apply(fn, *tensors)

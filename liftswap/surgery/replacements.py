@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._compat import is_exporting
 from ..layers import native
 from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _is_fx_proxy, _replicate_pad
 
@@ -47,7 +48,7 @@ def _max_pool_stride1(x: Tensor, k: Sequence[int], p: Sequence[int], d: Sequence
     Exports keep the pooling op, which onnxruntime runs well.
     """
     dims = len(k)
-    if torch.compiler.is_exporting():
+    if is_exporting():
         return _MAX[dims](x, tuple(k), (1,) * dims, tuple(p), tuple(d))
     fused = native.max_pool_stride1(x, k, p, d)
     if fused is not None:
