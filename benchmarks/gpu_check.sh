@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import torch, triton, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| triton', triton.__version__, '| onnxruntime', o.__version__, o.get_available_providers())"
 
 stage tests
-timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$RES/test_cuda.log" | tail -15
+timeout "${TEST_LIMIT:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$RES/test_cuda.log" | tail -15
 
 stage layers
 (cd benchmarks && timeout 150 python3 layers.py --device "$DEVICE" --repeats 10 ${LAYER_ARGS:-} --out "$RES/layers_cuda.json") 2>&1 \

@@ -21,7 +21,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from benchutil import write_json  # noqa: E402
+from benchutil import stubbed_launches, write_json  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import liftswap  # noqa: E402
@@ -36,13 +36,6 @@ class _CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
-
-
-class _NoLaunch:
-    """Stands in for a Triton kernel: launching it does nothing (the host's work around it stays)."""
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
 
 
 def _step(down, up, x, train: bool):
@@ -65,15 +58,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    for name in ("_lift_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel", "_unlift_backward_kernel"):
-        setattr(lift_triton, name, _NoLaunch())
     down = liftswap.LiftDownPool2d(4, return_details=True).train()
     up = liftswap.LiftUpPool2d(down)
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
     paths = {"PyTorch ops": lift_triton.enabled(False), "Triton kernels (launches stubbed)": lift_triton.on_cpu()}
     rows = []
     for path, context in paths.items():
-        with native.enabled(False), context:
+        with native.enabled(False), stubbed_launches(), context:
             for what, train in (("down + up, no grad", False), ("down + up, forward+backward", True)):
                 step = _step(down, up, x, train)
                 for _ in range(5):

@@ -1,8 +1,9 @@
 """The layers on a CUDA device against a float64 CPU reference (skipped without a GPU).
 
-On CUDA the layers run the PyTorch ops (the fused kernel is CPU only) under the recompute
-autograd Function; these tests pin that path, torch.compile's kernels and autocast there.
-CI has no GPU: these ran on a lent H200 (see the README's GPU section).
+On CUDA the layers run the Triton kernels (liftswap/layers/lift_triton.py); these tests pin them
+against the PyTorch ops and float64, the exact inverse, the custom operators under torch.compile,
+autocast and a patched model. CI has no GPU: these run on a lent H200 (README, "On a GPU";
+benchmarks/results/cuda/test_cuda.log).
 """
 
 import pytest
