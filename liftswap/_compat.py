@@ -6,12 +6,18 @@ import torch
 
 
 def is_exporting() -> bool:
-    """``torch.compiler.is_exporting()``, also right under ``torch.compile`` before torch 2.14.
+    """Whether ``torch.export`` (and so the ONNX exporter) is tracing, for every torch >= 2.4.
 
-    Until torch 2.14 (pytorch/pytorch#176499) dynamo replaced every call of
-    ``torch.compiler.is_exporting()`` with ``True``, so compiled models took the export-only paths
-    (and on CUDA never reached the Triton kernels' operators). The flag that export sets
-    (torch >= 2.6) is read instead; dynamo reads its value at trace time and guards on it.
+    ``torch.compiler.is_exporting()`` says this from torch 2.7 on, but until torch 2.14
+    (pytorch/pytorch#176499) dynamo replaced each call of it with ``True``, also under
+    ``torch.compile`` (so compiled models took the export-only paths and on CUDA never reached the
+    Triton kernels' operators): the flag export sets is read instead, whose value dynamo reads at
+    trace time and guards on. Torch 2.4-2.6 have neither; there non-strict export (the ONNX
+    exporter's first try) is the tracing that is not dynamo's.
     """
     flag = getattr(torch.compiler, "_is_exporting_flag", None)
-    return torch.compiler.is_exporting() if flag is None else bool(flag)
+    if flag is not None:
+        return bool(flag)
+    if hasattr(torch.compiler, "is_exporting"):
+        return torch.compiler.is_exporting()
+    return torch.compiler.is_compiling() and not torch.compiler.is_dynamo_compiling()

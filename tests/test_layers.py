@@ -342,6 +342,8 @@ def test_is_exporting_tells_export_from_compile(tracer):
         def forward(self, x):
             return x + 1 if is_exporting() else x - 1
 
+    if tracer == "export_strict" and not hasattr(torch.compiler, "is_exporting"):
+        pytest.skip("torch < 2.7 cannot tell strict export (dynamo) from torch.compile")
     x = torch.zeros(3)
     if tracer == "compile":
         torch._dynamo.reset()

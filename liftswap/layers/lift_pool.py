@@ -63,6 +63,11 @@ class OperatorWeights(NamedTuple):
     pw_bias: Tensor | None  # (C,)
 
 
+def _tensors(w: OperatorWeights) -> tuple:
+    """The operator's tensors (by field: torch 2.6's dynamo fails on slicing a NamedTuple)."""
+    return w.dw_weight, w.dw_bias, w.pw_weight, w.pw_bias
+
+
 def _along(t: Tensor, dim: int, index: slice) -> Tensor:
     idx = [slice(None)] * t.dim()
     idx[dim] = index
@@ -177,14 +182,16 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
 
 
 def _native_usable(x: Tensor, predict: OperatorWeights, update: OperatorWeights, gamma: Tensor | None) -> bool:
-    return native.usable(x, *predict[1:], *update[1:], gamma)
+    if torch.compiler.is_compiling():  # never under compile; and torch 2.6's dynamo cannot inline the check
+        return False
+    return native.usable(x, *_tensors(predict), *_tensors(update), gamma)
 
 
 def _lift_stacked(
     x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, with_costs: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`lift` with ``s`` and ``d`` stacked along the batch, as the next axis lifts them."""
-    if lift_triton.usable(x, *predict[1:], *update[1:]):  # CUDA: one kernel per lift
+    if lift_triton.usable(x, *_tensors(predict), *_tensors(update)):  # CUDA: one kernel per lift
         bands = lift_triton.lift(x, dim, predict, update)
         s, d = bands.chunk(2, dim=0)
         x_o = _odd_half(x, dim) if with_costs else None
@@ -291,7 +298,7 @@ def lift_down_pool(
     """
     if _native_usable(x, predict, update, gamma if output == "gated" else None):
         return DownPoolResult(*native.down_pool(x, predict, update, axes, output, gamma, with_costs))
-    if lift_triton.usable(x, *predict[1:], *update[1:], gamma if output == "gated" else None, compiling=True):
+    if lift_triton.usable(x, *_tensors(predict), *_tensors(update), gamma if output == "gated" else None, compiling=True):
         return DownPoolResult(*lift_triton.down_pool(x, predict, update, axes, output, gamma, with_costs))
     if is_exporting() and not with_costs:
         return _lift_down_pool_for_export(x, predict, update, axes, output, gamma)
@@ -355,7 +362,7 @@ def lift_up_pool(
     if _native_usable(details, predict, update, gamma if output == "gated" else None) and native.usable(y):
         bands = native.up_pool(y, details, predict, update, axes, output, gamma)
     elif lift_triton.usable(
-        y, *predict[1:], *update[1:], gamma if output == "gated" else None, compiling=True
+        y, *_tensors(predict), *_tensors(update), gamma if output == "gated" else None, compiling=True
     ) and lift_triton.usable(details, compiling=True):
         bands = lift_triton.up_pool(y, details, predict, update, axes, output, gamma)
     else:
