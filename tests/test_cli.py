@@ -171,6 +171,33 @@ def test_load_checks_format_version_and_model(tmp_path):
         liftswap.save(ReusedPool(), tmp_path / "x.pt")
 
 
+def test_onnx_export_on_a_torch_without_its_exporter_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.export, "Dim", lambda name, **kwargs: None)  # as torch 2.4-2.5 have it
+    converted = liftswap.patch(torch.nn.MaxPool2d(2), example_inputs=torch.randn(1, 2, 8, 8))
+    with pytest.raises(liftswap.LiftswapError, match=r"ONNX export needs torch >= 2\.6 .*upgrade torch"):
+        liftswap.export_onnx(converted, tmp_path / "m.onnx", example_inputs=torch.randn(1, 2, 8, 8))
+    assert os.listdir(tmp_path) == []
+
+
+def test_onnx_export_refuses_sizes_the_exporter_fixed(tmp_path, monkeypatch):
+    """An exporter that silently fixes sizes asked to be dynamic (torch 2.8 does for ceil_mode
+    pools), simulated here by dropping dynamic_shapes: a clear error, and no file."""
+    real_export = torch.onnx.export
+
+    def specialising_export(*args, dynamic_shapes=None, **kwargs):
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", specialising_export)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(2)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    converted = liftswap.patch(model, example_inputs=x)
+    with pytest.raises(liftswap.LiftswapError, match=r"fixed axes .*input 0 axis 0 = 2, input 0 axis 2 = 16, input 0 axis 3 = 16"):
+        liftswap.export_onnx(converted, tmp_path / "m.onnx", example_inputs=x)
+    assert os.listdir(tmp_path) == []
+    report = liftswap.export_onnx(converted, tmp_path / "m.onnx", example_inputs=x, dynamic_batch=False, dynamic_spatial=False)
+    assert report.max_rel_diff <= 1e-4 and os.listdir(tmp_path) == ["m.onnx"]
+
+
 @pytest.mark.parametrize("name", ["SegNetModules", "SegNetFunctional", "Net1d", "Net3d", "CeilStems"])
 def test_onnx_export_parity(tmp_path, name):
     import models

@@ -60,6 +60,22 @@ def _dynamic_shapes(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool):
     return tuple(shapes)
 
 
+def _fixed_axes(onnx_path: str, dynamic_shapes: tuple) -> list[str]:
+    """The axes asked to be dynamic that the exported file fixes to a size, as "input i axis a = n"."""
+    import onnx
+
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    fixed = []
+    for i, (spec, value) in enumerate(zip(dynamic_shapes, inputs)):
+        dims = value.type.tensor_type.shape.dim
+        for axis in sorted(spec or {}):
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                fixed.append(f"input {i} axis {axis} = {dims[axis].dim_value}")
+    return fixed
+
+
 def _other_inputs(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool) -> list[tuple]:
     """The export shape, another batch size, another (odd) spatial size."""
     out = [inputs]
@@ -137,6 +153,10 @@ def export_onnx(
         rtol: largest relative difference (to the largest output magnitude) accepted.
     """
     refuse_wrapped(model, "export_onnx")
+    if not hasattr(torch.export.Dim, "DYNAMIC"):  # torch < 2.6: an exporter without automatic dynamic sizes
+        raise LiftswapError(
+            f"ONNX export needs torch >= 2.6 (torch.export with Dim.DYNAMIC); this is torch {torch.__version__}: upgrade torch to export"
+        )
     if example_inputs is None and getattr(model, "liftswap_plan", None) is not None:
         gen = torch.Generator().manual_seed(0)
         example_inputs = tuple(torch.randn(tuple(s), generator=gen) for s in model.liftswap_plan.input_shapes)
@@ -157,13 +177,14 @@ def export_onnx(
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            dynamic_shapes = _dynamic_shapes(inputs, dynamic_batch, dynamic_spatial)
             try:
                 torch.onnx.export(
                     model,
                     inputs,
                     str(work / path.name),
                     dynamo=True,
-                    dynamic_shapes=_dynamic_shapes(inputs, dynamic_batch, dynamic_spatial),
+                    dynamic_shapes=dynamic_shapes,
                     opset_version=opset,
                     external_data=external,
                     verbose=False,
@@ -176,6 +197,13 @@ def export_onnx(
         import onnx
 
         onnx.checker.check_model(str(work / path.name))
+        fixed = _fixed_axes(str(work / path.name), dynamic_shapes)
+        if fixed:  # older exporters specialise some models' sizes silently (torch 2.8: ceil_mode pools)
+            raise LiftswapError(
+                f"the exporter fixed axes asked to be dynamic ({', '.join(fixed)}) with torch {torch.__version__}; "
+                "export with dynamic_batch=False / dynamic_spatial=False (on the command line: --static) "
+                "for a fixed-size model, or use a newer torch; nothing written"
+            )
         if check:
             report.checks, report.providers = check_onnx(
                 model, str(work / path.name), _other_inputs(inputs, dynamic_batch, dynamic_spatial), providers
