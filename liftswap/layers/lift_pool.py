@@ -182,8 +182,6 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
 
 
 def _native_usable(x: Tensor, predict: OperatorWeights, update: OperatorWeights, gamma: Tensor | None) -> bool:
-    if torch.compiler.is_compiling():  # never under compile; and torch 2.6's dynamo cannot inline the check
-        return False
     return native.usable(x, *_tensors(predict), *_tensors(update), gamma)
 
 
