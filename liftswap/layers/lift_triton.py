@@ -112,7 +112,10 @@ if triton is not None:
     @triton.jit
     def _wide(v):
         """Half-precision values to float32 for the arithmetic (float32 and float64 stay)."""
-        if v.dtype == tl.float16 or v.dtype == tl.bfloat16:
+        # Two tests, not one with `or`: Triton <= 3.2 cannot compile `or` between them.
+        if v.dtype.is_fp16():
+            v = v.to(tl.float32)
+        if v.dtype.is_bf16():
             v = v.to(tl.float32)
         return v
 
