@@ -10,6 +10,10 @@ pytest.importorskip("triton")
 
 
 def test_triton_kernels_under_the_interpreter():
+    import triton
+
+    if tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 2):
+        pytest.skip("Triton 3.0's interpreter rejects a constexpr passed on to a helper (compiled kernels are fine)")
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TRITON_INTERPRET="1", LIFTSWAP_TRITON="1")
     done = subprocess.run(
