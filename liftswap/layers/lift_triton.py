@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .._compat import is_exporting
+from .output_modes import coefficients, up_bands_backward
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
     import triton
@@ -576,26 +577,13 @@ class _Lift(torch.autograd.Function):
         return (gx, None, None, None, *_weight_grads(sums, params, ctx.needs_input_grad[4:]))
 
 
-def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> Tensor:
-    """SPEC 2's output modes as one (nb, C) coefficient per band and channel."""
-    c = like.shape[1]
-    dtype = _acc(like)[1]
-    if output == "sum":
-        return torch.ones((nb, c), dtype=dtype, device=like.device)
-    if output == "LL":
-        coef = torch.zeros((nb, c), dtype=dtype, device=like.device)
-        coef[0] = 1
-        return coef
-    return torch.cat((torch.ones((1, c), dtype=dtype, device=like.device), gamma.detach().to(dtype)))
-
-
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):
     """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or None)."""
     x = x.contiguous()
     n = x.shape[0]
     weights = _flat(params, x)
     order = list(reversed(axes))
-    coef = _coefficients(output, gamma, 2 ** len(order), x)
+    coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
     bands, costs = x, None
     for i, dim in enumerate(order):
         last = i == len(order) - 1
@@ -622,7 +610,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     acc = _acc(x)[1]
     kc = torch.zeros(2, dtype=acc, device=x.device) if g_costs is None else 2 * g_costs.to(acc)
     groups = inputs[-1].shape[0] // n
-    coef = _coefficients(output, gamma, 2 * groups, x)
+    coef = coefficients(output, gamma, 2 * groups, x, acc)
     if g_y is None:
         g_y = x.new_zeros((n,) + tuple(_forward_shape(inputs[-1], order[-1])[1:]))
     g_y = g_y.contiguous()
@@ -864,17 +852,7 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
         grad, w_sums = _unlift_backward(inputs[i], axes[i], weights, bases, grad)
         sums = sums + w_sums
     g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
-    g_approx, g_det = g_bands[0], g_bands[1:]
-    g_gamma = None
-    if output == "sum":
-        g_det = g_det - g_approx
-    elif output == "gated":
-        view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-        g_det = g_det - view * g_approx
-        if want_gamma:
-            det = details.movedim(1, 0)
-            g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
-    return g_approx, g_det.movedim(0, 1), g_gamma, sums
+    return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), sums)
 
 
 class _UpPool(torch.autograd.Function):

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .._compat import is_exporting
 from .native_build import library
+from .output_modes import coefficients, up_bands_backward
 
 __all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
 
@@ -213,18 +214,6 @@ def _row_order(order: list[int], i: int) -> tuple[bool, int | None]:
     return i > 0, (order[i + 1] if i + 1 < len(order) else None)
 
 
-def _coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor) -> Tensor:
-    """SPEC 2's output modes as one (nb, C) coefficient per band and channel."""
-    c = like.shape[1]
-    if output == "sum":
-        return like.new_ones((nb, c))
-    coef = like.new_zeros((nb, c))
-    coef[0] = 1
-    if output == "gated":
-        coef[1:] = gamma.detach()
-    return coef
-
-
 def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
     return (bands.shape[0] // n, n) + tuple(bands.shape[1:])
 
@@ -253,7 +242,7 @@ class _DownPool(torch.autograd.Function):
                 cu, cp = costs.sum(0).tolist()
                 c_u, c_p = c_u + cu / counts[-1], c_p + cp / counts[-1]
         bands = bands.view(_bands_shape(bands, n))
-        y = kernel.combine(bands, _coefficients(output, gamma, bands.shape[0], x))
+        y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
         ctx.save_for_backward(x, gamma, *params)
         ctx.meta = (axes, output, predict, update, counts)
         cu = torch.tensor(c_u, dtype=x.dtype)
@@ -275,7 +264,7 @@ class _DownPool(torch.autograd.Function):
             inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
         last = _halved(inputs[-1], order[-1])
         shape = (last[0] // n, n) + last[1:]
-        coef = _coefficients(output, gamma, shape[0], x)
+        coef = coefficients(output, gamma, shape[0], x)
         g_details = None if g_details is None else g_details.contiguous()
         if g_y is None:
             g_y = x.new_zeros(shape[1:])
@@ -338,7 +327,7 @@ class _UpPool(torch.autograd.Function):
         stacked[0] = y
         stacked[1:] = details.movedim(1, 0)
         if output != "LL":
-            stacked[0] = kernel.combine(stacked, _inverse(_coefficients(output, gamma, nb, y)))
+            stacked[0] = kernel.combine(stacked, _inverse(coefficients(output, gamma, nb, y)))
         return stacked
 
     @staticmethod
@@ -355,18 +344,9 @@ class _UpPool(torch.autograd.Function):
         for i in reversed(range(len(axes))):
             grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
             pgrad = pgrad + pg
-        g_stacked = grad.view(stacked.shape)
-        g_approx, g_det = g_stacked[0], g_stacked[1:]
-        g_gamma = None
-        if output == "sum":
-            g_det = g_det - g_approx
-        elif output == "gated":
-            view = gamma.view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-            g_det = g_det - view * g_approx
-            if ctx.needs_input_grad[6]:
-                g_gamma = -(stacked[1:] * g_approx).sum(dim=[1] + list(range(3, stacked.dim())))
+        g_y, g_details, g_gamma = up_bands_backward(grad.view(stacked.shape), stacked[1:], output, gamma, ctx.needs_input_grad[6])
         grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
-        return (g_approx, g_det.movedim(0, 1), None, None, None, None, g_gamma, *grads)
+        return (g_y, g_details, None, None, None, None, g_gamma, *grads)
 
 
 def _inverse(coef: Tensor) -> Tensor:

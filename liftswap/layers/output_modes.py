@@ -1,0 +1,41 @@
+"""SPEC 2's output modes as the kernel backends (native.py, lift_triton.py) use them: one
+coefficient per band and channel, y = sum_b coef[b] * band_b, and the up pool's way back."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """(nb, C) coefficients of ``output`` ("LL", "sum" or "gated" with gamma (nb - 1, C)), in ``dtype`` (default like's)."""
+    c = like.shape[1]
+    dtype = like.dtype if dtype is None else dtype
+    if output == "sum":
+        return torch.ones((nb, c), dtype=dtype, device=like.device)
+    if output == "LL":
+        coef = torch.zeros((nb, c), dtype=dtype, device=like.device)
+        coef[0] = 1
+        return coef
+    return torch.cat((torch.ones((1, c), dtype=dtype, device=like.device), gamma.detach().to(dtype)))
+
+
+def up_bands_backward(
+    g_bands: Tensor, det: Tensor, output: str, gamma: Tensor | None, want_gamma: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Gradients of an up pool's y, details and gamma from those of the bands it recovers.
+
+    The up pool recovers the approximation band as y - sum_b coef_b det_b. ``g_bands``: (nb, N, C, ...),
+    approximation band first; ``det``: the details band first, (nb - 1, N, C, ...). Returns the
+    gradients of y, of the details (N, nb - 1, C, ...) and of gamma (None unless ``want_gamma``).
+    """
+    g_approx, g_det = g_bands[0], g_bands[1:]
+    g_gamma = None
+    if output == "sum":
+        g_det = g_det - g_approx
+    elif output == "gated":
+        view = gamma.view(gamma.shape + (1,) * (g_approx.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+        g_det = g_det - view * g_approx
+        if want_gamma:
+            g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
+    return g_approx, g_det.movedim(0, 1), g_gamma
