@@ -54,6 +54,8 @@ CASES = [  # dims, shape, axes
     (2, (2, 3, 8, 7), None),
     (2, (2, 3, 1, 5), None),
     (2, (2, 4, 14, 14), None),
+    (2, (6, 2, 40, 40), None),  # backward: tiles of 4 planes, the last one short
+    (2, (1, 2, 80, 100), None),  # backward: a plane is too large for a tile, lift by lift
     (2, (2, 3, 5, 6), (-2,)),
     (3, (1, 2, 5, 4, 3), None),
     (3, (1, 2, 3, 4, 5), (-2, -1)),
@@ -92,6 +94,24 @@ def test_up_pool_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, i
             results.append([x, *torch.autograd.grad((x * g).sum(), [y, details, *down.parameters()])])
     for a, b in zip(*results):
         assert rel_err(a, b) <= 1e-12
+
+
+@needs_kernel
+def test_two_lift_backward_fuses_planes_that_fit_a_tile(monkeypatch):
+    """CASES cover both backward orders of a 2-D layer: fused per tile of planes, and lift by lift."""
+    taken = []
+    fused = native._Kernel.backward2
+
+    def spy(self, *args):
+        out = fused(self, *args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native._Kernel, "backward2", spy)
+    for shape, expect in (((6, 2, 40, 40), True), ((2, 4, 14, 14), True), ((1, 2, 80, 100), False)):
+        pool = liftswap.LiftDownPool2d(shape[1])
+        pool(torch.randn(shape, requires_grad=True)).sum().backward()
+        assert taken.pop() == expect, shape
 
 
 @needs_kernel

@@ -16,8 +16,12 @@
 
 namespace {
 
+// Helpers called inside the vectorised loops (or per line) must be inlined there, or those loops
+// stay scalar (or pay a call per line of a few values).
+#define LIFTSWAP_INLINE inline __attribute__((always_inline))
+
 // tanh from a vectorisable exp (Cephes polynomial, ~1 ulp); libm's tanhf does not vectorise.
-inline float exp_neg(float x) {  // x <= 0
+LIFTSWAP_INLINE float exp_neg(float x) {  // x <= 0
   x = std::max(x, -87.0f);         // keeps NaN: max(a, b) is a < b ? b : a
   float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -32,12 +36,12 @@ inline float exp_neg(float x) {  // x <= 0
 }
 
 // Branch-free so that the loops calling it vectorise; NaN in gives NaN out.
-inline float tanh_(float z) {
+LIFTSWAP_INLINE float tanh_(float z) {
   float e = exp_neg(-2.0f * std::fabs(z));
   return std::copysign((1.0f - e) / (1.0f + e), z);
 }
 
-inline double tanh_(double z) { return std::tanh(z); }
+LIFTSWAP_INLINE double tanh_(double z) { return std::tanh(z); }
 
 template <typename T>
 struct Op {
@@ -55,14 +59,14 @@ struct Chan {  // one operator's weights for one channel
   Chan(const Op<T>& o, int64_t c, int K) : w(o.w + c * K), b(o.b[c]), pw(o.pw[c]), pb(o.pb[c]), base(o.base) {}
   // h = dw_K(t) + b at position e of a tile (rows B apart, K / 2 padding rows either side).
   template <int KC>
-  T filter(const T* t, int64_t e, int64_t B, int Kr) const {
+  LIFTSWAP_INLINE T filter(const T* t, int64_t e, int64_t B, int Kr) const {
     const int K = KC ? KC : Kr, m = K / 2;
     T h = b;
 #pragma GCC unroll 16
     for (int k = 0; k < K; ++k) h += w[k] * t[e + (k - m) * B];
     return h;
   }
-  T activate(T h) const { return tanh_(pw * std::max(h, T(0)) + pb); }  // r = tanh(pw relu(h) + pb)
+  LIFTSWAP_INLINE T activate(T h) const { return tanh_(pw * std::max(h, T(0)) + pb); }  // r = tanh(pw relu(h) + pb)
 };
 
 // acc[k] += sum_e gh[e] t[e + (k - m) B]: the taps' gradients, for K the main loops do not carry.
@@ -79,7 +83,7 @@ inline void tap_sums(const T* gh, const T* t, int64_t total, int64_t B, int K, d
 
 // Rows here are short (7 to a few hundred values): an inlined loop beats a call to memcpy.
 template <typename T>
-inline void copy(T* dst, const T* src, int64_t count) {
+LIFTSWAP_INLINE void copy(T* dst, const T* src, int64_t count) {
 #pragma omp simd
   for (int64_t i = 0; i < count; ++i) dst[i] = src[i];
 }
@@ -88,7 +92,7 @@ inline void copy(T* dst, const T* src, int64_t count) {
 // An odd L repeats its last row as the last odd sample. With `even_first` the line's rows are
 // stored even rows first (as the previous lift wrote them for this one): two bulk copies.
 template <typename T>
-inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, int m, bool even_first) {
+LIFTSWAP_INLINE void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, int m, bool even_first) {
   T* e0 = xe + (int64_t)m * B;
   if (even_first) {
     copy(e0, x, Lh * B);
@@ -111,7 +115,7 @@ inline void split(const T* x, T* xe, T* xo, int64_t L, int64_t Lh, int64_t B, in
 }
 
 template <typename T>
-inline void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
+LIFTSWAP_INLINE void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
   for (int r = 0; r < m; ++r) {
     copy(buf + r * B, buf + (int64_t)m * B, B);
     copy(buf + (m + Lh + r) * B, buf + (m + Lh - 1) * B, B);
@@ -120,7 +124,7 @@ inline void pad_rows(T* buf, int64_t Lh, int64_t B, int m) {
 
 // Inverse of split for gradients: gx[2j] = gxe[j], gx[2j+1] = gxo[j] (odd L: both onto the last row).
 template <typename T>
-inline void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int64_t B, bool even_first) {
+LIFTSWAP_INLINE void merge(T* gx, const T* gxe, const T* gxo, int64_t L, int64_t Lh, int64_t B, bool even_first) {
   if (even_first) {
     copy(gx, gxe, Lh * B);
     copy(gx + Lh * B, gxo, (L / 2) * B);
@@ -184,9 +188,9 @@ struct Lines {
     std::vector<int64_t> in, out, nb, q;
     explicit Batch(int64_t cap) : in(cap), out(cap), nb(cap), q(cap) {}
   };
-  void fill(Batch& t, int64_t c, int64_t i0, int64_t lines) const {
+  void fill(Batch& t, int64_t c, int64_t i0, int64_t lines, int64_t at = 0) const {
     int64_t nb = i0 / l.P, q = i0 % l.P;
-    for (int64_t i = 0; i < lines; ++i) {
+    for (int64_t i = at; i < at + lines; ++i) {
       const int64_t plane = (nb * l.C + c) * l.P;
       t.in[i] = plane + q;
       t.out[i] = plane + order[q];
@@ -209,9 +213,9 @@ constexpr int64_t kTileElems = 4096;
 struct Tile {
   int m;
   int64_t Lh, B, n, seg, margin, cap, span;
-  Tile(int64_t L, int64_t B_, int64_t P, int m_)
+  Tile(int64_t L, int64_t B_, int64_t P, int m_, int64_t cap_ = 0)
       : m(m_), Lh((L + 1) / 2), B(B_), n(Lh * B_), seg((Lh + 2 * m_) * B_), margin(m_ * B_) {
-    cap = std::max<int64_t>(1, std::min<int64_t>(P, kTileElems / seg));
+    cap = cap_ > 0 ? cap_ : std::max<int64_t>(1, std::min<int64_t>(P, kTileElems / seg));
     span = cap * seg + 2 * margin;
   }
 };
@@ -293,6 +297,38 @@ inline void predict_tile(const T* x, const Lines::Batch& lb, int64_t lines, cons
   for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
 }
 
+// The update step of one tile: s = x_e + base_u d + r_u(d) into sb, and (on the lines' rows)
+// the sums of (s - x_o)^2 and d^2, the regulariser's terms.
+template <typename T, int KC>
+inline void update_tile(const Chan<T>& u, const T* xe, const T* xo, const T* dp, const T* mask, T* sb, int64_t total,
+                        int64_t B, int Kr, double& cu, double& cp) {
+  const int K = KC ? KC : Kr;
+  T su = 0, sp = 0;
+#pragma omp simd reduction(+ : su, sp)
+  for (int64_t e = 0; e < total; ++e) {
+    T h = u.template filter<KC>(dp, e, B, K);
+    T r = u.activate(h);
+    T dv = dp[e];
+    T sv = xe[e] + u.base * dv + r;
+    sb[e] = sv;
+    const bool on = mask[e] != 0;
+    su += on ? (sv - xo[e]) * (sv - xo[e]) : T(0);
+    sp += on ? dv * dv : T(0);
+  }
+  cu += su;
+  cp += sp;
+}
+
+// The tile's lines' s and d rows to their places in the output.
+template <typename T>
+inline void write_lines(const Lines::Batch& lb, int64_t lines, const Tile& t, const T* sb, const T* dp, T* s, T* d) {
+  for (int64_t i = 0; i < lines; ++i) {
+    const int64_t line = lb.out[i];
+    copy(s + line * t.n, sb + i * t.seg + t.margin, t.n);
+    copy(d + line * t.n, dp + i * t.seg + t.margin, t.n);
+  }
+}
+
 template <typename T, int KC>
 void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double* costs,
                   int threads) {
@@ -302,7 +338,6 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
   // Lines of one channel share P and U, so a tile gathers them (from every batch entry).
   const int64_t count = lines_of.NB * lay.P;
   const Tile t(lay.L, B, count, K / 2);
-  const int64_t n = t.n, seg = t.seg;
 #pragma omp parallel num_threads(threads)
   {
     Buffers<T> buf(t, 5);
@@ -314,28 +349,11 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
       const Chan<T> p(po, c, K), u(uo, c, K);
       double cu = 0, cp = 0;
       for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
+        const int64_t lines = std::min(t.cap, count - i0);
         lines_of.fill(lb, c, i0, lines);
         predict_tile<T, KC, false>(x, lb, lines, lay, t, p, K, xe, xo, dp, nullptr, nullptr);
-        T su = 0, sp = 0;
-#pragma omp simd reduction(+ : su, sp)
-        for (int64_t e = 0; e < total; ++e) {
-          T h = u.template filter<KC>(dp, e, B, K);
-          T r = u.activate(h);
-          T dv = dp[e];
-          T sv = xe[e] + u.base * dv + r;
-          sb[e] = sv;
-          const bool on = mask[e] != 0;
-          su += on ? (sv - xo[e]) * (sv - xo[e]) : T(0);
-          sp += on ? dv * dv : T(0);
-        }
-        cu += su;
-        cp += sp;
-        for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lb.out[i];
-          copy(s + line * n, sb + i * seg + t.margin, n);
-          copy(d + line * n, dp + i * seg + t.margin, n);
-        }
+        update_tile<T, KC>(u, xe, xo, dp, mask, sb, lines * t.seg, B, K, cu, cp);
+        write_lines(lb, lines, t, sb, dp, s, d);
       }
       if (costs) {
         costs[2 * c] = cu;
@@ -345,161 +363,249 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
   }
 }
 
-// pgrad[c] gets (P taps, P dw bias, P pw, P pw bias, then the same for U) summed over channel c's lines.
-// gs, gd: the gradient of s and d; in the last lift (lay.N > 0) they may be null, and then are
-// coef[band, c] * gy (the pooled output's gradient; no details gradient), made per tile. gcoef
-// (last lift only): per band and channel, the sum of gy times the band, gamma's gradient.
+// One lift's backward, a tile of lines at a time (one per thread): recompute() runs the tile's
+// forward again from the lift's input, backward() turns the gradient of its outputs into the
+// input's (merged into gx) and the parameters' (summed into acc: P taps, P dw bias, P pw, P pw
+// bias, then the same for U). gs, gd: the gradient of s and d; in the last lift (lay.N > 0) they
+// may be null, and then are coef[band, c] * gy (the pooled output's gradient; no details
+// gradient), made per tile. gcoef (last lift only): per band and channel, the sum of gy times the
+// band, gamma's gradient.
+template <typename T, int KC>
+struct BackwardTiles {
+  const LiftLayout& lay;
+  const Lines lines_of;
+  const int K, m;
+  const int64_t count;  // lines per channel
+  const Tile t;
+  const T tcu, tcp;
+  const int64_t parts;  // bands coming into this (last) lift
+  Buffers<T> buf;
+  Lines::Batch lb;
+  std::vector<double> acc;
+  enum { XE, XO, DP, HP, RP, GSB, GDB, GXE, GXO, GHU, GHP, SB, MASK, GYB, COUNT };
+
+  BackwardTiles(const LiftLayout& l, int Kr, double kcu, double kcp, int64_t cap = 0)
+      : lay(l), lines_of(l), K(KC ? KC : Kr), m(K / 2), count(lines_of.NB * l.P), t(l.L, l.B, count, m, cap),
+        tcu(T(kcu)), tcp(T(kcp)), parts(l.N > 0 ? lines_of.NB / l.N : 0), buf(t, COUNT), lb(t.cap), acc(2 * (K + 3)) {
+    buf.fill_mask(buf.get(MASK));
+  }
+
+  // The tile's x_e, x_o, d and P's pre-activation and r (the lines in lb, read from x).
+  void recompute(const T* x, const Chan<T>& p, int64_t lines) {
+    const int64_t total = lines * t.seg;
+    for (int b : {GHU, GHP})  // a shorter last tile: no stale values past it
+      std::fill(buf.get(b) + total, buf.get(b) + total + t.margin, T(0));
+    predict_tile<T, KC, true>(x, lb, lines, lay, t, p, K, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(HP),
+                              buf.get(RP));
+  }
+
+  // After recompute: the tile's s and d written where the lift's forward writes them.
+  void write_outputs(const Chan<T>& u, int64_t lines, T* s, T* d) {
+    double cu = 0, cp = 0;
+    T* sb = buf.get(SB);
+    update_tile<T, KC>(u, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(MASK), sb, lines * t.seg, t.B, K, cu, cp);
+    write_lines(lb, lines, t, sb, buf.get(DP), s, d);
+  }
+
+  // After recompute: gs, gd of the tile's lines -> gx (merged in), acc (added), gcoef (added).
+  void backward(const T* gs, const T* gd, T* gx, const T* gy, const T* coef, double* gcoef, const Chan<T> p,
+                const Chan<T> u, int64_t c, int64_t lines) {
+    const int64_t C = lay.C, L = lay.L, B = lay.B, n = this->t.n, seg = this->t.seg, Lh = this->t.Lh;
+    const int64_t total = lines * seg;
+    const bool even_first = lay.even_first;
+    const int K = KC ? KC : this->K, m = K / 2;  // a constant where KC is: the tap loops unroll
+    const T tcu = this->tcu, tcp = this->tcp;
+    // Locals, not members (and p, u by value), in the loops: the compiler cannot tell that stores
+    // through the buffers leave members alone, and would reload them each iteration (or not vectorise).
+    T *const xe = buf.get(XE), *const xo = buf.get(XO), *const dp = buf.get(DP), *const hp = buf.get(HP);
+    T *const rp = buf.get(RP), *const gsb = buf.get(GSB), *const gdb = buf.get(GDB), *const gxe = buf.get(GXE);
+    T *const gxo = buf.get(GXO), *const ghu = buf.get(GHU), *const ghp = buf.get(GHP), *const sb = buf.get(SB);
+    T *const mask = buf.get(MASK), *const gyb = buf.get(GYB);
+    const Tile t = this->t;
+    const int64_t margin = t.margin, N = lay.N, P = lay.P, parts = this->parts;
+    const int64_t *const in = lb.in.data(), *const out = lb.out.data(), *const nb = lb.nb.data(), *const q = lb.q.data();
+    // The taps' gradients ride along in the main loops for K <= 3; other K take extra passes.
+    constexpr bool fused_taps = KC == 1 || KC == 3;
+    for (int64_t i = 0; i < lines; ++i) {
+      const int64_t line = out[i];
+      T *gsl = gsb + i * seg + margin, *gdl = gdb + i * seg + margin;
+      const T* gyl = gy ? gy + (((nb[i] % N) * C + c) * P + q[i]) * n : nullptr;
+      if (gs) {
+        copy(gsl, gs + line * n, n);
+        copy(gdl, gd + line * n, n);
+      } else {  // the bands' gradient is coef * g_y: made here, not read from memory
+        const int64_t part = nb[i] / N;
+        const T cs = coef[part * C + c], cd = coef[(parts + part) * C + c];
+#pragma omp simd
+        for (int64_t e = 0; e < n; ++e) {
+          gsl[e] = cs * gyl[e];
+          gdl[e] = cd * gyl[e];
+        }
+      }
+      if (gcoef) copy(gyb + i * seg + margin, gyl, n);
+    }
+    // Update operator: s = x_e + base_u d + r_u.
+    T a_pw = 0, a_pb = 0, a_b = 0, w0 = 0, w1 = 0, w2 = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
+    for (int64_t e = 0; e < total; ++e) {
+      T h = u.template filter<KC>(dp, e, B, K);
+      T relu = std::max(h, T(0));
+      T r = u.activate(h);
+      T dv = dp[e];
+      T sv = xe[e] + u.base * dv + r;
+      sb[e] = sv;
+      T res = sv - xo[e];
+      const bool on = mask[e] != 0;
+      T g_s = on ? gsb[e] + tcu * res : T(0);
+      gxe[e] = g_s;
+      gxo[e] = on ? -tcu * res : T(0);
+      gdb[e] = on ? gdb[e] + u.base * g_s + tcp * dv : T(0);
+      T gz = g_s * (T(1) - r * r);
+      a_pw += gz * relu;
+      a_pb += gz;
+      T ghv = h > 0 ? gz * u.pw : T(0);
+      a_b += ghv;
+      ghu[e] = ghv;
+      if constexpr (KC == 3) {
+        w0 += ghv * dp[e - B];
+        w1 += ghv * dv;
+        w2 += ghv * dp[e + B];
+      } else if constexpr (KC == 1) {
+        w0 += ghv * dv;
+      }
+    }
+    if (gcoef) {  // gamma's gradient: the pooled output's gradient times the bands recomputed here
+      for (int64_t i = 0; i < lines; ++i) {
+        const T *g = gyb + i * seg + margin, *sv = sb + i * seg + margin, *dv = dp + i * seg + margin;
+        T as = 0, ad = 0;
+#pragma omp simd reduction(+ : as, ad)
+        for (int64_t e = 0; e < n; ++e) {
+          as += g[e] * sv[e];
+          ad += g[e] * dv[e];
+        }
+        const int64_t part = nb[i] / N;  // s of part p is band p, d is band parts + p
+        gcoef[part * C + c] += as;
+        gcoef[(parts + part) * C + c] += ad;
+      }
+    }
+    acc[K + 3 + K] += a_b;
+    acc[K + 3 + K + 1] += a_pw;
+    acc[K + 3 + K + 2] += a_pb;
+    if constexpr (fused_taps) {
+      const T ws[3] = {w0, w1, w2};
+      for (int k = 0; k < K; ++k) acc[K + 3 + k] += ws[k];
+    } else {
+      tap_sums(ghu, dp, total, B, K, acc.data() + K + 3);
+    }
+    // Predict operator: d = x_o - base_p x_e - r_p. Its input gradient is U's transpose of ghu
+    // added to gdb: padding rows folded first, the lines' rows inside the loop.
+    fold_transpose<T, KC>(ghu, gdb, u.w, t, lines, K);
+    a_pw = a_pb = a_b = w0 = w1 = w2 = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
+    for (int64_t e = 0; e < total; ++e) {
+      T tr = 0;
+#pragma GCC unroll 16
+      for (int k = 0; k < K; ++k) tr += u.w[k] * ghu[e + (m - k) * B];
+      T g_d = gdb[e] + (mask[e] != 0 ? tr : T(0));
+      gxo[e] += g_d;
+      gxe[e] -= p.base * g_d;
+      T h = hp[e];
+      T relu = std::max(h, T(0));
+      T gz = -g_d * (T(1) - rp[e] * rp[e]);
+      a_pw += gz * relu;
+      a_pb += gz;
+      T ghv = h > 0 ? gz * p.pw : T(0);
+      a_b += ghv;
+      ghp[e] = ghv;
+      if constexpr (KC == 3) {
+        w0 += ghv * xe[e - B];
+        w1 += ghv * xe[e];
+        w2 += ghv * xe[e + B];
+      } else if constexpr (KC == 1) {
+        w0 += ghv * xe[e];
+      }
+    }
+    acc[K] += a_b;
+    acc[K + 1] += a_pw;
+    acc[K + 2] += a_pb;
+    if constexpr (fused_taps) {
+      const T ws[3] = {w0, w1, w2};
+      for (int k = 0; k < K; ++k) acc[k] += ws[k];
+    } else {
+      tap_sums(ghp, xe, total, B, K, acc.data());
+    }
+    filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
+    for (int64_t i = 0; i < lines; ++i)
+      merge(gx + in[i] * L * B, gxe + i * seg + margin, gxo + i * seg + margin, L, Lh, B,
+            even_first);
+  }
+};
+
 template <typename T, int KC>
 void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, const T* coef, double* gcoef,
                    double* pgrad, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo, double kcu, double kcp,
                    int threads) {
-  const int64_t C = lay.C, L = lay.L, B = lay.B;
-  const bool even_first = lay.even_first;
-  const Lines lines_of(lay);
-  const int K = KC ? KC : Kr, m = K / 2;
-  const int64_t count = lines_of.NB * lay.P;
-  const Tile t(L, B, count, m);
-  const int64_t n = t.n, seg = t.seg, Lh = t.Lh;
-  const T tcu = T(kcu), tcp = T(kcp);
-  const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
   {
-    Buffers<T> buf(t, 14);
-    Lines::Batch lb(t.cap);
-    T *xe = buf.get(0), *xo = buf.get(1), *dp = buf.get(2), *hp = buf.get(3), *rp = buf.get(4);
-    T *gsb = buf.get(5), *gdb = buf.get(6), *gxe = buf.get(7), *gxo = buf.get(8), *ghu = buf.get(9);
-    T *ghp = buf.get(10), *sb = buf.get(11), *mask = buf.get(12), *gyb = buf.get(13);
-    const int64_t parts = lay.N > 0 ? lines_of.NB / lay.N : 0;  // bands coming into this (last) lift
-    buf.fill_mask(mask);
-    std::vector<double> acc(np);
-    // The taps' gradients ride along in the main loops for K <= 3; other K take extra passes.
-    constexpr bool fused_taps = KC == 1 || KC == 3;
+    BackwardTiles<T, KC> w(lay, Kr, kcu, kcp);
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const Chan<T> p(po, c, K), u(uo, c, K);
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
-        lines_of.fill(lb, c, i0, lines);
-        std::fill(ghu + total, ghu + total + t.margin, T(0));  // a shorter last tile: no stale values past it
-        std::fill(ghp + total, ghp + total + t.margin, T(0));
-        predict_tile<T, KC, true>(x, lb, lines, lay, t, p, K, xe, xo, dp, hp, rp);
-        for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lb.out[i];
-          T *gsl = gsb + i * seg + t.margin, *gdl = gdb + i * seg + t.margin;
-          const T* gyl = gy ? gy + (((lb.nb[i] % lay.N) * C + c) * lay.P + lb.q[i]) * n : nullptr;
-          if (gs) {
-            copy(gsl, gs + line * n, n);
-            copy(gdl, gd + line * n, n);
-          } else {  // the bands' gradient is coef * g_y: made here, not read from memory
-            const int64_t part = lb.nb[i] / lay.N;
-            const T cs = coef[part * C + c], cd = coef[(parts + part) * C + c];
-#pragma omp simd
-            for (int64_t e = 0; e < n; ++e) {
-              gsl[e] = cs * gyl[e];
-              gdl[e] = cd * gyl[e];
-            }
-          }
-          if (gcoef) copy(gyb + i * seg + t.margin, gyl, n);
-        }
-        // Update operator: s = x_e + base_u d + r_u.
-        T a_pw = 0, a_pb = 0, a_b = 0, w0 = 0, w1 = 0, w2 = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
-        for (int64_t e = 0; e < total; ++e) {
-          T h = u.template filter<KC>(dp, e, B, K);
-          T relu = std::max(h, T(0));
-          T r = u.activate(h);
-          T dv = dp[e];
-          T sv = xe[e] + u.base * dv + r;
-          sb[e] = sv;
-          T res = sv - xo[e];
-          const bool on = mask[e] != 0;
-          T g_s = on ? gsb[e] + tcu * res : T(0);
-          gxe[e] = g_s;
-          gxo[e] = on ? -tcu * res : T(0);
-          gdb[e] = on ? gdb[e] + u.base * g_s + tcp * dv : T(0);
-          T gz = g_s * (T(1) - r * r);
-          a_pw += gz * relu;
-          a_pb += gz;
-          T ghv = h > 0 ? gz * u.pw : T(0);
-          a_b += ghv;
-          ghu[e] = ghv;
-          if constexpr (KC == 3) {
-            w0 += ghv * dp[e - B];
-            w1 += ghv * dv;
-            w2 += ghv * dp[e + B];
-          } else if constexpr (KC == 1) {
-            w0 += ghv * dv;
-          }
-        }
-        if (gcoef) {  // gamma's gradient: the pooled output's gradient times the bands recomputed here
-          for (int64_t i = 0; i < lines; ++i) {
-            const T *g = gyb + i * seg + t.margin, *sv = sb + i * seg + t.margin, *dv = dp + i * seg + t.margin;
-            T as = 0, ad = 0;
-#pragma omp simd reduction(+ : as, ad)
-            for (int64_t e = 0; e < n; ++e) {
-              as += g[e] * sv[e];
-              ad += g[e] * dv[e];
-            }
-            const int64_t part = lb.nb[i] / lay.N;  // s of part p is band p, d is band parts + p
-            gcoef[part * C + c] += as;
-            gcoef[(parts + part) * C + c] += ad;
-          }
-        }
-        acc[K + 3 + K] += a_b;
-        acc[K + 3 + K + 1] += a_pw;
-        acc[K + 3 + K + 2] += a_pb;
-        if constexpr (fused_taps) {
-          const T ws[3] = {w0, w1, w2};
-          for (int k = 0; k < K; ++k) acc[K + 3 + k] += ws[k];
-        } else {
-          tap_sums(ghu, dp, total, B, K, acc.data() + K + 3);
-        }
-        // Predict operator: d = x_o - base_p x_e - r_p. Its input gradient is U's transpose of ghu
-        // added to gdb: padding rows folded first, the lines' rows inside the loop.
-        fold_transpose<T, KC>(ghu, gdb, u.w, t, lines, K);
-        a_pw = a_pb = a_b = w0 = w1 = w2 = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b, w0, w1, w2)
-        for (int64_t e = 0; e < total; ++e) {
-          T tr = 0;
-#pragma GCC unroll 16
-          for (int k = 0; k < K; ++k) tr += u.w[k] * ghu[e + (m - k) * B];
-          T g_d = gdb[e] + (mask[e] != 0 ? tr : T(0));
-          gxo[e] += g_d;
-          gxe[e] -= p.base * g_d;
-          T h = hp[e];
-          T relu = std::max(h, T(0));
-          T gz = -g_d * (T(1) - rp[e] * rp[e]);
-          a_pw += gz * relu;
-          a_pb += gz;
-          T ghv = h > 0 ? gz * p.pw : T(0);
-          a_b += ghv;
-          ghp[e] = ghv;
-          if constexpr (KC == 3) {
-            w0 += ghv * xe[e - B];
-            w1 += ghv * xe[e];
-            w2 += ghv * xe[e + B];
-          } else if constexpr (KC == 1) {
-            w0 += ghv * xe[e];
-          }
-        }
-        acc[K] += a_b;
-        acc[K + 1] += a_pw;
-        acc[K + 2] += a_pb;
-        if constexpr (fused_taps) {
-          const T ws[3] = {w0, w1, w2};
-          for (int k = 0; k < K; ++k) acc[k] += ws[k];
-        } else {
-          tap_sums(ghp, xe, total, B, K, acc.data());
-        }
-        filter_transpose<T, KC>(ghp, gxe, mask, p.w, t, lines, K);
-        for (int64_t i = 0; i < lines; ++i)
-          merge(gx + lb.in[i] * L * B, gxe + i * seg + t.margin, gxo + i * seg + t.margin, L, Lh, B,
-                even_first);
+    for (int64_t c = 0; c < lay.C; ++c) {
+      const Chan<T> p(po, c, w.K), u(uo, c, w.K);
+      std::fill(w.acc.begin(), w.acc.end(), 0.0);
+      for (int64_t i0 = 0; i0 < w.count; i0 += w.t.cap) {
+        const int64_t lines = std::min(w.t.cap, w.count - i0);
+        w.lines_of.fill(w.lb, c, i0, lines);
+        w.recompute(x, p, lines);
+        w.backward(gs, gd, gx, gy, coef, gcoef, p, u, c, lines);
       }
-      std::copy(acc.begin(), acc.end(), pgrad + c * np);
+      std::copy(w.acc.begin(), w.acc.end(), pgrad + c * w.acc.size());
     }
   }
+}
+
+// The backward of a 2-D layer's two lifts (a: along W, then b: along H, the last) in one pass.
+// Lift by lift, the backward re-lifts the whole input along W (b needs a's output), then runs b's
+// backward, then a's, which recomputes a's forward once more. Here a channel's planes go a tile
+// of whole planes at a time: a's forward recomputed once and kept in a's tile, its output rows
+// written to t, b's backward on those planes (into gt), then a's backward from the kept tile.
+// t and gt are scratch of a's output size. Returns false, having done nothing, where one plane
+// does not fit a tile (large planes: the lift-by-lift order, which needs less memory, is as fast).
+template <typename T, int KC>
+bool backward2_impl(const T* x, T* tb, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef,
+                    double* pgrad_a, double* pgrad_b, const LiftLayout& la, const LiftLayout& lb_, int Kr, Op<T> po,
+                    Op<T> uo, double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
+  const int K = KC ? KC : Kr;
+  const int64_t N = la.G / la.C, half = la.G * la.P * ((la.L + 1) / 2) * la.B;  // of a's s (or d)
+  const int64_t half_b = lb_.G * lb_.P * ((lb_.L + 1) / 2) * lb_.B;              // of b's
+  const Tile ta(la.L, la.B, N * la.P, K / 2), tb_(lb_.L, lb_.B, 2 * N * lb_.P, K / 2);
+  const int64_t planes = std::min({ta.cap / la.P, tb_.cap / (2 * lb_.P), N});
+  if (planes < 1) return false;
+  const T* gs = g_out;
+  const T* gd = g_out ? g_out + half_b : nullptr;
+#pragma omp parallel num_threads(threads)
+  {
+    BackwardTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb_, K, kcu_b, kcp_b, 2 * planes * lb_.P);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < la.C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      std::fill(a.acc.begin(), a.acc.end(), 0.0);
+      std::fill(b.acc.begin(), b.acc.end(), 0.0);
+      for (int64_t n0 = 0; n0 < N; n0 += planes) {
+        const int64_t k = std::min(planes, N - n0), lines_a = k * la.P, lines_b = k * lb_.P;
+        a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
+        a.recompute(x, p, lines_a);
+        a.write_outputs(u, lines_a, tb, tb + half);
+        b.lines_of.fill(b.lb, c, n0 * lb_.P, lines_b);  // the planes' s rows, then their d rows
+        b.lines_of.fill(b.lb, c, (N + n0) * lb_.P, lines_b, lines_b);
+        b.recompute(tb, p, 2 * lines_b);
+        b.backward(gs, gd, gt, gy, coef, gcoef, p, u, c, 2 * lines_b);
+        a.backward(gt, gt + half, gx, nullptr, nullptr, nullptr, p, u, c, lines_a);
+      }
+      std::copy(a.acc.begin(), a.acc.end(), pgrad_a + c * a.acc.size());
+      std::copy(b.acc.begin(), b.acc.end(), pgrad_b + c * b.acc.size());
+    }
+  }
+  return true;
 }
 
 // The inverse step (SPEC 1): x_e = s - base_u d - r_u(d), x_o = d + base_p x_e + r_p(x_e), rows
@@ -670,6 +776,22 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy,
   }
 }
 
+template <typename T>
+bool backward2_dispatch(const T* x, T* t, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef,
+                        double* pgrad_a, double* pgrad_b, const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po,
+                        Op<T> uo, double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
+#define LIFTSWAP_B2(KC) \
+  backward2_impl<T, KC>(x, t, gt, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, la, lb, K, po, uo, kcu_a, kcp_a, \
+                        kcu_b, kcp_b, threads)
+  switch (K) {
+    case 1: return LIFTSWAP_B2(1);
+    case 3: return LIFTSWAP_B2(3);
+    case 5: return LIFTSWAP_B2(5);
+    default: return LIFTSWAP_B2(0);
+  }
+#undef LIFTSWAP_B2
+}
+
 // Max pooling at stride 1 over (planes, H, W), -inf padding: a max over W, then over H, keeping
 // for each output which window element won (code = i * kw + j, i along H) for backward. Both
 // passes keep the first maximum (a NaN always wins), so the winner is the row-major first, as
@@ -823,7 +945,7 @@ void combine_backward_impl(const T* coef, const T* gy, const T* gdet, T* gbands,
 
 extern "C" {
 
-int liftswap_abi_version() { return 8; }
+int liftswap_abi_version() { return 9; }
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \
@@ -839,6 +961,16 @@ int liftswap_abi_version() { return 8; }
                                        const T* upb, T ubase, double kcu, double kcp, int threads) {             \
     backward_dispatch<T>(x, gs, gd, gx, gy, coef, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},            \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
+  }                                                                                                              \
+  int liftswap_lift_backward2_##SUFFIX(const T* x, T* t, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, \
+                                        double* gcoef, double* pgrad_a, double* pgrad_b, const LiftLayout* la,     \
+                                        const LiftLayout* lb, int K, const T* pw_, const T* pb_, const T* ppw,     \
+                                        const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,             \
+                                        const T* upb, T ubase, double kcu_a, double kcp_a, double kcu_b,           \
+                                        double kcp_b, int threads) {                                               \
+    return backward2_dispatch<T>(x, t, gt, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, *la, *lb, K,                    \
+                          Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, kcu_a, kcp_a, kcu_b,  \
+                          kcp_b, threads);                                                                         \
   }
 
 #define LIFTSWAP_EXPORT_COMBINE(T, SUFFIX)                                                                            \

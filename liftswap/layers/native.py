@@ -89,10 +89,11 @@ def _layout(x: Tensor, dim: int, even_first: bool, next_dim: int | None) -> _Lay
     return _Layout(x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b, int(even_first), next_a, next_in, 0)
 
 
-def _halved(x: Tensor, dim: int) -> tuple[int, ...]:
-    """Shape of one lift's stacked output: (2 * N, C, ...) with ``dim`` halved (rounded up)."""
-    axis = x.dim() + dim
-    return (2 * x.shape[0],) + x.shape[1:axis] + ((x.shape[axis] + 1) // 2,) + x.shape[axis + 1 :]
+def _halved(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    """Shape of one lift's stacked output for input ``shape``: (2 * N, C, ...) with ``dim`` halved (rounded up)."""
+    shape = tuple(shape)
+    axis = len(shape) + dim
+    return (2 * shape[0],) + shape[1:axis] + ((shape[axis] + 1) // 2,) + shape[axis + 1 :]
 
 
 def _operator_args(w) -> list[Tensor]:
@@ -114,6 +115,7 @@ class _Kernel:
         suffix = "f32" if dtype == torch.float32 else "f64"
         self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
         self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
+        self._bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
         self._unlift = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         self._unlift_bwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
         self._combine = getattr(lib, f"liftswap_combine_{suffix}")
@@ -127,7 +129,7 @@ class _Kernel:
     def forward(self, x: Tensor, dim: int, with_costs: bool, even_first: bool = False, next_dim: int | None = None):
         """(s and d stacked along the batch, per-channel sums of (s - x_o)^2 and d^2 or None)."""
         layout = _layout(x, dim, even_first, next_dim)
-        out = x.new_empty(_halved(x, dim))
+        out = x.new_empty(_halved(x.shape, dim))
         half = out.numel() // 2
         costs = torch.empty((layout.C, 2), dtype=torch.float64) if with_costs else None
         ptr = out.data_ptr()
@@ -166,6 +168,31 @@ class _Kernel:
             kcu, kcp, torch.get_num_threads(),
         )  # fmt: skip
         return gx, pgrad, gcoef
+
+    def backward2(self, x: Tensor, dims: list[int], g_out: Tensor | None, kc: list[tuple[float, float]], g_y: Tensor,
+                  coef: Tensor, gamma_grad: bool, batch: int):  # fmt: skip
+        """:meth:`backward` of a 2-D layer's two lifts (along ``dims[0]``, then ``dims[1]``, the last) in one call.
+
+        The kernel recomputes the first lift's output a tile of planes at a time, right before
+        the last lift's backward uses it, instead of re-lifting the whole input first (see
+        ``backward2_impl``). ``kc``: (kcu, kcp) per lift; the rest as in :meth:`backward`.
+        None where a plane is too large for the kernel's tiles (nothing computed).
+        """
+        a, b = dims
+        la = _layout(x, a, False, b)
+        t = x.new_empty(_halved(x.shape, a))
+        lb = _layout(t, b, True, None)
+        lb.N = batch
+        gt, gx = torch.empty_like(t), torch.empty_like(x)
+        pgrad = torch.empty((2, la.C, 2 * (self.k + 3)), dtype=torch.float64)
+        gcoef = torch.zeros((2 * t.shape[0] // batch, la.C), dtype=torch.float64) if gamma_grad else None
+        done = self._bwd2(
+            x.data_ptr(), t.data_ptr(), gt.data_ptr(), gx.data_ptr(), None if g_out is None else g_out.data_ptr(),
+            g_y.data_ptr(), coef.data_ptr(), None if gcoef is None else gcoef.data_ptr(), pgrad[0].data_ptr(),
+            pgrad[1].data_ptr(), ctypes.byref(la), ctypes.byref(lb), self.k, *self._p, self.p_base, *self._u,
+            self.u_base, *kc[0], *kc[1], torch.get_num_threads(),
+        )  # fmt: skip
+        return (gx, pgrad.sum(0), gcoef) if done else None
 
     def unlift(self, bands: Tensor, dim: int) -> Tensor:
         """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
@@ -221,9 +248,10 @@ def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
 class _DownPool(torch.autograd.Function):
     """x -> (y, details, c_u, c_p) of :func:`lift_down_pool`; saves only x and the parameters.
 
-    Backward re-lifts all but the last axis to get each lift's input, then runs the kernel's
-    backward per axis, outermost first; the last one also hands back the bands it recomputes,
-    which gamma's gradient needs.
+    Backward runs the kernel's backward per axis, the last lift first, each recomputing its
+    forward from its input; a 2-D layer's two lifts go in one call (:meth:`_Kernel.backward2`),
+    others re-lift all but the last axis first. The last lift also hands back the bands it
+    recomputes, which gamma's gradient needs.
     """
 
     @staticmethod
@@ -259,10 +287,9 @@ class _DownPool(torch.autograd.Function):
         kernel = _Kernel(x.dtype, predict, update)
         n = x.shape[0]
         order = list(reversed(axes))
-        inputs = [x]
-        for i, dim in enumerate(order[:-1]):
-            inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
-        last = _halved(inputs[-1], order[-1])
+        last = x.shape
+        for dim in order:
+            last = _halved(last, dim)
         shape = (last[0] // n, n) + last[1:]
         coef = coefficients(output, gamma, shape[0], x)
         g_details = None if g_details is None else g_details.contiguous()
@@ -274,22 +301,35 @@ class _DownPool(torch.autograd.Function):
         want_gamma = output == "gated" and ctx.needs_input_grad[6]
         g_cu = 0.0 if g_cu is None else float(g_cu)
         g_cp = 0.0 if g_cp is None else float(g_cp)
-        pgrad = 0
-        g_gamma = None
+        kc = [(2 * g_cu / c, 2 * g_cp / c) for c in counts]
+        both = kernel.backward2(x, order, grad, kc, g_y, coef, want_gamma, n) if len(order) == 2 else None
+        if both is None:
+            both = _DownPool.lifts_backward(kernel, x, order, grad, kc, g_y, coef, want_gamma, n)
+        grad, pgrad, gcoef = both
+        g_gamma = None if gcoef is None else gcoef[1:].to(x.dtype)
+        return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
+
+    @staticmethod
+    def lifts_backward(kernel: _Kernel, x: Tensor, order: list[int], grad: Tensor | None, kc, g_y: Tensor,
+                       coef: Tensor, want_gamma: bool, n: int):  # fmt: skip
+        """Lift by lift: re-lift all but the last axis to get each lift's input, then each lift's backward, last first."""
+        inputs = [x]
+        for i, dim in enumerate(order[:-1]):
+            inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
+        pgrad, g_coef = 0, None
         for i in reversed(range(len(order))):
             last = i == len(order) - 1
             # Lift i's recomputed output is dead once lift i + 1 has run backward: lift i's input
             # gradient goes into it when the sizes agree (an even axis), saving a fresh allocation.
             reuse = inputs[i + 1] if i + 1 < len(inputs) and inputs[i + 1].numel() == inputs[i].numel() else None
             grad, pg, gcoef = kernel.backward(
-                inputs[i], order[i], grad, 2 * g_cu / counts[i], 2 * g_cp / counts[i], *_row_order(order, i),
-                g_y=g_y if last else None, coef=coef if last else None, gamma_grad=last and want_gamma, batch=n,
-                gx=reuse,
+                inputs[i], order[i], grad, *kc[i], *_row_order(order, i), g_y=g_y if last else None,
+                coef=coef if last else None, gamma_grad=last and want_gamma, batch=n, gx=reuse,
             )  # fmt: skip
             if gcoef is not None:
-                g_gamma = gcoef[1:].to(x.dtype)
+                g_coef = gcoef
             pgrad = pgrad + pg
-        return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
+        return grad, pgrad, g_coef
 
 
 def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:

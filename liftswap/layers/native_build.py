@@ -23,7 +23,7 @@ from pathlib import Path
 __all__ = ["library", "error"]
 
 _SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 8
+_ABI = 9
 # -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
 # short row copies inline instead of calling memmove for each.
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -92,6 +92,9 @@ def _build() -> ctypes.CDLL:
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
         bwd.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
+        bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
+        bwd2.argtypes = [ptr] * 12 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real] + [f64] * 4 + [i32]
+        bwd2.restype = i32
         ufwd = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         ufwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
         ufwd.restype = None
