@@ -567,24 +567,26 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
 // Lift by lift, the backward re-lifts the whole input along W (b needs a's output), then runs b's
 // backward, then a's, which recomputes a's forward once more. Here a channel's planes go a tile
 // of whole planes at a time: a's forward recomputed once and kept in a's tile, its output rows
-// written to t, b's backward on those planes (into gt), then a's backward from the kept tile.
-// t and gt are scratch of a's output size. Returns false, having done nothing, where one plane
-// does not fit a tile (large planes: the lift-by-lift order, which needs less memory, is as fast).
+// written to a scratch of the tile's planes, b's backward on those planes (its input gradient
+// into another), then a's backward from the kept tile. Returns false, having done nothing, where
+// one plane does not fit a tile (large planes: the lift-by-lift order is as fast).
 template <typename T, int KC>
-bool backward2_impl(const T* x, T* tb, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef,
-                    double* pgrad_a, double* pgrad_b, const LiftLayout& la, const LiftLayout& lb_, int Kr, Op<T> po,
-                    Op<T> uo, double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
+bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef, double* pgrad_a,
+                    double* pgrad_b, const LiftLayout& la, const LiftLayout& lb_, int Kr, Op<T> po, Op<T> uo,
+                    double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
   const int K = KC ? KC : Kr;
-  const int64_t N = la.G / la.C, half = la.G * la.P * ((la.L + 1) / 2) * la.B;  // of a's s (or d)
-  const int64_t half_b = lb_.G * lb_.P * ((lb_.L + 1) / 2) * lb_.B;              // of b's
+  const int64_t N = la.G / la.C;
   const Tile ta(la.L, la.B, N * la.P, K / 2), tb_(lb_.L, lb_.B, 2 * N * lb_.P, K / 2);
   const int64_t planes = std::min({ta.cap / la.P, tb_.cap / (2 * lb_.P), N});
   if (planes < 1) return false;
+  const int64_t plane = la.P * ta.n;  // values of one (n, c) plane of a's s (or d)
   const T* gs = g_out;
-  const T* gd = g_out ? g_out + half_b : nullptr;
+  const T* gd = g_out ? g_out + N * la.C * 2 * lb_.P * tb_.n : nullptr;  // b's d bands follow its s bands
 #pragma omp parallel num_threads(threads)
   {
     BackwardTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb_, K, kcu_b, kcp_b, 2 * planes * lb_.P);
+    // a's output on the tile's planes (their s planes, then their d planes) and its gradient.
+    std::vector<T> t(2 * planes * plane), gt(2 * planes * plane);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < la.C; ++c) {
       const Chan<T> p(po, c, K), u(uo, c, K);
@@ -593,13 +595,19 @@ bool backward2_impl(const T* x, T* tb, T* gt, T* gx, const T* g_out, const T* gy
       for (int64_t n0 = 0; n0 < N; n0 += planes) {
         const int64_t k = std::min(planes, N - n0), lines_a = k * la.P, lines_b = k * lb_.P;
         a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
+        for (int64_t i = 0; i < lines_a; ++i)  // a's rows go to the scratch, not to the whole tensor
+          a.lb.out[i] = (a.lb.nb[i] - n0) * la.P + a.lines_of.order[a.lb.q[i]];
         a.recompute(x, p, lines_a);
-        a.write_outputs(u, lines_a, tb, tb + half);
-        b.lines_of.fill(b.lb, c, n0 * lb_.P, lines_b);  // the planes' s rows, then their d rows
+        a.write_outputs(u, lines_a, t.data(), t.data() + k * plane);
+        b.lines_of.fill(b.lb, c, n0 * lb_.P, lines_b);  // the planes' s bands, then their d bands
         b.lines_of.fill(b.lb, c, (N + n0) * lb_.P, lines_b, lines_b);
-        b.recompute(tb, p, 2 * lines_b);
-        b.backward(gs, gd, gt, gy, coef, gcoef, p, u, c, 2 * lines_b);
-        a.backward(gt, gt + half, gx, nullptr, nullptr, nullptr, p, u, c, lines_a);
+        for (int64_t i = 0; i < 2 * lines_b; ++i) {  // b reads its lines from the scratch
+          const int64_t nb = b.lb.nb[i];
+          b.lb.in[i] = ((nb / N) * k + nb % N - n0) * lb_.P + b.lb.q[i];
+        }
+        b.recompute(t.data(), p, 2 * lines_b);
+        b.backward(gs, gd, gt.data(), gy, coef, gcoef, p, u, c, 2 * lines_b);
+        a.backward(gt.data(), gt.data() + k * plane, gx, nullptr, nullptr, nullptr, p, u, c, lines_a);
       }
       std::copy(a.acc.begin(), a.acc.end(), pgrad_a + c * a.acc.size());
       std::copy(b.acc.begin(), b.acc.end(), pgrad_b + c * b.acc.size());
@@ -777,11 +785,11 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy,
 }
 
 template <typename T>
-bool backward2_dispatch(const T* x, T* t, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef,
+bool backward2_dispatch(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef,
                         double* pgrad_a, double* pgrad_b, const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po,
                         Op<T> uo, double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
 #define LIFTSWAP_B2(KC) \
-  backward2_impl<T, KC>(x, t, gt, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, la, lb, K, po, uo, kcu_a, kcp_a, \
+  backward2_impl<T, KC>(x, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, la, lb, K, po, uo, kcu_a, kcp_a, \
                         kcu_b, kcp_b, threads)
   switch (K) {
     case 1: return LIFTSWAP_B2(1);
@@ -962,13 +970,13 @@ int liftswap_abi_version() { return 9; }
     backward_dispatch<T>(x, gs, gd, gx, gy, coef, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},            \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
   }                                                                                                              \
-  int liftswap_lift_backward2_##SUFFIX(const T* x, T* t, T* gt, T* gx, const T* g_out, const T* gy, const T* coef, \
+  int liftswap_lift_backward2_##SUFFIX(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, \
                                         double* gcoef, double* pgrad_a, double* pgrad_b, const LiftLayout* la,     \
                                         const LiftLayout* lb, int K, const T* pw_, const T* pb_, const T* ppw,     \
                                         const T* ppb, T pbase, const T* uw, const T* ub, const T* upw,             \
                                         const T* upb, T ubase, double kcu_a, double kcp_a, double kcu_b,           \
                                         double kcp_b, int threads) {                                               \
-    return backward2_dispatch<T>(x, t, gt, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, *la, *lb, K,                    \
+    return backward2_dispatch<T>(x, gx, g_out, gy, coef, gcoef, pgrad_a, pgrad_b, *la, *lb, K,                    \
                           Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase}, kcu_a, kcp_a, kcu_b,  \
                           kcp_b, threads);                                                                         \
   }

@@ -77,16 +77,17 @@ class _Layout(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in ("G", "C", "P", "L", "B", "even_first", "next_A", "next_In", "N")]
 
 
-def _layout(x: Tensor, dim: int, even_first: bool, next_dim: int | None) -> _Layout:
-    """How the kernel sees ``x`` lifted along ``dim``; ``next_dim``: the axis the next lift takes."""
-    axis = x.dim() + dim
-    p = math.prod(x.shape[2:axis])
-    b = math.prod(x.shape[axis + 1 :])
+def _layout(shape: tuple[int, ...], dim: int, even_first: bool, next_dim: int | None) -> _Layout:
+    """How the kernel sees a tensor of ``shape`` lifted along ``dim``; ``next_dim``: the axis the next lift takes."""
+    shape = tuple(shape)
+    axis = len(shape) + dim
+    p = math.prod(shape[2:axis])
+    b = math.prod(shape[axis + 1 :])
     next_a = next_in = 0
     if next_dim is not None:  # outputs go even rows first along next_dim, so its split is two copies
-        nxt = x.dim() + next_dim
-        next_a, next_in = x.shape[nxt], math.prod(x.shape[nxt + 1 : axis])
-    return _Layout(x.shape[0] * x.shape[1], x.shape[1], p, x.shape[axis], b, int(even_first), next_a, next_in, 0)
+        nxt = len(shape) + next_dim
+        next_a, next_in = shape[nxt], math.prod(shape[nxt + 1 : axis])
+    return _Layout(shape[0] * shape[1], shape[1], p, shape[axis], b, int(even_first), next_a, next_in, 0)
 
 
 def _halved(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
@@ -128,7 +129,7 @@ class _Kernel:
 
     def forward(self, x: Tensor, dim: int, with_costs: bool, even_first: bool = False, next_dim: int | None = None):
         """(s and d stacked along the batch, per-channel sums of (s - x_o)^2 and d^2 or None)."""
-        layout = _layout(x, dim, even_first, next_dim)
+        layout = _layout(x.shape, dim, even_first, next_dim)
         out = x.new_empty(_halved(x.shape, dim))
         half = out.numel() // 2
         costs = torch.empty((layout.C, 2), dtype=torch.float64) if with_costs else None
@@ -151,7 +152,7 @@ class _Kernel:
         channel, the sum of ``g_y`` times the band, which the last lift recomputes anyway. ``gx``:
         a dead buffer of x's size to write the gradient into.
         """
-        layout = _layout(x, dim, even_first, next_dim)
+        layout = _layout(x.shape, dim, even_first, next_dim)
         layout.N = batch
         if g_out is None:
             gs = gd = None
@@ -179,15 +180,15 @@ class _Kernel:
         None where a plane is too large for the kernel's tiles (nothing computed).
         """
         a, b = dims
-        la = _layout(x, a, False, b)
-        t = x.new_empty(_halved(x.shape, a))
+        la = _layout(x.shape, a, False, b)
+        t = _halved(x.shape, a)  # the first lift's output shape
         lb = _layout(t, b, True, None)
         lb.N = batch
-        gt, gx = torch.empty_like(t), torch.empty_like(x)
+        gx = torch.empty_like(x)
         pgrad = torch.empty((2, la.C, 2 * (self.k + 3)), dtype=torch.float64)
-        gcoef = torch.zeros((2 * t.shape[0] // batch, la.C), dtype=torch.float64) if gamma_grad else None
+        gcoef = torch.zeros((2 * t[0] // batch, la.C), dtype=torch.float64) if gamma_grad else None
         done = self._bwd2(
-            x.data_ptr(), t.data_ptr(), gt.data_ptr(), gx.data_ptr(), None if g_out is None else g_out.data_ptr(),
+            x.data_ptr(), gx.data_ptr(), None if g_out is None else g_out.data_ptr(),
             g_y.data_ptr(), coef.data_ptr(), None if gcoef is None else gcoef.data_ptr(), pgrad[0].data_ptr(),
             pgrad[1].data_ptr(), ctypes.byref(la), ctypes.byref(lb), self.k, *self._p, self.p_base, *self._u,
             self.u_base, *kc[0], *kc[1], torch.get_num_threads(),
@@ -197,7 +198,7 @@ class _Kernel:
     def unlift(self, bands: Tensor, dim: int) -> Tensor:
         """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
         half = bands.shape[0] // 2
-        layout = _layout(bands[:half], dim, False, None)
+        layout = _layout(bands[:half].shape, dim, False, None)
         axis = bands.dim() + dim
         out = bands.new_empty((half,) + bands.shape[1:axis] + (2 * bands.shape[axis],) + bands.shape[axis + 1 :])
         s, d = bands[:half], bands[half:]
@@ -210,7 +211,7 @@ class _Kernel:
     def unlift_backward(self, bands: Tensor, dim: int, g_out: Tensor) -> tuple[Tensor, Tensor]:
         """(gradient of the stacked s and d, float64 (C, 2 (K + 3)) parameter grads)."""
         half = bands.shape[0] // 2
-        layout = _layout(bands[:half], dim, False, None)
+        layout = _layout(bands[:half].shape, dim, False, None)
         g = torch.empty_like(bands)
         pgrad = torch.empty((layout.C, 2 * (self.k + 3)), dtype=torch.float64)
         self._unlift_bwd(

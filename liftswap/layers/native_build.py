@@ -93,7 +93,7 @@ def _build() -> ctypes.CDLL:
         bwd.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
         bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
-        bwd2.argtypes = [ptr] * 12 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real] + [f64] * 4 + [i32]
+        bwd2.argtypes = [ptr] * 10 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real] + [f64] * 4 + [i32]
         bwd2.restype = i32
         ufwd = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         ufwd.argtypes = [ptr] * 4 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
