@@ -390,18 +390,19 @@ struct BackwardTiles {
     buf.fill_mask(buf.get(MASK));
   }
 
-  // The tile's x_e, x_o, d and P's pre-activation and r (the lines in lb, read from x).
+  // The tile's x_e, x_o, d (the lines in lb, read from x), and with Keep P's pre-activation and r.
+  template <bool Keep = true>
   void recompute(const T* x, const Chan<T>& p, int64_t lines) {
     const int64_t total = lines * t.seg;
     for (int b : {GHU, GHP})  // a shorter last tile: no stale values past it
       std::fill(buf.get(b) + total, buf.get(b) + total + t.margin, T(0));
-    predict_tile<T, KC, true>(x, lb, lines, lay, t, p, K, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(HP),
+    predict_tile<T, KC, Keep>(x, lb, lines, lay, t, p, K, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(HP),
                               buf.get(RP));
   }
 
-  // After recompute: the tile's s and d written where the lift's forward writes them.
-  void write_outputs(const Chan<T>& u, int64_t lines, T* s, T* d) {
-    double cu = 0, cp = 0;
+  // After recompute: the tile's s and d written where the lift's forward writes them; cu and cp
+  // get the regulariser's sums.
+  void write_outputs(const Chan<T>& u, int64_t lines, T* s, T* d, double& cu, double& cp) {
     T* sb = buf.get(SB);
     update_tile<T, KC>(u, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(MASK), sb, lines * t.seg, t.B, K, cu, cp);
     write_lines(lb, lines, t, sb, buf.get(DP), s, d);
@@ -563,29 +564,82 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
   }
 }
 
-// The backward of a 2-D layer's two lifts (a: along W, then b: along H, the last) in one pass.
-// Lift by lift, the backward re-lifts the whole input along W (b needs a's output), then runs b's
-// backward, then a's, which recomputes a's forward once more. Here a channel's planes go a tile
-// of whole planes at a time: a's forward recomputed once and kept in a's tile, its output rows
-// written to a scratch of the tile's planes, b's backward on those planes (its input gradient
-// into another), then a's backward from the kept tile. Returns false, having done nothing, where
-// one plane does not fit a tile (large planes: the lift-by-lift order is as fast).
-template <typename T, int KC>
-bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef, double* pgrad_a,
-                    double* pgrad_b, const LiftLayout& la, const LiftLayout& lb_, int Kr, Op<T> po, Op<T> uo,
-                    double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
-  const int K = KC ? KC : Kr;
+// A 2-D layer's two lifts (a: along W, then b: along H, the last) can go a tile of whole (n, c)
+// planes at a time: a's output on the tile's planes lives in a per-thread scratch (their s planes,
+// then their d planes) instead of a whole-tensor buffer, and b reads it from there. Planes per
+// tile; 0 where one plane does not fit (large planes: lift by lift is as fast).
+inline int64_t planes_per_tile(const LiftLayout& la, const LiftLayout& lb, int K) {
   const int64_t N = la.G / la.C;
-  const Tile ta(la.L, la.B, N * la.P, K / 2), tb_(lb_.L, lb_.B, 2 * N * lb_.P, K / 2);
-  const int64_t planes = std::min({ta.cap / la.P, tb_.cap / (2 * lb_.P), N});
+  const Tile ta(la.L, la.B, N * la.P, K / 2), tb(lb.L, lb.B, 2 * N * lb.P, K / 2);
+  return std::min({ta.cap / la.P, tb.cap / (2 * lb.P), N});
+}
+
+// a's lines of planes n0 .. n0 + k - 1 of channel c, written to the scratch, and b's lines of
+// the same planes (their s bands, then their d bands), read from it.
+template <typename T, int KC>
+void fill_plane_tile(BackwardTiles<T, KC>& a, BackwardTiles<T, KC>& b, int64_t c, int64_t n0, int64_t k) {
+  const LiftLayout &la = a.lay, &lb = b.lay;
+  const int64_t N = la.G / la.C, lines_a = k * la.P, lines_b = k * lb.P;
+  a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
+  for (int64_t i = 0; i < lines_a; ++i) a.lb.out[i] = (a.lb.nb[i] - n0) * la.P + a.lines_of.order[a.lb.q[i]];
+  b.lines_of.fill(b.lb, c, n0 * lb.P, lines_b);
+  b.lines_of.fill(b.lb, c, (N + n0) * lb.P, lines_b, lines_b);
+  for (int64_t i = 0; i < 2 * lines_b; ++i) {
+    const int64_t nb = b.lb.nb[i];
+    b.lb.in[i] = ((nb / N) * k + nb % N - n0) * lb.P + b.lb.q[i];
+  }
+}
+
+// forward_impl of both lifts by tiles of planes: b's s and d (its whole output), and with costs
+// each lift's per-channel sums (costs_a, costs_b) as forward_impl gives them.
+template <typename T, int KC>
+bool forward2_impl(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po, Op<T> uo,
+                   double* costs_a, double* costs_b, int threads) {
+  const int K = KC ? KC : Kr;
+  const int64_t planes = planes_per_tile(la, lb, K), N = la.G / la.C;
   if (planes < 1) return false;
-  const int64_t plane = la.P * ta.n;  // values of one (n, c) plane of a's s (or d)
-  const T* gs = g_out;
-  const T* gd = g_out ? g_out + N * la.C * 2 * lb_.P * tb_.n : nullptr;  // b's d bands follow its s bands
 #pragma omp parallel num_threads(threads)
   {
-    BackwardTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb_, K, kcu_b, kcp_b, 2 * planes * lb_.P);
-    // a's output on the tile's planes (their s planes, then their d planes) and its gradient.
+    BackwardTiles<T, KC> a(la, K, 0, 0, planes * la.P), b(lb, K, 0, 0, 2 * planes * lb.P);
+    const int64_t plane = la.P * a.t.n;
+    std::vector<T> t(2 * planes * plane);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < la.C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      double cost[4] = {0, 0, 0, 0};
+      for (int64_t n0 = 0; n0 < N; n0 += planes) {
+        const int64_t k = std::min(planes, N - n0);
+        fill_plane_tile(a, b, c, n0, k);
+        a.template recompute<false>(x, p, k * la.P);
+        a.write_outputs(u, k * la.P, t.data(), t.data() + k * plane, cost[0], cost[1]);
+        b.template recompute<false>(t.data(), p, 2 * k * lb.P);
+        b.write_outputs(u, 2 * k * lb.P, s, d, cost[2], cost[3]);
+      }
+      if (costs_a) std::copy(cost, cost + 2, costs_a + 2 * c);
+      if (costs_b) std::copy(cost + 2, cost + 4, costs_b + 2 * c);
+    }
+  }
+  return true;
+}
+
+// backward_impl of both lifts by tiles of planes. Lift by lift, the backward re-lifts the whole
+// input along W (b needs a's output), then runs b's backward, then a's, which recomputes a's
+// forward once more. Here a's forward is recomputed once and kept in a's tile, its output goes
+// to the scratch, b's backward runs on it (its input gradient into a second scratch), then a's
+// backward from the kept tile.
+template <typename T, int KC>
+bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, double* gcoef, double* pgrad_a,
+                    double* pgrad_b, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po, Op<T> uo,
+                    double kcu_a, double kcp_a, double kcu_b, double kcp_b, int threads) {
+  const int K = KC ? KC : Kr;
+  const int64_t planes = planes_per_tile(la, lb, K), N = la.G / la.C;
+  if (planes < 1) return false;
+  const T* gs = g_out;
+  const T* gd = g_out ? g_out + lb.G * lb.P * ((lb.L + 1) / 2) * lb.B : nullptr;  // b's d bands follow its s bands
+#pragma omp parallel num_threads(threads)
+  {
+    BackwardTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb, K, kcu_b, kcp_b, 2 * planes * lb.P);
+    const int64_t plane = la.P * a.t.n;
     std::vector<T> t(2 * planes * plane), gt(2 * planes * plane);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < la.C; ++c) {
@@ -593,21 +647,14 @@ bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coe
       std::fill(a.acc.begin(), a.acc.end(), 0.0);
       std::fill(b.acc.begin(), b.acc.end(), 0.0);
       for (int64_t n0 = 0; n0 < N; n0 += planes) {
-        const int64_t k = std::min(planes, N - n0), lines_a = k * la.P, lines_b = k * lb_.P;
-        a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
-        for (int64_t i = 0; i < lines_a; ++i)  // a's rows go to the scratch, not to the whole tensor
-          a.lb.out[i] = (a.lb.nb[i] - n0) * la.P + a.lines_of.order[a.lb.q[i]];
-        a.recompute(x, p, lines_a);
-        a.write_outputs(u, lines_a, t.data(), t.data() + k * plane);
-        b.lines_of.fill(b.lb, c, n0 * lb_.P, lines_b);  // the planes' s bands, then their d bands
-        b.lines_of.fill(b.lb, c, (N + n0) * lb_.P, lines_b, lines_b);
-        for (int64_t i = 0; i < 2 * lines_b; ++i) {  // b reads its lines from the scratch
-          const int64_t nb = b.lb.nb[i];
-          b.lb.in[i] = ((nb / N) * k + nb % N - n0) * lb_.P + b.lb.q[i];
-        }
-        b.recompute(t.data(), p, 2 * lines_b);
-        b.backward(gs, gd, gt.data(), gy, coef, gcoef, p, u, c, 2 * lines_b);
-        a.backward(gt.data(), gt.data() + k * plane, gx, nullptr, nullptr, nullptr, p, u, c, lines_a);
+        const int64_t k = std::min(planes, N - n0);
+        double unused[2];
+        fill_plane_tile(a, b, c, n0, k);
+        a.recompute(x, p, k * la.P);
+        a.write_outputs(u, k * la.P, t.data(), t.data() + k * plane, unused[0], unused[1]);
+        b.recompute(t.data(), p, 2 * k * lb.P);
+        b.backward(gs, gd, gt.data(), gy, coef, gcoef, p, u, c, 2 * k * lb.P);
+        a.backward(gt.data(), gt.data() + k * plane, gx, nullptr, nullptr, nullptr, p, u, c, k * la.P);
       }
       std::copy(a.acc.begin(), a.acc.end(), pgrad_a + c * a.acc.size());
       std::copy(b.acc.begin(), b.acc.end(), pgrad_b + c * b.acc.size());
@@ -781,6 +828,17 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy,
     case 3: return backward_impl<T, 3>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
     case 5: return backward_impl<T, 5>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
     default: return backward_impl<T, 0>(x, gs, gd, gx, gy, coef, gcoef, pgrad, lay, K, po, uo, kcu, kcp, threads);
+  }
+}
+
+template <typename T>
+bool forward2_dispatch(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po, Op<T> uo,
+                       double* costs_a, double* costs_b, int threads) {
+  switch (K) {
+    case 1: return forward2_impl<T, 1>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
+    case 3: return forward2_impl<T, 3>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
+    case 5: return forward2_impl<T, 5>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
+    default: return forward2_impl<T, 0>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
   }
 }
 
@@ -969,6 +1027,13 @@ int liftswap_abi_version() { return 9; }
                                        const T* upb, T ubase, double kcu, double kcp, int threads) {             \
     backward_dispatch<T>(x, gs, gd, gx, gy, coef, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},            \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
+  }                                                                                                              \
+  int liftswap_lift_forward2_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* la, const LiftLayout* lb, int K,   \
+                                       const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase, const T* uw, \
+                                       const T* ub, const T* upw, const T* upb, T ubase, double* costs_a,          \
+                                       double* costs_b, int threads) {                                             \
+    return forward2_dispatch<T>(x, s, d, *la, *lb, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                          \
+                                Op<T>{uw, ub, upw, upb, ubase}, costs_a, costs_b, threads);                     \
   }                                                                                                              \
   int liftswap_lift_backward2_##SUFFIX(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, \
                                         double* gcoef, double* pgrad_a, double* pgrad_b, const LiftLayout* la,     \

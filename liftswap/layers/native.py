@@ -116,6 +116,7 @@ class _Kernel:
         suffix = "f32" if dtype == torch.float32 else "f64"
         self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
         self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
+        self._fwd2 = getattr(lib, f"liftswap_lift_forward2_{suffix}")
         self._bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
         self._unlift = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         self._unlift_bwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
@@ -169,6 +170,25 @@ class _Kernel:
             kcu, kcp, torch.get_num_threads(),
         )  # fmt: skip
         return gx, pgrad, gcoef
+
+    def forward2(self, x: Tensor, dims: list[int], with_costs: bool):
+        """:meth:`forward` of a 2-D layer's two lifts (along ``dims[0]``, then ``dims[1]``) in one call.
+
+        (the last lift's output, [each lift's costs or None]), or None where a plane is too large
+        for the kernel's tiles (nothing computed). The first lift's output never fills a tensor.
+        """
+        a, b = dims
+        t = _halved(x.shape, a)
+        la, lb = _layout(x.shape, a, False, b), _layout(t, b, True, None)
+        out = x.new_empty(_halved(t, b))
+        costs = [torch.empty((la.C, 2), dtype=torch.float64) for _ in dims] if with_costs else [None, None]
+        ptr = out.data_ptr()
+        done = self._fwd2(
+            x.data_ptr(), ptr, ptr + out.numel() // 2 * out.element_size(), ctypes.byref(la), ctypes.byref(lb),
+            self.k, *self._p, self.p_base, *self._u, self.u_base, *(None if c is None else c.data_ptr() for c in costs),
+            torch.get_num_threads(),
+        )  # fmt: skip
+        return (out, costs) if done else None
 
     def backward2(self, x: Tensor, dims: list[int], g_out: Tensor | None, kc: list[tuple[float, float]], g_y: Tensor,
                   coef: Tensor, gamma_grad: bool, batch: int):  # fmt: skip
@@ -249,10 +269,11 @@ def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
 class _DownPool(torch.autograd.Function):
     """x -> (y, details, c_u, c_p) of :func:`lift_down_pool`; saves only x and the parameters.
 
-    Backward runs the kernel's backward per axis, the last lift first, each recomputing its
-    forward from its input; a 2-D layer's two lifts go in one call (:meth:`_Kernel.backward2`),
-    others re-lift all but the last axis first. The last lift also hands back the bands it
-    recomputes, which gamma's gradient needs.
+    A 2-D layer's two lifts go through the kernel in one call each way, a tile of planes at a
+    time (:meth:`_Kernel.forward2`, :meth:`_Kernel.backward2`); other layers, and planes too large
+    for a tile, lift by lift: backward re-lifts all but the last axis to get each lift's input,
+    then runs each lift's backward, which recomputes its forward, the last lift first. The last
+    lift also hands back the bands it recomputes, which gamma's gradient needs.
     """
 
     @staticmethod
@@ -261,19 +282,28 @@ class _DownPool(torch.autograd.Function):
         kernel = _Kernel(x.dtype, predict, update)
         x = x.contiguous()
         n = x.shape[0]
-        bands, counts = x, []
-        c_u = c_p = 0.0
         order = list(reversed(axes))
-        for i, dim in enumerate(order):
-            bands, costs = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
-            counts.append(bands.numel() // bands.shape[0] * n)  # elements of one 1D lift's s (or d)
-            if costs is not None:
-                cu, cp = costs.sum(0).tolist()
-                c_u, c_p = c_u + cu / counts[-1], c_p + cp / counts[-1]
+        shapes = [x.shape]
+        for dim in order:
+            shapes.append(_halved(shapes[-1], dim))
+        counts = [math.prod(shape[1:]) * n for shape in shapes[1:]]  # elements of one 1D lift's s (or d)
+        lifted = kernel.forward2(x, order, with_costs) if len(order) == 2 else None
+        if lifted is None:  # lift by lift
+            bands, costs = x, []
+            for i, dim in enumerate(order):
+                bands, cost = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
+                costs.append(cost)
+        else:
+            bands, costs = lifted
+        c_u = c_p = 0.0
+        if with_costs:
+            for cost, count in zip(costs, counts):
+                cu, cp = cost.sum(0).tolist()
+                c_u, c_p = c_u + cu / count, c_p + cp / count
         bands = bands.view(_bands_shape(bands, n))
         y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
         ctx.save_for_backward(x, gamma, *params)
-        ctx.meta = (axes, output, predict, update, counts)
+        ctx.meta = (axes, output, predict, update, counts, shapes[-1])
         cu = torch.tensor(c_u, dtype=x.dtype)
         cp = torch.tensor(c_p, dtype=x.dtype)
         if not with_costs:
@@ -284,13 +314,10 @@ class _DownPool(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, g_details, g_cu, g_cp):
         x, gamma, *params = ctx.saved_tensors
-        axes, output, predict, update, counts = ctx.meta
+        axes, output, predict, update, counts, last = ctx.meta
         kernel = _Kernel(x.dtype, predict, update)
         n = x.shape[0]
         order = list(reversed(axes))
-        last = x.shape
-        for dim in order:
-            last = _halved(last, dim)
         shape = (last[0] // n, n) + last[1:]
         coef = coefficients(output, gamma, shape[0], x)
         g_details = None if g_details is None else g_details.contiguous()

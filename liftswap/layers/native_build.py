@@ -92,6 +92,9 @@ def _build() -> ctypes.CDLL:
         bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
         bwd.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
+        fwd2 = getattr(lib, f"liftswap_lift_forward2_{suffix}")
+        fwd2.argtypes = [ptr] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, ptr, i32]
+        fwd2.restype = i32
         bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
         bwd2.argtypes = [ptr] * 10 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real] + [f64] * 4 + [i32]
         bwd2.restype = i32
