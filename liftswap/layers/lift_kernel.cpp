@@ -363,15 +363,16 @@ void forward_impl(const T* x, T* s, T* d, const LiftLayout& lay, int Kr, Op<T> p
   }
 }
 
-// One lift's backward, a tile of lines at a time (one per thread): recompute() runs the tile's
-// forward again from the lift's input, backward() turns the gradient of its outputs into the
+// One lift, a tile of lines at a time (one per thread), for the fused two-lift passes and each
+// lift's backward: recompute() runs the tile's predict step from the lift's input, write_outputs()
+// its update step and writes s and d, backward() turns the gradient of its outputs into the
 // input's (merged into gx) and the parameters' (summed into acc: P taps, P dw bias, P pw, P pw
 // bias, then the same for U). gs, gd: the gradient of s and d; in the last lift (lay.N > 0) they
 // may be null, and then are coef[band, c] * gy (the pooled output's gradient; no details
 // gradient), made per tile. gcoef (last lift only): per band and channel, the sum of gy times the
 // band, gamma's gradient.
 template <typename T, int KC>
-struct BackwardTiles {
+struct LiftTiles {
   const LiftLayout& lay;
   const Lines lines_of;
   const int K, m;
@@ -382,11 +383,12 @@ struct BackwardTiles {
   Buffers<T> buf;
   Lines::Batch lb;
   std::vector<double> acc;
-  enum { XE, XO, DP, HP, RP, GSB, GDB, GXE, GXO, GHU, GHP, SB, MASK, GYB, COUNT };
+  // The forward (recompute<false>, write_outputs) needs the first FORWARD buffers only.
+  enum { XE, XO, DP, SB, MASK, FORWARD, HP = FORWARD, RP, GSB, GDB, GXE, GXO, GHU, GHP, GYB, COUNT };
 
-  BackwardTiles(const LiftLayout& l, int Kr, double kcu, double kcp, int64_t cap = 0)
+  LiftTiles(const LiftLayout& l, int Kr, double kcu, double kcp, int64_t cap = 0, int buffers = COUNT)
       : lay(l), lines_of(l), K(KC ? KC : Kr), m(K / 2), count(lines_of.NB * l.P), t(l.L, l.B, count, m, cap),
-        tcu(T(kcu)), tcp(T(kcp)), parts(l.N > 0 ? lines_of.NB / l.N : 0), buf(t, COUNT), lb(t.cap), acc(2 * (K + 3)) {
+        tcu(T(kcu)), tcp(T(kcp)), parts(l.N > 0 ? lines_of.NB / l.N : 0), buf(t, buffers), lb(t.cap), acc(2 * (K + 3)) {
     buf.fill_mask(buf.get(MASK));
   }
 
@@ -394,10 +396,12 @@ struct BackwardTiles {
   template <bool Keep = true>
   void recompute(const T* x, const Chan<T>& p, int64_t lines) {
     const int64_t total = lines * t.seg;
-    for (int b : {GHU, GHP})  // a shorter last tile: no stale values past it
-      std::fill(buf.get(b) + total, buf.get(b) + total + t.margin, T(0));
-    predict_tile<T, KC, Keep>(x, lb, lines, lay, t, p, K, buf.get(XE), buf.get(XO), buf.get(DP), buf.get(HP),
-                              buf.get(RP));
+    if constexpr (Keep) {
+      for (int b : {GHU, GHP})  // a shorter last tile: no stale values past it
+        std::fill(buf.get(b) + total, buf.get(b) + total + t.margin, T(0));
+    }
+    predict_tile<T, KC, Keep>(x, lb, lines, lay, t, p, K, buf.get(XE), buf.get(XO), buf.get(DP),
+                              Keep ? buf.get(HP) : nullptr, Keep ? buf.get(RP) : nullptr);
   }
 
   // After recompute: the tile's s and d written where the lift's forward writes them; cu and cp
@@ -548,7 +552,7 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
                    int threads) {
 #pragma omp parallel num_threads(threads)
   {
-    BackwardTiles<T, KC> w(lay, Kr, kcu, kcp);
+    LiftTiles<T, KC> w(lay, Kr, kcu, kcp);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < lay.C; ++c) {
       const Chan<T> p(po, c, w.K), u(uo, c, w.K);
@@ -577,7 +581,7 @@ inline int64_t planes_per_tile(const LiftLayout& la, const LiftLayout& lb, int K
 // a's lines of planes n0 .. n0 + k - 1 of channel c, written to the scratch, and b's lines of
 // the same planes (their s bands, then their d bands), read from it.
 template <typename T, int KC>
-void fill_plane_tile(BackwardTiles<T, KC>& a, BackwardTiles<T, KC>& b, int64_t c, int64_t n0, int64_t k) {
+void fill_plane_tile(LiftTiles<T, KC>& a, LiftTiles<T, KC>& b, int64_t c, int64_t n0, int64_t k) {
   const LiftLayout &la = a.lay, &lb = b.lay;
   const int64_t N = la.G / la.C, lines_a = k * la.P, lines_b = k * lb.P;
   a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
@@ -600,7 +604,8 @@ bool forward2_impl(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayou
   if (planes < 1) return false;
 #pragma omp parallel num_threads(threads)
   {
-    BackwardTiles<T, KC> a(la, K, 0, 0, planes * la.P), b(lb, K, 0, 0, 2 * planes * lb.P);
+    using Tiles = LiftTiles<T, KC>;
+    Tiles a(la, K, 0, 0, planes * la.P, Tiles::FORWARD), b(lb, K, 0, 0, 2 * planes * lb.P, Tiles::FORWARD);
     const int64_t plane = la.P * a.t.n;
     std::vector<T> t(2 * planes * plane);
 #pragma omp for schedule(static)
@@ -638,7 +643,7 @@ bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coe
   const T* gd = g_out ? g_out + lb.G * lb.P * ((lb.L + 1) / 2) * lb.B : nullptr;  // b's d bands follow its s bands
 #pragma omp parallel num_threads(threads)
   {
-    BackwardTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb, K, kcu_b, kcp_b, 2 * planes * lb.P);
+    LiftTiles<T, KC> a(la, K, kcu_a, kcp_a, planes * la.P), b(lb, K, kcu_b, kcp_b, 2 * planes * lb.P);
     const int64_t plane = la.P * a.t.n;
     std::vector<T> t(2 * planes * plane), gt(2 * planes * plane);
 #pragma omp for schedule(static)
