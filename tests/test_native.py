@@ -59,8 +59,8 @@ CASES = [  # dims, shape, axes
     (2, (2, 3, 8, 7), None),
     (2, (2, 3, 1, 5), None),
     (2, (2, 4, 14, 14), None),
-    (2, (6, 2, 40, 40), None),  # backward: tiles of 4 planes, the last one short
-    (2, (1, 2, 80, 100), None),  # backward: a plane is too large for a tile, lift by lift
+    (2, (6, 2, 40, 40), None),  # the kernel's 2-D passes: tiles of 4 planes, the last one short
+    (2, (1, 2, 80, 100), None),  # a plane too large for a tile: lift by lift
     (2, (2, 3, 5, 6), (-2,)),
     (3, (1, 2, 5, 4, 3), None),
     (3, (1, 2, 3, 4, 5), (-2, -1)),
@@ -102,21 +102,24 @@ def test_up_pool_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, i
 
 
 @needs_kernel
-def test_two_lift_backward_fuses_planes_that_fit_a_tile(monkeypatch):
-    """CASES cover both backward orders of a 2-D layer: fused per tile of planes, and lift by lift."""
-    taken = []
-    fused = native._Kernel.backward2
+def test_two_lift_passes_fuse_planes_that_fit_a_tile(monkeypatch):
+    """CASES cover both orders of a 2-D layer's kernel passes: by tiles of planes, and lift by lift."""
+    taken = {}
+    for name in ("forward2", "backward2", "unlift2", "unlift_backward2"):
+        fused = getattr(native._Kernel, name)
 
-    def spy(self, *args):
-        out = fused(self, *args)
-        taken.append(out is not None)
-        return out
+        def spy(self, *args, name=name, fused=fused):
+            out = fused(self, *args)
+            taken[name] = out is not None
+            return out
 
-    monkeypatch.setattr(native._Kernel, "backward2", spy)
+        monkeypatch.setattr(native._Kernel, name, spy)
     for shape, expect in (((6, 2, 40, 40), True), ((2, 4, 14, 14), True), ((1, 2, 80, 100), False)):
-        pool = liftswap.LiftDownPool2d(shape[1])
-        pool(torch.randn(shape, requires_grad=True)).sum().backward()
-        assert taken.pop() == expect, shape
+        down = liftswap.LiftDownPool2d(shape[1], return_details=True)
+        up = liftswap.LiftUpPool2d(down)
+        taken.clear()
+        up(*down(torch.randn(shape, requires_grad=True)), output_size=shape[2:]).sum().backward()
+        assert taken == dict.fromkeys(("forward2", "backward2", "unlift2", "unlift_backward2"), expect), shape
 
 
 @needs_kernel

@@ -669,47 +669,156 @@ bool backward2_impl(const T* x, T* gx, const T* g_out, const T* gy, const T* coe
 }
 
 // The inverse step (SPEC 1): x_e = s - base_u d - r_u(d), x_o = d + base_p x_e + r_p(x_e), rows
-// interleaved. The layout describes s (and d): L = Lh rows each; the output line has 2 Lh rows.
+// interleaved, a tile of lines at a time (one per thread). The layout describes s (and d): L = Lh
+// rows each; an output line has 2 Lh rows. Lines come from lb: s and d (and their gradients) at
+// lb.in, the output (and its gradient) at lb.out, both the line's place in the whole tensors
+// unless a fused pass points one of them at its scratch. load() reads the tile's s and d,
+// update() makes x_e (with Keep, keeping U's pre-activation and r for backward()), predict()
+// makes x_o and writes the output, backward() turns the output's gradient into s's, d's and the
+// parameters' (summed into acc, laid out as in LiftTiles).
+template <typename T, int KC>
+struct UnliftTiles {
+  const LiftLayout& lay;
+  const Lines lines_of;
+  const int K, m;
+  const int64_t count;  // lines per channel
+  const Tile t;
+  Buffers<T> buf;
+  Lines::Batch lb;
+  std::vector<double> acc;
+  // The forward (load, update<false>, predict) needs the first FORWARD buffers only.
+  enum { DP, SB, XE, XO, FORWARD, HU = FORWARD, RU, GXE, GXO, GDB, GH, MASK, COUNT };
+
+  UnliftTiles(const LiftLayout& l, int Kr, int64_t cap = 0, int buffers = COUNT)
+      : lay(l), lines_of(l), K(KC ? KC : Kr), m(K / 2), count(lines_of.NB * l.P), t(2 * l.L, l.B, count, m, cap),
+        buf(t, buffers), lb(t.cap), acc(2 * (K + 3)) {
+    if (buffers > MASK) buf.fill_mask(buf.get(MASK));
+  }
+
+  LIFTSWAP_INLINE void load(const T* s, const T* d, int64_t lines) {
+    const int m = (KC ? KC : K) / 2;
+    const int64_t seg = t.seg, margin = t.margin, n = t.n, Lh = t.Lh, B = t.B;
+    T *const dp = buf.get(DP), *const sb = buf.get(SB);
+    const int64_t* const in = lb.in.data();
+    for (int64_t i = 0; i < lines; ++i) {
+      copy(dp + i * seg + margin, d + in[i] * n, n);
+      copy(sb + i * seg + margin, s + in[i] * n, n);
+      pad_rows(dp + i * seg, Lh, B, m);
+    }
+  }
+
+  template <bool Keep>
+  LIFTSWAP_INLINE void update(const Chan<T> u, int64_t lines) {
+    const int K = KC ? KC : this->K, m = K / 2;
+    const int64_t total = lines * t.seg, B = t.B, seg = t.seg, Lh = t.Lh;
+    T *const dp = buf.get(DP), *const sb = buf.get(SB), *const xe = buf.get(XE);
+    T *const hu = Keep ? buf.get(HU) : nullptr, *const ru = Keep ? buf.get(RU) : nullptr;
+#pragma omp simd
+    for (int64_t e = 0; e < total; ++e) {
+      T h = u.template filter<KC>(dp, e, B, K);
+      T r = u.activate(h);
+      if constexpr (Keep) {
+        hu[e] = h;
+        ru[e] = r;
+      }
+      xe[e] = sb[e] - u.base * dp[e] - r;
+    }
+    for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
+  }
+
+  LIFTSWAP_INLINE void predict(const Chan<T> p, int64_t lines, T* x) {
+    const int K = KC ? KC : this->K;
+    const int64_t total = lines * t.seg, B = t.B, seg = t.seg, Lh = t.Lh, n = t.n, margin = t.margin;
+    T *const dp = buf.get(DP), *const xe = buf.get(XE), *const xo = buf.get(XO);
+#pragma omp simd
+    for (int64_t e = 0; e < total; ++e) {
+      T h = p.template filter<KC>(xe, e, B, K);
+      xo[e] = dp[e] + p.base * xe[e] + p.activate(h);
+    }
+    const int64_t* const out = lb.out.data();
+    for (int64_t i = 0; i < lines; ++i)
+      merge(x + out[i] * 2 * n, xe + i * seg + margin, xo + i * seg + margin, 2 * Lh, Lh, B, false);
+  }
+
+  // After load and update<true>.
+  void backward(const T* gx, T* gs, T* gd, const Chan<T> p, const Chan<T> u, int64_t lines) {
+    const int K = KC ? KC : this->K, m = K / 2;
+    const Tile t = this->t;
+    const int64_t B = t.B, seg = t.seg, Lh = t.Lh, n = t.n, margin = t.margin, total = lines * seg;
+    T *const dp = buf.get(DP), *const xe = buf.get(XE), *const hu = buf.get(HU), *const ru = buf.get(RU);
+    T *const gxe = buf.get(GXE), *const gxo = buf.get(GXO), *const gdb = buf.get(GDB), *const gh = buf.get(GH);
+    T *const mask = buf.get(MASK);
+    const int64_t *const in = lb.in.data(), *const out = lb.out.data();
+    std::fill(gh + total, gh + total + margin, T(0));  // a shorter last tile: no stale values past it
+    for (int64_t i = 0; i < lines; ++i)
+      split(gx + out[i] * 2 * n, gxe + i * seg, gxo + i * seg + margin, 2 * Lh, Lh, B, m, false);
+    // Predict: x_o = d + base_p x_e + r_p(x_e).
+    T a_pw = 0, a_pb = 0, a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+    for (int64_t e = 0; e < total; ++e) {
+      T h = p.template filter<KC>(xe, e, B, K);
+      T relu = std::max(h, T(0));
+      T r = p.activate(h);
+      const bool on = mask[e] != 0;
+      T g_o = on ? gxo[e] : T(0);
+      gdb[e] = g_o;
+      gxe[e] = on ? gxe[e] + p.base * g_o : T(0);
+      T gz = g_o * (T(1) - r * r);
+      a_pw += gz * relu;
+      a_pb += gz;
+      T ghv = h > 0 ? gz * p.pw : T(0);
+      a_b += ghv;
+      gh[e] = ghv;
+    }
+    acc[K] += a_b;
+    acc[K + 1] += a_pw;
+    acc[K + 2] += a_pb;
+    tap_sums(gh, xe, total, B, K, acc.data());
+    filter_transpose<T, KC>(gh, gxe, mask, p.w, t, lines, K);
+    // Update: x_e = s - base_u d - r_u(d).
+    a_pw = a_pb = a_b = 0;
+#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
+    for (int64_t e = 0; e < total; ++e) {
+      T g_e = gxe[e];  // zero on padding rows
+      T h = hu[e];
+      T relu = std::max(h, T(0));
+      T r = ru[e];
+      gdb[e] -= u.base * g_e;
+      T gz = -g_e * (T(1) - r * r);
+      a_pw += gz * relu;
+      a_pb += gz;
+      T ghv = h > 0 ? gz * u.pw : T(0);
+      a_b += ghv;
+      gh[e] = ghv;
+    }
+    acc[K + 3 + K] += a_b;
+    acc[K + 3 + K + 1] += a_pw;
+    acc[K + 3 + K + 2] += a_pb;
+    tap_sums(gh, dp, total, B, K, acc.data() + K + 3);
+    filter_transpose<T, KC>(gh, gdb, mask, u.w, t, lines, K);
+    for (int64_t i = 0; i < lines; ++i) {
+      copy(gs + in[i] * n, gxe + i * seg + margin, n);
+      copy(gd + in[i] * n, gdb + i * seg + margin, n);
+    }
+  }
+};
+
 template <typename T, int KC>
 void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, int Kr, Op<T> po, Op<T> uo,
                          int threads) {
-  const int K = KC ? KC : Kr, m = K / 2;
-  const int64_t C = lay.C, B = lay.B, Lh = lay.L;
-  const Lines lines_of(lay);
-  const int64_t count = lines_of.NB * lay.P;
-  const Tile t(2 * Lh, B, count, m);
-  const int64_t n = t.n, seg = t.seg;
 #pragma omp parallel num_threads(threads)
   {
-    Buffers<T> buf(t, 4);
-    Lines::Batch lb(t.cap);
-    T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *xo = buf.get(3);
+    using Tiles = UnliftTiles<T, KC>;
+    Tiles w(lay, Kr, 0, Tiles::FORWARD);
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const Chan<T> p(po, c, K), u(uo, c, K);
-      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
-        lines_of.fill(lb, c, i0, lines);
-        for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lb.in[i];
-          copy(dp + i * seg + t.margin, d + line * n, n);
-          copy(sb + i * seg + t.margin, s + line * n, n);
-          pad_rows(dp + i * seg, Lh, B, m);
-        }
-#pragma omp simd
-        for (int64_t e = 0; e < total; ++e) {
-          T h = u.template filter<KC>(dp, e, B, K);
-          xe[e] = sb[e] - u.base * dp[e] - u.activate(h);
-        }
-        for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
-#pragma omp simd
-        for (int64_t e = 0; e < total; ++e) {
-          T h = p.template filter<KC>(xe, e, B, K);
-          xo[e] = dp[e] + p.base * xe[e] + p.activate(h);
-        }
-        for (int64_t i = 0; i < lines; ++i)
-          merge(x + lb.in[i] * 2 * n, xe + i * seg + t.margin, xo + i * seg + t.margin, 2 * Lh, Lh, B,
-                false);
+    for (int64_t c = 0; c < lay.C; ++c) {
+      const Chan<T> p(po, c, w.K), u(uo, c, w.K);
+      for (int64_t i0 = 0; i0 < w.count; i0 += w.t.cap) {
+        const int64_t lines = std::min(w.t.cap, w.count - i0);
+        w.lines_of.fill(w.lb, c, i0, lines);
+        w.load(s, d, lines);
+        w.template update<false>(u, lines);
+        w.predict(p, lines, x);
       }
     }
   }
@@ -719,98 +828,115 @@ void unlift_forward_impl(const T* s, const T* d, T* x, const LiftLayout& lay, in
 template <typename T, int KC>
 void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad, const LiftLayout& lay,
                           int Kr, Op<T> po, Op<T> uo, int threads) {
-  const int K = KC ? KC : Kr, m = K / 2;
-  const int64_t C = lay.C, B = lay.B, Lh = lay.L;
-  const Lines lines_of(lay);
-  const int64_t count = lines_of.NB * lay.P;
-  const Tile t(2 * Lh, B, count, m);
-  const int64_t n = t.n, seg = t.seg;
-  const int np = 2 * (K + 3);
 #pragma omp parallel num_threads(threads)
   {
-    Buffers<T> buf(t, 10);
-    Lines::Batch lb(t.cap);
-    T *dp = buf.get(0), *sb = buf.get(1), *xe = buf.get(2), *hu = buf.get(3), *ru = buf.get(4);
-    T *gxe = buf.get(5), *gxo = buf.get(6), *gdb = buf.get(7), *gh = buf.get(8), *mask = buf.get(9);
-    buf.fill_mask(mask);
-    std::vector<double> acc(np);
+    UnliftTiles<T, KC> w(lay, Kr);
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const Chan<T> p(po, c, K), u(uo, c, K);
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t i0 = 0; i0 < count; i0 += t.cap) {
-        const int64_t lines = std::min(t.cap, count - i0), total = lines * seg;
-        lines_of.fill(lb, c, i0, lines);
-        std::fill(gh + total, gh + total + t.margin, T(0));
-        for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lb.in[i];
-          copy(dp + i * seg + t.margin, d + line * n, n);
-          copy(sb + i * seg + t.margin, s + line * n, n);
-          pad_rows(dp + i * seg, Lh, B, m);
-          split(gx + line * 2 * n, gxe + i * seg, gxo + i * seg + t.margin, 2 * Lh, Lh, B, m, false);
-        }
-#pragma omp simd
-        for (int64_t e = 0; e < total; ++e) {
-          T h = u.template filter<KC>(dp, e, B, K);
-          T r = u.activate(h);
-          hu[e] = h;
-          ru[e] = r;
-          xe[e] = sb[e] - u.base * dp[e] - r;
-        }
-        for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
-        // Predict: x_o = d + base_p x_e + r_p(x_e).
-        T a_pw = 0, a_pb = 0, a_b = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
-        for (int64_t e = 0; e < total; ++e) {
-          T h = p.template filter<KC>(xe, e, B, K);
-          T relu = std::max(h, T(0));
-          T r = p.activate(h);
-          const bool on = mask[e] != 0;
-          T g_o = on ? gxo[e] : T(0);
-          gdb[e] = g_o;
-          gxe[e] = on ? gxe[e] + p.base * g_o : T(0);
-          T gz = g_o * (T(1) - r * r);
-          a_pw += gz * relu;
-          a_pb += gz;
-          T ghv = h > 0 ? gz * p.pw : T(0);
-          a_b += ghv;
-          gh[e] = ghv;
-        }
-        acc[K] += a_b;
-        acc[K + 1] += a_pw;
-        acc[K + 2] += a_pb;
-        tap_sums(gh, xe, total, B, K, acc.data());
-        filter_transpose<T, KC>(gh, gxe, mask, p.w, t, lines, K);
-        // Update: x_e = s - base_u d - r_u(d).
-        a_pw = a_pb = a_b = 0;
-#pragma omp simd reduction(+ : a_pw, a_pb, a_b)
-        for (int64_t e = 0; e < total; ++e) {
-          T g_e = gxe[e];  // zero on padding rows
-          T h = hu[e];
-          T relu = std::max(h, T(0));
-          T r = ru[e];
-          gdb[e] -= u.base * g_e;
-          T gz = -g_e * (T(1) - r * r);
-          a_pw += gz * relu;
-          a_pb += gz;
-          T ghv = h > 0 ? gz * u.pw : T(0);
-          a_b += ghv;
-          gh[e] = ghv;
-        }
-        acc[K + 3 + K] += a_b;
-        acc[K + 3 + K + 1] += a_pw;
-        acc[K + 3 + K + 2] += a_pb;
-        tap_sums(gh, dp, total, B, K, acc.data() + K + 3);
-        filter_transpose<T, KC>(gh, gdb, mask, u.w, t, lines, K);
-        for (int64_t i = 0; i < lines; ++i) {
-          const int64_t line = lb.in[i];
-          copy(gs + line * n, gxe + i * seg + t.margin, n);
-          copy(gd + line * n, gdb + i * seg + t.margin, n);
-        }
+    for (int64_t c = 0; c < lay.C; ++c) {
+      const Chan<T> p(po, c, w.K), u(uo, c, w.K);
+      std::fill(w.acc.begin(), w.acc.end(), 0.0);
+      for (int64_t i0 = 0; i0 < w.count; i0 += w.t.cap) {
+        const int64_t lines = std::min(w.t.cap, w.count - i0);
+        w.lines_of.fill(w.lb, c, i0, lines);
+        w.load(s, d, lines);
+        w.template update<true>(u, lines);
+        w.backward(gx, gs, gd, p, u, lines);
       }
-      std::copy(acc.begin(), acc.end(), pgrad + c * np);
+      std::copy(w.acc.begin(), w.acc.end(), pgrad + c * w.acc.size());
     }
   }
+}
+
+// An up pool's two inverse lifts (a: along H, then b: along W, the last) by tiles of whole (n, c)
+// planes of the output, as forward2_impl / backward2_impl do the down pool's: a's output on the
+// tile's planes (b's s planes, then its d planes) lives in a per-thread scratch. Planes per tile;
+// 0 where one plane does not fit.
+inline int64_t unlift_planes_per_tile(const LiftLayout& la, const LiftLayout& lb, int K) {
+  const int64_t N = lb.G / lb.C;
+  const Tile ta(2 * la.L, la.B, 2 * N * la.P, K / 2), tb(2 * lb.L, lb.B, N * lb.P, K / 2);
+  return std::min({ta.cap / (2 * la.P), tb.cap / lb.P, N});
+}
+
+// a's lines of output planes n0 .. n0 + k - 1 of channel c (their s parts, then their d parts),
+// written to the scratch, and b's lines of the same planes, read from it.
+template <typename T, int KC>
+void fill_unlift_plane_tile(UnliftTiles<T, KC>& a, UnliftTiles<T, KC>& b, int64_t c, int64_t n0, int64_t k) {
+  const LiftLayout &la = a.lay, &lb = b.lay;
+  const int64_t N = lb.G / lb.C, lines_a = k * la.P, lines_b = k * lb.P;
+  a.lines_of.fill(a.lb, c, n0 * la.P, lines_a);
+  a.lines_of.fill(a.lb, c, (N + n0) * la.P, lines_a, lines_a);
+  for (int64_t i = 0; i < 2 * lines_a; ++i) {
+    const int64_t nb = a.lb.nb[i];
+    a.lb.out[i] = ((nb / N) * k + nb % N - n0) * la.P + a.lb.q[i];
+  }
+  b.lines_of.fill(b.lb, c, n0 * lb.P, lines_b);
+  for (int64_t i = 0; i < lines_b; ++i) b.lb.in[i] = (b.lb.nb[i] - n0) * lb.P + b.lb.q[i];
+}
+
+// The up pool's output x from the stacked bands (s, d: a's input halves).
+template <typename T, int KC>
+bool unlift_forward2_impl(const T* s, const T* d, T* x, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po,
+                          Op<T> uo, int threads) {
+  const int K = KC ? KC : Kr;
+  const int64_t planes = unlift_planes_per_tile(la, lb, K), N = lb.G / lb.C;
+  if (planes < 1) return false;
+#pragma omp parallel num_threads(threads)
+  {
+    using Tiles = UnliftTiles<T, KC>;
+    Tiles a(la, K, 2 * planes * la.P, Tiles::FORWARD), b(lb, K, planes * lb.P, Tiles::FORWARD);
+    const int64_t plane = lb.P * b.t.n;
+    std::vector<T> t(2 * planes * plane);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < la.C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      for (int64_t n0 = 0; n0 < N; n0 += planes) {
+        const int64_t k = std::min(planes, N - n0);
+        fill_unlift_plane_tile(a, b, c, n0, k);
+        a.load(s, d, 2 * k * la.P);
+        a.template update<false>(u, 2 * k * la.P);
+        a.predict(p, 2 * k * la.P, t.data());
+        b.load(t.data(), t.data() + k * plane, k * lb.P);
+        b.template update<false>(u, k * lb.P);
+        b.predict(p, k * lb.P, x);
+      }
+    }
+  }
+  return true;
+}
+
+// Gradients of unlift_forward2_impl: gs, gd (as s, d) and each inverse lift's parameter sums.
+template <typename T, int KC>
+bool unlift_backward2_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad_a, double* pgrad_b,
+                           const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po, Op<T> uo, int threads) {
+  const int K = KC ? KC : Kr;
+  const int64_t planes = unlift_planes_per_tile(la, lb, K), N = lb.G / lb.C;
+  if (planes < 1) return false;
+#pragma omp parallel num_threads(threads)
+  {
+    UnliftTiles<T, KC> a(la, K, 2 * planes * la.P), b(lb, K, planes * lb.P);
+    const int64_t plane = lb.P * b.t.n;
+    std::vector<T> t(2 * planes * plane), gt(2 * planes * plane);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < la.C; ++c) {
+      const Chan<T> p(po, c, K), u(uo, c, K);
+      std::fill(a.acc.begin(), a.acc.end(), 0.0);
+      std::fill(b.acc.begin(), b.acc.end(), 0.0);
+      for (int64_t n0 = 0; n0 < N; n0 += planes) {
+        const int64_t k = std::min(planes, N - n0);
+        fill_unlift_plane_tile(a, b, c, n0, k);
+        a.load(s, d, 2 * k * la.P);
+        a.template update<true>(u, 2 * k * la.P);
+        a.predict(p, 2 * k * la.P, t.data());
+        b.load(t.data(), t.data() + k * plane, k * lb.P);
+        b.template update<true>(u, k * lb.P);
+        b.backward(gx, gt.data(), gt.data() + k * plane, p, u, k * lb.P);
+        a.backward(gt.data(), gs, gd, p, u, 2 * k * la.P);
+      }
+      std::copy(a.acc.begin(), a.acc.end(), pgrad_a + c * a.acc.size());
+      std::copy(b.acc.begin(), b.acc.end(), pgrad_b + c * b.acc.size());
+    }
+  }
+  return true;
 }
 
 template <typename T>
@@ -957,6 +1083,30 @@ void unlift_forward_dispatch(const T* s, const T* d, T* x, const LiftLayout& lay
 }
 
 template <typename T>
+bool unlift_forward2_dispatch(const T* s, const T* d, T* x, const LiftLayout& la, const LiftLayout& lb, int K,
+                              Op<T> po, Op<T> uo, int threads) {
+  switch (K) {
+    case 1: return unlift_forward2_impl<T, 1>(s, d, x, la, lb, K, po, uo, threads);
+    case 3: return unlift_forward2_impl<T, 3>(s, d, x, la, lb, K, po, uo, threads);
+    case 5: return unlift_forward2_impl<T, 5>(s, d, x, la, lb, K, po, uo, threads);
+    default: return unlift_forward2_impl<T, 0>(s, d, x, la, lb, K, po, uo, threads);
+  }
+}
+
+template <typename T>
+bool unlift_backward2_dispatch(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad_a, double* pgrad_b,
+                               const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po, Op<T> uo, int threads) {
+#define LIFTSWAP_UB2(KC) unlift_backward2_impl<T, KC>(s, d, gx, gs, gd, pgrad_a, pgrad_b, la, lb, K, po, uo, threads)
+  switch (K) {
+    case 1: return LIFTSWAP_UB2(1);
+    case 3: return LIFTSWAP_UB2(3);
+    case 5: return LIFTSWAP_UB2(5);
+    default: return LIFTSWAP_UB2(0);
+  }
+#undef LIFTSWAP_UB2
+}
+
+template <typename T>
 void unlift_backward_dispatch(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad, const LiftLayout& lay,
                               int K, Op<T> po, Op<T> uo, int threads) {
   switch (K) {
@@ -1076,6 +1226,24 @@ int liftswap_abi_version() { return 9; }
                                 Op<T>{uw, ub, upw, upb, ubase}, threads);                                        \
   }
 
+#define LIFTSWAP_EXPORT_UNLIFT2(T, SUFFIX)                                                                      \
+  int liftswap_unlift_forward2_##SUFFIX(const T* s, const T* d, T* x, const LiftLayout* la, const LiftLayout* lb,  \
+                                        int K, const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase,    \
+                                        const T* uw, const T* ub, const T* upw, const T* upb, T ubase,             \
+                                        int threads) {                                                            \
+    return unlift_forward2_dispatch<T>(s, d, x, *la, *lb, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                   \
+                                       Op<T>{uw, ub, upw, upb, ubase}, threads);                                 \
+  }                                                                                                              \
+  int liftswap_unlift_backward2_##SUFFIX(const T* s, const T* d, const T* gx, T* gs, T* gd, double* pgrad_a,     \
+                                         double* pgrad_b, const LiftLayout* la, const LiftLayout* lb, int K,     \
+                                         const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase,        \
+                                         const T* uw, const T* ub, const T* upw, const T* upb, T ubase,          \
+                                         int threads) {                                                          \
+    return unlift_backward2_dispatch<T>(s, d, gx, gs, gd, pgrad_a, pgrad_b, *la, *lb, K,                         \
+                                        Op<T>{pw_, pb_, ppw, ppb, pbase}, Op<T>{uw, ub, upw, upb, ubase},        \
+                                        threads);                                                                \
+  }
+
 #define LIFTSWAP_EXPORT_MAXPOOL(T, SUFFIX)                                                                      \
   void liftswap_maxpool_s1_forward_##SUFFIX(const T* x, T* out, uint8_t* code, int64_t planes, int64_t H,       \
                                             int64_t W, int kh, int kw, int dh, int dw, int ph, int pw,          \
@@ -1090,6 +1258,8 @@ int liftswap_abi_version() { return 9; }
 
 LIFTSWAP_EXPORT_MAXPOOL(float, f32)
 LIFTSWAP_EXPORT_MAXPOOL(double, f64)
+LIFTSWAP_EXPORT_UNLIFT2(float, f32)
+LIFTSWAP_EXPORT_UNLIFT2(double, f64)
 LIFTSWAP_EXPORT_UNLIFT(float, f32)
 LIFTSWAP_EXPORT_UNLIFT(double, f64)
 LIFTSWAP_EXPORT_COMBINE(float, f32)

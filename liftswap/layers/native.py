@@ -97,6 +97,13 @@ def _halved(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
     return (2 * shape[0],) + shape[1:axis] + ((shape[axis] + 1) // 2,) + shape[axis + 1 :]
 
 
+def _unhalved(shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    """Shape of one inverse lift's output for stacked s and d of ``shape``: (N / 2, C, ...) with ``dim`` doubled."""
+    shape = tuple(shape)
+    axis = len(shape) + dim
+    return (shape[0] // 2,) + shape[1:axis] + (2 * shape[axis],) + shape[axis + 1 :]
+
+
 def _operator_args(w) -> list[Tensor]:
     c = w.dw_weight.shape[0]
     zeros = w.dw_weight.new_zeros(c)
@@ -120,6 +127,8 @@ class _Kernel:
         self._bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
         self._unlift = getattr(lib, f"liftswap_unlift_forward_{suffix}")
         self._unlift_bwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
+        self._unlift2 = getattr(lib, f"liftswap_unlift_forward2_{suffix}")
+        self._unlift_bwd2 = getattr(lib, f"liftswap_unlift_backward2_{suffix}")
         self._combine = getattr(lib, f"liftswap_combine_{suffix}")
         self._combine_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
         self.k = predict.dw_weight.shape[-1]
@@ -219,14 +228,49 @@ class _Kernel:
         """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
         half = bands.shape[0] // 2
         layout = _layout(bands[:half].shape, dim, False, None)
-        axis = bands.dim() + dim
-        out = bands.new_empty((half,) + bands.shape[1:axis] + (2 * bands.shape[axis],) + bands.shape[axis + 1 :])
+        out = bands.new_empty(_unhalved(bands.shape, dim))
         s, d = bands[:half], bands[half:]
         self._unlift(
             s.data_ptr(), d.data_ptr(), out.data_ptr(), ctypes.byref(layout), self.k,
             *self._p, self.p_base, *self._u, self.u_base, torch.get_num_threads(),
         )  # fmt: skip
         return out
+
+    def unlift2(self, bands: Tensor, dims) -> Tensor | None:
+        """:meth:`unlift` along ``dims[0]``, then ``dims[1]``, in one call, a tile of output planes at a time.
+
+        The first inverse lift's output stays in the kernel's per-thread scratch. None where a
+        plane is too large for the kernel's tiles (nothing computed).
+        """
+        la, lb, mid = self._unlift2_layouts(bands.shape, dims)
+        out = bands.new_empty(_unhalved(mid, dims[1]))
+        half = bands.shape[0] // 2
+        done = self._unlift2(
+            bands[:half].data_ptr(), bands[half:].data_ptr(), out.data_ptr(), ctypes.byref(la), ctypes.byref(lb),
+            self.k, *self._p, self.p_base, *self._u, self.u_base, torch.get_num_threads(),
+        )  # fmt: skip
+        return out if done else None
+
+    def unlift_backward2(self, bands: Tensor, dims, g_out: Tensor) -> tuple[Tensor, Tensor] | None:
+        """:meth:`unlift_backward` of :meth:`unlift2`'s two inverse lifts in one call, or None as there."""
+        la, lb, _ = self._unlift2_layouts(bands.shape, dims)
+        half = bands.shape[0] // 2
+        g = torch.empty_like(bands)
+        pgrad = torch.empty((2, la.C, 2 * (self.k + 3)), dtype=torch.float64)
+        done = self._unlift_bwd2(
+            bands[:half].data_ptr(), bands[half:].data_ptr(), g_out.data_ptr(), g[:half].data_ptr(),
+            g[half:].data_ptr(), pgrad[0].data_ptr(), pgrad[1].data_ptr(), ctypes.byref(la), ctypes.byref(lb),
+            self.k, *self._p, self.p_base, *self._u, self.u_base, torch.get_num_threads(),
+        )  # fmt: skip
+        return (g, pgrad.sum(0)) if done else None
+
+    @staticmethod
+    def _unlift2_layouts(shape, dims) -> tuple[_Layout, _Layout, tuple[int, ...]]:
+        """The two inverse lifts' layouts (as :meth:`unlift` makes them) and the first one's output shape."""
+        a, b = dims
+        half = (shape[0] // 2,) + tuple(shape[1:])
+        mid = _unhalved(shape, a)
+        return _layout(half, a, False, None), _layout((mid[0] // 2,) + mid[1:], b, False, None), mid
 
     def unlift_backward(self, bands: Tensor, dim: int, g_out: Tensor) -> tuple[Tensor, Tensor]:
         """(gradient of the stacked s and d, float64 (C, 2 (K + 3)) parameter grads)."""
@@ -375,17 +419,25 @@ def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:
 
 
 class _UpPool(torch.autograd.Function):
-    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters."""
+    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters.
+
+    A 2-D layer's two inverse lifts go through the kernel in one call each way, a tile of planes
+    at a time (:meth:`_Kernel.unlift2`, :meth:`_Kernel.unlift_backward2`); others inverse lift by
+    inverse lift.
+    """
 
     @staticmethod
     def forward(ctx, y, details, axes, output, predict, update, gamma, *params):
         kernel = _Kernel(y.dtype, predict, update)
-        bands = _UpPool.bands(kernel, y, details, output, gamma)
-        for dim in axes:
-            bands = kernel.unlift(bands.flatten(0, 1) if bands.dim() > y.dim() else bands, dim)
+        bands = _UpPool.bands(kernel, y, details, output, gamma).flatten(0, 1)
+        out = kernel.unlift2(bands, axes) if len(axes) == 2 else None
+        if out is None:  # inverse lift by inverse lift
+            out = bands
+            for dim in axes:
+                out = kernel.unlift(out, dim)
         ctx.save_for_backward(y, details, gamma, *params)
         ctx.meta = (axes, output, predict, update)
-        return bands
+        return out
 
     @staticmethod
     def bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
@@ -405,13 +457,17 @@ class _UpPool(torch.autograd.Function):
         axes, output, predict, update = ctx.meta
         kernel = _Kernel(y.dtype, predict, update)
         stacked = _UpPool.bands(kernel, y, details, output, gamma)
-        inputs = [stacked.flatten(0, 1)]
-        for dim in axes[:-1]:
-            inputs.append(kernel.unlift(inputs[-1], dim))
-        grad, pgrad = g_x.contiguous(), 0
-        for i in reversed(range(len(axes))):
-            grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
-            pgrad = pgrad + pg
+        both = kernel.unlift_backward2(stacked.flatten(0, 1), axes, g_x.contiguous()) if len(axes) == 2 else None
+        if both is None:  # re-run all but the last inverse lift, then each one's backward, the last first
+            inputs = [stacked.flatten(0, 1)]
+            for dim in axes[:-1]:
+                inputs.append(kernel.unlift(inputs[-1], dim))
+            grad, pgrad = g_x.contiguous(), 0
+            for i in reversed(range(len(axes))):
+                grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
+                pgrad = pgrad + pg
+        else:
+            grad, pgrad = both
         g_y, g_details, g_gamma = up_bands_backward(grad.view(stacked.shape), stacked[1:], output, gamma, ctx.needs_input_grad[6])
         grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
         return (g_y, g_details, None, None, None, None, g_gamma, *grads)

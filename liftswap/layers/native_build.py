@@ -104,6 +104,12 @@ def _build() -> ctypes.CDLL:
         ubwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
         ubwd.argtypes = [ptr] * 7 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
         ubwd.restype = None
+        ufwd2 = getattr(lib, f"liftswap_unlift_forward2_{suffix}")
+        ufwd2.argtypes = [ptr] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
+        ufwd2.restype = i32
+        ubwd2 = getattr(lib, f"liftswap_unlift_backward2_{suffix}")
+        ubwd2.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, i32]
+        ubwd2.restype = i32
         mfwd = getattr(lib, f"liftswap_maxpool_s1_forward_{suffix}")
         mfwd.argtypes = [ptr] * 3 + [i64] * 3 + [i32] * 7
         mfwd.restype = None
