@@ -272,6 +272,25 @@ inline void filter_transpose(const T* gh, T* gt, const T* mask, const T* w, cons
   fold_transpose<T, KC>(gh, gt, w, t, lines, K);
 }
 
+// out = a - base b - r(b) over a tile, r = tanh(pw relu(h) + pb) of h = the K-tap filter of b:
+// the predict step (d = x_o - P(x_e)) and the inverse update step (x_e = s - U(d)). With Keep,
+// h and r are kept for backward.
+template <typename T, int KC, bool Keep>
+LIFTSWAP_INLINE void subtract_operator(const Chan<T>& op, const T* a, const T* b, T* out, T* hk, T* rk,
+                                       int64_t total, int64_t B, int Kr) {
+  const int K = KC ? KC : Kr;
+#pragma omp simd
+  for (int64_t e = 0; e < total; ++e) {
+    T h = op.template filter<KC>(b, e, B, K);
+    T r = op.activate(h);
+    if constexpr (Keep) {
+      hk[e] = h;
+      rk[e] = r;
+    }
+    out[e] = a[e] - op.base * b[e] - r;
+  }
+}
+
 // The predict step of one tile, as forward and backward (which recomputes it) both run it: the
 // lines' x_e (with padding rows) and x_o from x, then d = x_o - base_p x_e - r_p(x_e), its rows
 // padded for U's filter. With Keep, also P's pre-activation h and r (backward needs them).
@@ -284,16 +303,7 @@ inline void predict_tile(const T* x, const Lines::Batch& lb, int64_t lines, cons
     split(x + lb.in[i] * L * B, xe + i * seg, xo + i * seg + t.margin, L, Lh, B, m, lay.even_first);
     pad_rows(xe + i * seg, Lh, B, m);
   }
-#pragma omp simd
-  for (int64_t e = 0; e < total; ++e) {
-    T h = p.template filter<KC>(xe, e, B, K);
-    T r = p.activate(h);
-    if constexpr (Keep) {
-      hp[e] = h;
-      rp[e] = r;
-    }
-    dp[e] = xo[e] - p.base * xe[e] - r;
-  }
+  subtract_operator<T, KC, Keep>(p, xo, xe, dp, hp, rp, total, B, K);
   for (int64_t i = 0; i < lines; ++i) pad_rows(dp + i * seg, Lh, B, m);
 }
 
@@ -713,16 +723,7 @@ struct UnliftTiles {
     const int64_t total = lines * t.seg, B = t.B, seg = t.seg, Lh = t.Lh;
     T *const dp = buf.get(DP), *const sb = buf.get(SB), *const xe = buf.get(XE);
     T *const hu = Keep ? buf.get(HU) : nullptr, *const ru = Keep ? buf.get(RU) : nullptr;
-#pragma omp simd
-    for (int64_t e = 0; e < total; ++e) {
-      T h = u.template filter<KC>(dp, e, B, K);
-      T r = u.activate(h);
-      if constexpr (Keep) {
-        hu[e] = h;
-        ru[e] = r;
-      }
-      xe[e] = sb[e] - u.base * dp[e] - r;
-    }
+    subtract_operator<T, KC, Keep>(u, sb, dp, xe, hu, ru, total, B, K);
     for (int64_t i = 0; i < lines; ++i) pad_rows(xe + i * seg, Lh, B, m);
   }
 
