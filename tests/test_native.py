@@ -46,7 +46,8 @@ def run_both(module, x, seed=1, details_used=True):
 
 
 def rel_err(a, b):
-    """Max error relative to the reference's largest value, or to 1 below that.
+    """Max error relative to the reference's largest value, or to 1 (the scale of these tests'
+    inputs and weights, all O(1)) where that is smaller.
 
     The floor: a parameter gradient sums many O(1) terms, so its rounding error scales with them,
     not with a sum that cancels to near zero (seen: a tap's gradient of 2e-4 off by 2e-16).
