@@ -6,7 +6,9 @@
 // lifted axis, B the inner (contiguous) positions. Each line (g, p) is copied into small
 // per-thread buffers with replicate-padded rows, so every loop below is a flat, branch-free,
 // vectorisable pass with constant offsets of B; backward recomputes the forward of its line
-// in cache instead of keeping intermediates in memory.
+// in cache instead of keeping intermediates in memory. A 2-D layer's two lifts (and an up
+// pool's two inverse lifts) also run as one pass, a tile of whole planes at a time
+// (forward2_impl and the functions after it).
 
 #include <algorithm>
 #include <cmath>
