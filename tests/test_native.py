@@ -207,6 +207,27 @@ def test_threads_give_identical_results():
 
 
 @needs_kernel
+def test_threads_give_identical_results_up_pool():
+    down = randomize(liftswap.LiftDownPool2d(16, init="paper", return_details=True))
+    up = liftswap.LiftUpPool2d(down)
+    with torch.no_grad():
+        y0, d0 = down(torch.randn(2, 16, 20, 18))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y, details = y0.clone().requires_grad_(True), d0.clone().requires_grad_(True)
+            x = up(y, details, output_size=(20, 18))
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+            results.append([x, *torch.autograd.grad((x * g).sum(), [y, details, *down.parameters()])])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
 def test_nan_and_non_contiguous_inputs():
     pool = randomize(liftswap.LiftDownPool2d(4, init="paper", return_details=True))
     x = torch.randn(2, 4, 9, 10).to(memory_format=torch.channels_last)
