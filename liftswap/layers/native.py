@@ -186,10 +186,8 @@ class _Kernel:
         (the last lift's output, [each lift's costs or None]), or None where a plane is too large
         for the kernel's tiles (nothing computed). The first lift's output never fills a tensor.
         """
-        a, b = dims
-        t = _halved(x.shape, a)
-        la, lb = _layout(x.shape, a, False, b), _layout(t, b, True, None)
-        out = x.new_empty(_halved(t, b))
+        la, lb, t = self._lift2_layouts(x.shape, dims)
+        out = x.new_empty(_halved(t, dims[1]))
         costs = [torch.empty((la.C, 2), dtype=torch.float64) for _ in dims] if with_costs else [None, None]
         ptr = out.data_ptr()
         done = self._fwd2(
@@ -208,10 +206,7 @@ class _Kernel:
         ``backward2_impl``). ``kc``: (kcu, kcp) per lift; the rest as in :meth:`backward`.
         None where a plane is too large for the kernel's tiles (nothing computed).
         """
-        a, b = dims
-        la = _layout(x.shape, a, False, b)
-        t = _halved(x.shape, a)  # the first lift's output shape
-        lb = _layout(t, b, True, None)
+        la, lb, t = self._lift2_layouts(x.shape, dims)
         lb.N = batch
         gx = torch.empty_like(x)
         pgrad = torch.empty((2, la.C, 2 * (self.k + 3)), dtype=torch.float64)
@@ -223,6 +218,13 @@ class _Kernel:
             self.u_base, *kc[0], *kc[1], torch.get_num_threads(),
         )  # fmt: skip
         return (gx, pgrad.sum(0), gcoef) if done else None
+
+    @staticmethod
+    def _lift2_layouts(shape, dims) -> tuple[_Layout, _Layout, tuple[int, ...]]:
+        """The two lifts' layouts (as the lift-by-lift path makes them) and the first one's output shape."""
+        a, b = dims
+        mid = _halved(shape, a)
+        return _layout(shape, a, *_row_order(dims, 0)), _layout(mid, b, *_row_order(dims, 1)), mid
 
     def unlift(self, bands: Tensor, dim: int) -> Tensor:
         """Inverse of :meth:`forward`: ``bands`` stacks s and d along the batch; even-length output."""
@@ -457,9 +459,10 @@ class _UpPool(torch.autograd.Function):
         axes, output, predict, update = ctx.meta
         kernel = _Kernel(y.dtype, predict, update)
         stacked = _UpPool.bands(kernel, y, details, output, gamma)
-        both = kernel.unlift_backward2(stacked.flatten(0, 1), axes, g_x.contiguous()) if len(axes) == 2 else None
+        flat = stacked.flatten(0, 1)
+        both = kernel.unlift_backward2(flat, axes, g_x.contiguous()) if len(axes) == 2 else None
         if both is None:  # re-run all but the last inverse lift, then each one's backward, the last first
-            inputs = [stacked.flatten(0, 1)]
+            inputs = [flat]
             for dim in axes[:-1]:
                 inputs.append(kernel.unlift(inputs[-1], dim))
             grad, pgrad = g_x.contiguous(), 0
