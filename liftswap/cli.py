@@ -6,6 +6,7 @@ Bad input ends with one line ``error: ...`` on stderr, exit status 2, and no out
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ err = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=140)  # pipes and logs get whole rows
 
 InputSize = Optional[Tuple[int, int, int]]
+_TRUST_HELP = "let a file saved from module.path:factory import and call that factory (only for files you trust)"
 
 
 def _startup_seconds() -> float | None:
@@ -77,8 +79,12 @@ def _guard(fn):
             raise
         except LiftswapError as e:
             _fail(str(e))
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            _fail(f"{e.strerror}: {e.filename}")
+        except OSError as e:  # a missing, unreadable or read-only path (EROFS, ENOSPC, ...)
+            _fail(f"{e.strerror or type(e).__name__}: {e.filename}" if e.filename else f"{type(e).__name__}: {e}")
+        except RecursionError:
+            _fail("input nested too deeply to read")
+        except MemoryError:
+            _fail("out of memory; try a smaller --input-size or batch")
         except Exception as e:  # noqa: BLE001
             if os.environ.get("LIFTSWAP_DEBUG"):
                 raise
@@ -93,9 +99,15 @@ def _example(model, input_size: InputSize, batch: int = 2):
 
     from .io.sources import default_input_size
 
+    from .limits import MAX_INPUT_ELEMENTS
+
     size = tuple(input_size) if input_size else default_input_size(model) or (3, 224, 224)
     if any(v < 1 for v in size):
         _fail(f"--input-size must be positive, got {' '.join(map(str, size))}")
+    if math.prod(size) > MAX_INPUT_ELEMENTS:
+        _fail(f"--input-size {' '.join(map(str, size))} is {math.prod(size)} values per sample, over {MAX_INPUT_ELEMENTS}; give a smaller size")
+    if not 1 <= batch <= 1024:
+        _fail(f"--batch must be from 1 to 1024, got {batch}")
     return torch.randn((batch,) + tuple(size), generator=torch.Generator().manual_seed(0))
 
 
@@ -103,11 +115,13 @@ def _is_file_arg(arg: str) -> bool:
     return arg.endswith((".pt", ".pth")) or os.path.isfile(arg)
 
 
-def _check_out(path: Path, suffixes: tuple[str, ...]) -> None:
+def _check_out(path: Path, suffixes: tuple[str, ...], inputs=()) -> None:
+    """Refuse, before any work, an output that is a folder, a device, in a missing folder, or an input."""
+    from .io.files import check_output
+
     if path.is_dir():
         _fail(f"--out {path} is a folder; give a file name such as {path / ('model' + suffixes[0])}")
-    if not path.parent.exists():
-        _fail(f"cannot write {path}: folder {path.parent} does not exist")
+    check_output(path, [i for i in inputs if i is not None and os.path.exists(i)])
 
 
 def _plan_summary(p) -> dict:
@@ -137,7 +151,7 @@ def convert(
     from liftswap.io.sources import build_model, load_checkpoint
     from liftswap.surgery.apply import apply
 
-    _check_out(out_path, (".pt",))
+    _check_out(out_path, (".pt",), [checkpoint, recipe])
     steps = _Steps(as_json)
     recipe_obj = steps("reading recipe", liftswap.load_recipe, recipe)
     net = steps("building model", build_model, model, pretrained=pretrained)
@@ -172,8 +186,8 @@ def convert(
         err.print("warning: nothing was replaced; the file holds the unchanged model")
 
 
-def _emit_recipe(p, path: Path) -> None:
-    from .io.save import atomic_write
+def _emit_recipe(p, path: Path, inputs) -> None:
+    from .io.files import atomic_write
 
     lines = [p.recipe.to_yaml().rstrip(), "# Sites found (copy a rule into `rules:` above and edit it):"]
     for s in p.sites:
@@ -185,7 +199,7 @@ def _emit_recipe(p, path: Path) -> None:
     def write(tmp):
         Path(tmp).write_text(text)
 
-    atomic_write(path, write)
+    atomic_write(path, write, inputs)
 
 
 @app.command()
@@ -201,22 +215,20 @@ def inspect(
     import liftswap
     from liftswap.io.save import read_file
     from liftswap.io.sources import build_model
-    from liftswap.surgery.plan import Plan
 
     if emit_recipe is not None:
-        _check_out(emit_recipe, (".yaml",))
+        _check_out(emit_recipe, (".yaml",), [target, recipe])
     steps = _Steps(as_json)
     if _is_file_arg(target):
         if recipe is not None:
             _fail("--recipe applies to models, not to converted files (their recipe is stored in them)")
-        payload = steps("reading", read_file, target)
-        the_plan = Plan.from_dict(payload["plan"])
+        the_plan = steps("reading", read_file, target)["plan"]
     else:
         recipe_obj = liftswap.load_recipe(recipe)
         net = steps("building model", build_model, target)
         the_plan = steps("planning", liftswap.plan, net.eval(), recipe_obj, _example(net, input_size))
     if emit_recipe is not None:
-        _emit_recipe(the_plan, emit_recipe)
+        _emit_recipe(the_plan, emit_recipe, [target, recipe])
     if as_json:
         print(the_plan.to_json())
         return
@@ -238,14 +250,17 @@ def export(
     no_check: bool = typer.Option(False, "--no-check", help="skip the onnxruntime parity check"),
     provider: Optional[List[str]] = typer.Option(None, "--provider", help="onnxruntime execution provider for the check (repeatable)"),
     static: bool = typer.Option(False, "--static", help="fixed batch and spatial size"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ):
     """Export a converted model to ONNX and check it with onnxruntime."""
     import liftswap
 
-    _check_out(out_path, (".onnx",))
+    _check_out(out_path, (".onnx",), [model_file])
+    if not 1 <= batch <= 1024:
+        _fail(f"--batch must be from 1 to 1024, got {batch}")
     steps = _Steps(as_json)
-    net = steps("loading", liftswap.load, model_file)
+    net = steps("loading", liftswap.load, model_file, trust_remote_code=trust_remote_code)
     example = None
     if input_size is not None or batch != 2:
         size = tuple(input_size) if input_size else tuple(net.liftswap_plan.input_shapes[0][1:])
@@ -282,22 +297,42 @@ def bands(
     out_path: Path = typer.Option(..., "--out", help="the PNG to write: [[LL, LH], [HL, HH]]"),
     model_file: Optional[str] = typer.Option(None, "--model", help="a converted model file: draw a layer's input bands"),
     layer: Optional[str] = typer.Option(None, "--layer", help="the replaced site whose input to draw (with --model)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
 ):
     """Draw the LL/LH/HL/HH sub-bands of an image, or of a converted model's layer input."""
     import liftswap
     from liftswap.io.bands import band_grid, layer_input, read_image, write_png
 
-    _check_out(out_path, (".png",))
+    _check_out(out_path, (".png",), [image, model_file])
     x = read_image(image)
     down = None
     if model_file is not None:
-        x, down = layer_input(liftswap.load(model_file).eval(), layer, x)
+        net = liftswap.load(model_file, trust_remote_code=trust_remote_code)
+        x, down = layer_input(net.eval(), layer, x)
     write_png(band_grid(x, down), out_path)
     out.print(f"wrote {out_path}")
 
 
 def main() -> None:
-    app()
+    """Run the command line; usage errors too end in one ``error:`` line and exit status 2."""
+    try:
+        from typer._click import exceptions as click  # typer >= 0.20 vendors click
+    except ImportError:
+        from click import exceptions as click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as e:  # `liftswap` alone, or a command without arguments
+        print(e.ctx.get_help() if e.ctx else "usage: liftswap COMMAND --help")
+        code = 2
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx else "liftswap"
+        message = " ".join(e.format_message().split())
+        print(f"error: {message} (see {command} --help)", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import LiftswapError
+from .errors import LiftswapError, short_repr
+from .limits import MAX_KERNEL_SIZE, check_data_size
 
 __all__ = ["Recipe", "Rule", "LayerConfig", "RecipeError", "load_recipe", "recipe_path", "RECIPES_DIR"]
 
@@ -53,8 +54,8 @@ class LayerConfig(_Strict):
     @field_validator("kernel_size")
     @classmethod
     def _odd(cls, v: int) -> int:
-        if v < 1 or v % 2 == 0:
-            raise ValueError(f"must be an odd positive integer, got {v}")
+        if v is not None and (v < 1 or v % 2 == 0 or v > MAX_KERNEL_SIZE):
+            raise ValueError(f"must be an odd integer from 1 to {MAX_KERNEL_SIZE}")
         return v
 
     @field_validator("lambda_u", "lambda_p", mode="before")
@@ -62,8 +63,8 @@ class LayerConfig(_Strict):
     def _number(cls, v: Any) -> float | None:
         if v is None:
             return v  # an override that leaves the key alone; LayerConfig's type check refuses it
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ValueError(f"must be a number >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise ValueError("must be a finite number >= 0")
         return float(v)
 
 
@@ -85,11 +86,18 @@ class Rule(_Strict):
     @field_validator("match")
     @classmethod
     def _pattern(cls, v: str) -> str:
+        if len(v) > 500:
+            raise ValueError(f"a pattern of {len(v)} characters is too long (at most 500)")
         if v.startswith("re:"):
             try:
                 re.compile(v[3:])
-            except re.error as e:
-                raise ValueError(f"invalid regular expression {v[3:]!r}: {e}") from None
+            except (re.error, RecursionError, OverflowError) as e:
+                raise ValueError(f"invalid regular expression {short_repr(v[3:])}: {e}") from None
+            if _nested_repeat(v[3:]):
+                raise ValueError(
+                    f"regular expression {short_repr(v[3:])} repeats a repeated group (like (a+)+), which can take "
+                    "exponential time; write it without the nested repeat"
+                )
         return v
 
     def matches(self, name: str) -> bool:
@@ -116,6 +124,41 @@ class Recipe(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _nested_repeat(pattern: str) -> bool:
+    """Whether a repeat (``*``, ``+``, ``{m,n}`` with n > 1) contains another: the shape of catastrophic backtracking."""
+    try:
+        from re import _parser as sre_parse  # Python >= 3.11
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse  # type: ignore[no-redef]
+
+    repeats = (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None))
+
+    def walk(items, inside: bool) -> bool:
+        for op, arg in items:
+            if op in repeats and op is not None:
+                lo, hi, body = arg
+                many = hi is sre_parse.MAXREPEAT or hi > 1
+                if many and inside:
+                    return True
+                if walk(body, inside or many):
+                    return True
+            elif op is sre_parse.SUBPATTERN:
+                if walk(arg[-1], inside):
+                    return True
+            elif op is sre_parse.BRANCH:
+                if any(walk(b, inside) for b in arg[1]):
+                    return True
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                if walk(arg[1], inside):
+                    return True
+            elif op is getattr(sre_parse, "ATOMIC_GROUP", None) and op is not None:
+                if walk(arg, inside):
+                    return True
+        return False
+
+    return walk(sre_parse.parse(pattern), False)
+
+
 def _describe(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
@@ -124,7 +167,7 @@ def _describe(err: ValidationError, source: str) -> str:
     if e["type"] == "missing":
         return f"{source}: missing key '{loc}'"
     msg = e["msg"].removeprefix("Value error, ")
-    return f"{source}: bad value for '{loc}': {msg} (got {e.get('input')!r})"
+    return f"{source}: bad value for '{loc}': {msg} (got {short_repr(e.get('input'))})"
 
 
 def recipe_path(name: str) -> Path:
@@ -145,14 +188,35 @@ def load_recipe(recipe: Union[None, str, os.PathLike, dict, Recipe]) -> Recipe:
         source = f"recipe {path}"
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
-        try:
-            recipe = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
-        recipe = {} if recipe is None else recipe
+        recipe = _parse_yaml(path, source)
+    try:
+        check_data_size(recipe, source)
+    except LiftswapError as e:
+        raise RecipeError(str(e)) from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"{source}: expected a mapping at the top, got {type(recipe).__name__}")
     try:
         return Recipe.model_validate(recipe)
     except ValidationError as e:
         raise RecipeError(_describe(e, source)) from None
+
+
+def _parse_yaml(path: Path, source: str) -> Any:
+    """The YAML document at ``path``: UTF-8 text of at most 1 MiB, plain data only (safe_load)."""
+    with open(path, "rb") as f:
+        data = f.read(2**20 + 1)
+    if len(data) > 2**20:
+        raise RecipeError(f"{source}: over 1 MiB; a recipe is a short YAML file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{source}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of thousands of digits
+        raise RecipeError(f"{source}: unreadable value ({str(e).splitlines()[0][:120]})") from None
+    return {} if recipe is None else recipe

@@ -95,7 +95,7 @@ def layer_input(model: torch.nn.Module, layer: str | None, image: torch.Tensor):
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    from .save import atomic_write
+    from .files import atomic_write
 
     iio = _imageio()
 

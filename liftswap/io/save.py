@@ -10,40 +10,22 @@ without running it.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
+
 import torch
 from torch import nn
 
-from ..errors import LiftswapError
+from ..errors import LiftswapError, short_repr
+from ..recipe import load_recipe
 from ..surgery import patch
-from ..surgery.plan import refuse_wrapped
+from ..surgery.plan import Plan, refuse_wrapped
+from .files import atomic_write
 from .safe_load import safe_torch_load
-from .sources import build_model, source_of, state_dict_mismatch
+from .sources import rebuild, source_of, state_dict_mismatch
 
-__all__ = ["save", "load", "read_file", "atomic_write", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_file", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "liftswap"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)``, then rename over ``path``: a failure leaves no partial file."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise LiftswapError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
@@ -81,49 +63,62 @@ def _version() -> str:
 
 
 def read_file(path: str | os.PathLike) -> dict:
-    """The checked contents of a liftswap file (no model is built)."""
+    """The checked contents of a liftswap file (no model is built); ``payload["plan"]`` is a :class:`Plan`."""
     path = str(path)
     payload = safe_torch_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise LiftswapError(f"{path} is not a liftswap file (no 'format: {FORMAT}' header); was it written by liftswap.save?")
     version = payload.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise LiftswapError(f"{path} has format version {version!r}; this liftswap reads version {FORMAT_VERSION} (upgrade liftswap)")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise LiftswapError(f"{path} has format version {short_repr(version)}; this liftswap reads version {FORMAT_VERSION} (upgrade liftswap)")
     for key in ("recipe", "plan", "state_dict"):
         if key not in payload:
             raise LiftswapError(f"{path} is incomplete: no {key!r}")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise LiftswapError(f"{path} is damaged: its state_dict is not a mapping of names to tensors")
+    try:
+        payload["plan"] = Plan.from_dict(payload["plan"])
+        payload["recipe"] = load_recipe(payload["recipe"])
+    except LiftswapError as e:
+        raise LiftswapError(f"{path} is damaged: {e}") from None
     return payload
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def load(path: str | os.PathLike, model: nn.Module | None = None, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a converted model from ``path``.
+
+    A file is data: loading imports and calls nothing the file alone names. timm and torchvision
+    models are rebuilt through their registries; a model saved from ``module.path:factory``
+    needs the unconverted model from you (``model=``), or ``trust_remote_code=True`` to let the
+    file's factory be imported and called.
 
     Args:
         path: a file written by :func:`save`.
         model: the unconverted model, for models that are not built from a recorded source
             (your own classes); it is converted in place.
+        trust_remote_code: import and call the ``module.path:factory`` the file records.
     """
     payload = read_file(path)
     if model is None:
         source = payload.get("source")
         if source is None:
             raise LiftswapError(f"{path} records no model source; pass the unconverted model: liftswap.load(path, model=MyNet())")
-        model = build_model(source)
+        model = rebuild(source, trust_remote_code, where=str(path))
     else:
         refuse_wrapped(model, "load")
     stored = payload["plan"]
     gen = torch.Generator().manual_seed(0)
-    inputs = tuple(torch.randn(tuple(s), generator=gen) for s in stored["input_shapes"])
+    inputs = tuple(torch.randn(tuple(s), generator=gen) for s in stored.input_shapes)
     converted = patch(model, recipe=payload["recipe"], example_inputs=inputs, inplace=True)
-    want = [(s["name"], s["action"]) for s in stored["sites"]]
+    want = [(s.name, s.action) for s in stored.sites]
     got = [(s.name, s.action) for s in converted.liftswap_plan.sites]
     if want != got:
         diff = next((f"{w} vs {g}" for w, g in zip(want, got) if w != g), f"{len(want)} vs {len(got)} sites")
-        raise LiftswapError(f"{path} was converted from another model: its plan does not match this model's ({diff})")
+        raise LiftswapError(f"{path} was converted from another model: its plan does not match this model's ({short_repr(diff, 200)})")
     state = payload["state_dict"]
     problem = state_dict_mismatch(converted, state)
     if problem:
         raise LiftswapError(f"weights in {path} do not fit the model: {problem}")
     converted.load_state_dict(state, strict=True)
     return converted
-

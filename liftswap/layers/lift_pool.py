@@ -303,13 +303,13 @@ def lift_down_pool(
     n = x.shape[0]
     bands = x
     c_u = c_p = None
-    for dim in reversed(tuple(axes)):
-        count = bands.shape[0] // n  # bands lifted in this call; the costs are per 1D lift
+    for i, dim in enumerate(reversed(tuple(axes))):
+        count = 2**i  # bands lifted in this call; the costs are per 1D lift
         bands, cu, cp = _lift_stacked(bands, dim, predict, update, with_costs)
         if with_costs:
             c_u = cu * count if c_u is None else c_u + cu * count
             c_p = cp * count if c_p is None else c_p + cp * count
-    bands = bands.view((-1, n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
+    bands = bands.view((2 ** len(axes), n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
     approx, details = bands[0], bands[1:]
     term = _detail_term(details, output, gamma)
     y = approx if term is None else approx + term
@@ -461,6 +461,8 @@ def _check_input(x: Tensor, spatial: int, channels: int, cls: str, name: str = "
         raise ValueError(f"{cls} expects a {spatial + 2}D {name} (N, C, {', '.join(dims)}), got shape {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(f"{cls} was built for {channels} channels, got {name} with {x.shape[1]} (shape {tuple(x.shape)})")
+    if 0 in x.shape[2:]:  # as nn.MaxPool2d: an empty batch is fine, an empty spatial axis is not
+        raise ValueError(f"{cls} expects non-empty spatial axes, got {name} of shape {tuple(x.shape)}")
 
 
 def _is_fx_proxy(x: object) -> bool:
@@ -544,7 +546,9 @@ class _LiftDownPoolNd(nn.Module):
             out = run(x, *params)  # the kernels save only x and the parameters themselves
         else:
             out = recompute(run, (x, *params))
-        if training:
+        if training and x.shape[0] == 0:  # an empty batch costs nothing (the means would be NaN)
+            self.last_regularization = x.new_zeros((), dtype=out[0].dtype)
+        elif training:
             self.last_regularization = self.lambda_u * out[2] + self.lambda_p * out[3]
         elif self.last_regularization is not None:
             self.last_regularization = None

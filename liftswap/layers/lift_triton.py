@@ -85,6 +85,8 @@ def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
     dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
     if not (x.is_cuda or _on_cpu) or x.dtype not in dtypes or type(x) not in (Tensor, torch.nn.Parameter):
         return False
+    if x.numel() == 0:  # no grid to launch: empty inputs take the PyTorch path
+        return False
     if weights and (weights[0] is None or weights[0].shape[-1] != 3):
         return False
     for w in weights:

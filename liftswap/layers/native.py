@@ -57,6 +57,8 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
     """Whether the kernel serves these tensors (see the module docstring)."""
     if not _enabled or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
+    if x.numel() == 0:  # the kernel divides by the plane count: empty inputs take the PyTorch path
+        return False
     if type(x) not in (Tensor, torch.nn.Parameter):
         return False
     for w in weights:

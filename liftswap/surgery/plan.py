@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import LiftswapError, short_repr
+from ..limits import MAX_INPUT_ELEMENTS, check_data_size
 from ..recipe import Recipe, RecipeError, load_recipe
 from .sites import Site, discover
 
@@ -66,12 +69,21 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: Any) -> "Plan":
+        """A plan from :meth:`to_dict`'s output, read from a file: checked as untrusted data."""
+        check_data_size(d, "stored plan")
+        if not isinstance(d, dict) or set(d) - {"recipe", "input_shapes", "sites", "notes"}:
+            raise LiftswapError("stored plan: not a mapping of recipe, input_shapes, sites and notes")
+        sites, shapes, notes = d.get("sites"), d.get("input_shapes"), d.get("notes", [])
+        if not isinstance(sites, list) or not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise LiftswapError("stored plan: 'sites' and 'notes' must be lists")
+        if not isinstance(shapes, list) or not shapes or not all(_input_shape_ok(s) for s in shapes):
+            raise LiftswapError(f"stored plan: bad input_shapes {short_repr(shapes)} (lists of positive sizes, batch first)")
         return cls(
-            sites=[Site.from_dict(s) for s in d["sites"]],
-            recipe=load_recipe(d["recipe"]),
-            input_shapes=[tuple(s) for s in d["input_shapes"]],
-            notes=list(d.get("notes", [])),
+            sites=[Site.from_dict(s) for s in sites],
+            recipe=load_recipe(d.get("recipe")),
+            input_shapes=[tuple(s) for s in shapes],
+            notes=list(notes),
         )
 
     def to_json(self) -> str:
@@ -109,6 +121,14 @@ class Plan:
             for n in self.notes:
                 console.print(f"note: {n}")
         return cap.get()
+
+
+def _input_shape_ok(shape: Any) -> bool:
+    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8:
+        return False
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in shape):
+        return False
+    return shape[0] <= 64 and math.prod(shape[1:]) <= MAX_INPUT_ELEMENTS
 
 
 def _fmt(v) -> str:

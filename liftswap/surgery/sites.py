@@ -12,12 +12,14 @@ the smallest module whose own code makes a call that must be rewritten.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+
+from ..errors import LiftswapError, short_repr
 
 __all__ = ["Site", "discover", "POOL_MODULES", "UNPOOL_MODULES"]
 
@@ -106,12 +108,52 @@ class Site:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Site":
+    def from_dict(cls, d: Any) -> "Site":
+        """A site from :meth:`to_dict`'s output, read from a file: every field is checked."""
+        if not isinstance(d, dict):
+            raise LiftswapError(f"stored plan: a site is {type(d).__name__}, not a mapping")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise LiftswapError(f"stored plan: unknown site field {short_repr(unknown[0])}")
+        missing = [k for k in ("name", "op", "kind", "dims") if k not in d]
+        if missing:
+            raise LiftswapError(f"stored plan: a site has no {missing[0]!r}")
         d = dict(d)
-        for k in ("kernel_size", "stride", "padding", "dilation", "input_shape", "output_shape"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
+        for k, v in d.items():
+            if not _field_ok(known[k], v):
+                raise LiftswapError(f"stored plan: bad value for site field {k!r}: {short_repr(v)}")
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        if d.get("action", "skip") not in ("replace", "skip"):
+            raise LiftswapError(f"stored plan: bad value for site field 'action': {short_repr(d['action'])}")
         return cls(**d)
+
+
+def _field_ok(typ: str, v: Any) -> bool:
+    """Whether ``v`` is a valid value of a :class:`Site` field annotated ``typ`` (plain data only)."""
+    optional = typ.startswith("Optional[")
+    base = typ[len("Optional[") : -1] if optional else typ
+    if v is None:
+        return optional
+    if base == "str":
+        return isinstance(v, str) and len(v) <= 1000
+    if base == "bool":
+        return isinstance(v, bool)
+    if base == "int":
+        return _count(v)
+    if base == "tuple":
+        return isinstance(v, (list, tuple)) and len(v) <= 8 and all(_count(i) for i in v)
+    if base == "dict":  # the resolved layer settings
+        return isinstance(v, dict) and len(v) <= 64 and all(
+            isinstance(k, str) and (x is None or isinstance(x, (str, bool, int, float))) and not (isinstance(x, str) and len(x) > 100)
+            for k, x in v.items()
+        )
+    return False
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
 
 
 def _module_site_fields(m: nn.Module, dims: int) -> dict:
@@ -337,7 +379,17 @@ def discover(model: nn.Module, example_inputs: tuple) -> tuple[list[Site], list[
     """
     notes: list[str] = []
     with _preserved_state(model):
-        sites = _record(model, example_inputs, training=False)
+        try:
+            sites = _record(model, example_inputs, training=False)
+        except LiftswapError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model itself rejects the inputs
+            shapes = ", ".join("x".join(map(str, t.shape)) for t in example_inputs if isinstance(t, Tensor))
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise LiftswapError(
+                f"the model cannot run on example inputs of shape {shapes} ({type(e).__name__}: {first}); "
+                "give inputs it accepts (example_inputs=, or --input-size C H W)"
+            ) from e
         try:
             train_sites = _record(model, example_inputs, training=True)
         except Exception as e:  # noqa: BLE001 - a model may need targets in train mode
