@@ -256,7 +256,10 @@ def export(
     """Export a converted model to ONNX and check it with onnxruntime."""
     import liftswap
 
+    from liftswap.io.export import check_opset
+
     _check_out(out_path, (".onnx",), [model_file])
+    check_opset(opset)
     if not 1 <= batch <= 1024:
         _fail(f"--batch must be from 1 to 1024, got {batch}")
     steps = _Steps(as_json)

@@ -162,3 +162,8 @@ class Net3d(nn.Module):
 
     def forward(self, x):
         return self.pool(self.c2(self.frame_pool(self.c1(x))))
+
+
+def raising_factory():
+    """A factory with a bug of its own: the command line reports it on one line."""
+    raise RuntimeError("broken on purpose")

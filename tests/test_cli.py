@@ -88,7 +88,9 @@ def test_checkpoint_formats(tmp_path, ext):
         torch.save({"state_dict": state, "epoch": 3, "arch": "reused"}, path)
     r = cli("convert", "models:ReusedPool", "--out", "m.pt", "--checkpoint", path, "--input-size", 3, 32, 32, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    loaded = liftswap.load(tmp_path / "m.pt")
+    with pytest.raises(liftswap.LiftswapError, match="names the model factory 'models:ReusedPool'.*trust_remote_code=True"):
+        liftswap.load(tmp_path / "m.pt")  # a file never makes liftswap import or call what it names
+    loaded = liftswap.load(tmp_path / "m.pt", trust_remote_code=True)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
 
 

@@ -1,5 +1,6 @@
 """The fused CPU kernel against the PyTorch implementation it replaces (same function, same gradients)."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -295,7 +296,26 @@ def test_kernel_cache_is_written_atomically_and_reused(tmp_path):
     if runs[0][0] != "True":
         pytest.skip("no C++ compiler here")
     assert runs[0] == runs[1]  # the second process loads what the first built
-    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(runs[0][1])]  # no temporary files left
+    so = os.path.basename(runs[0][1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([so, so.rsplit("-", 1)[0] + ".ref"])  # no temporaries left
+    assert so.endswith(f"-{hashlib.sha256((tmp_path / so).read_bytes()).hexdigest()[:32]}.so")  # named by its bytes
+
+
+def test_damaged_kernel_cache_is_never_loaded(tmp_path):
+    """A truncated, altered or garbage library in the cache is rebuilt, never loaded (SIGBUS / SIGILL)."""
+    from liftswap.layers import native_build
+
+    data = bytes(range(256)) * 64
+    name = f"lift_kernel-k-{hashlib.sha256(data).hexdigest()[:32]}.so"
+    (tmp_path / "lift_kernel-k.ref").write_text(name)
+    (tmp_path / name).write_bytes(data)
+    assert native_build._verified(tmp_path, "k") == tmp_path / name
+    for damaged in (data[: len(data) // 2], data[:100] + bytes([data[100] ^ 1]) + data[101:], b"garbage"):
+        (tmp_path / name).write_bytes(damaged)
+        assert native_build._verified(tmp_path, "k") is None
+    (tmp_path / name).write_bytes(data)
+    (tmp_path / "lift_kernel-k.ref").write_text("../../elsewhere.so")  # a .ref naming another file
+    assert native_build._verified(tmp_path, "k") is None
 
 
 @needs_kernel

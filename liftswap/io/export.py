@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -15,10 +16,11 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from ..errors import LiftswapError
+from ..errors import LiftswapError, short_repr
+from .files import check_output, private_temp
 from ..surgery.plan import example_inputs_for, refuse_wrapped
 
-__all__ = ["export_onnx", "ExportReport", "check_onnx"]
+__all__ = ["export_onnx", "ExportReport", "check_onnx", "check_opset"]
 
 _TWO_GB = 2**31
 
@@ -58,6 +60,28 @@ def _dynamic_shapes(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool):
                 spec[d] = Dim.DYNAMIC
         shapes.append(spec or None)
     return tuple(shapes)
+
+
+_MIN_OPSET = 18  # the torch.export-based exporter's lowest
+
+
+def _max_opset() -> int:
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 23))
+
+
+def check_opset(opset: Any) -> None:
+    """Refuse an opset the torch.export-based exporter cannot write (it would write another one)."""
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not _MIN_OPSET <= opset <= _max_opset()):
+        raise LiftswapError(f"opset must be an integer from {_MIN_OPSET} to {_max_opset()} (this torch's exporter), got {short_repr(opset)}")
+
+
+def _written_opset(onnx_path: str) -> int | None:
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _fixed_axes(onnx_path: str, dynamic_shapes: tuple) -> list[str]:
@@ -106,7 +130,9 @@ def check_onnx(
     missing = [p for p in providers if p not in available]
     if missing:
         raise LiftswapError(f"onnxruntime has no {', '.join(missing)} here (available: {', '.join(available)})")
-    session = ort.InferenceSession(path, providers=providers)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: the result or a LiftswapError says the rest
+    session = ort.InferenceSession(path, options, providers=providers)
     names = [i.name for i in session.get_inputs()]
     checks = []
     for inputs in input_sets:
@@ -153,6 +179,7 @@ def export_onnx(
         rtol: largest relative difference (to the largest output magnitude) accepted.
     """
     refuse_wrapped(model, "export_onnx")
+    check_opset(opset)
     if not hasattr(torch.export.Dim, "DYNAMIC"):  # torch < 2.6: an exporter without automatic dynamic sizes
         raise LiftswapError(
             f"ONNX export needs torch >= 2.6 (torch.export with Dim.DYNAMIC); this is torch {torch.__version__}: upgrade torch to export"
@@ -164,31 +191,30 @@ def export_onnx(
     p = next(model.parameters(), None)
     if p is not None:
         inputs = tuple(t.to(p.device) for t in inputs)
-    path = Path(path)
-    if not path.parent.exists():
-        raise LiftswapError(f"cannot write {path}: folder {path.parent} does not exist")
+    path = check_output(path)
     external = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > _TWO_GB
     was_training = model.training
     model.eval()
     # Export into a private folder with the final name (external data refers to it by name),
     # then move the result into place: a failure leaves nothing at `path`.
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    work = private_temp(path, folder=True)
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dynamic_shapes = _dynamic_shapes(inputs, dynamic_batch, dynamic_spatial)
-            try:
-                torch.onnx.export(
-                    model,
-                    inputs,
-                    str(work / path.name),
-                    dynamo=True,
-                    dynamic_shapes=dynamic_shapes,
-                    opset_version=opset,
-                    external_data=external,
-                    verbose=False,
-                )
+            try:  # the exporter prints progress lines: keep them out of the caller's output
+                with contextlib.redirect_stdout(io.StringIO()):
+                    torch.onnx.export(
+                        model,
+                        inputs,
+                        str(work / path.name),
+                        dynamo=True,
+                        dynamic_shapes=dynamic_shapes,
+                        opset_version=opset,
+                        external_data=external,
+                        verbose=False,
+                    )
             except Exception as e:  # noqa: BLE001 - report the exporter's reason on one line
                 first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
                 raise LiftswapError(f"ONNX export failed: {type(e).__name__}: {first}") from e
@@ -197,6 +223,10 @@ def export_onnx(
         import onnx
 
         onnx.checker.check_model(str(work / path.name))
+        if opset is not None:
+            written = _written_opset(str(work / path.name))
+            if written != opset:
+                raise LiftswapError(f"the exporter wrote opset {written}, not the {opset} asked for; nothing written")
         fixed = _fixed_axes(str(work / path.name), dynamic_shapes)
         if fixed:  # older exporters specialise some models' sizes silently (torch 2.8: ceil_mode pools)
             raise LiftswapError(

@@ -48,8 +48,12 @@ def _pickle_streams(path: str) -> list[bytes]:
 
 def foreign_globals(path: str) -> list[str]:
     """Names of importable objects a pickle would call, other than torch's; read without running it."""
-    found = []
-    for data in _pickle_streams(path):
+    found: list[str] = []
+    try:
+        streams = _pickle_streams(path)
+    except Exception:  # noqa: BLE001 - a damaged zip (bad CRC, truncated): no pickle to read
+        return found
+    for data in streams:
         stream = io.BytesIO(data)
         while stream.tell() < len(data):  # legacy files hold several pickles back to back
             start = stream.tell()
@@ -81,6 +85,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "") -> Any:
     try:
         if zipfile.is_zipfile(path):
             _check_zip(path)
+    except LiftswapError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise LiftswapError(f"cannot read {label}: a damaged zip ({type(e).__name__})") from None
     try:

@@ -160,7 +160,7 @@ def rebuild(source: Any, trust_remote_code: bool = False, where: str = "the file
     kind, name, kwargs = source.get("kind"), source.get("name"), source.get("kwargs", {})
     if kind not in ("timm", "torchvision", "factory") or not _valid_name(kind, name):
         raise LiftswapError(f"{where} records an invalid model source {short_repr(source)}; pass the unconverted model: liftswap.load(path, model=...)")
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _IDENT.fullmatch(k) for k in kwargs):
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _IDENT.fullmatch(k) and k[0] != "_" for k in kwargs):
         raise LiftswapError(f"{where} records invalid keyword arguments for {name!r}; pass the unconverted model: liftswap.load(path, model=...)")
     if kind == "factory" and not trust_remote_code:
         raise LiftswapError(

@@ -59,6 +59,9 @@ struct Chan {  // one operator's weights for one channel
   const T* w;
   T b, pw, pb, base;
   Chan(const Op<T>& o, int64_t c, int K) : w(o.w + c * K), b(o.b[c]), pw(o.pw[c]), pb(o.pb[c]), base(o.base) {}
+  // base * t, and no term at all for base 0 (lazy, paper): 0 * inf would be NaN where the
+  // operator has no linear part, as the PyTorch path (which skips the op) has it.
+  LIFTSWAP_INLINE T linear(T t) const { return base != T(0) ? base * t : T(0); }
   // h = dw_K(t) + b at position e of a tile (rows B apart, K / 2 padding rows either side).
   template <int KC>
   LIFTSWAP_INLINE T filter(const T* t, int64_t e, int64_t B, int Kr) const {
@@ -289,7 +292,7 @@ LIFTSWAP_INLINE void subtract_operator(const Chan<T>& op, const T* a, const T* b
       hk[e] = h;
       rk[e] = r;
     }
-    out[e] = a[e] - op.base * b[e] - r;
+    out[e] = a[e] - op.linear(b[e]) - r;
   }
 }
 
@@ -321,7 +324,7 @@ inline void update_tile(const Chan<T>& u, const T* xe, const T* xo, const T* dp,
     T h = u.template filter<KC>(dp, e, B, K);
     T r = u.activate(h);
     T dv = dp[e];
-    T sv = xe[e] + u.base * dv + r;
+    T sv = xe[e] + u.linear(dv) + r;
     sb[e] = sv;
     const bool on = mask[e] != 0;
     su += on ? (sv - xo[e]) * (sv - xo[e]) : T(0);
@@ -469,14 +472,14 @@ struct LiftTiles {
       T relu = std::max(h, T(0));
       T r = u.activate(h);
       T dv = dp[e];
-      T sv = xe[e] + u.base * dv + r;
+      T sv = xe[e] + u.linear(dv) + r;
       sb[e] = sv;
       T res = sv - xo[e];
       const bool on = mask[e] != 0;
       T g_s = on ? gsb[e] + tcu * res : T(0);
       gxe[e] = g_s;
       gxo[e] = on ? -tcu * res : T(0);
-      gdb[e] = on ? gdb[e] + u.base * g_s + tcp * dv : T(0);
+      gdb[e] = on ? gdb[e] + u.linear(g_s) + tcp * dv : T(0);
       T gz = g_s * (T(1) - r * r);
       a_pw += gz * relu;
       a_pb += gz;
@@ -525,7 +528,7 @@ struct LiftTiles {
       for (int k = 0; k < K; ++k) tr += u.w[k] * ghu[e + (m - k) * B];
       T g_d = gdb[e] + (mask[e] != 0 ? tr : T(0));
       gxo[e] += g_d;
-      gxe[e] -= p.base * g_d;
+      gxe[e] -= p.linear(g_d);
       T h = hp[e];
       T relu = std::max(h, T(0));
       T gz = -g_d * (T(1) - rp[e] * rp[e]);
@@ -736,7 +739,7 @@ struct UnliftTiles {
 #pragma omp simd
     for (int64_t e = 0; e < total; ++e) {
       T h = p.template filter<KC>(xe, e, B, K);
-      xo[e] = dp[e] + p.base * xe[e] + p.activate(h);
+      xo[e] = dp[e] + p.linear(xe[e]) + p.activate(h);
     }
     const int64_t* const out = lb.out.data();
     for (int64_t i = 0; i < lines; ++i)
@@ -765,7 +768,7 @@ struct UnliftTiles {
       const bool on = mask[e] != 0;
       T g_o = on ? gxo[e] : T(0);
       gdb[e] = g_o;
-      gxe[e] = on ? gxe[e] + p.base * g_o : T(0);
+      gxe[e] = on ? gxe[e] + p.linear(g_o) : T(0);
       T gz = g_o * (T(1) - r * r);
       a_pw += gz * relu;
       a_pb += gz;
@@ -786,7 +789,7 @@ struct UnliftTiles {
       T h = hu[e];
       T relu = std::max(h, T(0));
       T r = ru[e];
-      gdb[e] -= u.base * g_e;
+      gdb[e] -= u.linear(g_e);
       T gz = -g_e * (T(1) - r * r);
       a_pw += gz * relu;
       a_pb += gz;

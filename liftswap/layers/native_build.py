@@ -3,7 +3,8 @@
 The kernel has no torch headers: it compiles in a few seconds with the system's C++ compiler
 (``$CXX``, else ``c++``) into a per-user cache (``$LIFTSWAP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/liftswap``, else ``~/.cache/liftswap``) and is called through ctypes, which
-releases the GIL. Any failure is reported once, as a warning, and leaves the PyTorch
+releases the GIL. The cache is content-addressed and checked before loading (see
+:func:`_verified`). Any failure is reported once, as a warning, and leaves the PyTorch
 implementation in charge.
 """
 
@@ -60,6 +61,48 @@ def _compile(cxx: str, out: Path) -> None:
     raise RuntimeError(f"{cxx} failed: {errors[-1][0]}")
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+
+
+def _verified(folder: Path, key: str) -> Path | None:
+    """The cached library for ``key`` if its bytes are the ones built (truncated or altered: None).
+
+    The cache is content-addressed: ``lift_kernel-KEY.ref`` names ``lift_kernel-KEY-DIGEST.so``, DIGEST
+    being the SHA-256 of the library's bytes. A damaged file (a full disk, a crash mid-copy, a
+    flipped bit) fails the check and is rebuilt instead of crashing the process when loaded.
+    """
+    try:
+        name = (folder / f"lift_kernel-{key}.ref").read_text().strip()
+    except OSError:
+        return None
+    path = folder / name
+    if not (name.startswith(f"lift_kernel-{key}-") and name.endswith(".so")) or not path.is_file():
+        return None
+    if _digest(path) != name[len(f"lift_kernel-{key}-") : -3]:
+        return None
+    return path
+
+
+def _compile_into(cxx: str, folder: Path, key: str) -> Path:
+    """Build the library under a private name, then publish it (library first, then its .ref) by renames:
+    concurrent processes (DDP ranks) never load a half-written file."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        _compile(cxx, Path(tmp))
+        path = folder / f"lift_kernel-{key}-{_digest(Path(tmp))}.so"
+        os.replace(tmp, path)
+        fd, ref = tempfile.mkstemp(suffix=".ref", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(path.name)
+        os.replace(ref, folder / f"lift_kernel-{key}.ref")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def _build() -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if not cxx:
@@ -70,17 +113,7 @@ def _build() -> ctypes.CDLL:
     ).hexdigest()[:16]
     folder = _cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"lift_kernel-{key}.so"
-    if not path.exists():
-        # Build beside the target and rename: concurrent processes (DDP ranks) never load a half-written file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            _compile(cxx, Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    path = _verified(folder, key) or _compile_into(cxx, folder, key)
     lib = ctypes.CDLL(str(path))
     if lib.liftswap_abi_version() != _ABI:
         raise RuntimeError(f"{path} has ABI {lib.liftswap_abi_version()}, expected {_ABI}")
