@@ -349,7 +349,10 @@ class _DownPool(torch.autograd.Function):
                 cu, cp = cost.sum(0).tolist()
                 c_u, c_p = c_u + cu / count, c_p + cp / count
         bands = bands.view(_bands_shape(bands, n))
-        y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
+        if output == "LL":  # the approximation band alone: no 0 * detail term (0 * inf is NaN)
+            y = bands[0].clone()
+        else:
+            y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
         ctx.save_for_backward(x, gamma, *params)
         ctx.meta = (axes, output, predict, update, counts, shapes[-1])
         cu = torch.tensor(c_u, dtype=x.dtype)
