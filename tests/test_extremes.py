@@ -95,12 +95,12 @@ def test_extreme_values_agree_with_float64(backend, dims, init, output, case):
     ref = reference(down, x, grad)
     got = run(down, up, x, grad)
     if grad:
-        # The depthwise filters' gradients (taps and bias) sum tanh'(z) over the positions where
-        # relu passes, which at 1e6 inputs are the few with large |z| and for subnormal inputs
-        # subnormal products: there 1 - tanh(z)^2 and the products keep a few bits in float32, in
-        # PyTorch's own tanh backward as in the kernel (0.3-3% off float64 seen in both). They are
-        # checked at ordinary scales (test_layers, test_native); here, everything else.
-        for k in [k for k in ref if ".dw." in k]:
+        # P's and U's weight gradients sum tanh'(z) over the positions where relu passes, which
+        # at 1e6 inputs are the few with large |z| and for subnormal inputs subnormal products:
+        # there 1 - tanh(z)^2 and the products keep a few bits in float32, in PyTorch's own tanh
+        # backward as in the kernel (0.3-11% off float64 seen in both). They are checked at
+        # ordinary scales (test_layers, test_native); here the outputs, the inverse, x's and gamma's.
+        for k in [k for k in ref if k.startswith(("predict.", "update."))]:
             del ref[k]
     assert_agrees(got, ref)
 
