@@ -2,7 +2,7 @@
 
 On CUDA the layers run the Triton kernels (liftswap/layers/lift_triton.py); these tests pin them
 against the PyTorch ops and float64, the exact inverse, the custom operators under torch.compile,
-autocast and a patched model. CI has no GPU: these run on a lent H200 (README, "On a GPU";
+autocast and a patched model. CI has no GPU: these run on a lent H200 (docs/kernels.md, "On a GPU";
 benchmarks/results/cuda/test_cuda.log).
 """
 

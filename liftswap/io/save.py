@@ -100,6 +100,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, trust_remote_c
         trust_remote_code: import and call the ``module.path:factory`` the file records.
     """
     payload = read_file(path)
+    rebuilt = model is None
     if model is None:
         source = payload.get("source")
         if source is None:
@@ -110,7 +111,15 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, trust_remote_c
     stored = payload["plan"]
     gen = torch.Generator().manual_seed(0)
     inputs = tuple(torch.randn(tuple(s), generator=gen) for s in stored.input_shapes)
-    converted = patch(model, recipe=payload["recipe"], example_inputs=inputs, inplace=True)
+    try:
+        converted = patch(model, recipe=payload["recipe"], example_inputs=inputs, inplace=True)
+    except LiftswapError as e:
+        if not rebuilt:
+            raise
+        raise LiftswapError(
+            f"{path}: the model rebuilt from its record ({short_repr(payload['source'], 200)}) does not run as the saved one did "
+            f"({e}); pass the model as you built it: liftswap.load(path, model=...)"
+        ) from None
     want = [(s.name, s.action) for s in stored.sites]
     got = [(s.name, s.action) for s in converted.liftswap_plan.sites]
     if want != got:

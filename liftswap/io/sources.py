@@ -198,11 +198,36 @@ def source_of(model: nn.Module) -> dict | None:
         return src
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("architecture") and type(model).__module__.startswith("timm."):
-        kwargs = {}
-        if getattr(model, "num_classes", None) is not None:
-            kwargs["num_classes"] = model.num_classes
-        return {"kind": "timm", "name": cfg["architecture"], "kwargs": kwargs}
+        return {"kind": "timm", "name": cfg["architecture"], "kwargs": _timm_build_kwargs(model, cfg)}
     return None
+
+
+def _timm_build_kwargs(model: nn.Module, cfg: dict) -> dict:
+    """The creation arguments a timm model shows (timm keeps no record of them): the class count,
+    input channels, global pool and image size, each where the model's class takes it."""
+    import inspect
+
+    try:
+        takes = set(inspect.signature(type(model).__init__).parameters)
+    except (TypeError, ValueError):
+        takes = set()
+    kwargs: dict = {}
+    if isinstance(getattr(model, "num_classes", None), int):
+        kwargs["num_classes"] = model.num_classes
+    first = cfg.get("first_conv")
+    if "in_chans" in takes and isinstance(first, str):
+        try:
+            kwargs["in_chans"] = int(model.get_submodule(first).in_channels)
+        except (AttributeError, TypeError):
+            pass
+    pool = getattr(model, "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)  # timm's SelectAdaptivePool2d, or a plain string
+    if "global_pool" in takes and isinstance(pool, str):
+        kwargs["global_pool"] = pool
+    size = getattr(model, "img_size", None) or getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if "img_size" in takes and isinstance(size, (int, tuple, list)):
+        kwargs["img_size"] = list(size) if isinstance(size, (tuple, list)) else size
+    return kwargs
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int] | None:
