@@ -225,3 +225,20 @@ def test_corrupt_files_always_give_a_liftswap_error(tmp_path):
         path.write_bytes(data)
         with pytest.raises(liftswap.LiftswapError, match="cannot read|not a liftswap file|refused"):
             liftswap.load(path)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,size",
+    [("maxxvitv2_nano_rw_256", {"img_size": 128}, 128), ("resnet18", {"in_chans": 1, "global_pool": "max", "num_classes": 7}, 64)],
+)
+def test_timm_models_reload_as_built(tmp_path, name, kwargs, size):
+    """A timm model built with non-default arguments reloads from its file alone, identically."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    x = torch.randn(2, kwargs.get("in_chans", 3), size, size)
+    converted = liftswap.patch(timm.create_model(name, **kwargs).eval(), example_inputs=x).eval()
+    assert converted.liftswap_plan.replaced
+    liftswap.save(converted, tmp_path / "m.pt")
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["source"]["kwargs"].items() >= kwargs.items()
+    with torch.no_grad():
+        assert torch.equal(liftswap.load(tmp_path / "m.pt").eval()(x), converted(x))

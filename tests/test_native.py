@@ -17,8 +17,8 @@ from test_layers import randomize
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"fused kernel unavailable: {native_build.error()}")
 
 
-def test_kernel_builds_where_ci_runs():
-    # CI has a C++ compiler: there the kernel must build, or every comparison below would be skipped.
+def test_kernel_is_built_where_ci_runs():
+    # CI installs with a C++ compiler: there the kernel must be built, or every comparison below would be skipped.
     if os.environ.get("CI"):
         assert native.available(), native_build.error()
 
@@ -257,11 +257,13 @@ def test_pytorch_path_where_the_kernel_does_not_apply():
     assert "PythonOp" not in str(traced.graph) and torch.allclose(traced(x), pool(x), atol=1e-6)
 
 
-def test_no_compiler_warns_once_and_computes_the_same(tmp_path):
+def test_no_kernel_build_warns_once_and_computes_the_same(tmp_path):
+    """An install without the compiled kernel (no compiler at build time) runs the PyTorch path after one warning."""
     script = textwrap.dedent(
-        """
-        import warnings, torch, liftswap
-        from liftswap.layers import native
+        f"""
+        import warnings, torch, liftswap, pathlib
+        from liftswap.layers import native, native_build
+        native_build._FOLDER = pathlib.Path({str(tmp_path)!r})  # a package folder with no build in it
         pool = liftswap.LiftDownPool2d(3, init="paper")
         x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
         pool.double()
@@ -275,11 +277,10 @@ def test_no_compiler_warns_once_and_computes_the_same(tmp_path):
         print(msgs[0] if msgs else "")
         """
     )
-    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), LIFTSWAP_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     first, message = out.splitlines()[:2]
     assert first == "1 False True"
-    assert "LIFTSWAP_NATIVE=0" in message and "no-such-compiler" in message
+    assert "LIFTSWAP_NATIVE=0" in message and "installed without its compiled kernel" in message
 
 
 def test_env_switch_turns_the_kernel_off():
@@ -289,33 +290,64 @@ def test_env_switch_turns_the_kernel_off():
     assert out.stdout.strip() == "False" and "fused CPU kernel" not in out.stderr
 
 
-def test_kernel_cache_is_written_atomically_and_reused(tmp_path):
-    script = "from liftswap.layers import native, native_build; print(native.available(), native_build.library()._name)"
-    env = dict(os.environ, LIFTSWAP_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
-    if runs[0][0] != "True":
-        pytest.skip("no C++ compiler here")
-    assert runs[0] == runs[1]  # the second process loads what the first built
-    so = os.path.basename(runs[0][1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([so, so.rsplit("-", 1)[0] + ".ref"])  # no temporaries left
-    assert so.endswith(f"-{hashlib.sha256((tmp_path / so).read_bytes()).hexdigest()[:32]}.so")  # named by its bytes
+@needs_kernel
+def test_damaged_kernel_build_is_never_loaded(tmp_path):
+    """A truncated, altered or unlisted library is refused by its SHA-256, never loaded (SIGBUS / SIGILL)."""
+    import shutil
+
+    for f in native_build._FOLDER.iterdir():
+        if f.name.startswith("_lift_kernel_") or f.name == "lift_kernel.json":
+            shutil.copy(f, tmp_path / f.name)
+    base = native_build._path("baseline")
+    manifest = native_build._manifest(tmp_path)
+    copy = tmp_path / base.name
+    assert native_build._verified(copy, manifest)
+    data = copy.read_bytes()
+    for damaged in (data[: len(data) // 2], data[:4096] + bytes([data[4096] ^ 1]) + data[4097:], b"garbage"):
+        copy.write_bytes(damaged)
+        assert not native_build._verified(copy, manifest)
+    copy.write_bytes(data)
+    assert not native_build._verified(copy, {})  # a build the manifest does not list
+    script = textwrap.dedent(
+        f"""
+        import pathlib, warnings
+        from liftswap.layers import native_build
+        native_build._FOLDER = pathlib.Path({str(tmp_path)!r})
+        warnings.simplefilter("ignore")
+        print(native_build.library() is None, native_build.error())
+        """
+    )
+    copy.write_bytes(data[: len(data) // 2])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("True") and "does not match the SHA-256 its build recorded" in out
 
 
-def test_damaged_kernel_cache_is_never_loaded(tmp_path):
-    """A truncated, altered or garbage library in the cache is rebuilt, never loaded (SIGBUS / SIGILL)."""
-    from liftswap.layers import native_build
-
-    data = bytes(range(256)) * 64
-    name = f"lift_kernel-k-{hashlib.sha256(data).hexdigest()[:32]}.so"
-    (tmp_path / "lift_kernel-k.ref").write_text(name)
-    (tmp_path / name).write_bytes(data)
-    assert native_build._verified(tmp_path, "k") == tmp_path / name
-    for damaged in (data[: len(data) // 2], data[:100] + bytes([data[100] ^ 1]) + data[101:], b"garbage"):
-        (tmp_path / name).write_bytes(damaged)
-        assert native_build._verified(tmp_path, "k") is None
-    (tmp_path / name).write_bytes(data)
-    (tmp_path / "lift_kernel-k.ref").write_text("../../elsewhere.so")  # a .ref naming another file
-    assert native_build._verified(tmp_path, "k") is None
+@needs_kernel
+@pytest.mark.parametrize("level", ["baseline", "x86_64_v3", "x86_64_v4"])
+def test_every_instruction_set_build_equals_pytorch_float64(level):
+    """Each build the CPU runs (LIFTSWAP_CPU_LEVEL caps the choice) computes the PyTorch path's values."""
+    script = textwrap.dedent(
+        """
+        import torch, liftswap
+        from liftswap.layers import native, native_build
+        from test_layers import randomize
+        pool = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True)).double().train()
+        x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+        outs = []
+        for flag in (True, False):
+            with native.enabled(flag):
+                y, d = pool(x)
+                g = torch.autograd.grad((y.sum() + d.square().sum()), [x, *pool.parameters()])
+                outs.append([y, d, *g])
+        err = max(((a - b).abs().max() / b.abs().max().clamp_min(1)).item() for a, b in zip(*outs))
+        print(native_build.level(), err)
+        """
+    )
+    env = {**os.environ, "LIFTSWAP_CPU_LEVEL": level, "PYTHONPATH": os.path.dirname(__file__)}
+    got, err = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
+    if got != level:
+        pytest.skip(f"this CPU does not run the {level} build (ran {got})")
+    assert float(err) <= 1e-12
 
 
 @needs_kernel

@@ -226,7 +226,8 @@ def _timm_build_kwargs(model: nn.Module, cfg: dict) -> dict:
         kwargs["global_pool"] = pool
     size = getattr(model, "img_size", None) or getattr(getattr(model, "patch_embed", None), "img_size", None)
     if "img_size" in takes and isinstance(size, (int, tuple, list)):
-        kwargs["img_size"] = list(size) if isinstance(size, (tuple, list)) else size
+        size = list(size) if isinstance(size, (tuple, list)) else size
+        kwargs["img_size"] = size[0] if isinstance(size, list) and len(set(size)) == 1 else size
     return kwargs
 
 

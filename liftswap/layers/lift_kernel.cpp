@@ -1172,7 +1172,23 @@ void combine_backward_impl(const T* coef, const T* gy, const T* gdet, T* gbands,
 
 extern "C" {
 
-int liftswap_abi_version() { return 9; }
+int liftswap_abi_version() { return 10; }
+
+// The best instruction-set level this CPU runs (1: baseline, 3: x86-64-v3 / AVX2, 4: x86-64-v4 /
+// AVX-512), from the baseline build, so that Python loads the matching build of this file.
+int liftswap_cpu_level() {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+                  __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("popcnt");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512cd");
+  return v4 ? 4 : v3 ? 3 : 1;
+#else
+  return 1;
+#endif
+}
 
 #define LIFTSWAP_EXPORT(T, SUFFIX)                                                                              \
   void liftswap_lift_forward_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* lay, int K, const T* pw_,       \

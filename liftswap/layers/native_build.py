@@ -1,122 +1,84 @@
-"""Compiles ``lift_kernel.cpp`` on first use and loads it (for :mod:`liftswap.layers.native`).
+"""Loads the fused CPU kernel that was compiled when liftswap was built (for :mod:`liftswap.layers.native`).
 
-The kernel has no torch headers: it compiles in a few seconds with the system's C++ compiler
-(``$CXX``, else ``c++``) into a per-user cache (``$LIFTSWAP_CACHE_DIR``, else
-``$XDG_CACHE_HOME/liftswap``, else ``~/.cache/liftswap``) and is called through ctypes, which
-releases the GIL. The cache is content-addressed and checked before loading (see
-:func:`_verified`). Any failure is reported once, as a warning, and leaves the PyTorch
-implementation in charge.
+``setup.py`` compiles ``lift_kernel.cpp`` (no Python or torch headers: one build serves every torch
+version) once per instruction-set level, ``_lift_kernel_LEVEL*.so`` beside this file, and writes
+their SHA-256 to ``lift_kernel.json``. Here the baseline build says which level the CPU runs
+(``liftswap_cpu_level``), the best build of that level or below whose bytes match the manifest is
+loaded (a truncated or altered file is never loaded), and its functions are called through ctypes,
+which releases the GIL. Nothing is compiled at run time. Without a usable build the PyTorch
+implementation runs everywhere, after one warning; ``LIFTSWAP_NATIVE=0`` chooses it silently and
+``LIFTSWAP_CPU_LEVEL`` (``baseline``, ``x86_64_v3``, ``x86_64_v4``) caps the level.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.machinery
+import json
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["library", "error"]
+__all__ = ["library", "error", "level"]
 
-_SOURCE = Path(__file__).with_name("lift_kernel.cpp")
-_ABI = 9
-# -fno-trapping-math lets GCC vectorise floor(); without loop-distribute-patterns it keeps the
-# short row copies inline instead of calling memmove for each.
-_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-          "-fno-tree-loop-distribute-patterns")  # fmt: skip
+_FOLDER = Path(__file__).resolve().parent
+_ABI = 10
+_LEVELS = {1: "baseline", 3: "x86_64_v3", 4: "x86_64_v4"}  # liftswap_cpu_level() -> build name
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
+_level: str | None = None
 _error: str | None = None  # why the kernel is unavailable, once known
-_enabled = os.environ.get("LIFTSWAP_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("LIFTSWAP_CACHE_DIR"):
-        return Path(os.environ["LIFTSWAP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "liftswap"
+def _path(level: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _FOLDER / f"_lift_kernel_{level}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
-def _cpu_signature() -> str:
-    # -march=native code must not be reused on another CPU sharing the cache (e.g. over NFS).
+def _verified(path: Path, manifest: dict) -> bool:
+    """Whether ``path``'s bytes are the ones the build wrote (a half-written or damaged file is not)."""
+    want = manifest.get(path.name)
+    return isinstance(want, str) and hashlib.sha256(path.read_bytes()).hexdigest() == want
+
+
+def _manifest(folder: Path = _FOLDER) -> dict:
     try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return platform.processor()
+        data = json.loads((folder / "lift_kernel.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def _compile(cxx: str, out: Path) -> None:
-    errors = []
-    for extra in (["-march=native"], []):  # some compilers or CPUs reject -march=native
-        proc = subprocess.run([cxx, *extra, *_FLAGS, str(_SOURCE), "-o", str(out)], capture_output=True, text=True)
-        if proc.returncode == 0:
-            return
-        errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"])
-    raise RuntimeError(f"{cxx} failed: {errors[-1][0]}")
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-
-
-def _verified(folder: Path, key: str) -> Path | None:
-    """The cached library for ``key`` if its bytes are the ones built (truncated or altered: None).
-
-    The cache is content-addressed: ``lift_kernel-KEY.ref`` names ``lift_kernel-KEY-DIGEST.so``, DIGEST
-    being the SHA-256 of the library's bytes. A damaged file (a full disk, a crash mid-copy, a
-    flipped bit) fails the check and is rebuilt instead of crashing the process when loaded.
-    """
-    try:
-        name = (folder / f"lift_kernel-{key}.ref").read_text().strip()
-    except OSError:
-        return None
-    path = folder / name
-    if not (name.startswith(f"lift_kernel-{key}-") and name.endswith(".so")) or not path.is_file():
-        return None
-    if _digest(path) != name[len(f"lift_kernel-{key}-") : -3]:
-        return None
-    return path
-
-
-def _compile_into(cxx: str, folder: Path, key: str) -> Path:
-    """Build the library under a private name, then publish it (library first, then its .ref) by renames:
-    concurrent processes (DDP ranks) never load a half-written file."""
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-    os.close(fd)
-    try:
-        _compile(cxx, Path(tmp))
-        path = folder / f"lift_kernel-{key}-{_digest(Path(tmp))}.so"
-        os.replace(tmp, path)
-        fd, ref = tempfile.mkstemp(suffix=".ref", dir=folder)
-        with os.fdopen(fd, "w") as f:
-            f.write(path.name)
-        os.replace(ref, folder / f"lift_kernel-{key}.ref")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _build() -> ctypes.CDLL:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(
-        b"\0".join(s.encode() for s in (_SOURCE.read_text(), cxx, version, *_FLAGS, _cpu_signature(), platform.machine()))
-    ).hexdigest()[:16]
-    folder = _cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _verified(folder, key) or _compile_into(cxx, folder, key)
+def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.liftswap_abi_version() != _ABI:
-        raise RuntimeError(f"{path} has ABI {lib.liftswap_abi_version()}, expected {_ABI}")
+        raise RuntimeError(f"{path.name} has ABI {lib.liftswap_abi_version()}, expected {_ABI} (rebuild: pip install -e .)")
+    return lib
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    manifest = _manifest()
+    base = _path("baseline")
+    if base is None:
+        raise RuntimeError("liftswap was installed without its compiled kernel (no C++ compiler at build time?)")
+    if not _verified(base, manifest):
+        raise RuntimeError(f"{base.name} does not match the SHA-256 its build recorded (damaged install: reinstall liftswap)")
+    cap = next((n for n, v in _LEVELS.items() if v == os.environ.get("LIFTSWAP_CPU_LEVEL", "").strip()), max(_LEVELS))
+    best = min(_open(base).liftswap_cpu_level(), cap)
+    for number in sorted((n for n in _LEVELS if n <= best), reverse=True):
+        name = _LEVELS[number]
+        path = _path(name)
+        if path is not None and _verified(path, manifest):
+            return _bind(_open(path)), name
+    raise RuntimeError("no build of the kernel this CPU runs")  # unreachable: baseline is verified above
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
@@ -159,14 +121,14 @@ def _build() -> ctypes.CDLL:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel library, built now if needed; None if it cannot be (see :func:`error`)."""
-    global _lib, _error
+    """The loaded kernel library; None if there is none this process can use (see :func:`error`)."""
+    global _lib, _level, _error
     if _lib is not None or _error is not None:
         return _lib
     with _lock:
         if _lib is None and _error is None:
             try:
-                _lib = _build()
+                _lib, _level = _load()
             except Exception as exc:  # any failure leaves the PyTorch implementation in charge
                 _error = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
@@ -181,3 +143,9 @@ def library() -> ctypes.CDLL | None:
 def error() -> str | None:
     """Why the kernel could not be built or loaded, once :func:`library` has tried."""
     return _error
+
+
+def level() -> str | None:
+    """The instruction-set level of the loaded kernel build (``baseline``, ``x86_64_v3``, ``x86_64_v4``)."""
+    library()
+    return _level
