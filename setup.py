@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCE = "liftswap/layers/lift_kernel.cpp"
-FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fno-tree-loop-distribute-patterns"]
+FLAGS = ["-O3", "-g0", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fno-tree-loop-distribute-patterns"]
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 LEVELS = {"baseline": [], "x86_64_v3": ["-march=x86-64-v3"], "x86_64_v4": ["-march=x86-64-v4"]} if X86 else {"baseline": []}
 
