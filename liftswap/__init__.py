@@ -9,6 +9,7 @@ from .layers import (
     LiftUpPool3d,
     regularization_loss,
 )
+from .backends import backends
 from .errors import LiftswapError
 from .io import build_model, export_onnx, load, save
 from .recipe import Recipe, RecipeError, load_recipe
@@ -35,5 +36,6 @@ __all__ = [
     "export_onnx",
     "build_model",
     "LiftswapError",
+    "backends",
     "__version__",
 ]

@@ -97,11 +97,13 @@ def _guard(fn):
 def _example(model, input_size: InputSize, batch: int = 2):
     import torch
 
-    from .io.sources import default_input_size
+    from .surgery.inputs import default_input_size
 
     from .limits import MAX_INPUT_ELEMENTS
 
-    size = tuple(input_size) if input_size else default_input_size(model) or (3, 224, 224)
+    size = tuple(input_size) if input_size else default_input_size(model)
+    if size is None:
+        _fail(f"{type(model).__name__} declares no input size and is not a 2-D image model; give --input-size C H W")
     if any(v < 1 for v in size):
         _fail(f"--input-size must be positive, got {' '.join(map(str, size))}")
     if math.prod(size) > MAX_INPUT_ELEMENTS:

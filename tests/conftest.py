@@ -1,1 +1,28 @@
-import sys, os; sys.path.insert(0, os.path.dirname(__file__))
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture
+def cli_here(monkeypatch, capsys):
+    """The command line's ``main()`` in this process (no interpreter start-up per case); returns
+    a CompletedProcess like subprocess.run. Tests that need a real process use a subprocess."""
+    from liftswap.cli import main
+
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["liftswap", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run

@@ -94,15 +94,19 @@ def test_checkpoint_formats(tmp_path, ext):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
 
 
-def write_bad_files(tmp_path):
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    """The bad inputs, written once for all cases (each case checks it writes nothing here)."""
     import torchvision
 
+    tmp_path = tmp_path_factory.mktemp("bad")
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
     (tmp_path / "corrupt.pth").write_bytes(random.Random(0).randbytes(2000))
     whole = (tmp_path / "r34.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "typo.yaml").write_text("version: 1\nlayer:\n  kernal_size: 5\n")
     (tmp_path / "nomatch.yaml").write_text("rules:\n  - match: 'layer9.*'\n    action: skip\n")
+    return tmp_path
 
 
 BAD = [
@@ -123,10 +127,10 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(BAD)])
-def test_bad_input_is_one_line_exit_2_no_output(tmp_path, args, message):
-    write_bad_files(tmp_path)
+def test_bad_input_is_one_line_exit_2_no_output(bad_files, cli_here, args, message):
+    tmp_path = bad_files
     before = set(os.listdir(tmp_path))
-    r = cli(*args, cwd=tmp_path)
+    r = cli_here(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr

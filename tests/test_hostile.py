@@ -34,26 +34,6 @@ def cli(*args, cwd, timeout=300):
     )
 
 
-@pytest.fixture
-def cli_here(monkeypatch, capsys):
-    """The command line's ``main()`` in this process (no interpreter start-up per case)."""
-    from liftswap.cli import main
-
-    def run(*args, cwd):
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["liftswap", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
-
-
 def assert_one_line_error(r, message=""):
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()

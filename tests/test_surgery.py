@@ -240,8 +240,19 @@ def test_refuses_wrapped_models_and_warns_when_nothing_changed():
         liftswap.patch(nn.DataParallel(net), example_inputs=torch.randn(1, 3, 8, 8))
     with pytest.warns(UserWarning, match="changed nothing: 1 pooling site.*adaptive"):
         liftswap.patch(nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1)), example_inputs=torch.randn(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="example_inputs is needed: Sequential declares no input size"):
-        liftswap.plan(net)
+    with pytest.raises(ValueError, match="example_inputs is needed: Sequential declares no input size and is not a 2-D image"):
+        liftswap.plan(nn.Sequential(nn.Conv1d(3, 4, 1), nn.MaxPool1d(2)))
+
+
+def test_default_inputs_are_the_command_lines():
+    """One rule for liftswap.plan and the CLI: a 2-D image model without a declared size plans at 224 px."""
+    torchvision = pytest.importorskip("torchvision")
+    from liftswap.surgery.inputs import default_input_size
+
+    p = liftswap.plan(torchvision.models.resnet18())
+    assert p.input_shapes == [(2, 3, 224, 224)] and [s.name for s in p.replaced] == ["maxpool"]
+    assert default_input_size(nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2))) == (1, 224, 224)
+    assert default_input_size(liftswap.build_model("torchvision:inception_v3", init_weights=False)) == (3, 299, 299)
 
 
 def test_inplace_and_copy():

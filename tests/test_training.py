@@ -84,7 +84,7 @@ def test_finetune_example_writes_loadable_checkpoints(tmp_path):
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(summary["history"]) == 2 and 0.0 <= summary["test_accuracy"] <= 1.0
     assert sorted(os.listdir(tmp_path)) == ["epoch1.pt", "epoch2.pt"]
-    model = liftswap.load(tmp_path / "epoch2.pt")
+    model = liftswap.load(tmp_path / "epoch2.pt", trust_remote_code=True)  # our own examples.digits factory
     assert len([m for m in model.modules() if isinstance(m, _LiftDownPoolNd)]) == 3
 
 
@@ -114,6 +114,6 @@ def test_bands_command(tmp_path):
 
     model = liftswap.patch(liftswap.build_model("examples.digits:small_vgg"))
     liftswap.save(model, tmp_path / "vgg.pt")
-    run("-m", "liftswap.cli", "bands", tmp_path / "cat.png", "--out", tmp_path / "inner.png", "--model", tmp_path / "vgg.pt", "--layer", "features.13")
+    run("-m", "liftswap.cli", "bands", tmp_path / "cat.png", "--out", tmp_path / "inner.png", "--model", tmp_path / "vgg.pt", "--layer", "features.13", "--trust-remote-code")
     inner = iio.imread(tmp_path / "inner.png")
     assert inner.shape == (2 * 8 + 2, 2 * 8 + 2, 3)  # features.13 sees 16x16 maps of the 32x32 input

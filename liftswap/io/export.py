@@ -18,7 +18,8 @@ from torch.utils._pytree import tree_leaves
 
 from ..errors import LiftswapError, short_repr
 from .files import check_output, private_temp
-from ..surgery.plan import example_inputs_for, refuse_wrapped
+from ..surgery.inputs import example_inputs_for
+from ..surgery.plan import refuse_wrapped
 
 __all__ = ["export_onnx", "ExportReport", "check_onnx", "check_opset"]
 

@@ -19,10 +19,9 @@ from torch import nn
 
 from ..errors import LiftswapError, short_repr
 from ..limits import check_data_size
-from ..surgery.plan import declared_input_size
 from .safe_load import safe_torch_load
 
-__all__ = ["build_model", "rebuild", "parse_source", "load_checkpoint", "source_of", "default_input_size", "state_dict_mismatch"]
+__all__ = ["build_model", "rebuild", "parse_source", "load_checkpoint", "source_of", "state_dict_mismatch"]
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -229,24 +228,6 @@ def _timm_build_kwargs(model: nn.Module, cfg: dict) -> dict:
         size = list(size) if isinstance(size, (tuple, list)) else size
         kwargs["img_size"] = size[0] if isinstance(size, list) and len(set(size)) == 1 else size
     return kwargs
-
-
-def default_input_size(model: nn.Module) -> tuple[int, int, int] | None:
-    """(C, H, W) the model declares (see ``declared_input_size``), or torchvision's weights' crop size."""
-    size = declared_input_size(model)
-    if size:
-        return size
-    src = getattr(model, "liftswap_source", None) or {}
-    if src.get("kind") == "torchvision":
-        import torchvision
-
-        try:
-            weights = list(torchvision.models.get_model_weights(src["name"]))
-            crop = weights[0].transforms().crop_size
-            return (3, crop[0], crop[-1])
-        except Exception:  # noqa: BLE001 - no weights enum for this model: no declared size
-            return None
-    return None
 
 
 def _state_dict_from(obj: Any, path: str) -> dict:

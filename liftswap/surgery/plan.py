@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..errors import LiftswapError, short_repr
 from ..limits import MAX_INPUT_ELEMENTS, check_data_size
 from ..recipe import Recipe, RecipeError, load_recipe
+from .inputs import example_inputs_for
 from .sites import Site, discover
 
 __all__ = ["Plan", "plan", "example_inputs_for", "refuse_wrapped"]
@@ -152,31 +153,6 @@ def refuse_wrapped(model: nn.Module, what: str) -> None:
         raise TypeError(
             f"{what} got a {hit}-wrapped model; {what} the inner module ({inner}) first, then wrap the result"
         )
-
-
-def declared_input_size(model: nn.Module) -> tuple | None:
-    """(C, H, W) the model declares: timm's ``pretrained_cfg``/``default_cfg``, or an ``input_size`` attribute."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    size = (cfg.get("input_size") if isinstance(cfg, dict) else None) or getattr(model, "input_size", None)
-    return tuple(size) if size else None
-
-
-def example_inputs_for(model: nn.Module, example_inputs: Any = None) -> tuple:
-    """The example inputs as a tuple; by default from the model's declared input size, batch 2."""
-    if example_inputs is None:
-        size = declared_input_size(model)
-        if size is None:
-            raise ValueError(
-                f"example_inputs is needed: {type(model).__name__} declares no input size "
-                "(pass a tensor such as torch.randn(2, 3, 224, 224))"
-            )
-        p = next(model.parameters(), None)
-        return (torch.randn((2,) + size, device=p.device if p is not None else None),)
-    if isinstance(example_inputs, Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (list, tuple)) and all(isinstance(t, Tensor) for t in example_inputs):
-        return tuple(example_inputs)
-    raise ValueError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
 
 
 def _structural_skip(s: Site) -> str | None:

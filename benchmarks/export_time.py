@@ -1,0 +1,62 @@
+"""ONNX export time: a preserve-converted model against its original, in turns in one process.
+
+For each model (random weights), ``liftswap.export_onnx`` without the onnxruntime check, dynamic
+batch and spatial axes, at batch 2; original and converted exported alternately ``--repeats``
+times, each in a fresh temporary folder. Prints a table (seconds, ratio) and writes JSON.
+
+    python benchmarks/export_time.py [--models torchvision:resnet50 ...] [--size 64] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+import torch
+from benchutil import write_json
+
+import liftswap
+from liftswap.io.sources import build_model
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+MODELS = ["torchvision:resnet50", "torchvision:densenet121", "timm:vgg13_bn"]
+
+
+def export_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        liftswap.export_onnx(model, os.path.join(d, "m.onnx"), example_inputs=x, check=False)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--out", default=os.path.join(RESULTS, "export_time.json"))
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    rows = []
+    for name in args.models:
+        original = build_model(name).eval()
+        x = torch.randn(2, 3, args.size, args.size)
+        converted = liftswap.patch(original, example_inputs=x).eval()
+        samples: dict[str, list[float]] = {"original": [], "converted": []}
+        for _ in range(args.repeats):
+            samples["original"].append(export_seconds(original, x))
+            samples["converted"].append(export_seconds(converted, x))
+        t = {k: statistics.median(v) for k, v in samples.items()}
+        rows.append({"model": name, "original_s": round(t["original"], 2), "converted_s": round(t["converted"], 2),
+                     "ratio": round(t["converted"] / t["original"], 3), "sites_replaced": len(converted.liftswap_plan.replaced)})  # fmt: skip
+        print(f"{name:28s} original {t['original']:7.1f} s   converted {t['converted']:7.1f} s   {t['converted'] / t['original']:.2f}x")
+    write_json(args.out, {"torch": torch.__version__, "size": args.size, "batch": 2, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
