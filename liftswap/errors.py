@@ -31,8 +31,10 @@ def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` bounded in work and length: a message never builds the repr of a huge value.
 
     Example:
-        >>> short_repr([[1, 2, 3, 4, 5, 6]] * 10**9)
-        '[[1, 2, 3, 4, ...], [1, 2, 3, 4, ...], [1, 2, 3, 4, ...], [1, 2, 3, 4, ...], ...'
+        >>> bomb = ["lol"] * 10
+        >>> for _ in range(8): bomb = [bomb] * 10  # 10**9 leaves, a few hundred bytes
+        >>> short_repr(bomb)
+        "[[[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], [...
         >>> short_repr(10**5000)
         '<an integer of about 5000 digits>'
     """

@@ -9,7 +9,9 @@ import pytest
 pytest.importorskip("triton")
 
 
-def test_triton_kernels_under_the_interpreter():
+@pytest.mark.parametrize("sweep", ["default", pytest.param("slow", marks=pytest.mark.slow)])
+def test_triton_kernels_under_the_interpreter(sweep):
+    """A representative subset by default; ``-m slow`` runs the interpreter's long 3-D sweep."""
     import triton
 
     if tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 2):
@@ -17,7 +19,8 @@ def test_triton_kernels_under_the_interpreter():
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TRITON_INTERPRET="1", LIFTSWAP_TRITON="1")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(here, "triton_interpreted.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(here, "triton_interpreted.py")]
+        + (["-m", "slow"] if sweep == "slow" else []),
         env=env,
         capture_output=True,
         text=True,

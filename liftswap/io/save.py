@@ -37,7 +37,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
         >>> lifted = liftswap.patch(net, example_inputs=torch.randn(1, 3, 8, 8))
         >>> import tempfile, os; d = tempfile.mkdtemp()
         >>> liftswap.save(lifted, os.path.join(d, "m.pt"))
-        >>> type(liftswap.load(os.path.join(d, "m.pt"))).__name__
+        >>> type(liftswap.load(os.path.join(d, "m.pt"), model=torch.nn.MaxPool2d(2))).__name__
         'LiftPoolReplacement'
     """
     refuse_wrapped(model, "save")
