@@ -34,7 +34,7 @@ def short_repr(value: Any, limit: int = 80) -> str:
         >>> bomb = ["lol"] * 10
         >>> for _ in range(8): bomb = [bomb] * 10  # 10**9 leaves, a few hundred bytes
         >>> short_repr(bomb)
-        "[[[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], [...
+        '[[[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[......'
         >>> short_repr(10**5000)
         '<an integer of about 5000 digits>'
     """
