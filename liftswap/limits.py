@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import LiftswapError
 
-__all__ = ["MAX_NODES", "MAX_DEPTH", "MAX_KERNEL_SIZE", "MAX_INPUT_ELEMENTS", "MAX_PICKLE_BYTES", "check_data_size"]
+__all__ = ["MAX_NODES", "MAX_DEPTH", "MAX_KERNEL_SIZE", "MAX_INPUT_ELEMENTS", "MAX_PICKLE_BYTES", "MAX_ZIP_RATIO", "check_data_size"]
 
 MAX_NODES = 1_000_000  # values in a recipe or a stored plan, with YAML aliases / pickle memo references expanded
 MAX_DEPTH = 64  # nesting of lists and mappings in the same
