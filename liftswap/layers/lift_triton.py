@@ -123,6 +123,16 @@ if triton is not None:
         return v
 
     @triton.jit
+    def _lin(BASE: tl.constexpr, t):
+        """BASE * t, and no term at all for BASE 0 (lazy, paper): 0 * inf would be NaN where the
+        operator has no linear part, as the PyTorch path (which skips the op) has it."""
+        if BASE == 0.0:
+            out = tl.zeros_like(t)
+        else:
+            out = BASE * t
+        return out
+
+    @triton.jit
     def _even(xp, p, J, B, mask):
         """x_e at position p (clamped: replicate padding)."""
         return _wide(tl.load(xp + 2 * _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
@@ -143,7 +153,7 @@ if triton is not None:
         """d at position p (clamped)."""
         pc = _clamp(p, J)
         r = _tanh(pw * tl.maximum(_hp(xp, pc, J, B, mask, w0, w1, w2, b), 0.0) + pb)
-        return _odd(xp, pc, J, L, B, mask) - BASE_P * _even(xp, pc, J, B, mask) - r
+        return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, _even(xp, pc, J, B, mask)) - r
 
     @triton.jit
     def _load_grad(gp, j, J, B, mask):
@@ -246,7 +256,7 @@ if triton is not None:
             d_0 = _detail(xp, j, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             d_p = _detail(xp, j + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-            s = _even(xp, j, J, B, mask) + BASE_U * d_0 + ru
+            s = _even(xp, j, J, B, mask) + _lin(BASE_U, d_0) + ru
             at = j.to(tl.int64) * B + y_in
             tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(out_ptr.dtype.element_ty), mask=mask)
             tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d_0.to(out_ptr.dtype.element_ty), mask=mask)
@@ -307,13 +317,13 @@ if triton is not None:
             hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
             hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
             # s's gradient at i-2 .. i+2: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))
-            gs_m2 = cs * _load_grad(gsp, i - 2, J, B, mask) + tl.where(i - 2 >= 0, KCU * (_even(xp, i - 2, J, B, mask) + BASE_U * d_m2 + ru_m2 - _odd(xp, i - 2, J, L, B, mask)), 0.0)
-            gs_m1 = cs * _load_grad(gsp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCU * (_even(xp, i - 1, J, B, mask) + BASE_U * d_m1 + ru_m1 - _odd(xp, i - 1, J, L, B, mask)), 0.0)
-            s_0 = _even(xp, i, J, B, mask) + BASE_U * d_0 + ru_0
+            gs_m2 = cs * _load_grad(gsp, i - 2, J, B, mask) + tl.where(i - 2 >= 0, KCU * (_even(xp, i - 2, J, B, mask) + _lin(BASE_U, d_m2) + ru_m2 - _odd(xp, i - 2, J, L, B, mask)), 0.0)
+            gs_m1 = cs * _load_grad(gsp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCU * (_even(xp, i - 1, J, B, mask) + _lin(BASE_U, d_m1) + ru_m1 - _odd(xp, i - 1, J, L, B, mask)), 0.0)
+            s_0 = _even(xp, i, J, B, mask) + _lin(BASE_U, d_0) + ru_0
             o_0 = _odd(xp, i, J, L, B, mask)
             gs_0 = cs * _load_grad(gsp, i, J, B, mask) + KCU * (s_0 - o_0)
-            gs_p1 = cs * _load_grad(gsp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCU * (_even(xp, i + 1, J, B, mask) + BASE_U * d_p1 + ru_p1 - _odd(xp, i + 1, J, L, B, mask)), 0.0)
-            gs_p2 = cs * _load_grad(gsp, i + 2, J, B, mask) + tl.where(i + 2 < J, KCU * (_even(xp, i + 2, J, B, mask) + BASE_U * d_p2 + ru_p2 - _odd(xp, i + 2, J, L, B, mask)), 0.0)
+            gs_p1 = cs * _load_grad(gsp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCU * (_even(xp, i + 1, J, B, mask) + _lin(BASE_U, d_p1) + ru_p1 - _odd(xp, i + 1, J, L, B, mask)), 0.0)
+            gs_p2 = cs * _load_grad(gsp, i + 2, J, B, mask) + tl.where(i + 2 < J, KCU * (_even(xp, i + 2, J, B, mask) + _lin(BASE_U, d_p2) + ru_p2 - _odd(xp, i + 2, J, L, B, mask)), 0.0)
             # U's gradient at i-2 .. i+2 (at its pointwise output, and at its depthwise output)
             gu_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2)
             gu_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1)
@@ -329,16 +339,16 @@ if triton is not None:
             gd_m1 = cd * _load_grad(gdp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCP * d_m1, 0.0)
             gd_0 = cd * _load_grad(gdp, i, J, B, mask) + KCP * d_0
             gd_p1 = cd * _load_grad(gdp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCP * d_p1, 0.0)
-            gD_m1 = gd_m1 + BASE_U * gs_m1 + _gather(au_m2, au_m1, au_0, i - 1, J, wu0, wu1, wu2)
-            gD_0 = gd_0 + BASE_U * gs_0 + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-            gD_p1 = gd_p1 + BASE_U * gs_p1 + _gather(au_0, au_p1, au_p2, i + 1, J, wu0, wu1, wu2)
+            gD_m1 = gd_m1 + _lin(BASE_U, gs_m1) + _gather(au_m2, au_m1, au_0, i - 1, J, wu0, wu1, wu2)
+            gD_0 = gd_0 + _lin(BASE_U, gs_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
+            gD_p1 = gd_p1 + _lin(BASE_U, gs_p1) + _gather(au_0, au_p1, au_p2, i + 1, J, wu0, wu1, wu2)
             # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
             e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
             e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
             ap_0, gp_0, hp_0, taps = _residual_backward(
                 e_m2, e_m1, e_0, e_p1, e_p2, -gD_m1, -gD_0, -gD_p1, i, J, wp0, wp1, wp2, bp, pwp, pbp
             )
-            gE = gs_0 - BASE_P * gD_0 + taps
+            gE = gs_0 - _lin(BASE_P, gD_0) + taps
             gO = gD_0 - KCU * (s_0 - o_0)
             last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
             gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
@@ -373,7 +383,7 @@ if triton is not None:
         d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
         d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
         _, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - BASE_U * d_0 - r
+        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r
 
     @triton.jit
     def _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK: tl.constexpr):
@@ -397,7 +407,7 @@ if triton is not None:
         e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         e_p = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-        o_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0)) + BASE_P * e_0 + rp
+        o_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0)) + _lin(BASE_P, e_0) + rp
         xp = x_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
         tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(x_ptr.dtype.element_ty), mask=mask)
         tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(x_ptr.dtype.element_ty), mask=mask)
@@ -439,9 +449,9 @@ if triton is not None:
         ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
         ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
         # x_e's gradient at i-1, i, i+1 (zero off [0, J))
-        ge_m1 = _load_grad(gxp, 2 * (i - 1), 2 * J, B, mask) + BASE_P * go_m1 + _gather(ap_m2, ap_m1, ap_0, i - 1, J, wp0, wp1, wp2)
-        ge_0 = _load_grad(gxp, 2 * i, 2 * J, B, mask) + BASE_P * go_0 + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
-        ge_p1 = _load_grad(gxp, 2 * (i + 1), 2 * J, B, mask) + BASE_P * go_p1 + _gather(ap_0, ap_p1, ap_p2, i + 1, J, wp0, wp1, wp2)
+        ge_m1 = _load_grad(gxp, 2 * (i - 1), 2 * J, B, mask) + _lin(BASE_P, go_m1) + _gather(ap_m2, ap_m1, ap_0, i - 1, J, wp0, wp1, wp2)
+        ge_0 = _load_grad(gxp, 2 * i, 2 * J, B, mask) + _lin(BASE_P, go_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+        ge_p1 = _load_grad(gxp, 2 * (i + 1), 2 * J, B, mask) + _lin(BASE_P, go_p1) + _gather(ap_0, ap_p1, ap_p2, i + 1, J, wp0, wp1, wp2)
         ge_m1 = tl.where(i - 1 >= 0, ge_m1, 0.0)
         ge_p1 = tl.where(i + 1 < J, ge_p1, 0.0)
         # U's gradient at i-1, i, i+1 (x_e = s - base_u d - r_U(d))
@@ -453,7 +463,7 @@ if triton is not None:
         au_0, gu_0, hu_0, taps = _residual_backward(
             d_m2, d_m1, d_0, d_p1, d_p2, -ge_m1, -ge_0, -ge_p1, i, J, wu0, wu1, wu2, bu, pwu, pbu
         )
-        g_d = go_0 - BASE_U * ge_0 + taps
+        g_d = go_0 - _lin(BASE_U, ge_0) + taps
         at = y_off + i.to(tl.int64) * B
         tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=mask)
         tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=mask)
