@@ -33,43 +33,42 @@ def _check_zip(path: str) -> None:
         raise LiftswapError(f"refused to load {path}: its pickle is over {MAX_PICKLE_BYTES // 2**20} MiB")
 
 
-def _pickle_streams(path: str) -> list[bytes]:
-    """The pickles of a torch file, each read at most MAX_PICKLE_BYTES far."""
+def _pickle_bytes(path: str) -> bytes:
+    """A torch file's pickle bytes (a legacy file's several pickles in a row), read at most MAX_PICKLE_BYTES far."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
             if name is None:
-                return []
+                return b""
             with z.open(name) as f:
-                return [f.read(MAX_PICKLE_BYTES)]
-    with open(path, "rb") as f:  # the legacy format: several pickles in a row (magic, sys info, data, ...)
-        return [f.read(MAX_PICKLE_BYTES)]
+                return f.read(MAX_PICKLE_BYTES)
+    with open(path, "rb") as f:
+        return f.read(MAX_PICKLE_BYTES)
 
 
 def foreign_globals(path: str) -> list[str]:
     """Names of importable objects a pickle would call, other than torch's; read without running it."""
     found: list[str] = []
     try:
-        streams = _pickle_streams(path)
+        data = _pickle_bytes(path)
     except Exception:  # noqa: BLE001 - a damaged zip (bad CRC, truncated): no pickle to read
         return found
-    for data in streams:
-        stream = io.BytesIO(data)
-        while stream.tell() < len(data):  # legacy files hold several pickles back to back
-            start = stream.tell()
-            strings: list[str] = []
-            try:
-                for op, arg, _ in pickletools.genops(stream):
-                    if op.name in ("GLOBAL", "INST"):
-                        found.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        found.append(f"{strings[-2]}.{strings[-1]}")
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-            except Exception:  # noqa: BLE001 - a corrupt stream: whatever was read so far
-                break
-            if stream.tell() == start:
-                break
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):  # legacy files hold several pickles back to back
+        start = stream.tell()
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # noqa: BLE001 - a corrupt stream: whatever was read so far
+            break
+        if stream.tell() == start:
+            break
     return [g for g in found if not g.startswith(_ALLOWED)]
 
 
