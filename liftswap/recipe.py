@@ -1,5 +1,8 @@
 """Recipes: what the surgery does, as plain YAML validated against a schema (SPEC 6).
 
+``targets`` names what is converted (SPEC 6.1): ``[pools]`` (the default), ``[pools, convs]`` or
+``[convs]``; ``convs`` adds stride-2 convolutions and transposed convolutions.
+
 Precedence: the recipe's ``mode`` and ``layer`` are defaults for every site; ``rules`` are applied
 in order and a later matching rule overrides an earlier one, key by key (a rule's ``layer`` keys
 replace only the keys it names). A rule whose ``match`` names no site is an error.
@@ -111,8 +114,18 @@ class Recipe(_Strict):
 
     version: Literal[1] = 1
     mode: Literal["preserve", "paper"] = "preserve"
+    targets: list[Literal["pools", "convs"]] = Field(default_factory=lambda: ["pools"])
     layer: LayerConfig = Field(default_factory=LayerConfig)
     rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list) -> list:
+        if not v:
+            raise ValueError("name at least one of pools, convs")
+        if len(set(v)) != len(v):
+            raise ValueError("names a target twice")
+        return v
 
     def to_dict(self) -> dict:
         out = self.model_dump(mode="json")

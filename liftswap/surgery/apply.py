@@ -13,12 +13,14 @@ import types
 import warnings
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from ..layers.regularization import clear_regularization
 from .plan import Plan, plan, refuse_wrapped
+from .convs import build_conv_replacement
 from .replacements import build_pool_replacement, build_unpool_replacement
-from .sites import Site, _function_family
+from .sites import CONV_KINDS, Site, _function_family
 
 __all__ = ["patch", "apply", "apply_plan", "trace_caller", "check_reachable"]
 
@@ -146,6 +148,8 @@ def _rewrite_node(node: fx.Node, site: Site, attr: str) -> None:
     args, kwargs = list(node.args), dict(node.kwargs)
     x = args[0] if args else kwargs.get("input")
     node.op, node.target = "call_module", attr
+    if site.kind in CONV_KINDS:
+        return  # the replacement takes the module's own arguments (ConvTranspose: output_size)
     if site.kind == "unpool":
         indices = args[1] if len(args) > 1 else kwargs.get("indices")
         pos = 2 if site.module is not None else 5  # MaxUnpool.forward(x, idx, output_size) / F.max_unpool(x, idx, k, s, p, output_size)
@@ -162,7 +166,9 @@ def apply_plan(model: nn.Module, the_plan: Plan, traced: dict | None = None) -> 
     """
     new: dict[str, nn.Module] = {}
     for s in the_plan.replaced:
-        if s.kind != "unpool":
+        if s.kind in CONV_KINDS:  # takes over the module's weight and bias
+            new[s.name] = build_conv_replacement(s, model.get_submodule(s.module))
+        elif s.kind != "unpool":
             new[s.name] = build_pool_replacement(s, s.layer, the_plan.recipe.mode)
     for s in the_plan.replaced:
         if s.kind == "unpool":
@@ -171,6 +177,8 @@ def apply_plan(model: nn.Module, the_plan: Plan, traced: dict | None = None) -> 
     if p is not None:
         for m in new.values():
             m.to(device=p.device)
+            if p.dtype == torch.float64:  # a float64 model (a precision check) gets float64 lifts
+                m.to(dtype=p.dtype)
     # Module sites called once: swap the module wherever it is registered.
     for s in the_plan.replaced:
         if not s.rewrite and s.module == "":  # the model is the pool itself: the result is new

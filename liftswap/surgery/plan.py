@@ -1,4 +1,4 @@
-"""Planning: what to do with each pooling site, changing nothing (SPEC 5, 6)."""
+"""Planning: what to do with each pooling site and downsampling convolution, changing nothing (SPEC 5, 6, 6.1)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from ..errors import LiftswapError, short_repr
 from ..limits import MAX_INPUT_ELEMENTS, check_data_size
 from ..recipe import Recipe, RecipeError, load_recipe
 from .inputs import example_inputs_for
-from .sites import Site, discover
+from .convs import conv_macs_added
+from .sites import CONV_KINDS, Site, discover
 
 __all__ = ["Plan", "plan", "example_inputs_for", "refuse_wrapped"]
 
@@ -31,7 +32,8 @@ _MODE_LAYER = {
 
 @dataclass
 class Plan:
-    """Every pooling site of a model and what :func:`liftswap.patch` does with it.
+    """Every pooling site (and, with ``targets: [.., convs]``, downsampling convolution) of a model
+    and what :func:`liftswap.patch` does with it.
 
     ``str(plan)`` is a table; ``plan.sites`` the rows (:class:`Site`).
     """
@@ -94,12 +96,25 @@ class Plan:
         """The plan as a rich Table: one row per site."""
         from rich.table import Table
 
-        t = Table(title=f"liftswap plan ({self.recipe.mode} mode): {len(self.replaced)} replaced, {len(self.skipped)} skipped")
+        targets = "" if self.recipe.targets == ["pools"] else f", targets {'+'.join(self.recipe.targets)}"
+        t = Table(title=f"liftswap plan ({self.recipe.mode} mode{targets}): {len(self.replaced)} replaced, {len(self.skipped)} skipped")
         for col in ("site", "op", "k/s/p", "in -> out", "action", "what / why"):
             t.add_column(col, overflow="fold")
         for s in self.sites:
             what = s.reason
-            if s.action == "replace" and s.kind != "unpool":
+            if s.action == "replace" and s.kind in CONV_KINDS:
+                lay = s.layer
+                if s.kind == "convT":
+                    what = f"transposed conv per phase + inverse lift {lay['init']} k{lay['kernel_size']}"
+                elif lay["placement"] == "after":
+                    what = f"conv at stride 1 + lift {lay['init']}/{lay['output']} k{lay['kernel_size']}"
+                else:
+                    what = f"lift {lay['init']} k{lay['kernel_size']} + conv per band"
+                if s.macs_added is not None:
+                    what += f", +{_macs(s.macs_added)} MACs"
+                if not s.preserves:
+                    what += " (changes function)"
+            elif s.action == "replace" and s.kind != "unpool":
                 lay = s.layer
                 what = f"{'stride-1 pool + ' if lay.get('prepool') else ''}lift {lay['init']}/{lay['output']} k{lay['kernel_size']}"
                 if s.pair:
@@ -109,6 +124,8 @@ class Plan:
             geometry = "/".join(_fmt(v) for v in (s.kernel_size, s.stride, s.padding)) if s.kernel_size else ""
             if s.ceil_mode:
                 geometry += " ceil"
+            if s.groups != 1:
+                geometry += f" g{s.groups}"
             shapes = f"{_fmt(s.input_shape[2:]) if s.input_shape else '?'} -> {_fmt(s.output_shape[2:]) if s.output_shape else '?'}"
             t.add_row(s.name or "(model)", s.op, geometry, shapes, s.action + (" (train)" if s.train_only else ""), what)
         return t
@@ -130,6 +147,13 @@ def _input_shape_ok(shape: Any) -> bool:
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in shape):
         return False
     return shape[0] <= 64 and math.prod(shape[1:]) <= MAX_INPUT_ELEMENTS
+
+
+def _macs(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
 def _fmt(v) -> str:
@@ -155,8 +179,25 @@ def refuse_wrapped(model: nn.Module, what: str) -> None:
         )
 
 
+def _conv_skip(s: Site) -> str | None:
+    """Why a convolution site cannot be replaced whatever the recipe says, or None."""
+    if s.unsupported:
+        return s.unsupported
+    if s.padding is None:
+        return "padding='same': the padding depends on the input size and has no stride-2 form"
+    if s.padding_mode != "zeros":
+        return f"padding_mode={s.padding_mode!r}: only zero-padded convolutions are converted"
+    if any(v != 1 for v in s.dilation):
+        return f"dilation {_fmt(s.dilation)}: only undilated convolutions are converted"
+    if s.kind == "convT" and s.output_shape is not None and s.output_shape[1] % s.groups:
+        return "output channels not a multiple of groups"
+    return None
+
+
 def _structural_skip(s: Site) -> str | None:
     """Why a site cannot be replaced whatever the recipe says, or None."""
+    if s.kind in CONV_KINDS and _conv_skip(s):
+        return _conv_skip(s)
     if s.kind == "adaptive":
         return "adaptive or global pool: output size fixed, not a stride-2 pool"
     if s.kind == "unpool":
@@ -171,6 +212,8 @@ def _structural_skip(s: Site) -> str | None:
         return "stride 1 everywhere (same-size pooling)"
     if any(v not in (1, 2) for v in s.stride):
         return f"stride {_fmt(s.stride)}: LiftPool halves an axis, only strides 1 and 2 are converted"
+    if s.kind == "convT":
+        return None  # its input is the small side; the lift runs over its output
     small = [s.input_shape[2 + a] for a, v in enumerate(s.stride) if v == 2 and s.input_shape[2 + a] < 2]
     if small:
         return f"input smaller than 2 along a stride-2 axis ({_fmt(s.input_shape[2:])})"
@@ -206,11 +249,15 @@ def _resolve(sites: list[Site], recipe: Recipe) -> None:
                     layer.update({k: v for k, v in rule.layer.model_dump().items() if v is not None})
         why = _structural_skip(s)
         if why is None and s.same_padding and action != "replace":
-            why = "timm 'same'-padding pool (padding depends on the input size); a rule with action: replace converts it"
+            what = "conv" if s.kind in CONV_KINDS else "pool"
+            why = f"timm 'same'-padding {what} (padding depends on the input size); a rule with action: replace converts it"
         if why is None and action == "skip":
             why = "skipped by the recipe"
         if why is not None:
             s.action, s.reason, s.layer = "skip", why, {}
+            continue
+        if s.kind in CONV_KINDS:
+            _resolve_conv(s, layer, recipe.mode)
             continue
         geometry = _shape_of_replacement(s)
         init, output = _MODE_LAYER[(recipe.mode, geometry)]
@@ -232,7 +279,25 @@ def _resolve(sites: list[Site], recipe: Recipe) -> None:
                 s.action, s.reason = "skip", f"its pool {s.pair} is not replaced"
     for i, hit in enumerate(used):
         if not hit:
-            raise RecipeError(f"recipe rule {i + 1} (match: {recipe.rules[i].match!r}) matches no pooling site")
+            what = " or ".join({"pools": "pooling site", "convs": "convolution site"}[t] for t in recipe.targets)
+            raise RecipeError(f"recipe rule {i + 1} (match: {recipe.rules[i].match!r}) matches no {what}")
+
+
+def _resolve_conv(s: Site, layer: dict, mode: str) -> None:
+    """A replaced convolution: polyphase (preserve) or stride 1 + lift (paper); transposed: polyphase."""
+    placement = "after" if mode == "paper" and s.kind == "conv" else "polyphase"
+    init = layer["init"] or ("lazy" if mode == "preserve" else "paper")
+    # polyphase reads every band, so the output mode does not apply; LL is what its up pool undoes
+    output = (layer["output"] or "sum") if placement == "after" else "LL"
+    s.action = "replace"
+    s.layer = {**layer, "init": init, "output": output, "placement": placement}
+    s.preserves = placement == "polyphase" and init == "lazy"
+    s.macs_added = conv_macs_added(s, placement, layer["kernel_size"])
+    s.reason = ""
+
+
+def _keep_targets(sites: list[Site], targets: list[str]) -> list[Site]:
+    return [s for s in sites if ("convs" if s.kind in CONV_KINDS else "pools") in targets]
 
 
 def plan(model: nn.Module, recipe: Any = None, example_inputs: Any = None) -> Plan:
@@ -255,5 +320,6 @@ def plan(model: nn.Module, recipe: Any = None, example_inputs: Any = None) -> Pl
     recipe = load_recipe(recipe)
     inputs = example_inputs_for(model, example_inputs)
     sites, notes = discover(model, inputs)
+    sites = _keep_targets(sites, recipe.targets)
     _resolve(sites, recipe)
     return Plan(sites=sites, recipe=recipe, input_shapes=[tuple(t.shape) for t in inputs], notes=notes)

@@ -1,6 +1,7 @@
-"""Finding pooling sites: record every pooling call that running the model makes.
+"""Finding sites: record every pooling call and every downsampling convolution that running the model makes.
 
-A site is one call of a pooling op (SPEC 5). Sites are found by running the example inputs
+A site is one call of a pooling op (SPEC 5) or of a ``Conv``/``ConvTranspose`` module whose stride
+is not 1 (SPEC 6.1; the plan keeps them only when the recipe targets ``convs``). Sites are found by running the example inputs
 once in eval mode and once in train mode (buffers and RNG restored), with forward hooks on every
 module to know which module's code is executing, and a ``TorchFunctionMode`` that sees the
 functional pooling calls. Recording what runs, rather than tracing the whole model with
@@ -21,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import LiftswapError, short_repr
 
-__all__ = ["Site", "discover", "POOL_MODULES", "UNPOOL_MODULES"]
+__all__ = ["Site", "discover", "POOL_MODULES", "UNPOOL_MODULES", "CONV_MODULES", "CONVT_MODULES", "CONV_KINDS"]
 
 POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 ADAPTIVE_MODULES = (
@@ -33,6 +34,9 @@ ADAPTIVE_MODULES = (
     nn.AdaptiveAvgPool3d,
 )
 UNPOOL_MODULES = (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)
+CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONVT_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+CONV_KINDS = ("conv", "convT")
 
 # Positional parameter names of the functional pooling ops, after the input.
 _MAX_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -74,8 +78,8 @@ class Site:
     """One call of a pooling op, what was seen when it ran, and what the plan does with it."""
 
     name: str
-    op: str  # "MaxPool2d", "F.max_pool2d", "torch.avg_pool1d", "MaxUnpool2d", "AdaptiveAvgPool2d", ...
-    kind: str  # "max" | "avg" | "unpool" | "adaptive"
+    op: str  # "MaxPool2d", "F.max_pool2d", "torch.avg_pool1d", "MaxUnpool2d", "AdaptiveAvgPool2d", "Conv2d", ...
+    kind: str  # "max" | "avg" | "unpool" | "adaptive" | "conv" | "convT"
     dims: int
     kernel_size: Optional[tuple] = None
     stride: Optional[tuple] = None
@@ -99,6 +103,12 @@ class Site:
     reason: str = ""
     preserves: bool = True  # the replacement keeps the function at init
     layer: dict = field(default_factory=dict)  # resolved LiftDownPool settings when replaced
+    # convolutions (SPEC 6.1)
+    groups: int = 1
+    padding_mode: str = "zeros"
+    output_padding: Optional[tuple] = None  # ConvTranspose
+    unsupported: str = ""  # why this module cannot be converted whatever the recipe says
+    macs_added: Optional[int] = None  # multiply-adds per sample the replacement adds (plan)
 
     @property
     def channels(self) -> int | None:
@@ -153,7 +163,7 @@ def _field_ok(typ: str, v: Any) -> bool:
 
 
 def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
 
 def _module_site_fields(m: nn.Module, dims: int) -> dict:
@@ -183,6 +193,36 @@ def _module_site_fields(m: nn.Module, dims: int) -> dict:
         out["count_include_pad"] = bool(m.count_include_pad)
         out["divisor_override"] = getattr(m, "divisor_override", None)
     return out
+
+
+def _conv_site_fields(m: nn.Module, hooked: bool) -> dict:
+    """A Conv/ConvTranspose module's site fields, and why it cannot be converted when it cannot."""
+    base = next(c for c in type(m).__mro__ if c in CONV_MODULES + CONVT_MODULES)
+    dims = int(base.__name__[-2])
+    padding = m.padding
+    if isinstance(padding, str):  # "valid" is zero padding; "same" has no stride-2 form
+        padding = None if padding == "same" else (0,) * dims
+    same = type(m).__name__.endswith("Same") and base is nn.Conv2d  # timm's Conv2dSame
+    unsupported = ""
+    if hooked:
+        unsupported = "has forward hooks (weight_norm, spectral_norm, ...): its weight is computed at call time"
+    elif getattr(m, "parametrizations", None) is not None:
+        unsupported = "parametrized weight (torch.nn.utils.parametrize): its weight is computed at call time"
+    elif not same and (type(m).forward is not base.forward or type(m)._conv_forward is not base._conv_forward):
+        unsupported = f"{type(m).__name__} has its own forward (e.g. weight standardisation); only plain convolutions are converted"
+    return {
+        "kind": "convT" if base in CONVT_MODULES else "conv",
+        "dims": dims,
+        "kernel_size": _tuple(m.kernel_size, dims),
+        "stride": _tuple(m.stride, dims),
+        "padding": None if padding is None else _tuple(padding, dims),
+        "dilation": _tuple(m.dilation, dims),
+        "groups": int(m.groups),
+        "padding_mode": str(m.padding_mode),
+        "output_padding": _tuple(m.output_padding, dims) if base in CONVT_MODULES else None,
+        "same_padding": same,
+        "unsupported": unsupported,
+    }
 
 
 def _function_site_fields(kind: str, label: str, dims: int, args: tuple, kwargs: dict) -> dict:
@@ -241,6 +281,8 @@ class _Recorder(TorchFunctionMode):
         self.module_calls: dict[int, int] = {}  # id(pool module) -> calls seen in this pass
         self.indices: dict[int, tuple[Tensor, Site]] = {}  # id(indices) -> (tensor, producing site)
         self.handles: list = []
+        # modules whose own hooks (weight_norm's, say) make their forward more than their class's
+        self.hooked = {id(m) for m in model.modules() if m._forward_pre_hooks or m._forward_hooks}
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post, with_kwargs=True, always_call=True))
@@ -275,7 +317,27 @@ class _Recorder(TorchFunctionMode):
                 self._pair(site, args[1] if len(args) > 1 else kwargs.get("indices"))
             self.sites.append(site)
             m._liftswap_site = site
+        elif isinstance(m, CONV_MODULES + CONVT_MODULES) and any(v != 1 for v in _tuple(m.stride, 1)):
+            self._conv_site(m, args, kwargs)
         self.stack.append(m)
+
+    def _conv_site(self, m: nn.Module, args: tuple, kwargs: dict) -> None:
+        name = self.names.get(id(m), "")
+        key = ("module", self._caller(), name)
+        index = self.counts.get(key, 0)
+        self.counts[key] = index + 1
+        self.module_calls[id(m)] = self.module_calls.get(id(m), 0) + 1
+        site = Site(
+            name=name,
+            op=type(m).__name__,
+            input_shape=_shape(args[0] if args else kwargs.get("input")),
+            caller=self._caller(),
+            module=name,
+            call_index=index,
+            **_conv_site_fields(m, id(m) in self.hooked),
+        )
+        self.sites.append(site)
+        m._liftswap_site = site
 
     def _post(self, m: nn.Module, args: tuple, kwargs: dict, out: Any):
         self.stack.pop()
