@@ -119,23 +119,34 @@ class LiftConvReplacement(_ConvAttributes):
         dims, k, p = self.dims, self.kernel_size, self.padding
         if self.same_padding:
             x = F.pad(x, _same_pads(x, k, self.stride, self.dilation))
-        if any(p):
-            x = F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])])
         conv = _CONV[dims]
         if self.placement == "after":
+            if any(p):
+                x = F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])])
             return self.lift(conv(x, self.weight, self.bias, 1, 0, self.dilation, self.groups))
-        # the original output length along each stride-2 axis (the others: a valid conv's own)
-        out_len = {a: (x.shape[2 + a] - k[a]) // 2 + 1 for a in self.lifted}
-        y, details = self.lift(x)
+        # Zero-pad as the convolution does, plus one more zero after a lifted axis for odd k, then
+        # keep an even length: every kept window lies inside it, so each lift sees an even axis
+        # (no replicated sample; no parity-dependent shapes for torch.export to reason about).
+        # Band 0 (ceil(k/2) taps) then has exactly the original length; for odd k the odd band
+        # (one tap fewer) gives one more sample, cropped.
+        pads = [v for a in reversed(range(dims)) for v in (p[a], p[a] + (k[a] % 2 if a in self.lifted else 0))]
+        if any(pads):
+            x = F.pad(x, pads)
+        index = [slice(None)] * (2 + dims)
+        for a in self.lifted:
+            index[2 + a] = slice(0, 2 * (x.shape[2 + a] // 2))
+        y, details = self.lift(x[tuple(index)])
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
             w = self.weight[_band_index(b, self.lifted, dims)]
             if 0 in w.shape:  # no tap of this parity (kernel size 1): the band is not read
                 continue
             o = conv(band, w, None, 1, 0, 1, self.groups)
-            for a, n in out_len.items():
-                o = o.narrow(2 + a, 0, n)
-            out = o if out is None else out + o
+            crop = [slice(None)] * (2 + dims)
+            for a in self.lifted:
+                if k[a] % 2 and w.shape[2 + a] < -(-k[a] // 2):
+                    crop[2 + a] = slice(0, -1)
+            out = o[tuple(crop)] if out is None else out + o[tuple(crop)]
         return out if self.bias is None else out + self._bias_view()
 
     def extra_repr(self) -> str:
