@@ -124,6 +124,22 @@ def _check_out(path: Path, suffixes: tuple[str, ...], inputs=()) -> None:
     check_output(path, [i for i in inputs if i is not None and os.path.exists(i)])
 
 
+_TARGETS_HELP = "what to convert: pools, convs or pools,convs (default: the recipe's targets, pools)"
+
+
+def _with_targets(recipe_obj, targets: Optional[str]):
+    """The recipe with ``--targets`` (comma-separated) in place of its own targets."""
+    if targets is None:
+        return recipe_obj
+    from .recipe import load_recipe
+
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    bad = [t for t in names if t not in ("pools", "convs")]
+    if bad or not names:
+        _fail(f"--targets takes pools, convs or pools,convs, got {targets!r}")
+    return load_recipe({**recipe_obj.to_dict(), "targets": list(dict.fromkeys(names))})
+
+
 def _plan_summary(p) -> dict:
     return {
         "sites": len(p.sites),
@@ -140,6 +156,7 @@ def convert(
     model: str = typer.Argument(..., help="timm name (resnet50), timm:NAME, torchvision:NAME or module.path:factory"),
     out_path: Path = typer.Option(..., "--out", help="the converted model file to write (.pt)"),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="recipe YAML file, or a shipped name (paper, resnet50, ...)"),
+    targets: Optional[str] = typer.Option(None, "--targets", help=_TARGETS_HELP),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=".pth/.pt/.safetensors weights for the unconverted model"),
     input_size: InputSize = typer.Option(None, "--input-size", help="C H W of the example input (default: the model's own)"),
     pretrained: bool = typer.Option(False, "--pretrained", help="build with the library's pretrained weights (may download)"),
@@ -153,7 +170,7 @@ def convert(
 
     _check_out(out_path, (".pt",), [checkpoint, recipe])
     steps = _Steps(as_json)
-    recipe_obj = steps("reading recipe", liftswap.load_recipe, recipe)
+    recipe_obj = _with_targets(steps("reading recipe", liftswap.load_recipe, recipe), targets)
     net = steps("building model", build_model, model, pretrained=pretrained)
     if checkpoint is not None:
         steps("loading checkpoint", load_checkpoint, net, checkpoint)
@@ -207,11 +224,12 @@ def _emit_recipe(p, path: Path, inputs) -> None:
 def inspect(
     target: str = typer.Argument(..., help="a model (as for convert) or a converted model file"),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="recipe to plan with (models only)"),
+    targets: Optional[str] = typer.Option(None, "--targets", help=_TARGETS_HELP + " (models only)"),
     emit_recipe: Optional[Path] = typer.Option(None, "--emit-recipe", help="write a recipe skeleton listing every site"),
     input_size: InputSize = typer.Option(None, "--input-size", help="C H W of the example input"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ):
-    """Show the plan: every pooling site and what liftswap does with it."""
+    """Show the plan: every pooling site (and downsampling convolution) and what liftswap does with it."""
     import liftswap
     from liftswap.io.save import read_file
     from liftswap.io.sources import build_model
@@ -220,11 +238,11 @@ def inspect(
         _check_out(emit_recipe, (".yaml",), [target, recipe])
     steps = _Steps(as_json)
     if _is_file_arg(target):
-        if recipe is not None:
-            _fail("--recipe applies to models, not to converted files (their recipe is stored in them)")
+        if recipe is not None or targets is not None:
+            _fail("--recipe and --targets apply to models, not to converted files (their recipe is stored in them)")
         the_plan = steps("reading", read_file, target)["plan"]
     else:
-        recipe_obj = liftswap.load_recipe(recipe)
+        recipe_obj = _with_targets(liftswap.load_recipe(recipe), targets)
         net = steps("building model", build_model, target)
         the_plan = steps("planning", liftswap.plan, net.eval(), recipe_obj, _example(net, input_size))
     if emit_recipe is not None:

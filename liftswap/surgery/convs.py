@@ -8,9 +8,10 @@ the taps of the same parity, ``w[..., r::2]``. A lazy lift's bands *are* those c
 
 computes the original convolution at init with the original multiply-adds, and as P and U learn
 the convolution sees wavelet bands instead of raw phases. The weight is sliced at run time from
-the original ``weight`` parameter, which keeps its state_dict key. Outputs are cropped to the
-original's length, so shapes agree at every input size (the lift's replicated sample of an odd
-axis is never read by a kept output: kept windows lie inside the padded input).
+the original ``weight`` parameter, which keeps its state_dict key. The padded input is cut to an
+even length per lifted axis (the samples dropped are read by no kept window), so the lift never
+replicates a sample in place of a zero and torch.export sees no parity-dependent shapes; outputs
+have the original's length at every input size.
 
 A stride-2 transposed convolution is the mirror image: output phase ``q`` of the (uncropped)
 transposed convolution is a stride-1 transposed convolution of ``x`` with ``w[..., q::2]``, and
@@ -98,6 +99,7 @@ class LiftConvReplacement(_ConvAttributes):
         same_padding: timm's ``Conv2dSame``: TF 'same' padding computed from the input size first.
 
     Example:
+        >>> import liftswap
         >>> conv = nn.Conv2d(8, 16, 3, stride=2, padding=1)
         >>> lift = liftswap.LiftDownPool2d(8, init="lazy", output="LL", return_details=True)
         >>> new = LiftConvReplacement(conv, lift, "polyphase")
@@ -162,6 +164,7 @@ class LiftConvTransposeReplacement(_ConvAttributes):
     then PyTorch's crop of ``padding`` and ``output_padding``, then the bias.
 
     Example:
+        >>> import liftswap
         >>> convt = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)
         >>> down = liftswap.LiftDownPool2d(8, init="lazy", output="LL", return_details=True)
         >>> new = LiftConvTransposeReplacement(convt, liftswap.LiftUpPool2d(down))
