@@ -188,12 +188,12 @@ def test_onnx_export_on_a_torch_without_its_exporter_says_so(tmp_path, monkeypat
 def test_onnx_export_refuses_sizes_the_exporter_fixed(tmp_path, monkeypatch):
     """An exporter that silently fixes sizes asked to be dynamic (torch 2.8 does for ceil_mode
     pools), simulated here by dropping dynamic_shapes: a clear error, and no file."""
-    real_export = torch.onnx.export
+    real_export = torch.export.export
 
     def specialising_export(*args, dynamic_shapes=None, **kwargs):
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(torch.onnx, "export", specialising_export)
+    monkeypatch.setattr(torch.export, "export", specialising_export)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(2)).eval()
     x = torch.randn(2, 3, 16, 16)
     converted = liftswap.patch(model, example_inputs=x)

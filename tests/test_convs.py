@@ -82,12 +82,11 @@ def test_learned_lift_feeds_the_conv_the_bands_in_place_of_the_phases(dims):
     new = _randomise(_polyphase(conv, dims))
     for n in (8, 9):
         x = torch.randn((2, 4) + (n,) * dims, dtype=torch.float64)
-        # the replacement pads zeros (one more at the end for odd k) and keeps an even length
-        xp = F.pad(x, [1, 2] * dims)
-        xp = xp[(..., *[slice(0, 2 * (s // 2)) for s in xp.shape[2:]])]
+        # the replacement zero-pads as the convolution does (k = 3: one each side), then lifts
+        xp = F.pad(x, [1, 1] * dims)
         y, details = new.lift(xp)
         bands = [y, *details.unbind(1)]
-        z = torch.zeros_like(xp)
+        z = xp.new_zeros(xp.shape[:2] + tuple(2 * s for s in y.shape[2:]))
         for b, band in enumerate(bands):  # lazy inverse: band b holds phase b (one bit per axis, W lowest)
             index = [...] + [slice((b >> (dims - 1 - a)) & 1, None, 2) for a in range(dims)]
             z[tuple(index)] = band

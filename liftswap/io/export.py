@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from ..errors import LiftswapError, short_repr
+from ..layers.onnx_ops import onnx_export_mode, onnx_translations
 from .files import check_output, private_temp
 from ..surgery.inputs import example_inputs_for
 from ..surgery.plan import refuse_wrapped
@@ -205,16 +206,19 @@ def export_onnx(
             warnings.simplefilter("ignore")
             dynamic_shapes = _dynamic_shapes(inputs, dynamic_batch, dynamic_spatial)
             try:  # the exporter prints progress lines: keep them out of the caller's output
-                with contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stdout(io.StringIO()), onnx_export_mode():
+                    # torch.export first, with guards (the ONNX exporter's own capture defers them to
+                    # runtime asserts, which made converted models' exports several times slower)
+                    program = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
                     torch.onnx.export(
-                        model,
+                        program,
                         inputs,
                         str(work / path.name),
                         dynamo=True,
-                        dynamic_shapes=dynamic_shapes,
                         opset_version=opset,
                         external_data=external,
                         verbose=False,
+                        custom_translation_table=onnx_translations(),
                     )
             except Exception as e:  # noqa: BLE001 - report the exporter's reason on one line
                 first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""

@@ -20,6 +20,7 @@ keep odd-size handling for every input size.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple, Sequence
 
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from .._compat import is_exporting
 from . import lift_triton, native
+from .onnx_ops import onnx_exporting
 from .recompute import recompute
 
 __all__ = [
@@ -316,13 +318,62 @@ def lift_down_pool(
     return DownPoolResult(y, details.movedim(0, 1), c_u, c_p)
 
 
+def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]:
+    """The ``2 ** len(axes)`` polyphase components of ``x``, keyed by their phase bits along
+    ``axes`` (outermost first); an odd lifted axis is replicate-padded by one at the end first.
+
+    One padding and one reshape for all axes: every component (and every band lifted from them)
+    has the shape ``(N, C, *ceil(size / 2))``, so torch.export reasons about one simple size per
+    axis instead of a chain of strided slices, and ONNX gets Pad + Reshape + Gather.
+    """
+    spatial = x.dim() - 2
+    pads = [0] * (2 * spatial)
+    shape = [x.shape[0], x.shape[1]]
+    phase_dims = []
+    for i in range(spatial):
+        dim = i - spatial
+        if dim in axes:
+            half = (x.shape[dim] + 1) // 2
+            pads[2 * (-dim - 1) + 1] = 2 * half - x.shape[dim]
+            phase_dims.append(len(shape) + 1)
+            shape += [half, 2]
+        else:
+            shape.append(x.shape[dim])
+    v = F.pad(x, pads, mode="replicate").reshape(shape)
+    out = {}
+    for bits in itertools.product((0, 1), repeat=len(phase_dims)):
+        index = [slice(None)] * v.dim()
+        for pos, bit in zip(phase_dims, bits):
+            index[pos] = bit
+        out[bits] = v[tuple(index)]
+    return out
+
+
 def _lift_down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> DownPoolResult:
-    """:func:`lift_down_pool` as onnxruntime runs it best: each band lifted on its own (no Concat
-    to batch them) and the output as a chain of multiply-adds (no ReduceSum over stacked bands)."""
-    bands = [x]
-    for dim in reversed(tuple(axes)):
-        lifted = [_lift_ops(b, dim, predict, update) for b in bands]
-        bands = [s for s, _, _ in lifted] + [d for _, d, _ in lifted]
+    """:func:`lift_down_pool` for torch.export and onnxruntime: the input split once into its
+    polyphase components (see :func:`_polyphase_components`), then each 1-D lift pairs two
+    components of the same size, innermost axis first; the output is a chain of multiply-adds
+    (no ReduceSum over stacked bands). A lift along an axis acts on each line of samples on its
+    own, so lifting the components equals lifting the strided halves of the whole tensor."""
+    axes = tuple(axes)
+    comps = _polyphase_components(x, axes)
+    for j in reversed(range(len(axes))):
+        dim = axes[j]
+        lifted = {}
+        for key, x_e in comps.items():
+            if key[j] == 1:
+                continue
+            x_o = comps[key[:j] + (1,) + key[j + 1 :]]
+            d = x_o - _residual(x_e, dim, predict)
+            if predict.base != 0.0:
+                d = d - predict.base * x_e
+            s = x_e + _residual(d, dim, update)
+            if update.base != 0.0:
+                s = s + update.base * d
+            lifted[key] = s  # bit 0 -> L, bit 1 -> H: the keys become band letters
+            lifted[key[:j] + (1,) + key[j + 1 :]] = d
+        comps = lifted
+    bands = [comps[key] for key in sorted(comps)]  # binary order, the outermost axis the highest bit
     y = bands[0]
     for i, band in enumerate(bands[1:]):
         if output == "sum":
@@ -536,6 +587,10 @@ class _LiftDownPoolNd(nn.Module):
         training = self.training
         params = _operator_params(self.predict, self.update, self.gamma)
         p_base, u_base, axes, output = self.predict.base, self.update.base, self.axes, self.output
+        if onnx_exporting():  # one node for the exporter (liftswap.layers.onnx_ops)
+            y, details = torch.ops.liftswap.down_pool(x, *params[:8], self.gamma, list(axes), output, p_base, u_base)
+            self.last_regularization = None
+            return (y, details) if self.return_details else y
 
         def run(x: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
             predict, update, gamma = _weights_from(params, p_base, u_base)
@@ -591,6 +646,13 @@ class _LiftUpPoolNd(nn.Module):
             raise ValueError(f"{cls}: details must have shape {expected} for y of shape {tuple(y.shape)}, got {tuple(details.shape)}")
         params = _operator_params(down.predict, down.update, down.gamma)
         p_base, u_base, axes, output = down.predict.base, down.update.base, down.axes, down.output
+        if onnx_exporting():  # one node for the exporter (liftswap.layers.onnx_ops)
+            x = torch.ops.liftswap.up_pool(y, details, *params[:8], down.gamma, list(axes), output, p_base, u_base)
+            if output_size is not None:
+                size = tuple(output_size)[-self._spatial :]
+                for dim in axes:
+                    x = x.narrow(dim, 0, size[self._spatial + dim])
+            return x
 
         def run(y: Tensor, details: Tensor, *params: Tensor) -> tuple[Tensor]:
             predict, update, gamma = _weights_from(params, p_base, u_base)

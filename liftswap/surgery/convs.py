@@ -8,10 +8,8 @@ the taps of the same parity, ``w[..., r::2]``. A lazy lift's bands *are* those c
 
 computes the original convolution at init with the original multiply-adds, and as P and U learn
 the convolution sees wavelet bands instead of raw phases. The weight is sliced at run time from
-the original ``weight`` parameter, which keeps its state_dict key. The padded input is cut to an
-even length per lifted axis (the samples dropped are read by no kept window), so the lift never
-replicates a sample in place of a zero and torch.export sees no parity-dependent shapes; outputs
-have the original's length at every input size.
+the original ``weight`` parameter, which keeps its state_dict key. Outputs have the original's
+length at every input size after crops of fixed size (see ``LiftConvReplacement.forward``).
 
 A stride-2 transposed convolution is the mirror image: output phase ``q`` of the (uncropped)
 transposed convolution is a stride-1 transposed convolution of ``x`` with ``w[..., q::2]``, and
@@ -126,29 +124,31 @@ class LiftConvReplacement(_ConvAttributes):
             if any(p):
                 x = F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])])
             return self.lift(conv(x, self.weight, self.bias, 1, 0, self.dilation, self.groups))
-        # Zero-pad as the convolution does, plus one more zero after a lifted axis for odd k, then
-        # keep an even length: every kept window lies inside it, so each lift sees an even axis
-        # (no replicated sample; no parity-dependent shapes for torch.export to reason about).
-        # Band 0 (ceil(k/2) taps) then has exactly the original length; for odd k the odd band
-        # (one tap fewer) gives one more sample, cropped.
-        pads = [v for a in reversed(range(dims)) for v in (p[a], p[a] + (k[a] % 2 if a in self.lifted else 0))]
+        # Zero-pad as the convolution does; for an even kernel one more zero in front, which makes
+        # both bands' taps line up the same way (below). Then every band's output has the
+        # original's length after static crops, whatever the parity of the size (the lift's
+        # replicated sample of an odd axis is read only by a cropped output), so torch.export
+        # sees no parity-dependent shapes. Along a lifted axis, band r takes the taps
+        # w[(r + shift) % 2 :: 2]; with shift (even k) band 0 drops its first output; band 1
+        # always drops its last.
+        shift = {a: 1 - k[a] % 2 for a in self.lifted}
+        pads = [v for a in reversed(range(dims)) for v in (p[a] + shift.get(a, 0), p[a])]
         if any(pads):
             x = F.pad(x, pads)
-        index = [slice(None)] * (2 + dims)
-        for a in self.lifted:
-            index[2 + a] = slice(0, 2 * (x.shape[2 + a] // 2))
-        y, details = self.lift(x[tuple(index)])
+        y, details = self.lift(x)
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
-            w = self.weight[_band_index(b, self.lifted, dims)]
+            taps = [slice(None)] * (2 + dims)
+            crop = [slice(None)] * (2 + dims)
+            for i, a in enumerate(self.lifted):
+                r = (b >> (len(self.lifted) - 1 - i)) & 1
+                taps[2 + a] = slice((r + shift[a]) % 2, None, 2)
+                crop[2 + a] = slice(1 if (r == 0 and shift[a]) else 0, -1 if r == 1 else None)
+            w = self.weight[tuple(taps)]
             if 0 in w.shape:  # no tap of this parity (kernel size 1): the band is not read
                 continue
-            o = conv(band, w, None, 1, 0, 1, self.groups)
-            crop = [slice(None)] * (2 + dims)
-            for a in self.lifted:
-                if k[a] % 2 and w.shape[2 + a] < -(-k[a] // 2):
-                    crop[2 + a] = slice(0, -1)
-            out = o[tuple(crop)] if out is None else out + o[tuple(crop)]
+            o = conv(band, w, None, 1, 0, 1, self.groups)[tuple(crop)]
+            out = o if out is None else out + o
         return out if self.bias is None else out + self._bias_view()
 
     def extra_repr(self) -> str:
