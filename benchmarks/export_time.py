@@ -5,6 +5,7 @@ batch and spatial axes, at batch 2; original and converted exported alternately 
 times, each in a fresh temporary folder. Prints a table (seconds, ratio) and writes JSON.
 
     python benchmarks/export_time.py [--models torchvision:resnet50 ...] [--size 64] [--repeats 1]
+                                     [--targets pools,convs]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--targets", default="pools", help="what the conversion lifts: pools, convs or pools,convs")
     ap.add_argument("--out", default=os.path.join(RESULTS, "export_time.json"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -46,7 +48,7 @@ def main() -> None:
     for name in args.models:
         original = build_model(name).eval()
         x = torch.randn(2, 3, args.size, args.size)
-        converted = liftswap.patch(original, example_inputs=x).eval()
+        converted = liftswap.patch(original, {"targets": args.targets.split(",")}, example_inputs=x).eval()
         samples: dict[str, list[float]] = {"original": [], "converted": []}
         for _ in range(args.repeats):
             samples["original"].append(export_seconds(original, x))
@@ -55,7 +57,7 @@ def main() -> None:
         rows.append({"model": name, "original_s": round(t["original"], 2), "converted_s": round(t["converted"], 2),
                      "ratio": round(t["converted"] / t["original"], 3), "sites_replaced": len(converted.liftswap_plan.replaced)})  # fmt: skip
         print(f"{name:28s} original {t['original']:7.1f} s   converted {t['converted']:7.1f} s   {t['converted'] / t['original']:.2f}x")
-    write_json(args.out, {"torch": torch.__version__, "size": args.size, "batch": 2, "rows": rows})
+    write_json(args.out, {"torch": torch.__version__, "size": args.size, "batch": 2, "targets": args.targets, "rows": rows})
 
 
 if __name__ == "__main__":

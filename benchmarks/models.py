@@ -7,7 +7,7 @@ timed in turns in one process (median of repeats). Prints a table, writes JSON. 
 with a message, where the installed onnxruntime has none).
 
     python benchmarks/models.py [--batch 8] [--size 224] [--repeats 3] [--threads 1] [--device cpu]
-                                [--parts train infer onnxruntime]
+                                [--parts train infer onnxruntime] [--targets pools,convs]
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def onnx_session(model, x, path, threads: int, provider: str):
     import onnxruntime as ort
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.cpu().eval(), (x,), path, dynamo=True, verbose=False)
+        warnings.simplefilter("ignore")  # liftswap's export: the graph a user serves (either model)
+        liftswap.export_onnx(model.cpu().eval(), path, x[:2], check=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     s = ort.InferenceSession(path, opts, providers=[provider])
@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to time (default: all)")
+    ap.add_argument("--targets", default="pools", help="what the conversion lifts: pools, convs or pools,convs")
     ap.add_argument("--out", default=os.path.join(RESULTS, "models.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
         x = torch.randn(args.batch, 3, args.size, args.size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            converted = liftswap.patch(original.eval(), example_inputs=x[:2])
+            converted = liftswap.patch(original.eval(), {"targets": args.targets.split(",")}, example_inputs=x[:2])
         pair = {"original": original.to(args.device), "converted": converted.to(args.device)}
         xd = x.to(args.device)
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
 
             return step
 
-        row = {"model": source, "batch": args.batch, "size": args.size}
+        row = {"model": source, "batch": args.batch, "size": args.size, "targets": args.targets, "replaced": len(converted.liftswap_plan.replaced)}
         for what, make in (("train_s", train_step), ("infer_s", infer)):
             if what[:-2] not in args.parts:
                 continue

@@ -6,6 +6,11 @@ could not be reached, output shapes kept (example size and an odd size), functio
 (relative error <= 1e-4 in eval mode), and the error of any failure.
 
     python benchmarks/zoo_sweep.py [--filter 'resnet*'] [--limit N] [--timeout 120] [--max-size 160]
+                                   [--targets pools,convs] [--paper-step]
+
+``--targets pools,convs`` converts downsampling convolutions too (SPEC 6.1; only models with a
+pool or a strided convolution are run); ``--paper-step`` also converts in paper mode and trains
+one step, checking that the regulariser reaches every new lifting layer that runs forward.
 
 Writes benchmarks/results/zoo_sweep.json and prints the totals. Models whose own forward fails
 on the example input are reported as such, not as liftswap failures.
@@ -66,7 +71,7 @@ def build(source: str, max_size: int):
 _FUNCTIONAL_POOL = re.compile(r"\b(max_pool[123]d|avg_pool[123]d|max_unpool[123]d|lp_pool[123]d)\b")
 
 
-def has_pooling(source: str) -> bool:
+def has_pooling(source: str, convs: bool = False) -> bool:
     """A cheap scan on the meta device: pool modules, or pooling calls in any module's code.
 
     Building giant models with real weights takes minutes; those without any pooling op
@@ -76,12 +81,12 @@ def has_pooling(source: str) -> bool:
 
     lib, name = source.split(":", 1)
     try:
-        return _scan(lib, name)
+        return _scan(lib, name, convs)
     except Exception:  # noqa: BLE001 - some models cannot be built on the meta device: run them
         return True
 
 
-def _scan(lib: str, name: str) -> bool:
+def _scan(lib: str, name: str, convs: bool = False) -> bool:
     from torch import nn
 
     with torch.device("meta"):
@@ -98,6 +103,9 @@ def _scan(lib: str, name: str) -> bool:
                 model = torchvision.models.get_model(name, weights=None)
     pool_types = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
     if any(isinstance(m, pool_types) for m in model.modules()):
+        return True
+    conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    if convs and any(isinstance(m, conv_types) and any(s != 1 for s in m.stride) for m in model.modules()):
         return True
     for cls in {type(m) for m in model.modules()}:
         if cls.__module__.startswith("torch.nn"):
@@ -129,13 +137,13 @@ def first_tensor(out):
     return first_tensor(getattr(out, "logits", None) or out[0])
 
 
-def sweep_one(source: str, max_size: int) -> dict:
+def sweep_one(source: str, max_size: int, targets: list[str] = ("pools",), paper_step: bool = False) -> dict:
     import liftswap
 
     row: dict = {"model": source}
     t0 = time.time()
     try:
-        if not has_pooling(source):
+        if not has_pooling(source, "convs" in targets):
             return {**row, "status": "no_pooling", "seconds": round(time.time() - t0, 2)}
         model, (c, h, w), fixed = build(source, max_size)
     except Exception as e:  # noqa: BLE001
@@ -150,7 +158,7 @@ def sweep_one(source: str, max_size: int) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            converted = liftswap.patch(model, example_inputs=x).eval()
+            converted = liftswap.patch(model, {"targets": list(targets)}, example_inputs=x).eval()
         p = converted.liftswap_plan
         row.update(
             sites=len(p.sites),
@@ -182,6 +190,8 @@ def sweep_one(source: str, max_size: int) -> dict:
                     ref_odd = None
                 if ref_odd is not None:
                     row["odd_shapes_kept"] = forward_for_comparison(converted, xo).shape == ref_odd.shape
+        if paper_step and row["replaced"]:
+            row.update(_paper_step(model, x, targets))
         row["status"] = "ok"
     except Exception as e:  # noqa: BLE001
         row.update(status="liftswap_failed", error=f"{type(e).__name__}: {str(e)[:300]}", trace=traceback.format_exc()[-1500:])
@@ -189,14 +199,35 @@ def sweep_one(source: str, max_size: int) -> dict:
     return row
 
 
-def _worker(source: str, max_size: int, queue) -> None:
-    queue.put(sweep_one(source, max_size))
+def _paper_step(model, x, targets) -> dict:
+    """Paper mode: one training step; the regulariser must reach every lifting layer run forward."""
+    import liftswap
+    from liftswap.layers.lift_pool import _LiftDownPoolNd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paper = liftswap.patch(model, {"mode": "paper", "targets": list(targets)}, example_inputs=x).train()
+    ran = set()
+    handles = [m.register_forward_hook(lambda m, a, o: ran.add(m)) for m in paper.modules() if isinstance(m, _LiftDownPoolNd)]
+    try:
+        loss = first_tensor(paper(x)).float().square().mean()
+    finally:
+        for h in handles:
+            h.remove()
+    reg = liftswap.regularization_loss(paper)
+    (loss + reg).backward()
+    reached = [m for m in ran if m.last_regularization is not None and m.last_regularization.requires_grad]
+    return {"paper_step": bool(torch.isfinite(loss + reg)), "paper_lifts_run": len(ran), "paper_lifts_regularised": len(reached)}
 
 
-def run(source: str, max_size: int, timeout: float) -> dict:
+def _worker(source: str, max_size: int, targets, paper_step: bool, queue) -> None:
+    queue.put(sweep_one(source, max_size, targets, paper_step))
+
+
+def run(source: str, max_size: int, timeout: float, targets=("pools",), paper_step: bool = False) -> dict:
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(source, max_size, queue))
+    proc = ctx.Process(target=_worker, args=(source, max_size, targets, paper_step, queue))
     proc.start()
     try:
         return queue.get(timeout=timeout)
@@ -214,8 +245,11 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--max-size", type=int, default=160, help="cap on H and W for models that accept any size")
+    ap.add_argument("--targets", default="pools", help="pools, convs or pools,convs")
+    ap.add_argument("--paper-step", action="store_true", help="also train one step of the paper-mode conversion")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zoo_sweep.json"))
     args = ap.parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
     import liftswap  # noqa: F401 - imported before forking
 
     names = list_architectures(args.filter)
@@ -230,7 +264,7 @@ def main(argv=None) -> int:
     for name in bar:
         if tqdm:
             bar.set_postfix_str(name[-30:])
-        rows.append(run(name, args.max_size, args.timeout))
+        rows.append(run(name, args.max_size, args.timeout, targets, args.paper_step))
         if not tqdm:
             print(name, rows[-1]["status"], file=sys.stderr)
         if len(rows) % 25 == 0:  # a long sweep leaves partial results behind
@@ -274,6 +308,8 @@ def summarize(rows: list[dict]) -> dict:
         "odd_shapes_kept": f"{sum(1 for r in with_pool if r.get('odd_shapes_kept'))} of {sum(1 for r in with_pool if 'odd_shapes_kept' in r)}",
         "function_preserved": sum(1 for r in with_pool if r.get("preserved")),
         "not_preserved": [r["model"] for r in with_pool if not r.get("preserved")],
+        "paper_step_ok": sum(1 for r in with_pool if r.get("paper_step") and r.get("paper_lifts_regularised") == r.get("paper_lifts_run")),
+        "paper_step_checked": sum(1 for r in with_pool if "paper_step" in r),
         "liftswap_failures": [f"{r['model']}: {r.get('error')}" for r in rows if r["status"] in ("liftswap_failed", "crashed")],
         "timeouts": [r["model"] for r in rows if r["status"] == "timeout"],
     }

@@ -197,6 +197,12 @@ def test_default_targets_leave_convolutions_alone():
     assert [s.op for s in liftswap.plan(net, CONVS, x).sites] == ["Conv2d", "MaxPool2d"]
 
 
+def _old_weight_norm(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the hook-based form, deprecated but still used
+        return nn.utils.weight_norm(module)
+
+
 class _OwnForward(nn.Conv2d):
     def forward(self, x):  # a weight transform (as timm's StdConv2d): not a plain convolution
         return F.conv2d(x, self.weight / self.weight.norm(), self.bias, self.stride, self.padding)
@@ -208,7 +214,7 @@ class _OwnForward(nn.Conv2d):
         (nn.Conv2d(3, 3, 3, 2, 2, dilation=2), "dilation 2"),
         (nn.Conv2d(3, 3, 3, 2, 1, padding_mode="reflect"), "padding_mode='reflect'"),
         (nn.Conv2d(3, 3, 3, 3, 1), "stride 3"),
-        (nn.utils.weight_norm(nn.Conv2d(3, 3, 3, 2, 1)), "forward hooks"),
+        (_old_weight_norm(nn.Conv2d(3, 3, 3, 2, 1)), "forward hooks"),
         (nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 3, 3, 2, 1)), "parametrized"),
         (_OwnForward(3, 3, 3, 2, 1), "_OwnForward has its own forward"),
     ],

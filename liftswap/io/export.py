@@ -209,12 +209,16 @@ def export_onnx(
                 with contextlib.redirect_stdout(io.StringIO()), onnx_export_mode():
                     # torch.export first, with guards (the ONNX exporter's own capture defers them to
                     # runtime asserts, which made converted models' exports several times slower)
-                    program = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+                    try:
+                        program, shapes = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False), None
+                    except Exception:  # noqa: BLE001 - e.g. sympy cannot decide a guard: the exporter's capture
+                        program, shapes = model, dynamic_shapes
                     torch.onnx.export(
                         program,
                         inputs,
                         str(work / path.name),
                         dynamo=True,
+                        dynamic_shapes=shapes,
                         opset_version=opset,
                         external_data=external,
                         verbose=False,
