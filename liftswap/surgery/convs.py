@@ -147,9 +147,11 @@ class LiftConvReplacement(_ConvAttributes):
             w = self.weight[tuple(taps)]
             if 0 in w.shape:  # no tap of this parity (kernel size 1): the band is not read
                 continue
-            o = conv(band, w, None, 1, 0, 1, self.groups)[tuple(crop)]
-            out = o if out is None else out + o
-        return out if self.bias is None else out + self._bias_view()
+            if out is None:  # band 0 (always has taps) carries the bias; the others add in place
+                out = conv(band, w, self.bias, 1, 0, 1, self.groups)[tuple(crop)]
+            else:
+                out = out.add_(conv(band, w, None, 1, 0, 1, self.groups)[tuple(crop)])
+        return out
 
     def extra_repr(self) -> str:
         how = "a conv per lifted band" if self.placement == "polyphase" else "conv at stride 1, then lift"
