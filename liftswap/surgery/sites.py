@@ -298,30 +298,15 @@ class _Recorder(TorchFunctionMode):
     def _pre(self, m: nn.Module, args: tuple, kwargs: dict):
         if isinstance(m, POOL_MODULES + ADAPTIVE_MODULES + UNPOOL_MODULES):
             dims = _module_dims(m)
-            name = self.names.get(id(m), "")
-            key = ("module", self._caller(), name)
-            index = self.counts.get(key, 0)
-            self.counts[key] = index + 1
-            self.module_calls[id(m)] = self.module_calls.get(id(m), 0) + 1
-            site = Site(
-                name=name,
-                op=type(m).__name__,
-                dims=dims,
-                input_shape=_shape(args[0] if args else None),
-                caller=self._caller(),
-                module=name,
-                call_index=index,
-                **_module_site_fields(m, dims),
-            )
+            site = self._module_site(m, args, kwargs, dims=dims, **_module_site_fields(m, dims))
             if site.kind == "unpool":
                 self._pair(site, args[1] if len(args) > 1 else kwargs.get("indices"))
-            self.sites.append(site)
-            m._liftswap_site = site
         elif isinstance(m, CONV_MODULES + CONVT_MODULES) and any(v != 1 for v in _tuple(m.stride, 1)):
-            self._conv_site(m, args, kwargs)
+            self._module_site(m, args, kwargs, **_conv_site_fields(m, id(m) in self.hooked))
         self.stack.append(m)
 
-    def _conv_site(self, m: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _module_site(self, m: nn.Module, args: tuple, kwargs: dict, **fields) -> Site:
+        """Record one call of module ``m`` (its output shape is added by the forward hook)."""
         name = self.names.get(id(m), "")
         key = ("module", self._caller(), name)
         index = self.counts.get(key, 0)
@@ -334,10 +319,11 @@ class _Recorder(TorchFunctionMode):
             caller=self._caller(),
             module=name,
             call_index=index,
-            **_conv_site_fields(m, id(m) in self.hooked),
+            **fields,
         )
         self.sites.append(site)
         m._liftswap_site = site
+        return site
 
     def _post(self, m: nn.Module, args: tuple, kwargs: dict, out: Any):
         self.stack.pop()
