@@ -60,7 +60,7 @@ def test_polyphase_equals_strided_conv(dims):
 def test_anisotropic_stride_lifts_one_axis(stride, shape):
     conv = nn.Conv2d(4, 6, (3, 4), stride=stride, padding=(1, 2)).double()
     new = _polyphase(conv, 2)
-    assert new.lift.axes == (-2,) if stride == (2, 1) else (-1,)
+    assert new.lift.axes == ((-2,) if stride == (2, 1) else (-1,))
     x = torch.randn(shape, dtype=torch.float64)
     torch.testing.assert_close(new(x), conv(x), rtol=1e-12, atol=1e-12)
 

@@ -216,13 +216,19 @@ def _lift_ops(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWei
     # Contiguous halves keep the element-wise ops below vectorised.
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
     x_o = _odd_half(x, dim)
+    s, d = _lift_step(x_e, x_o, dim, predict, update)
+    return s, d, x_o
+
+
+def _lift_step(x_e: Tensor, x_o: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> tuple[Tensor, Tensor]:
+    """``d = x_o - P(x_e)``, ``s = x_e + U(d)`` for halves already split: ``(s, d)``."""
     d = x_o - _residual(x_e, dim, predict)
     if predict.base != 0.0:
         d.sub_(x_e, alpha=predict.base)
     s = x_e + _residual(d, dim, update)
     if update.base != 0.0:
         s.add_(d, alpha=update.base)
-    return s, d, x_o
+    return s, d
 
 
 def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
@@ -324,7 +330,8 @@ def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]
 
     One padding and one reshape for all axes: every component (and every band lifted from them)
     has the shape ``(N, C, *ceil(size / 2))``, so torch.export reasons about one simple size per
-    axis instead of a chain of strided slices, and ONNX gets Pad + Reshape + Gather.
+    axis instead of a chain of strided slices. (ONNX exports do not come here: there each layer is
+    one operator, see ``onnx_ops.py``.)
     """
     spatial = x.dim() - 2
     pads = [0] * (2 * spatial)
@@ -350,7 +357,7 @@ def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]
 
 
 def _lift_down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> DownPoolResult:
-    """:func:`lift_down_pool` for torch.export and onnxruntime: the input split once into its
+    """:func:`lift_down_pool` under torch.export: the input split once into its
     polyphase components (see :func:`_polyphase_components`), then each 1-D lift pairs two
     components of the same size, innermost axis first; the output is a chain of multiply-adds
     (no ReduceSum over stacked bands). A lift along an axis acts on each line of samples on its
@@ -363,13 +370,7 @@ def _lift_down_pool_for_export(x: Tensor, predict, update, axes, output: str, ga
         for key, x_e in comps.items():
             if key[j] == 1:
                 continue
-            x_o = comps[key[:j] + (1,) + key[j + 1 :]]
-            d = x_o - _residual(x_e, dim, predict)
-            if predict.base != 0.0:
-                d = d - predict.base * x_e
-            s = x_e + _residual(d, dim, update)
-            if update.base != 0.0:
-                s = s + update.base * d
+            s, d = _lift_step(x_e, comps[key[:j] + (1,) + key[j + 1 :]], dim, predict, update)
             lifted[key] = s  # bit 0 -> L, bit 1 -> H: the keys become band letters
             lifted[key[:j] + (1,) + key[j + 1 :]] = d
         comps = lifted
@@ -407,7 +408,6 @@ def lift_up_pool(
         >>> torch.allclose(x_rec, x, atol=1e-6)
         True
     """
-    spatial = y.dim() - 2
     if _native_usable(details, predict, update, gamma if output == "gated" else None) and native.usable(y):
         bands = native.up_pool(y, details, predict, update, axes, output, gamma)
     elif lift_triton.usable(
@@ -422,13 +422,21 @@ def lift_up_pool(
         for dim in axes:
             half = bands.shape[0] // 2
             bands = unlift(bands[:half], bands[half:], dim, predict, update)
-    if output_size is not None:
-        size = tuple(output_size)[-spatial:]
-        if len(size) != spatial:
-            raise ValueError(f"output_size must give {spatial} spatial sizes, got {tuple(output_size)}")
-        for dim in axes:
-            bands = bands.narrow(dim, 0, size[spatial + dim])
-    return bands
+    return _crop_to(bands, axes, output_size)
+
+
+def _crop_to(x: Tensor, axes: Sequence[int], output_size: Sequence[int] | None) -> Tensor:
+    """``x`` cropped along ``axes`` to ``output_size`` (spatial sizes, or a full size whose last
+    entries are the spatial sizes); unchanged when it is None."""
+    if output_size is None:
+        return x
+    spatial = x.dim() - 2
+    size = tuple(output_size)[-spatial:]
+    if len(size) != spatial:
+        raise ValueError(f"output_size must give {spatial} spatial sizes, got {tuple(output_size)}")
+    for dim in axes:
+        x = x.narrow(dim, 0, size[spatial + dim])
+    return x
 
 
 class LiftOperator(nn.Module):
@@ -648,11 +656,7 @@ class _LiftUpPoolNd(nn.Module):
         p_base, u_base, axes, output = down.predict.base, down.update.base, down.axes, down.output
         if onnx_exporting():  # one node for the exporter (liftswap.layers.onnx_ops)
             x = torch.ops.liftswap.up_pool(y, details, *params[:8], down.gamma, list(axes), output, p_base, u_base)
-            if output_size is not None:
-                size = tuple(output_size)[-self._spatial :]
-                for dim in axes:
-                    x = x.narrow(dim, 0, size[self._spatial + dim])
-            return x
+            return _crop_to(x, axes, output_size)
 
         def run(y: Tensor, details: Tensor, *params: Tensor) -> tuple[Tensor]:
             predict, update, gamma = _weights_from(params, p_base, u_base)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -39,85 +39,74 @@ def onnx_exporting() -> bool:
     return _ACTIVE.get()
 
 
-def _weights(p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, p_base, u_base):
-    from .lift_pool import OperatorWeights
+class _Args(NamedTuple):
+    """The arguments both operators take after their tensor inputs (the layer's P, U and gamma)."""
 
-    return (
-        OperatorWeights(p_base, p_dw, p_dw_b, p_pw.reshape(-1), p_pw_b),
-        OperatorWeights(u_base, u_dw, u_dw_b, u_pw.reshape(-1), u_pw_b),
-    )
+    p_dw: Tensor
+    p_dw_b: Optional[Tensor]
+    p_pw: Tensor
+    p_pw_b: Optional[Tensor]
+    u_dw: Tensor
+    u_dw_b: Optional[Tensor]
+    u_pw: Tensor
+    u_pw_b: Optional[Tensor]
+    gamma: Optional[Tensor]
+    axes: list
+    output: str
+    p_base: float
+    u_base: float
+
+    def predict(self) -> tuple:
+        return self.p_dw, self.p_dw_b, self.p_pw, self.p_pw_b, self.p_base
+
+    def update(self) -> tuple:
+        return self.u_dw, self.u_dw_b, self.u_pw, self.u_pw_b, self.u_base
+
+    def weights(self):
+        """(predict, update) as the functional forms take them."""
+        from .lift_pool import OperatorWeights
+
+        return tuple(OperatorWeights(base, dw, dw_b, pw.reshape(-1), pw_b) for dw, dw_b, pw, pw_b, base in (self.predict(), self.update()))
 
 
-@torch.library.custom_op("liftswap::down_pool", mutates_args=())
-def down_pool(
-    x: Tensor,
-    p_dw: Tensor,
-    p_dw_b: Optional[Tensor],
-    p_pw: Tensor,
-    p_pw_b: Optional[Tensor],
-    u_dw: Tensor,
-    u_dw_b: Optional[Tensor],
-    u_pw: Tensor,
-    u_pw_b: Optional[Tensor],
-    gamma: Optional[Tensor],
-    axes: list[int],
-    output: str,
-    p_base: float,
-    u_base: float,
-) -> tuple[Tensor, Tensor]:
+_ARGS = (
+    "Tensor p_dw, Tensor? p_dw_b, Tensor p_pw, Tensor? p_pw_b, Tensor u_dw, Tensor? u_dw_b, Tensor u_pw, "
+    "Tensor? u_pw_b, Tensor? gamma, int[] axes, str output, float p_base, float u_base"
+)
+
+
+@torch.library.custom_op("liftswap::down_pool", mutates_args=(), schema=f"(Tensor x, {_ARGS}) -> (Tensor, Tensor)")
+def down_pool(x: Tensor, *args) -> tuple[Tensor, Tensor]:
     """``lift_down_pool`` as one operator: ``(y, details)``."""
     from .lift_pool import lift_down_pool
 
-    predict, update = _weights(p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, p_base, u_base)
-    token = _ACTIVE.set(False)
-    try:
-        res = lift_down_pool(x, predict, update, tuple(axes), output, gamma, False)
-    finally:
-        _ACTIVE.reset(token)
+    a = _Args(*args)
+    res = lift_down_pool(x, *a.weights(), tuple(a.axes), a.output, a.gamma, False)
     return res.y.clone(), res.details.clone()
 
 
 @down_pool.register_fake
-def _down_pool_fake(x, p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, gamma, axes, output, p_base, u_base):
+def _down_pool_fake(x, *args):
     shape = list(x.shape)
+    axes = _Args(*args).axes
     for a in axes:
         shape[a] = (shape[a] + 1) // 2
     return x.new_empty(shape), x.new_empty([shape[0], 2 ** len(axes) - 1] + shape[1:])
 
 
-@torch.library.custom_op("liftswap::up_pool", mutates_args=())
-def up_pool(
-    y: Tensor,
-    details: Tensor,
-    p_dw: Tensor,
-    p_dw_b: Optional[Tensor],
-    p_pw: Tensor,
-    p_pw_b: Optional[Tensor],
-    u_dw: Tensor,
-    u_dw_b: Optional[Tensor],
-    u_pw: Tensor,
-    u_pw_b: Optional[Tensor],
-    gamma: Optional[Tensor],
-    axes: list[int],
-    output: str,
-    p_base: float,
-    u_base: float,
-) -> Tensor:
+@torch.library.custom_op("liftswap::up_pool", mutates_args=(), schema=f"(Tensor y, Tensor details, {_ARGS}) -> Tensor")
+def up_pool(y: Tensor, details: Tensor, *args) -> Tensor:
     """``lift_up_pool`` as one operator (no ``output_size``: the caller crops)."""
     from .lift_pool import lift_up_pool
 
-    predict, update = _weights(p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, p_base, u_base)
-    token = _ACTIVE.set(False)
-    try:
-        return lift_up_pool(y, details, predict, update, tuple(axes), output, gamma).clone()
-    finally:
-        _ACTIVE.reset(token)
+    a = _Args(*args)
+    return lift_up_pool(y, details, *a.weights(), tuple(a.axes), a.output, a.gamma).clone()
 
 
 @up_pool.register_fake
-def _up_pool_fake(y, details, p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, gamma, axes, output, p_base, u_base):
+def _up_pool_fake(y, details, *args):
     shape = list(y.shape)
-    for a in axes:
+    for a in _Args(*args).axes:
         shape[a] = 2 * shape[a]
     return y.new_empty(shape)
 
@@ -153,46 +142,50 @@ def onnx_translations() -> dict:
         last = op.Slice(last, ints([0]), op.Mod(length, ints([2])), ints([dim]))
         return even, op.Concat(odd, last, axis=dim)
 
-    def lifted_down(x, p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, gamma, axes, output, p_base, u_base):
-        rank, channels = _static(x, None), _static(p_dw, 0)
+    def gate(gamma, i, rank):
+        """gamma[i] as a (1, C, 1, ...) tensor."""
+        return op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
+
+    def lifted_down(x, *args):
+        a = _Args(*args)
+        rank, channels = _static(x, None), _static(a.p_dw, 0)
         bands = [x]
-        for dim in reversed(tuple(axes)):
+        for dim in reversed(tuple(a.axes)):
             s_list, d_list = [], []
             for b in bands:
                 x_e, x_o = halves(b, dim, rank)
-                d = op.Sub(x_o, residual(x_e, dim, rank, channels, p_dw, p_dw_b, p_pw, p_pw_b, p_base))
-                s = op.Add(x_e, residual(d, dim, rank, channels, u_dw, u_dw_b, u_pw, u_pw_b, u_base))
+                d = op.Sub(x_o, residual(x_e, dim, rank, channels, *a.predict()))
+                s = op.Add(x_e, residual(d, dim, rank, channels, *a.update()))
                 s_list.append(s)
                 d_list.append(d)
             bands = s_list + d_list
         y = bands[0]
         for i, band in enumerate(bands[1:]):
-            if output == "sum":
+            if a.output == "sum":
                 y = op.Add(y, band)
-            elif output == "gated":
-                g = op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
-                y = op.Add(y, op.Mul(g, band))
+            elif a.output == "gated":
+                y = op.Add(y, op.Mul(gate(a.gamma, i, rank), band))
         details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
         return y, details
 
-    def lifted_up(y, details, p_dw, p_dw_b, p_pw, p_pw_b, u_dw, u_dw_b, u_pw, u_pw_b, gamma, axes, output, p_base, u_base):
-        rank, channels = _static(y, None), _static(p_dw, 0)
-        n_detail = 2 ** len(axes) - 1
+    def lifted_up(y, details, *args):
+        a = _Args(*args)
+        rank, channels = _static(y, None), _static(a.p_dw, 0)
+        n_detail = 2 ** len(a.axes) - 1
         det = [op.Squeeze(op.Slice(details, ints([i]), ints([i + 1]), ints([1])), ints([1])) for i in range(n_detail)]
         approx = y
         for i, band in enumerate(det):
-            if output == "sum":
+            if a.output == "sum":
                 approx = op.Sub(approx, band)
-            elif output == "gated":
-                g = op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
-                approx = op.Sub(approx, op.Mul(g, band))
+            elif a.output == "gated":
+                approx = op.Sub(approx, op.Mul(gate(a.gamma, i, rank), band))
         bands = [approx] + det
-        for dim in axes:  # outermost first, the inverse order of the down pool's lifts
+        for dim in a.axes:  # outermost first, the inverse order of the down pool's lifts
             half = len(bands) // 2
             joined = []
             for s, d in zip(bands[:half], bands[half:]):
-                x_e = op.Sub(s, residual(d, dim, rank, channels, u_dw, u_dw_b, u_pw, u_pw_b, u_base))
-                x_o = op.Add(d, residual(x_e, dim, rank, channels, p_dw, p_dw_b, p_pw, p_pw_b, p_base))
+                x_e = op.Sub(s, residual(d, dim, rank, channels, *a.update()))
+                x_o = op.Add(d, residual(x_e, dim, rank, channels, *a.predict()))
                 pos = rank + dim
                 pair = op.Concat(op.Unsqueeze(x_e, ints([pos + 1])), op.Unsqueeze(x_o, ints([pos + 1])), axis=pos + 1)
                 scale = [1] * rank

@@ -48,15 +48,19 @@ def _same_pads(x: Tensor, k: Sequence[int], s: Sequence[int], d: Sequence[int]) 
     return pads
 
 
-def _band_index(band: int, lifted: Sequence[int], dims: int) -> tuple:
-    """The weight slice of one band: the taps of its parity along each lifted axis.
+def _parities(band: int, lifted: Sequence[int]) -> dict[int, int]:
+    """Axis -> the band's parity along it (0 even, 1 odd), for each lifted axis.
 
     Bands are numbered as LiftDownPool orders them: one bit per lifted axis, the last axis lowest.
     """
+    return {a: (band >> (len(lifted) - 1 - i)) & 1 for i, a in enumerate(lifted)}
+
+
+def _band_index(band: int, lifted: Sequence[int], dims: int, shift: dict[int, int] | None = None) -> tuple:
+    """The weight slice of one band: the taps ``w[(r + shift) % 2 :: 2]`` along each lifted axis."""
     index = [slice(None)] * (2 + dims)
-    for i, a in enumerate(lifted):
-        parity = (band >> (len(lifted) - 1 - i)) & 1
-        index[2 + a] = slice(parity, None, 2)
+    for a, parity in _parities(band, lifted).items():
+        index[2 + a] = slice((parity + (shift or {}).get(a, 0)) % 2, None, 2)
     return tuple(index)
 
 
@@ -138,13 +142,10 @@ class LiftConvReplacement(_ConvAttributes):
         y, details = self.lift(x)
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
-            taps = [slice(None)] * (2 + dims)
             crop = [slice(None)] * (2 + dims)
-            for i, a in enumerate(self.lifted):
-                r = (b >> (len(self.lifted) - 1 - i)) & 1
-                taps[2 + a] = slice((r + shift[a]) % 2, None, 2)
+            for a, r in _parities(b, self.lifted).items():
                 crop[2 + a] = slice(1 if (r == 0 and shift[a]) else 0, -1 if r == 1 else None)
-            w = self.weight[tuple(taps)]
+            w = self.weight[_band_index(b, self.lifted, dims, shift)]
             if 0 in w.shape:  # no tap of this parity (kernel size 1): the band is not read
                 continue
             if out is None:  # band 0 (always has taps) carries the bias; the others add in place
@@ -175,8 +176,8 @@ class LiftConvTransposeReplacement(_ConvAttributes):
         True
     """
 
-    def __init__(self, conv: nn.Module, up: nn.Module, same_padding: bool = False) -> None:
-        super().__init__(conv, same_padding)
+    def __init__(self, conv: nn.Module, up: nn.Module) -> None:
+        super().__init__(conv, same_padding=False)
         self.output_padding = tuple(conv.output_padding)
         self.up = up
 
@@ -216,12 +217,12 @@ class LiftConvTransposeReplacement(_ConvAttributes):
         padded = []
         for q, t in enumerate(phases):
             pads = []
+            parities = _parities(q, self.lifted)
             for a in reversed(range(dims)):
                 if a not in self.lifted:
                     pads += [0, 0]
                     continue
-                parity = (q >> (len(self.lifted) - 1 - self.lifted.index(a))) & 1
-                taps = -(-(k[a] - parity) // 2)
+                taps = -(-(k[a] - parities[a]) // 2)
                 extra = max(0, -(-(op[a] - p[a] - k[a] % 2) // 2))
                 pads += [0, extra + (-(-k[a] // 2) - taps if t is not None else 0)]
             if t is None:  # kernel size 1: this phase gets no tap, zeros as in PyTorch
@@ -257,7 +258,7 @@ def build_conv_replacement(site, conv: nn.Module) -> nn.Module:
         axes=axes,
     )
     if site.kind == "convT":
-        return LiftConvTransposeReplacement(conv, LIFT_UP_POOLS[site.dims](lift), site.same_padding)
+        return LiftConvTransposeReplacement(conv, LIFT_UP_POOLS[site.dims](lift))
     return LiftConvReplacement(conv, lift, layer["placement"], site.same_padding)
 
 

@@ -196,8 +196,10 @@ def _conv_skip(s: Site) -> str | None:
 
 def _structural_skip(s: Site) -> str | None:
     """Why a site cannot be replaced whatever the recipe says, or None."""
-    if s.kind in CONV_KINDS and _conv_skip(s):
-        return _conv_skip(s)
+    if s.kind in CONV_KINDS:
+        why = _conv_skip(s)
+        if why:
+            return why
     if s.kind == "adaptive":
         return "adaptive or global pool: output size fixed, not a stride-2 pool"
     if s.kind == "unpool":

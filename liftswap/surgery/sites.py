@@ -301,7 +301,7 @@ class _Recorder(TorchFunctionMode):
             site = self._module_site(m, args, kwargs, dims=dims, **_module_site_fields(m, dims))
             if site.kind == "unpool":
                 self._pair(site, args[1] if len(args) > 1 else kwargs.get("indices"))
-        elif isinstance(m, CONV_MODULES + CONVT_MODULES) and any(v != 1 for v in _tuple(m.stride, 1)):
+        elif isinstance(m, CONV_MODULES + CONVT_MODULES) and any(v != 1 for v in m.stride):
             self._module_site(m, args, kwargs, **_conv_site_fields(m, id(m) in self.hooked))
         self.stack.append(m)
 
