@@ -1,4 +1,4 @@
-"""Builds the fused CPU kernel (liftswap/layers/lift_kernel.cpp) into the package.
+"""Builds the fused CPU kernel (liftswap/ops/lift_kernel.cpp) into the package.
 
 The kernel is plain C++ called through ctypes (no Python or torch headers), compiled once per
 instruction-set level: baseline, x86-64-v3 (AVX2, FMA) and x86-64-v4 (AVX-512) on x86-64, the
@@ -15,7 +15,7 @@ import platform
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCE = "liftswap/layers/lift_kernel.cpp"
+SOURCE = "liftswap/ops/lift_kernel.cpp"
 FLAGS = ["-O3", "-g0", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fno-tree-loop-distribute-patterns"]
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 LEVELS = {"baseline": [], "x86_64_v3": ["-march=x86-64-v3"], "x86_64_v4": ["-march=x86-64-v4"]} if X86 else {"baseline": []}
@@ -59,7 +59,7 @@ class BuildKernel(build_ext):
 
 def kernel(level: str, flags: list) -> Extension:
     return Extension(
-        f"liftswap.layers._lift_kernel_{level}",
+        f"liftswap.ops._lift_kernel_{level}",
         sources=[SOURCE],
         language="c++",
         extra_compile_args=FLAGS + flags + ["-fopenmp"],

@@ -25,7 +25,7 @@ from benchutil import stubbed_launches, write_json  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import liftswap  # noqa: E402
-from liftswap.layers import lift_triton, native  # noqa: E402
+from liftswap.ops import cpu as native, cuda as lift_triton  # noqa: E402
 
 
 class _CountOps(TorchDispatchMode):

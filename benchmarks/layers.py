@@ -3,8 +3,8 @@
 One process, one thread. For each shape and layer: forward under no_grad, forward+backward,
 and the bytes autograd saves for backward (unique storages seen by saved_tensors_hooks).
 Ratios are to MaxPool2d(3, 2, 1) measured in the same process, all layers timed in turns.
-The default layers use the fused CPU kernel when it is available (see liftswap/layers/native.py),
-on CUDA the Triton kernels (liftswap/layers/lift_triton.py); rows marked [PyTorch ops] run the
+The default layers use the fused CPU kernel when it is available (liftswap/ops/cpu.py),
+on CUDA the Triton kernels (liftswap/ops/cuda.py); rows marked [PyTorch ops] run the
 same layer with them turned off. ``--compile`` adds rows
 marked [compiled]: the same call under ``torch.compile`` (MaxPool2d too, so the compiled
 layers can be compared with a compiled baseline). ``--device cuda`` times on the GPU: each
@@ -27,7 +27,7 @@ from benchutil import interleaved_times, write_json
 from torch import nn
 
 import liftswap
-from liftswap.layers import lift_triton, native
+from liftswap.ops import cpu as native, cuda as lift_triton
 
 SHAPES = [(8, 64, 112, 112), (8, 256, 28, 28), (8, 512, 14, 14)]
 BASELINE = "MaxPool2d(3,2,1)"

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         )
     meta = {
         "torch": torch.__version__,
-        "fused_kernel": liftswap.layers.native.available(),
+        "fused_kernel": liftswap.ops.cpu.available(),
         "device": torch.cuda.get_device_name() if on_cuda else "cpu",
     }
     write_json(args.out, {"args": vars(args), **meta, "rows": rows})

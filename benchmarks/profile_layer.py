@@ -20,7 +20,7 @@ from benchutil import stubbed_launches, write_json
 from torch.profiler import ProfilerActivity, profile
 
 import liftswap
-from liftswap.layers import lift_triton
+from liftswap.ops import cuda as lift_triton
 
 
 def host_and_total_ms(fn, device: str, calls: int = 20) -> tuple[float, float]:

@@ -21,17 +21,18 @@ def backends() -> dict[str, str]:
         >>> sorted(liftswap.backends())
         ['cpu', 'cuda']
     """
-    from .layers import lift_triton, native, native_build
+    from .ops import cpu_build, cuda as triton_kernels
+    from .ops import cpu as cpu_kernel
 
-    if native.available():
-        cpu = f"fused C++ kernel ({native_build.level()} build; float32/float64)"
-    elif native_build.error():
-        cpu = f"PyTorch ops (kernel unavailable: {native_build.error()})"
+    if cpu_kernel.available():
+        cpu = f"fused C++ kernel ({cpu_build.level()} build; float32/float64)"
+    elif cpu_build.error():
+        cpu = f"PyTorch ops (kernel unavailable: {cpu_build.error()})"
     else:
         cpu = "PyTorch ops (LIFTSWAP_NATIVE=0)"
     if not torch.cuda.is_available():
         cuda = "no CUDA device"
-    elif lift_triton.available():
+    elif triton_kernels.available():
         cuda = "Triton kernels (kernel_size 3; PyTorch ops otherwise)"
     else:
         cuda = "PyTorch ops (Triton unavailable or LIFTSWAP_TRITON=0)"

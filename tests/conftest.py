@@ -26,3 +26,22 @@ def cli_here(monkeypatch, capsys):
         return subprocess.CompletedProcess(args, code, out, err)
 
     return run
+
+
+def _backends() -> list[str]:
+    from liftswap.ops import cpu
+
+    return ["reference"] + (["cpu"] if cpu.available() else [])
+
+
+BACKENDS = _backends()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Runs the test on each backend present here: the PyTorch reference, and the CPU kernel where
+    it is built (the Triton kernels: tests/test_triton.py; CUDA: tests/test_cuda.py)."""
+    from liftswap.ops import cpu
+
+    with cpu.enabled(request.param == "cpu"):
+        yield request.param

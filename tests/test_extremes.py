@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from liftswap.layers import native
+from liftswap.ops import cpu as native
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
 from test_layers import randomize
 

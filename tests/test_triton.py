@@ -37,7 +37,7 @@ def test_triton_kernels_compile_for_hopper(dtype):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from liftswap.layers import lift_triton as lt
+    from liftswap.ops import cuda as lt
 
     def build(fn, **constexprs):
         names = fn.arg_names

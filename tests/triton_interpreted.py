@@ -1,4 +1,4 @@
-"""The Triton kernels (liftswap/layers/lift_triton.py) run by Triton's interpreter on CPU tensors.
+"""The Triton kernels (liftswap/ops/cuda.py) run by Triton's interpreter on CPU tensors.
 
 Run by tests/test_triton.py in a subprocess with TRITON_INTERPRET=1 (it must be set before
 Triton and liftswap are imported); references are the PyTorch ops path in float64.
@@ -10,8 +10,11 @@ import pytest
 import torch
 
 import liftswap
-from liftswap.layers import lift_triton, native
-from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator, _lift_stacked
+from liftswap.ops import cpu as native, cuda as lift_triton
+from liftswap.layers import lift
+from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator
+from liftswap.ops import reference
+from liftswap.ops.operators import Args
 from test_layers import randomize
 
 # Collected on its own (pytest --doctest-modules imports it) it skips: tests/test_triton.py runs it.
@@ -44,11 +47,11 @@ def test_lift_matches_pytorch_float64(shape, dim, bases):
     u = randomize(LiftOperator(c, base=bases[1], zero_init=False), seed=2).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     params = [*p.parameters(), *u.parameters()]
-    with native.enabled(False), lift_triton.enabled(False):
-        ref, _, _ = _lift_stacked(x, dim, p.weights(), u.weights(), False)
-    with lift_triton.on_cpu():
+    s, d, _ = reference.lift(x, dim, p.weights(), u.weights())
+    ref = torch.cat((s, d))
+    with native.enabled(False), lift_triton.on_cpu():
         assert lift_triton.usable(x, p.dw.weight)
-        got = lift_triton.lift(x, dim, p.weights(), u.weights())
+        got = torch.cat(lift(x, dim, p.weights(), u.weights())[:2])
     g = torch.randn_like(ref)
     assert got.shape == ref.shape
     assert max_diff([got], [ref]) < 1e-12
@@ -71,7 +74,7 @@ def _sweep(cases, fast):
     ),
 )
 def test_layer_matches_pytorch_float64(dims, init, output, details_used, monkeypatch):
-    """The fused layer path (_DownPool: combine, costs and their gradients in the kernels) against PyTorch."""
+    """The layer through the kernels (combine, costs and their gradients in the kernels) against PyTorch."""
     down = randomize(LIFT_DOWN_POOLS[dims](2, init=init, output=output, return_details=True), seed=dims).double()
     x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64, requires_grad=True)
 
@@ -85,7 +88,7 @@ def test_layer_matches_pytorch_float64(dims, init, output, details_used, monkeyp
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
     calls = []
-    monkeypatch.setattr(lift_triton._DownPool, "apply", lambda *a, _f=lift_triton._DownPool.apply: calls.append(1) or _f(*a))
+    monkeypatch.setattr(lift_triton, "down_backward", lambda *a, _f=lift_triton.down_backward: calls.append(1) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
     assert calls  # the layer went through the kernels
@@ -124,7 +127,7 @@ def test_up_pool_matches_pytorch_float64(dims, init, output, monkeypatch):
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
     calls = []
-    monkeypatch.setattr(lift_triton._UpPool, "apply", lambda *a, _f=lift_triton._UpPool.apply: calls.append(1) or _f(*a))
+    monkeypatch.setattr(lift_triton, "up_backward", lambda *a, _f=lift_triton.up_backward: calls.append(1) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
     assert calls
@@ -186,30 +189,20 @@ def test_torch_compile_keeps_the_kernels(monkeypatch):
     with native.enabled(False), lift_triton.enabled(False):
         ref = run(down, up)
     calls = []
-    for name in ("_down_forward", "_up_forward"):
+    for name in ("down_forward", "up_forward"):
         monkeypatch.setattr(lift_triton, name, lambda *a, _f=getattr(lift_triton, name), _n=name: calls.append(_n) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run(torch.compile(down, fullgraph=True), torch.compile(up, fullgraph=True))
-        params = [p.detach() for p in (down.predict.dw.weight, down.predict.dw.bias, down.predict.pw.weight.view(-1),
-                                       down.predict.pw.bias, down.update.dw.weight, down.update.dw.bias,
-                                       down.update.pw.weight.view(-1), down.update.pw.bias)]  # fmt: skip
+        args = Args.of(down.predict.weights(), down.update.weights(), down.gamma, down.axes, "gated")
         checks = ("test_schema", "test_faketensor", "test_autograd_registration")
-        torch.library.opcheck(
-            torch.ops.liftswap.lift_down_pool.default,
-            (x.detach(), params, down.gamma.detach(), [-2, -1], "gated", 0.0, 0.0, True),
-            test_utils=checks,
-        )
-        y, details = got[0].detach(), got[1].detach()
-        torch.library.opcheck(
-            torch.ops.liftswap.lift_up_pool.default,
-            (y, details, params, down.gamma.detach(), [-2, -1], "gated", 0.0, 0.0),
-            test_utils=checks,
-        )
+        torch.library.opcheck(torch.ops.liftswap.lift_down_pool.default, (x, *args, True), test_utils=checks)
+        y, details = got[0].detach().requires_grad_(), got[1].detach().requires_grad_()
+        torch.library.opcheck(torch.ops.liftswap.lift_up_pool.default, (y, details, *args), test_utils=checks)
         with torch.no_grad():  # eval mode: no costs, another graph
             got_eval = torch.compile(down.eval(), fullgraph=True)(x)
     with native.enabled(False), lift_triton.enabled(False), torch.no_grad():
         ref_eval = down(x)
-    assert {"_down_forward", "_up_forward"} <= set(calls)  # the compiled graphs ran the kernels
+    assert {"down_forward", "up_forward"} <= set(calls)  # the compiled graphs ran the kernels
     assert max_diff(got, ref) < 1e-10
     assert max_diff(got_eval, ref_eval) < 1e-12
 
@@ -237,13 +230,13 @@ def test_backward_saves_only_inputs_and_parameters():
     from test_layers import check_saved_bytes_and_gradients
 
     calls = []
-    monkey = lift_triton._DownPool.apply
-    lift_triton._DownPool.apply = lambda *a: calls.append(1) or monkey(*a)
+    monkey = lift_triton.down_forward
+    lift_triton.down_forward = lambda *a: calls.append(1) or monkey(*a)
     try:
         with native.enabled(False), lift_triton.on_cpu():
             check_saved_bytes_and_gradients((2, 3, 8, 6))
     finally:
-        lift_triton._DownPool.apply = monkey
+        lift_triton.down_forward = monkey
     assert calls
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from ..errors import LiftswapError, short_repr
-from ..layers.onnx_ops import onnx_export_mode, onnx_translations
+from ..ops.onnx import onnx_export_mode, onnx_translations
 from .files import check_output, private_temp
 from ..surgery.inputs import example_inputs_for
 from ..surgery.plan import refuse_wrapped

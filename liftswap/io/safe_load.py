@@ -86,7 +86,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "") -> Any:
             _check_zip(path)
     except LiftswapError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        # NotImplementedError: a directory entry claiming a zip version or method zipfile lacks
         raise LiftswapError(f"cannot read {label}: a damaged zip ({type(e).__name__})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -23,48 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._compat import is_exporting
-from ..layers import native
-from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _is_fx_proxy, _replicate_pad
+from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _is_fx_proxy
+from ..ops.operators import max_pool_stride1
+from ..ops.reference import replicate_pad
 
 __all__ = ["LiftPoolReplacement", "LiftUnpoolReplacement", "pool_output_size"]
 
-def _max_pool1d(x: Tensor, k, s, p, d) -> Tensor:
-    # max_pool1d's export specialises the length (torch 2.14); the 2d op with a unit axis does not.
-    return F.max_pool2d(x.unsqueeze(-2), (1, k[0]), (1, s[0]), (0, p if isinstance(p, int) else p[0]), (1, d[0])).squeeze(-2)
-
-
-_MAX = {1: _max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-def _max_pool_stride1(x: Tensor, k: Sequence[int], p: Sequence[int], d: Sequence[int]) -> Tensor:
-    """Max pooling at stride 1 (padding with -inf, as max pooling does), one axis at a time.
-
-    The same values as ``max_pool{1,2,3}d``, NaN included, computed one axis at a time. On CPU
-    (1d, 2d) the fused kernel does it and routes each gradient to the window's row-major first
-    maximum, as ``max_pool2d`` does, keeping one byte per output for backward; elsewhere it is a few
-    ``torch.maximum`` passes, which share the gradient between exactly tied inputs. Either is many
-    times faster than PyTorch's CPU ``max_pool2d(3, 1, 1)`` (174 ms at 8x64x112x112, one thread).
-    Exports keep the pooling op, which onnxruntime runs well.
-    """
-    dims = len(k)
-    if is_exporting():
-        return _MAX[dims](x, tuple(k), (1,) * dims, tuple(p), tuple(d))
-    fused = native.max_pool_stride1(x, k, p, d)
-    if fused is not None:
-        return fused
-    if any(p):
-        x = F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])], value=-math.inf)
-    for a in range(dims):
-        if k[a] == 1:
-            continue
-        dim = a - dims
-        length = x.shape[dim] - d[a] * (k[a] - 1)
-        out = torch.maximum(x.narrow(dim, 0, length), x.narrow(dim, d[a], length))
-        for j in range(2, k[a]):
-            out = torch.maximum(out, x.narrow(dim, j * d[a], length))
-        x = out
-    return x
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -174,17 +139,17 @@ class LiftPoolReplacement(nn.Module):
             return _AVG[self.dims](x, k, ones, 0) * (window / self.divisor_override)
         if not any(self._extra):
             if self.kind == "max":
-                return _max_pool_stride1(x, k, p, d)
+                return max_pool_stride1(x, k, p, d)
             return _AVG[self.dims](x, k, ones, p, False, self.count_include_pad)
         if self.kind == "max":
             if all(v == 1 for v in d):
                 # Windows are contiguous, so a window reaching into the padding holds the edge
                 # element: replicate padding gives the same max, and no -inf reaches the lift.
                 for axis in range(self.dims):
-                    x = _replicate_pad(x, axis - self.dims, p[axis], p[axis] + self._extra[axis])
-                return _max_pool_stride1(x, k, zeros, d)
+                    x = replicate_pad(x, axis - self.dims, p[axis], p[axis] + self._extra[axis], export=is_exporting())
+                return max_pool_stride1(x, k, zeros, d)
             pads = self._pads(lambda a: p[a], lambda a: p[a] + self._extra[a])
-            h = _max_pool_stride1(F.pad(x, pads, value=-math.inf), k, zeros, d)
+            h = max_pool_stride1(F.pad(x, pads, value=-math.inf), k, zeros, d)
             return h.clamp_min(torch.finfo(h.dtype).min)  # windows wholly in the padding are cropped later
         # avg with partial windows: window sums over the zero-padded input, divided by the count
         # PyTorch uses (the window clipped to the padded input, or to the input alone).

@@ -1,24 +1,20 @@
-"""The LiftPool layers as single operators while exporting to ONNX.
+"""The ONNX graphs of the LiftPool operators, in standard ONNX ops.
 
 Traced op by op, one 2-D layer is some 80 nodes whose sizes torch.export must reason about
 symbolically (halves of halves of the input size, with odd-size padding); that made exports of
 converted models many times slower than the originals'. Inside :func:`liftswap.export_onnx`
-(:func:`onnx_export_mode`) each LiftDownPool / LiftUpPool forward is instead one ``liftswap::``
-operator: torch.export records one node with a one-line shape rule, and the ONNX graph of the
-layer is written here directly from standard ops (Pad, Slice, Conv, Relu, Tanh, Mul, Add, Sub,
-Concat, Reshape), so it runs on every onnxruntime execution provider and needs no custom op.
-
-The operators compute the PyTorch reference when run eagerly (the exported program stays runnable).
+(:func:`onnx_export_mode`) each LiftDownPool / LiftUpPool forward is instead recorded as its
+``liftswap::`` operator (:mod:`.operators`): one node with a one-line shape rule. The ONNX graph
+of each operator is written here from standard ops (Pad, Slice, Conv, Relu, Tanh, Mul, Add, Sub,
+Concat, Reshape), so the file runs on every onnxruntime execution provider and needs no custom op.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import NamedTuple, Optional
 
 import torch
-from torch import Tensor
 
 __all__ = ["onnx_export_mode", "onnx_exporting", "onnx_translations"]
 
@@ -39,81 +35,11 @@ def onnx_exporting() -> bool:
     return _ACTIVE.get()
 
 
-class _Args(NamedTuple):
-    """The arguments both operators take after their tensor inputs (the layer's P, U and gamma)."""
-
-    p_dw: Tensor
-    p_dw_b: Optional[Tensor]
-    p_pw: Tensor
-    p_pw_b: Optional[Tensor]
-    u_dw: Tensor
-    u_dw_b: Optional[Tensor]
-    u_pw: Tensor
-    u_pw_b: Optional[Tensor]
-    gamma: Optional[Tensor]
-    axes: list
-    output: str
-    p_base: float
-    u_base: float
-
-    def predict(self) -> tuple:
-        return self.p_dw, self.p_dw_b, self.p_pw, self.p_pw_b, self.p_base
-
-    def update(self) -> tuple:
-        return self.u_dw, self.u_dw_b, self.u_pw, self.u_pw_b, self.u_base
-
-    def weights(self):
-        """(predict, update) as the functional forms take them."""
-        from .lift_pool import OperatorWeights
-
-        return tuple(OperatorWeights(base, dw, dw_b, pw.reshape(-1), pw_b) for dw, dw_b, pw, pw_b, base in (self.predict(), self.update()))
-
-
-_ARGS = (
-    "Tensor p_dw, Tensor? p_dw_b, Tensor p_pw, Tensor? p_pw_b, Tensor u_dw, Tensor? u_dw_b, Tensor u_pw, "
-    "Tensor? u_pw_b, Tensor? gamma, int[] axes, str output, float p_base, float u_base"
-)
-
-
-@torch.library.custom_op("liftswap::down_pool", mutates_args=(), schema=f"(Tensor x, {_ARGS}) -> (Tensor, Tensor)")
-def down_pool(x: Tensor, *args) -> tuple[Tensor, Tensor]:
-    """``lift_down_pool`` as one operator: ``(y, details)``."""
-    from .lift_pool import lift_down_pool
-
-    a = _Args(*args)
-    res = lift_down_pool(x, *a.weights(), tuple(a.axes), a.output, a.gamma, False)
-    return res.y.clone(), res.details.clone()
-
-
-@down_pool.register_fake
-def _down_pool_fake(x, *args):
-    shape = list(x.shape)
-    axes = _Args(*args).axes
-    for a in axes:
-        shape[a] = (shape[a] + 1) // 2
-    return x.new_empty(shape), x.new_empty([shape[0], 2 ** len(axes) - 1] + shape[1:])
-
-
-@torch.library.custom_op("liftswap::up_pool", mutates_args=(), schema=f"(Tensor y, Tensor details, {_ARGS}) -> Tensor")
-def up_pool(y: Tensor, details: Tensor, *args) -> Tensor:
-    """``lift_up_pool`` as one operator (no ``output_size``: the caller crops)."""
-    from .lift_pool import lift_up_pool
-
-    a = _Args(*args)
-    return lift_up_pool(y, details, *a.weights(), tuple(a.axes), a.output, a.gamma).clone()
-
-
-@up_pool.register_fake
-def _up_pool_fake(y, details, *args):
-    shape = list(y.shape)
-    for a in _Args(*args).axes:
-        shape[a] = 2 * shape[a]
-    return y.new_empty(shape)
-
-
 def onnx_translations() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export``: the operators in standard ONNX ops."""
     from onnxscript import opset18 as op
+
+    from .operators import Args
 
     def ints(values):
         return op.Constant(value_ints=list(values))
@@ -147,15 +73,16 @@ def onnx_translations() -> dict:
         return op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
 
     def lifted_down(x, *args):
-        a = _Args(*args)
+        a = Args(*args[:-1])  # the last: with_costs (exports run in eval mode: the costs are zeros)
         rank, channels = _static(x, None), _static(a.p_dw, 0)
+        predict, update = _operator(a, "p"), _operator(a, "u")
         bands = [x]
         for dim in reversed(tuple(a.axes)):
             s_list, d_list = [], []
             for b in bands:
                 x_e, x_o = halves(b, dim, rank)
-                d = op.Sub(x_o, residual(x_e, dim, rank, channels, *a.predict()))
-                s = op.Add(x_e, residual(d, dim, rank, channels, *a.update()))
+                d = op.Sub(x_o, residual(x_e, dim, rank, channels, *predict))
+                s = op.Add(x_e, residual(d, dim, rank, channels, *update))
                 s_list.append(s)
                 d_list.append(d)
             bands = s_list + d_list
@@ -166,11 +93,12 @@ def onnx_translations() -> dict:
             elif a.output == "gated":
                 y = op.Add(y, op.Mul(gate(a.gamma, i, rank), band))
         details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
-        return y, details
+        return y, details, op.Constant(value_floats=[0.0, 0.0])
 
     def lifted_up(y, details, *args):
-        a = _Args(*args)
+        a = Args(*args)
         rank, channels = _static(y, None), _static(a.p_dw, 0)
+        predict, update = _operator(a, "p"), _operator(a, "u")
         n_detail = 2 ** len(a.axes) - 1
         det = [op.Squeeze(op.Slice(details, ints([i]), ints([i + 1]), ints([1])), ints([1])) for i in range(n_detail)]
         approx = y
@@ -184,8 +112,8 @@ def onnx_translations() -> dict:
             half = len(bands) // 2
             joined = []
             for s, d in zip(bands[:half], bands[half:]):
-                x_e = op.Sub(s, residual(d, dim, rank, channels, *a.update()))
-                x_o = op.Add(d, residual(x_e, dim, rank, channels, *a.predict()))
+                x_e = op.Sub(s, residual(d, dim, rank, channels, *update))
+                x_o = op.Add(d, residual(x_e, dim, rank, channels, *predict))
                 pos = rank + dim
                 pair = op.Concat(op.Unsqueeze(x_e, ints([pos + 1])), op.Unsqueeze(x_o, ints([pos + 1])), axis=pos + 1)
                 scale = [1] * rank
@@ -194,7 +122,12 @@ def onnx_translations() -> dict:
             bands = joined
         return bands[0]
 
-    return {torch.ops.liftswap.down_pool.default: lifted_down, torch.ops.liftswap.up_pool.default: lifted_up}
+    return {torch.ops.liftswap.lift_down_pool.default: lifted_down, torch.ops.liftswap.lift_up_pool.default: lifted_up}
+
+
+def _operator(a, which: str) -> tuple:
+    """P's (``which`` "p") or U's (dw, dw bias, pw, pw bias, base), as ``residual`` takes them."""
+    return tuple(getattr(a, f"{which}_{name}") for name in ("dw", "dw_b", "pw", "pw_b", "base"))
 
 
 def _static(value, axis: int | None) -> int:

@@ -1,20 +1,20 @@
-"""The lifting step as Triton kernels, forward and backward, for CUDA tensors.
+"""The CUDA backend of the operators: the lifting step as Triton kernels, forward and backward.
 
 On a GPU the op-by-op lifting step (a dozen element-wise passes around two depthwise
 convolutions, each a kernel launch) costs its launches, not its arithmetic. Here one launch
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
-registers and L1, so nothing but ``x`` and the weights is kept for backward. A layer
-(:func:`down_pool`, :func:`up_pool`) is one autograd Function: the down pool's last lift also
-combines the bands into ``y`` and sums the regulariser's costs, and that lift's backward takes
-``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per program into buffers that PyTorch
-adds up (no atomics: the results do not depend on scheduling).
+registers and L1, so nothing but ``x`` and the weights is kept for backward. The down pool's
+last lift also combines the bands into ``y`` and sums the regulariser's costs, and that lift's
+backward takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
+program into buffers that PyTorch adds up (no atomics: the results do not depend on scheduling).
+:func:`down_forward` / :func:`down_backward` and :func:`up_forward` / :func:`up_backward` are the
+CUDA kernels of the operators in :mod:`.operators`, which own autograd.
 
-Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3``, in
-eager mode and, as custom operators, under torch.compile; everything else runs the PyTorch
-implementation of :mod:`.lift_pool`, which computes the same function. ``LIFTSWAP_TRITON=0`` turns it off. Under ``TRITON_INTERPRET=1``
-the kernels also run on CPU tensors (float64 too, see :func:`on_cpu`), which is how CI tests
-them without a GPU."""
+Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3``;
+the operators run the PyTorch reference for the rest. ``LIFTSWAP_TRITON=0`` turns it off. Under
+``TRITON_INTERPRET=1`` the kernels also run on CPU tensors (float64 too, see :func:`on_cpu`),
+which is how CI tests them without a GPU."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 
-from .._compat import is_exporting
 from .output_modes import coefficients, up_bands_backward
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
@@ -34,7 +33,7 @@ try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module 
 except Exception:  # pragma: no cover - no Triton, or a broken install: the PyTorch path serves
     triton = None
 
-__all__ = ["available", "enabled", "on_cpu", "usable", "lift", "down_pool", "up_pool"]
+__all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_backward", "up_forward", "up_backward"]
 
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -69,7 +68,7 @@ def on_cpu():
     before this module is imported."""
     global _on_cpu
     if not _INTERPRET:
-        raise RuntimeError("lift_triton.on_cpu() needs TRITON_INTERPRET=1 set before liftswap is imported")
+        raise RuntimeError("liftswap.ops.cuda.on_cpu() needs TRITON_INTERPRET=1 set before liftswap is imported")
     before, _on_cpu = _on_cpu, True
     try:
         yield
@@ -77,28 +76,19 @@ def on_cpu():
         _on_cpu = before
 
 
-def usable(x: Tensor, *weights: Tensor | None, compiling: bool = False) -> bool:
-    """Whether the kernels serve these tensors (see the module docstring). Under torch.compile only
-    :func:`down_pool` and :func:`up_pool` (operators the compiler keeps whole, ``compiling=True``) do."""
+def usable(x: Tensor, *weights: Tensor | None) -> bool:
+    """Whether the kernels serve these tensors: CUDA (or, under :func:`on_cpu`, CPU) float32,
+    float16 or bfloat16, non-empty, P and U with 3 taps on the same device."""
     if not available():
         return False
     dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
-    if not (x.is_cuda or _on_cpu) or x.dtype not in dtypes or type(x) not in (Tensor, torch.nn.Parameter):
+    if not (x.is_cuda or _on_cpu) or x.dtype not in dtypes:
         return False
-    if x.numel() == 0:  # no grid to launch: empty inputs take the PyTorch path
+    if x.numel() == 0:  # no grid to launch: empty inputs take the reference
         return False
     if weights and (weights[0] is None or weights[0].shape[-1] != 3):
         return False
-    for w in weights:
-        if w is not None and (w.device != x.device or type(w) not in (Tensor, torch.nn.Parameter)):
-            return False
-    if is_exporting() or torch.jit.is_tracing():  # graphs for ONNX hold the PyTorch ops
-        return False
-    if torch.compiler.is_compiling():  # (dynamo itself runs on the functorch stack: no check below)
-        return compiling and _COMPILE_OPS
-    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
-        return False
-    return True
+    return all(w is None or w.device == x.device for w in weights)
 
 
 if triton is not None:
@@ -568,27 +558,6 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
     return grads
 
 
-class _Lift(torch.autograd.Function):
-    """One lifting step: x -> [s, d] stacked along the batch; saves only x and the weights."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dim: int, base_p: float, base_u: float, *params: Tensor | None) -> Tensor:
-        x = x.contiguous()
-        out, _, _ = _forward(x, dim, 1, _flat(params, x), (base_p, base_u), None, False)
-        ctx.save_for_backward(x, *params)
-        ctx.meta = (dim, base_p, base_u)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_out: Tensor):
-        x, *params = ctx.saved_tensors
-        dim, base_p, base_u = ctx.meta
-        kc = torch.zeros(2, dtype=_acc(x)[1], device=x.device)
-        gx, sums, _ = _backward(x, dim, 1, _flat(params, x), (base_p, base_u), g_out.contiguous(), None, None, kc, False)
-        return (gx, None, None, None, *_weight_grads(sums, params, ctx.needs_input_grad[4:]))
-
-
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):
     """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or None)."""
     x = x.contiguous()
@@ -643,163 +612,6 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
             g_gamma = g_sums[1:].to(gamma.dtype)
         sums = sums + w_sums
     return grad, g_gamma, sums
-
-
-class _DownPool(torch.autograd.Function):
-    """x -> (y, details[, c_u, c_p]) of :func:`~liftswap.layers.lift_pool.lift_down_pool`; saves only x and the weights.
-
-    One kernel per lift forward (the last also combines the bands into y and sums the costs) and
-    one per lift backward (the last takes y's gradient and the costs' gradients itself), after
-    re-lifting all but the last axis.
-    """
-
-    @staticmethod
-    def forward(ctx, x, axes, output, with_costs, bases, gamma, *params):
-        ctx.set_materialize_grads(False)  # an unused details output gets no zero-filled gradient
-        y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma, params)
-        ctx.save_for_backward(x, gamma, *params)
-        ctx.meta = (axes, output, bases)
-        if not with_costs:
-            return y, bands[1:].movedim(0, 1)
-        return y, bands[1:].movedim(0, 1), costs[0], costs[1]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_y, g_details, g_cu=None, g_cp=None):
-        x, gamma, *params = ctx.saved_tensors
-        axes, output, bases = ctx.meta
-        g_costs = None
-        if g_cu is not None or g_cp is not None:
-            zero = torch.zeros((), dtype=x.dtype, device=x.device)
-            g_costs = torch.stack([zero if g is None else g.to(x.dtype) for g in (g_cu, g_cp)])
-        want_gamma = output == "gated" and ctx.needs_input_grad[5]
-        grad, g_gamma, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
-        return (grad, None, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
-
-
-def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor]:
-    """The weights' gradients as fresh contiguous tensors: a custom operator's returns may not
-    alias one another (:func:`_weight_grads` gives views of one buffer)."""
-    return [g.clone(memory_format=torch.contiguous_format) for g in _weight_grads(sums, params, [True] * len(params))]
-
-
-def _down_pool_op_impl(x, params, gamma, axes, output, base_p, base_u, with_costs):
-    """(y, bands (nb, N, C, ...), costs (2,): zeros without ``with_costs``)."""
-    y, bands, costs = _down_forward(x, axes, output, with_costs, (base_p, base_u), gamma, params)
-    return y, bands, (x.new_zeros(2) if costs is None else costs)
-
-
-def _down_pool_op_fake(x, params, gamma, axes, output, base_p, base_u, with_costs):
-    shape = list(x.shape)
-    for dim in axes:
-        shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
-    return x.new_empty(shape), x.new_empty([2 ** len(axes)] + shape), x.new_empty(2)
-
-
-def _down_pool_backward_op_impl(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
-    """[grad of x, grad of gamma (empty without gamma), the 8 weights' grads]."""
-    want_gamma = gamma is not None and output == "gated"
-    grad, g_gamma, sums = _down_backward(
-        x, axes, output, (base_p, base_u), gamma, params, g_y, g_bands[1:].movedim(0, 1), g_costs, want_gamma
-    )
-    return [grad, x.new_zeros(0) if g_gamma is None else g_gamma.contiguous(), *_fresh_weight_grads(sums, params)]
-
-
-def _down_pool_backward_op_fake(x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs):
-    g_gamma = x.new_zeros(0) if gamma is None or output != "gated" else gamma.new_empty(gamma.shape)
-    return [x.new_empty(x.shape), g_gamma, *[p.new_empty(p.shape) for p in params]]
-
-
-def _down_pool_setup(ctx, inputs, output):
-    x, params, gamma, axes, out_mode, base_p, base_u, _ = inputs
-    ctx.save_for_backward(x, gamma, *params)
-    ctx.meta = (axes, out_mode, base_p, base_u)
-
-
-def _down_pool_grad(ctx, g_y, g_bands, g_costs):
-    x, gamma, *params = ctx.saved_tensors
-    axes, output, base_p, base_u = ctx.meta
-    grad, g_gamma, *g_params = torch.ops.liftswap.lift_down_pool_backward(
-        x, params, gamma, axes, output, base_p, base_u, g_y, g_bands, g_costs
-    )
-    return grad, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None, None
-
-
-def _up_pool_op_impl(y, details, params, gamma, axes, output, base_p, base_u):
-    return _up_forward(y, details, axes, output, (base_p, base_u), gamma, params)
-
-
-def _up_pool_op_fake(y, details, params, gamma, axes, output, base_p, base_u):
-    shape = list(y.shape)
-    for dim in axes:
-        shape[dim % y.dim()] *= 2
-    return y.new_empty(shape)
-
-
-def _up_pool_backward_op_impl(y, details, params, gamma, axes, output, base_p, base_u, g_x):
-    """[grad of y, grad of details, grad of gamma (empty without gamma), the 8 weights' grads]."""
-    want_gamma = gamma is not None and output == "gated"
-    g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, (base_p, base_u), gamma, params, g_x, want_gamma)
-    g_gamma = y.new_zeros(0) if g_gamma is None else g_gamma.contiguous()
-    return [g_y.contiguous(), g_details.contiguous(), g_gamma, *_fresh_weight_grads(sums, params)]
-
-
-def _up_pool_backward_op_fake(y, details, params, gamma, axes, output, base_p, base_u, g_x):
-    g_gamma = y.new_zeros(0) if gamma is None or output != "gated" else gamma.new_empty(gamma.shape)
-    return [y.new_empty(y.shape), details.new_empty(details.shape), g_gamma, *[p.new_empty(p.shape) for p in params]]
-
-
-def _up_pool_setup(ctx, inputs, output):
-    y, details, params, gamma, axes, out_mode, base_p, base_u = inputs
-    ctx.save_for_backward(y, details, gamma, *params)
-    ctx.meta = (axes, out_mode, base_p, base_u)
-
-
-def _up_pool_grad(ctx, g_x):
-    y, details, gamma, *params = ctx.saved_tensors
-    axes, output, base_p, base_u = ctx.meta
-    g_y, g_details, g_gamma, *g_params = torch.ops.liftswap.lift_up_pool_backward(
-        y, details, params, gamma, axes, output, base_p, base_u, g_x
-    )
-    return g_y, g_details, g_params, (g_gamma if gamma is not None and output == "gated" else None), None, None, None, None
-
-
-def _register_compile_ops() -> bool:
-    """Under torch.compile the down and up pools are opaque operators with their own backward, so
-    compiled models keep these kernels (and keep only the inputs for backward) instead of
-    inductor's code for the PyTorch ops; eager mode keeps the lighter autograd Functions. False
-    where this torch cannot register them: compiled models then run the PyTorch implementation
-    (the same function)."""
-    head = "Tensor x, Tensor[] params, Tensor? gamma, int[] axes, str output, float base_p, float base_u"
-    try:
-        op = torch.library.custom_op(
-            "liftswap::lift_down_pool", _down_pool_op_impl, mutates_args=(),
-            schema=f"({head}, bool with_costs) -> (Tensor, Tensor, Tensor)",
-        )  # fmt: skip
-        op.register_fake(_down_pool_op_fake)
-        backward = torch.library.custom_op(
-            "liftswap::lift_down_pool_backward", _down_pool_backward_op_impl, mutates_args=(),
-            schema=f"({head}, Tensor g_y, Tensor g_bands, Tensor g_costs) -> Tensor[]",
-        )  # fmt: skip
-        backward.register_fake(_down_pool_backward_op_fake)
-        op.register_autograd(_down_pool_grad, setup_context=_down_pool_setup)
-        up_head = "Tensor y, Tensor details, Tensor[] params, Tensor? gamma, int[] axes, str output, float base_p, float base_u"
-        up = torch.library.custom_op(
-            "liftswap::lift_up_pool", _up_pool_op_impl, mutates_args=(), schema=f"({up_head}) -> Tensor"
-        )
-        up.register_fake(_up_pool_op_fake)
-        up_backward = torch.library.custom_op(
-            "liftswap::lift_up_pool_backward", _up_pool_backward_op_impl, mutates_args=(),
-            schema=f"({up_head}, Tensor g_x) -> Tensor[]",
-        )  # fmt: skip
-        up_backward.register_fake(_up_pool_backward_op_fake)
-        up.register_autograd(_up_pool_grad, setup_context=_up_pool_setup)
-    except (AttributeError, TypeError, RuntimeError, ValueError):  # pragma: no cover - older torch
-        return False
-    return True
-
-
-_COMPILE_OPS = triton is not None and _register_compile_ops()
 
 
 def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
@@ -867,22 +679,10 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), sums)
 
 
-class _UpPool(torch.autograd.Function):
-    """(y, details) -> the even-size output of :func:`~liftswap.layers.lift_pool.lift_up_pool`; saves only its inputs."""
-
-    @staticmethod
-    def forward(ctx, y, details, axes, output, bases, gamma, *params):
-        ctx.save_for_backward(y, details, gamma, *params)
-        ctx.meta = (axes, output, bases)
-        return _up_forward(y, details, axes, output, bases, gamma, params)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_x):
-        y, details, gamma, *params = ctx.saved_tensors
-        axes, output, bases = ctx.meta
-        g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, bases, gamma, params, g_x, ctx.needs_input_grad[5])
-        return (g_y, g_details, None, None, None, g_gamma, *_weight_grads(sums, params, ctx.needs_input_grad[6:]))
+def _forward_shape(x: Tensor, dim: int) -> list[int]:
+    shape = list(x.shape)
+    shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
+    return shape
 
 
 def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float, float]]:
@@ -892,43 +692,46 @@ def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float,
     return params, (float(predict.base), float(update.base))
 
 
-def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
-    """:func:`~liftswap.layers.lift_pool.lift_up_pool` through the kernels, before cropping.
+def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor | None]:
+    """The weights' gradients as fresh contiguous tensors (an operator's returns may not alias
+    one another; :func:`_weight_grads` gives views of one buffer)."""
+    grads = _weight_grads(sums, params, [True] * len(params))
+    return [None if g is None else g.clone(memory_format=torch.contiguous_format) for g in grads]
 
-    Call only when :func:`usable` says so (for ``y`` and for ``details``).
+
+def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
+    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): zeros without with_costs)``.
+
+    One kernel per lift; the last also combines the bands into y and sums the costs.
+    """
+    params, bases = _operators(predict, update)
+    y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params)
+    return y, bands[1:].movedim(0, 1), (x.new_zeros(2) if costs is None else costs)
+
+
+def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,
+                  g_details: Tensor | None, g_costs: Tensor | None, want_gamma: bool):  # fmt: skip
+    """Backward of :func:`down_forward`: ``(grad of x, grad of gamma or None, the 8 weights' grads)``.
+
+    One kernel per lift backward (the last takes y's and the costs' gradients itself), after
+    re-lifting all but the last axis.
     """
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
-    if torch.compiler.is_compiling():
-        return torch.ops.liftswap.lift_up_pool(y, details, _flat(params, y), gamma, list(axes), output, bases[0], bases[1])
-    return _UpPool.apply(y, details, tuple(axes), output, bases, gamma, *params)
+    grad, g_gamma, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
+    return grad, g_gamma, _fresh_weight_grads(sums, params)
 
 
-def _forward_shape(x: Tensor, dim: int) -> list[int]:
-    shape = list(x.shape)
-    shape[dim % x.dim()] = (shape[dim % x.dim()] + 1) // 2
-    return shape
+def up_forward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
+    """The up pool's forward, before cropping: one kernel per inverse lift."""
+    params, bases = _operators(predict, update)
+    return _up_forward(y, details, axes, output, bases, gamma if output == "gated" else None, params)
 
 
-def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
-    """:func:`~liftswap.layers.lift_pool.lift_down_pool` through the kernels: ``(y, details, c_u, c_p)``.
-
-    Call only when :func:`usable` says so.
-    """
+def up_backward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_x: Tensor,
+                want_gamma: bool):  # fmt: skip
+    """Backward of :func:`up_forward`: ``(grad of y, grad of details, grad of gamma or None, the 8 weights' grads)``."""
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
-    if torch.compiler.is_compiling():
-        y, bands, costs = torch.ops.liftswap.lift_down_pool(x, _flat(params, x), gamma, list(axes), output, bases[0], bases[1], with_costs)
-        details = bands[1:].movedim(0, 1)
-        return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
-    out = _DownPool.apply(x, tuple(axes), output, with_costs, bases, gamma, *params)
-    return (*out, None, None) if not with_costs else out
-
-
-def lift(x: Tensor, dim: int, predict, update) -> Tensor:
-    """One lifting step of ``x`` along ``dim``: ``s`` and ``d`` stacked along the batch, (2N, C, ...).
-
-    ``predict`` and ``update`` are :class:`~liftswap.layers.lift_pool.OperatorWeights` with 3 taps.
-    """
-    params, bases = _operators(predict, update)
-    return _Lift.apply(x, dim, *bases, *params)
+    g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, bases, gamma, params, g_x, want_gamma)
+    return g_y, g_details, g_gamma, _fresh_weight_grads(sums, params)

@@ -1,4 +1,4 @@
-"""SPEC 2's output modes as the kernel backends (native.py, lift_triton.py) use them: one
+"""SPEC 2's output modes as the kernel backends (cpu.py, cuda.py) use them: one
 coefficient per band and channel, y = sum_b coef[b] * band_b, and the up pool's way back."""
 
 from __future__ import annotations

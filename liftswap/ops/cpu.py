@@ -1,15 +1,15 @@
-"""The LiftPool layers through the fused CPU kernel (``lift_kernel.cpp``, built by :mod:`.native_build`).
+"""The CPU backend of the operators: the fused kernel (``lift_kernel.cpp``, loaded by :mod:`.cpu_build`).
 
 Op by op, one lifting step is a dozen element-wise passes around two depthwise convolutions;
 the kernel lifts tiles of lines in cache, in one pass forward and one backward that recomputes
-the tile's forward instead of keeping intermediates. Here each layer becomes one autograd
-Function (:func:`down_pool`, :func:`up_pool`) that saves only the layer's inputs and weights;
-:func:`max_pool_stride1` serves ``preserve`` conversions.
+the tile's forward instead of keeping intermediates. The functions here are the CPU kernels of
+the operators in :mod:`.operators` (which own autograd): :func:`down_forward` / :func:`down_backward`,
+:func:`up_forward` / :func:`up_backward`, and :func:`max_pool_forward` / :func:`max_pool_backward`
+for ``preserve`` conversions.
 
-It serves CPU float32/float64 tensors in eager mode. Everything else (CUDA, other dtypes,
-autocast, torch.compile, torch.export, torch.jit.trace, functorch transforms, forward-mode AD) runs the PyTorch
-implementation, which computes the same function. Without a compiler the PyTorch implementation
-runs everywhere, after one warning; ``LIFTSWAP_NATIVE=0`` chooses it silently.
+It serves CPU float32/float64 tensors; the operators run the PyTorch reference for the rest.
+Without a build the reference runs everywhere, after one warning; ``LIFTSWAP_NATIVE=0`` chooses
+it silently.
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .._compat import is_exporting
-from .native_build import library
+from .cpu_build import library
 from .output_modes import coefficients, up_bands_backward
 
-__all__ = ["available", "enabled", "usable", "down_pool", "up_pool", "max_pool_stride1"]
+__all__ = ["available", "enabled", "usable", "down_forward", "down_backward", "up_forward", "up_backward",
+           "max_pool_usable", "max_pool_forward", "max_pool_backward"]  # fmt: skip
 
 _enabled = os.environ.get("LIFTSWAP_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def available() -> bool:
-    """Whether the fused CPU kernel is built and loaded (building it now if needed).
+    """Whether the fused CPU kernel is built and loaded.
 
     Example:
-        >>> from liftswap.layers import native
+        >>> from liftswap.ops import cpu as native
         >>> isinstance(native.available(), bool)
         True
     """
@@ -54,22 +54,14 @@ def enabled(flag: bool):
 
 
 def usable(x: Tensor, *weights: Tensor | None) -> bool:
-    """Whether the kernel serves these tensors (see the module docstring)."""
+    """Whether the kernel serves these tensors: CPU float32/float64, non-empty, weights alike."""
     if not _enabled or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
-    if x.numel() == 0:  # the kernel divides by the plane count: empty inputs take the PyTorch path
-        return False
-    if type(x) not in (Tensor, torch.nn.Parameter):
+    if x.numel() == 0:  # the kernel divides by the plane count: empty inputs take the reference
         return False
     for w in weights:
-        if w is not None and (w.dtype != x.dtype or w.device.type != "cpu" or type(w) not in (Tensor, torch.nn.Parameter)):
+        if w is not None and (w.dtype != x.dtype or w.device.type != "cpu"):
             return False
-    if torch.compiler.is_compiling() or is_exporting() or torch.is_autocast_enabled("cpu"):
-        return False
-    if torch.jit.is_tracing():  # a traced graph must hold the ops themselves, not a ctypes call
-        return False
-    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
-        return False
     return library() is not None
 
 
@@ -314,171 +306,158 @@ def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
     return (bands.shape[0] // n, n) + tuple(bands.shape[1:])
 
 
-class _DownPool(torch.autograd.Function):
-    """x -> (y, details, c_u, c_p) of :func:`lift_down_pool`; saves only x and the parameters.
+def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
+    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): c_u, c_p, zeros
+    without with_costs)``.
 
-    A 2-D layer's two lifts go through the kernel in one call each way, a tile of planes at a
-    time (:meth:`_Kernel.forward2`, :meth:`_Kernel.backward2`); other layers, and planes too large
-    for a tile, lift by lift: backward re-lifts all but the last axis to get each lift's input,
-    then runs each lift's backward, which recomputes its forward, the last lift first. The last
-    lift also hands back the bands it recomputes, which gamma's gradient needs.
+    A 2-D layer's two lifts go through the kernel in one call (:meth:`_Kernel.forward2`, a tile
+    of planes at a time); other layers, and planes too large for a tile, lift by lift.
     """
-
-    @staticmethod
-    def forward(ctx, x, axes, output, with_costs, predict, update, gamma, *params):
-        ctx.set_materialize_grads(False)  # unused outputs (often the details) get no zero-filled gradient
-        kernel = _Kernel(x.dtype, predict, update)
-        x = x.contiguous()
-        n = x.shape[0]
-        order = list(reversed(axes))
-        shapes = [x.shape]
-        for dim in order:
-            shapes.append(_halved(shapes[-1], dim))
-        counts = [math.prod(shape[1:]) * n for shape in shapes[1:]]  # elements of one 1D lift's s (or d)
-        lifted = kernel.forward2(x, order, with_costs) if len(order) == 2 else None
-        if lifted is None:  # lift by lift
-            bands, costs = x, []
-            for i, dim in enumerate(order):
-                bands, cost = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
-                costs.append(cost)
-        else:
-            bands, costs = lifted
-        c_u = c_p = 0.0
-        if with_costs:
-            for cost, count in zip(costs, counts):
-                cu, cp = cost.sum(0).tolist()
-                c_u, c_p = c_u + cu / count, c_p + cp / count
-        bands = bands.view(_bands_shape(bands, n))
-        if output == "LL":  # the approximation band alone: no 0 * detail term (0 * inf is NaN)
-            y = bands[0].clone()
-        else:
-            y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
-        ctx.save_for_backward(x, gamma, *params)
-        ctx.meta = (axes, output, predict, update, counts, shapes[-1])
-        cu = torch.tensor(c_u, dtype=x.dtype)
-        cp = torch.tensor(c_p, dtype=x.dtype)
-        if not with_costs:
-            ctx.mark_non_differentiable(cu, cp)
-        return y, bands[1:].movedim(0, 1), cu, cp
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_y, g_details, g_cu, g_cp):
-        x, gamma, *params = ctx.saved_tensors
-        axes, output, predict, update, counts, last = ctx.meta
-        kernel = _Kernel(x.dtype, predict, update)
-        n = x.shape[0]
-        order = list(reversed(axes))
-        shape = (last[0] // n, n) + last[1:]
-        coef = coefficients(output, gamma, shape[0], x)
-        g_details = None if g_details is None else g_details.contiguous()
-        if g_y is None:
-            g_y = x.new_zeros(shape[1:])
-        g_y = g_y.contiguous()
-        # Without a details gradient the last lift makes the bands' gradient (coef * g_y) itself.
-        grad = None if g_details is None else kernel.combine_backward(shape, coef, g_y, g_details).view((-1,) + shape[2:])
-        want_gamma = output == "gated" and ctx.needs_input_grad[6]
-        g_cu = 0.0 if g_cu is None else float(g_cu)
-        g_cp = 0.0 if g_cp is None else float(g_cp)
-        kc = [(2 * g_cu / c, 2 * g_cp / c) for c in counts]
-        both = kernel.backward2(x, order, grad, kc, g_y, coef, want_gamma, n) if len(order) == 2 else None
-        if both is None:
-            both = _DownPool.lifts_backward(kernel, x, order, grad, kc, g_y, coef, want_gamma, n)
-        grad, pgrad, gcoef = both
-        g_gamma = None if gcoef is None else gcoef[1:].to(x.dtype)
-        return (grad, None, None, None, None, None, g_gamma, *_parameter_grads(pgrad.to(x.dtype), kernel.k, params))
-
-    @staticmethod
-    def lifts_backward(kernel: _Kernel, x: Tensor, order: list[int], grad: Tensor | None, kc, g_y: Tensor,
-                       coef: Tensor, want_gamma: bool, n: int):  # fmt: skip
-        """Lift by lift: re-lift all but the last axis to get each lift's input, then each lift's backward, last first."""
-        inputs = [x]
-        for i, dim in enumerate(order[:-1]):
-            inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
-        pgrad, g_coef = 0, None
-        for i in reversed(range(len(order))):
-            last = i == len(order) - 1
-            # Lift i's recomputed output is dead once lift i + 1 has run backward: lift i's input
-            # gradient goes into it when the sizes agree (an even axis), saving a fresh allocation.
-            reuse = inputs[i + 1] if i + 1 < len(inputs) and inputs[i + 1].numel() == inputs[i].numel() else None
-            grad, pg, gcoef = kernel.backward(
-                inputs[i], order[i], grad, *kc[i], *_row_order(order, i), g_y=g_y if last else None,
-                coef=coef if last else None, gamma_grad=last and want_gamma, batch=n, gx=reuse,
-            )  # fmt: skip
-            if gcoef is not None:
-                g_coef = gcoef
-            pgrad = pgrad + pg
-        return grad, pgrad, g_coef
+    kernel = _Kernel(x.dtype, predict, update)
+    x = x.contiguous()
+    n = x.shape[0]
+    order = list(reversed(axes))
+    counts = _counts(x.shape, order)
+    lifted = kernel.forward2(x, order, with_costs) if len(order) == 2 else None
+    if lifted is None:  # lift by lift
+        bands, costs = x, []
+        for i, dim in enumerate(order):
+            bands, cost = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
+            costs.append(cost)
+    else:
+        bands, costs = lifted
+    c_u = c_p = 0.0
+    if with_costs:
+        for cost, count in zip(costs, counts):
+            cu, cp = cost.sum(0).tolist()
+            c_u, c_p = c_u + cu / count, c_p + cp / count
+    bands = bands.view(_bands_shape(bands, n))
+    if output == "LL":  # the approximation band alone: no 0 * detail term (0 * inf is NaN)
+        y = bands[0].clone()
+    else:
+        y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
+    return y, bands[1:].movedim(0, 1), torch.tensor([c_u, c_p], dtype=x.dtype)
 
 
-def _parameter_grads(pgrad: Tensor, k: int, params) -> list[Tensor | None]:
-    """Kernel layout (C, [P taps, P dw bias, P pw, P pw bias, U ...]) -> grads shaped like params."""
+def _counts(shape, order: list[int]) -> list[int]:
+    """Elements of one 1D lift's s (or d), per lift of ``order``."""
+    shapes = [tuple(shape)]
+    for dim in order:
+        shapes.append(_halved(shapes[-1], dim))
+    return [math.prod(s[1:]) * shape[0] for s in shapes[1:]]
+
+
+def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,
+                  g_details: Tensor | None, g_costs: Tensor | None, want_gamma: bool):  # fmt: skip
+    """Backward of :func:`down_forward`, recomputing its forward: ``(grad of x, grad of gamma or
+    None, the 8 weights' grads)``. A 2-D layer's two lifts in one call (:meth:`_Kernel.backward2`);
+    otherwise lift by lift: re-lift all but the last axis, then each lift's backward, last first.
+    Without a details gradient the last lift makes the bands' gradient (coef * g_y) itself."""
+    kernel = _Kernel(x.dtype, predict, update)
+    x = x.contiguous()
+    n = x.shape[0]
+    order = list(reversed(axes))
+    counts = _counts(x.shape, order)
+    nb = 2 ** len(order)
+    pooled = list(x.shape)
+    for dim in order:
+        pooled[dim] = (pooled[dim] + 1) // 2
+    shape = (nb,) + tuple(pooled)
+    coef = coefficients(output, gamma, nb, x)
+    g_y = x.new_zeros(pooled) if g_y is None else g_y.contiguous()
+    grad = None
+    if g_details is not None:
+        grad = kernel.combine_backward(shape, coef, g_y, g_details.contiguous()).view((-1,) + shape[2:])
+    g_cu, g_cp = (0.0, 0.0) if g_costs is None else g_costs.tolist()
+    kc = [(2 * g_cu / c, 2 * g_cp / c) for c in counts]
+    both = kernel.backward2(x, order, grad, kc, g_y, coef, want_gamma, n) if len(order) == 2 else None
+    if both is None:
+        both = _lifts_backward(kernel, x, order, grad, kc, g_y, coef, want_gamma, n)
+    grad, pgrad, gcoef = both
+    g_gamma = None if gcoef is None else gcoef[1:].to(x.dtype)
+    return grad, g_gamma, _parameter_grads(pgrad.to(x.dtype), kernel.k, predict, update)
+
+
+def _lifts_backward(kernel: _Kernel, x: Tensor, order: list[int], grad: Tensor | None, kc, g_y: Tensor,
+                    coef: Tensor, want_gamma: bool, n: int):  # fmt: skip
+    """Lift by lift: re-lift all but the last axis to get each lift's input, then each lift's backward, last first."""
+    inputs = [x]
+    for i, dim in enumerate(order[:-1]):
+        inputs.append(kernel.forward(inputs[-1], dim, False, *_row_order(order, i))[0])
+    pgrad, g_coef = 0, None
+    for i in reversed(range(len(order))):
+        last = i == len(order) - 1
+        # Lift i's recomputed output is dead once lift i + 1 has run backward: lift i's input
+        # gradient goes into it when the sizes agree (an even axis), saving a fresh allocation.
+        reuse = inputs[i + 1] if i + 1 < len(inputs) and inputs[i + 1].numel() == inputs[i].numel() else None
+        grad, pg, gcoef = kernel.backward(
+            inputs[i], order[i], grad, *kc[i], *_row_order(order, i), g_y=g_y if last else None,
+            coef=coef if last else None, gamma_grad=last and want_gamma, batch=n, gx=reuse,
+        )  # fmt: skip
+        if gcoef is not None:
+            g_coef = gcoef
+        pgrad = pgrad + pg
+    return grad, pgrad, g_coef
+
+
+def _parameter_grads(pgrad: Tensor, k: int, predict, update) -> list[Tensor | None]:
+    """Kernel layout (C, [P taps, P dw bias, P pw, P pw bias, U ...]) -> grads shaped like the weights."""
     grads = []
-    for offset, (w, bias, pw, pb) in ((0, params[0:4]), (k + 3, params[4:8])):
+    for offset, w in ((0, predict), (k + 3, update)):
         part = pgrad[:, offset : offset + k + 3]
         grads += [
-            part[:, :k].reshape(w.shape),
-            None if bias is None else part[:, k].reshape(bias.shape),
-            part[:, k + 1].reshape(pw.shape),
-            None if pb is None else part[:, k + 2].reshape(pb.shape),
+            part[:, :k].reshape(w.dw_weight.shape).clone(),  # fresh: an operator's returns may not alias
+            None if w.dw_bias is None else part[:, k].reshape(w.dw_bias.shape).clone(),
+            part[:, k + 1].reshape(w.pw_weight.shape).clone(),
+            None if w.pw_bias is None else part[:, k + 2].reshape(w.pw_bias.shape).clone(),
         ]
     return grads
 
 
-class _UpPool(torch.autograd.Function):
-    """(y, details) -> the even-size output of :func:`lift_up_pool`; saves only its inputs and the parameters.
+def _up_bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+    """(nb, N, C, ...): the approximation band recovered from y, then the detail bands."""
+    nb = details.shape[1] + 1
+    stacked = y.new_empty((nb,) + tuple(y.shape))
+    stacked[0] = y
+    stacked[1:] = details.movedim(1, 0)
+    if output != "LL":
+        stacked[0] = kernel.combine(stacked, _inverse(coefficients(output, gamma, nb, y)))
+    return stacked
 
-    A 2-D layer's two inverse lifts go through the kernel in one call each way, a tile of planes
-    at a time (:meth:`_Kernel.unlift2`, :meth:`_Kernel.unlift_backward2`); others inverse lift by
-    inverse lift.
-    """
 
-    @staticmethod
-    def forward(ctx, y, details, axes, output, predict, update, gamma, *params):
-        kernel = _Kernel(y.dtype, predict, update)
-        bands = _UpPool.bands(kernel, y, details, output, gamma).flatten(0, 1)
-        out = kernel.unlift2(bands, axes) if len(axes) == 2 else None
-        if out is None:  # inverse lift by inverse lift
-            out = bands
-            for dim in axes:
-                out = kernel.unlift(out, dim)
-        ctx.save_for_backward(y, details, gamma, *params)
-        ctx.meta = (axes, output, predict, update)
-        return out
+def up_forward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
+    """The up pool's forward, before cropping. A 2-D layer's two inverse lifts in one call
+    (:meth:`_Kernel.unlift2`, a tile of planes at a time); others inverse lift by inverse lift."""
+    kernel = _Kernel(y.dtype, predict, update)
+    bands = _up_bands(kernel, y, details, output, gamma).flatten(0, 1)
+    out = kernel.unlift2(bands, axes) if len(axes) == 2 else None
+    if out is None:  # inverse lift by inverse lift
+        out = bands
+        for dim in axes:
+            out = kernel.unlift(out, dim)
+    return out
 
-    @staticmethod
-    def bands(kernel: _Kernel, y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
-        """(nb, N, C, ...): the approximation band recovered from y, then the detail bands."""
-        nb = details.shape[1] + 1
-        stacked = y.new_empty((nb,) + tuple(y.shape))
-        stacked[0] = y
-        stacked[1:] = details.movedim(1, 0)
-        if output != "LL":
-            stacked[0] = kernel.combine(stacked, _inverse(coefficients(output, gamma, nb, y)))
-        return stacked
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_x):
-        y, details, gamma, *params = ctx.saved_tensors
-        axes, output, predict, update = ctx.meta
-        kernel = _Kernel(y.dtype, predict, update)
-        stacked = _UpPool.bands(kernel, y, details, output, gamma)
-        flat = stacked.flatten(0, 1)
-        both = kernel.unlift_backward2(flat, axes, g_x.contiguous()) if len(axes) == 2 else None
-        if both is None:  # re-run all but the last inverse lift, then each one's backward, the last first
-            inputs = [flat]
-            for dim in axes[:-1]:
-                inputs.append(kernel.unlift(inputs[-1], dim))
-            grad, pgrad = g_x.contiguous(), 0
-            for i in reversed(range(len(axes))):
-                grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
-                pgrad = pgrad + pg
-        else:
-            grad, pgrad = both
-        g_y, g_details, g_gamma = up_bands_backward(grad.view(stacked.shape), stacked[1:], output, gamma, ctx.needs_input_grad[6])
-        grads = _parameter_grads(pgrad.to(y.dtype), kernel.k, params)
-        return (g_y, g_details, None, None, None, None, g_gamma, *grads)
+def up_backward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_x: Tensor,
+                want_gamma: bool):  # fmt: skip
+    """Backward of :func:`up_forward`, recomputing it: ``(grad of y, grad of details, grad of
+    gamma or None, the 8 weights' grads)``."""
+    kernel = _Kernel(y.dtype, predict, update)
+    stacked = _up_bands(kernel, y, details, output, gamma)
+    flat = stacked.flatten(0, 1)
+    both = kernel.unlift_backward2(flat, axes, g_x.contiguous()) if len(axes) == 2 else None
+    if both is None:  # re-run all but the last inverse lift, then each one's backward, the last first
+        inputs = [flat]
+        for dim in axes[:-1]:
+            inputs.append(kernel.unlift(inputs[-1], dim))
+        grad, pgrad = g_x.contiguous(), 0
+        for i in reversed(range(len(axes))):
+            grad, pg = kernel.unlift_backward(inputs[i], axes[i], grad)
+            pgrad = pgrad + pg
+    else:
+        grad, pgrad = both
+    g_y, g_details, g_gamma = up_bands_backward(grad.view(stacked.shape), stacked[1:], output, gamma, want_gamma)
+    return g_y, g_details, g_gamma, _parameter_grads(pgrad.to(y.dtype), kernel.k, predict, update)
 
 
 def _inverse(coef: Tensor) -> Tensor:
@@ -488,67 +467,37 @@ def _inverse(coef: Tensor) -> Tensor:
     return inv
 
 
-def down_pool(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
-    """:func:`~liftswap.layers.lift_pool.lift_down_pool` through the kernel: ``(y, details, c_u, c_p)``.
-
-    Call only when :func:`usable` says so.
-    """
-    params = (
-        predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
-        update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
-    )  # fmt: skip
-    y, details, c_u, c_p = _DownPool.apply(x, tuple(axes), output, with_costs, predict, update, gamma, *params)
-    return y, details, (c_u if with_costs else None), (c_p if with_costs else None)
+def max_pool_usable(x: Tensor, kernel_size) -> bool:
+    """Whether :func:`max_pool_forward` serves ``x`` (1d or 2d, at most 256 taps per window)."""
+    return x.dim() in (3, 4) and len(kernel_size) == x.dim() - 2 and math.prod(kernel_size) <= 256 and usable(x)
 
 
-def up_pool(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
-    """:func:`~liftswap.layers.lift_pool.lift_up_pool` through the kernel, before cropping.
-
-    Call only when :func:`usable` says so.
-    """
-    params = (
-        predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
-        update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
-    )  # fmt: skip
-    return _UpPool.apply(y.contiguous(), details.contiguous(), tuple(axes), output, predict, update, gamma, *params)
-
-
-class _MaxPoolStride1(torch.autograd.Function):
-    """Max pooling at stride 1 (1d or 2d): values as max_pool2d, gradient to the row-major first
-    maximum of each window (as max_pool2d routes it); backward keeps one byte per output."""
-
-    @staticmethod
-    def forward(ctx, x, kernel_size, padding, dilation):
-        suffix = "f32" if x.dtype == torch.float32 else "f64"
-        lib = library()
-        x = x.contiguous()
-        h, w = (1, x.shape[-1]) if x.dim() == 3 else x.shape[-2:]
-        (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation  # (1, k) ... for 1d
-        ho, wo = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
-        out = x.new_empty(x.shape[:2] + ((wo,) if x.dim() == 3 else (ho, wo)))
-        code = torch.empty(out.shape, dtype=torch.uint8)
-        planes = x.shape[0] * x.shape[1]
-        args = (planes, h, w, kh, kw, dh, dw, ph, pw, torch.get_num_threads())
-        getattr(lib, f"liftswap_maxpool_s1_forward_{suffix}")(x.data_ptr(), out.data_ptr(), code.data_ptr(), *args)
-        ctx.save_for_backward(code)
-        ctx.meta = (x.shape, suffix, args)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (code,) = ctx.saved_tensors
-        shape, suffix, args = ctx.meta
-        g = g.contiguous()
-        gx = g.new_empty(shape)
-        getattr(library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
-        return gx, None, None, None
-
-
-def max_pool_stride1(x: Tensor, kernel_size, padding, dilation) -> Tensor | None:
-    """``max_pool{1,2}d(x, kernel_size, 1, padding, dilation)`` through the kernel, or None where it does not apply."""
-    if x.dim() not in (3, 4) or math.prod(kernel_size) > 256 or not usable(x):
-        return None
-    if x.dim() == 3:
+def _max_pool_args(x: Tensor, kernel_size, padding, dilation):
+    if x.dim() == 3:  # 1d as 2d with a unit axis
         kernel_size, padding, dilation = (1, kernel_size[0]), (0, padding[0]), (1, dilation[0])
-    return _MaxPoolStride1.apply(x, tuple(kernel_size), tuple(padding), tuple(dilation))
+    h, w = (1, x.shape[-1]) if x.dim() == 3 else x.shape[-2:]
+    (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
+    ho, wo = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+    shape = x.shape[:2] + ((wo,) if x.dim() == 3 else (ho, wo))
+    return shape, (x.shape[0] * x.shape[1], h, w, kh, kw, dh, dw, ph, pw, torch.get_num_threads())
+
+
+def max_pool_forward(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+    """Max pooling at stride 1 (1d or 2d): ``(values as max_pool2d, one byte per output saying
+    which tap won)``; the byte routes the gradient to the window's row-major first maximum."""
+    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    x = x.contiguous()
+    shape, args = _max_pool_args(x, kernel_size, padding, dilation)
+    out = x.new_empty(shape)
+    code = torch.empty(shape, dtype=torch.uint8)
+    getattr(library(), f"liftswap_maxpool_s1_forward_{suffix}")(x.data_ptr(), out.data_ptr(), code.data_ptr(), *args)
+    return out, code
+
+
+def max_pool_backward(g: Tensor, code: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    """Backward of :func:`max_pool_forward` for input ``x`` (its shape and dtype)."""
+    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    _, args = _max_pool_args(x, kernel_size, padding, dilation)
+    gx = x.new_empty(x.shape)
+    getattr(library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.contiguous().data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
+    return gx

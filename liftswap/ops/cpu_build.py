@@ -1,4 +1,4 @@
-"""Loads the fused CPU kernel that was compiled when liftswap was built (for :mod:`liftswap.layers.native`).
+"""Loads the fused CPU kernel that was compiled when liftswap was built (for :mod:`liftswap.ops.cpu`).
 
 ``setup.py`` compiles ``lift_kernel.cpp`` (no Python or torch headers: one build serves every torch
 version) once per instruction-set level, ``_lift_kernel_LEVEL*.so`` beside this file, and writes

@@ -1,0 +1,436 @@
+"""The liftswap operators: one ``torch.library`` schema per layer family, one implementation per device.
+
+=====================================  =======================================================
+``liftswap::lift_down_pool``           x -> (y, details, costs): every LiftDownPool layer
+``liftswap::lift_up_pool``             (y, details) -> x (even sizes): every LiftUpPool layer
+``liftswap::max_pool_stride1``         the stride-1 max pool of ``preserve`` conversions
+=====================================  =======================================================
+
+Each has a fake (shape) rule, an autograd rule that saves only the inputs and weights (its
+backward is one more operator, ``*_backward``, which recomputes the forward), and kernels
+registered per device: CPU runs the fused C++ kernel (:mod:`.cpu`), CUDA the Triton kernels
+(:mod:`.cuda`), and every other device, dtype or size those do not serve runs the PyTorch
+reference (:mod:`.reference`), forward and backward. torch.compile keeps each operator whole,
+so compiled models run the same kernels. CPU autocast runs the operators in float32 (the kernel's
+precision); CUDA autocast hands the Triton kernels half-precision inputs as they are.
+
+:func:`down_pool`, :func:`up_pool` and :func:`max_pool_stride1` are the entry points the layers
+call. They call the operators, except where a graph is being recorded for use without liftswap
+(torch.export, torch.jit.trace: the reference's standard ops are recorded) or where autograd
+must see every op (functorch transforms, forward-mode AD, tensor subclasses: the reference
+runs op by op). Inside :func:`liftswap.export_onnx` the operators are recorded, and
+:mod:`.onnx` writes their ONNX graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._compat import is_exporting
+from . import cpu, cuda, reference
+from .onnx import onnx_exporting
+from .reference import OperatorWeights
+
+__all__ = ["down_pool", "up_pool", "max_pool_stride1", "OperatorWeights"]
+
+# The arguments both pool operators take after their tensor inputs: the layer's P, U and gamma.
+_ARGS = (
+    "Tensor p_dw, Tensor? p_dw_b, Tensor p_pw, Tensor? p_pw_b, Tensor u_dw, Tensor? u_dw_b, Tensor u_pw, "
+    "Tensor? u_pw_b, Tensor? gamma, int[] axes, str output, float p_base, float u_base"
+)
+_N_ARGS = 13
+_N_TENSORS = 9  # the 8 weights and gamma
+
+
+class Args(NamedTuple):
+    p_dw: Tensor
+    p_dw_b: Optional[Tensor]
+    p_pw: Tensor
+    p_pw_b: Optional[Tensor]
+    u_dw: Tensor
+    u_dw_b: Optional[Tensor]
+    u_pw: Tensor
+    u_pw_b: Optional[Tensor]
+    gamma: Optional[Tensor]
+    axes: list
+    output: str
+    p_base: float
+    u_base: float
+
+    @staticmethod
+    def of(predict: OperatorWeights, update: OperatorWeights, gamma: Tensor | None, axes, output: str) -> "Args":
+        return Args(predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias,
+                    update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias,
+                    gamma if output == "gated" else None, [int(a) for a in axes], output,
+                    float(predict.base), float(update.base))  # fmt: skip
+
+    def predict(self) -> OperatorWeights:
+        return OperatorWeights(self.p_base, self.p_dw, self.p_dw_b, self.p_pw.reshape(-1), self.p_pw_b)
+
+    def update(self) -> OperatorWeights:
+        return OperatorWeights(self.u_base, self.u_dw, self.u_dw_b, self.u_pw.reshape(-1), self.u_pw_b)
+
+    def tensors(self) -> tuple:
+        return tuple(self)[:_N_TENSORS]
+
+
+def _backend(x: Tensor, a: Args, *backends):
+    """The first of ``backends`` that serves ``x`` with these weights, or None (the reference)."""
+    for backend in backends:
+        if backend.usable(x, *a.tensors()):
+            return backend
+    return None
+
+
+def _pooled_shape(shape, axes) -> list[int]:
+    shape = list(shape)
+    for dim in axes:
+        shape[dim] = (shape[dim] + 1) // 2
+    return shape
+
+
+def _grads_out(tensors: Sequence[Tensor | None], grads: Sequence[Tensor | None], needs: Sequence[bool], like: Tensor) -> list[Tensor]:
+    """A backward operator's returns: each needed gradient (zeros where the input had no
+    effect), an empty tensor for the others."""
+    out, storages = [], {t.untyped_storage().data_ptr() for t in tensors if t is not None}
+    for t, g, need in zip(tensors, grads, needs):
+        if not need or t is None:
+            out.append(like.new_empty(0))
+            continue
+        g = torch.zeros_like(t) if g is None else g.contiguous()  # the fake rule says contiguous
+        if g.untyped_storage().data_ptr() in storages:  # views of one buffer: an operator's returns may not alias
+            g = g.clone()
+        storages.add(g.untyped_storage().data_ptr())
+        out.append(g)
+    return out
+
+
+def _grads_in(grads: Sequence[Tensor], tensors: Sequence[Tensor | None], needs: Sequence[bool]) -> list[Tensor | None]:
+    """Inverse of :func:`_grads_out`, for autograd: None where no gradient was made."""
+    return [g if need and t is not None else None for g, t, need in zip(grads, tensors, needs)]
+
+
+def _reference_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool], outs_grads) -> list[Tensor | None]:
+    """Gradients of ``fn(*tensors)`` by autograd over the reference ops, recomputed here.
+
+    Computed in the promoted dtype of the tensors: under CUDA autocast a half-precision input
+    meets float32 weights, and the backward runs outside autocast.
+    """
+    dtype = tensors[0].dtype
+    for t in tensors:
+        if t is not None and t.is_floating_point():
+            dtype = torch.promote_types(dtype, t.dtype)
+    leaves = [None if t is None else t.detach().requires_grad_(need) for t, need in zip(tensors, needs)]
+    with _autograd_inside_operator(), torch.enable_grad():
+        outs = fn(*[None if t is None else t.to(dtype) for t in leaves])
+        pairs = [(o, g) for o, g in zip(outs, outs_grads) if g is not None and o is not None and o.requires_grad]
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        if not pairs or not wanted:
+            return [None] * len(tensors)
+        got = torch.autograd.grad([o for o, _ in pairs], wanted, [g.to(o.dtype) for o, g in pairs], allow_unused=True)
+    got = iter(got)
+    return [next(got) if t is not None and t.requires_grad else None for t in leaves]
+
+
+@contextlib.contextmanager
+def _autograd_inside_operator():
+    """Autograd recording inside an operator's kernel, which the dispatcher runs with autograd
+    excluded: the reference backward recomputes the forward and differentiates it."""
+    key = torch._C.DispatchKey.AutogradFunctionality
+    before = torch._C._dispatch_tls_is_dispatch_key_excluded(key)
+    torch._C._dispatch_tls_set_dispatch_key_excluded(key, False)
+    try:
+        yield
+    finally:
+        torch._C._dispatch_tls_set_dispatch_key_excluded(key, before)
+
+
+# --- liftswap::lift_down_pool ------------------------------------------------------------------
+
+
+def _down_reference(x: Tensor, a: Args, with_costs: bool):
+    y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+    costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_zeros(2)
+    # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
+    y, details = y.to(x.dtype), details.to(x.dtype)
+    return (y.clone() if a.output == "LL" else y), details, costs  # y may not alias the details
+
+
+def _down_impl(*backends):
+    def impl(x: Tensor, *args):
+        a, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS]
+        backend = _backend(x, a, *backends)
+        if backend is None:
+            return _down_reference(x, a, with_costs)
+        return backend.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+
+    return impl
+
+
+def _down_fake(x: Tensor, *args):
+    axes = args[9]
+    shape = _pooled_shape(x.shape, axes)
+    bands = x.new_empty([2 ** len(axes)] + shape)  # the details are bands 1.. of one (nb, N, ...) buffer
+    return x.new_empty(shape), bands[1:].movedim(0, 1), x.new_empty(2)
+
+
+def _down_backward_impl(*backends):
+    def impl(x: Tensor, *args):
+        a = Args(*args[:_N_ARGS])
+        g_y, g_details, g_costs, needs = args[_N_ARGS:]
+        tensors = (x,) + a.tensors()
+        backend = _backend(x, a, *backends)
+        if backend is None:
+            with_costs = g_costs is not None
+
+            def fn(x, *ts):
+                b = a._replace(**dict(zip(Args._fields[:_N_TENSORS], ts)))
+                y, details, costs = _down_reference(x, b, with_costs)
+                return y, details, costs
+
+            grads = _reference_grads(fn, tensors, needs, (g_y, g_details, g_costs))
+        else:
+            want_gamma = bool(needs[-1]) and a.output == "gated"
+            g_x, g_gamma, g_weights = backend.down_backward(
+                x, a.predict(), a.update(), a.axes, a.output, a.gamma, g_y, g_details, g_costs, want_gamma
+            )
+            grads = [g_x, *g_weights, g_gamma]
+        return _grads_out(tensors, grads, needs, x)
+
+    return impl
+
+
+def _down_backward_fake(x: Tensor, *args):
+    tensors = (x,) + tuple(args[:_N_TENSORS])
+    needs = args[-1]
+    return [t.new_empty(t.shape) if need and t is not None else x.new_empty(0) for t, need in zip(tensors, needs)]
+
+
+def _down_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (often the details) get no zero-filled gradient
+    x, args = inputs[0], inputs[1 : _N_ARGS + 1]
+    ctx.save_for_backward(x, *args[:_N_TENSORS])
+    ctx.rest = args[_N_TENSORS:]
+
+
+def _down_grad(ctx, g_y, g_details, g_costs):
+    saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
+    grads = torch.ops.liftswap.lift_down_pool_backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None)
+
+
+# --- liftswap::lift_up_pool --------------------------------------------------------------------
+
+
+def _up_reference(y: Tensor, details: Tensor, a: Args) -> Tensor:
+    return reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma).to(y.dtype)
+
+
+def _up_impl(*backends):
+    def impl(y: Tensor, details: Tensor, *args):
+        a = Args(*args)
+        backend = _backend(y, a, *backends)
+        if backend is None or not backend.usable(details):
+            return _up_reference(y, details, a)
+        return backend.up_forward(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma)
+
+    return impl
+
+
+def _up_fake(y: Tensor, details: Tensor, *args):
+    shape = list(y.shape)
+    for dim in args[9]:
+        shape[dim] *= 2
+    return y.new_empty(shape)
+
+
+def _up_backward_impl(*backends):
+    def impl(y: Tensor, details: Tensor, *args):
+        a = Args(*args[:_N_ARGS])
+        g_x, needs = args[_N_ARGS:]
+        tensors = (y, details) + a.tensors()
+        backend = _backend(y, a, *backends)
+        if backend is None or not backend.usable(details):
+
+            def fn(y, details, *ts):
+                return (_up_reference(y, details, a._replace(**dict(zip(Args._fields[:_N_TENSORS], ts)))),)
+
+            grads = _reference_grads(fn, tensors, needs, (g_x,))
+        else:
+            want_gamma = bool(needs[-1]) and a.output == "gated"
+            g_y, g_details, g_gamma, g_weights = backend.up_backward(
+                y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, g_x, want_gamma
+            )
+            grads = [g_y, g_details, *g_weights, g_gamma]
+        return _grads_out(tensors, grads, needs, y)
+
+    return impl
+
+
+def _up_backward_fake(y: Tensor, details: Tensor, *args):
+    tensors = (y, details) + tuple(args[:_N_TENSORS])
+    needs = args[-1]
+    return [t.new_empty(t.shape) if need and t is not None else y.new_empty(0) for t, need in zip(tensors, needs)]
+
+
+def _up_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[: 2 + _N_TENSORS])
+    ctx.rest = inputs[2 + _N_TENSORS :]
+
+
+def _up_grad(ctx, g_x):
+    saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[: 2 + _N_TENSORS])
+    grads = torch.ops.liftswap.lift_up_pool_backward(*saved, *ctx.rest, g_x.contiguous(), needs)
+    return (*_grads_in(grads, saved, needs), None, None, None, None)
+
+
+# --- liftswap::max_pool_stride1 ----------------------------------------------------------------
+
+def _max_pool1d(x: Tensor, k, s, p, d) -> Tensor:
+    # max_pool1d's export specialises the length (torch 2.14); the 2d op with a unit axis does not.
+    return F.max_pool2d(x.unsqueeze(-2), (1, k[0]), (1, s), (0, p[0]), (1, d[0])).squeeze(-2)
+
+
+_MAX = {1: _max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _max_pool_default(x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    return _MAX[x.dim() - 2](x, kernel_size, 1, padding, dilation)
+
+
+def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    if cpu.max_pool_usable(x, kernel_size):
+        return cpu.max_pool_forward(x, kernel_size, padding, dilation)[0]
+    return reference.max_pool_stride1(x, kernel_size, padding, dilation)
+
+
+def _max_pool_fake(x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    size = [s + 2 * p - d * (k - 1) for s, k, p, d in zip(x.shape[2:], kernel_size, padding, dilation)]
+    return x.new_empty(list(x.shape[:2]) + size)
+
+
+def _max_pool_backward_default(g: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    (gx,) = _reference_grads(lambda x: (_max_pool_default(x, kernel_size, padding, dilation),), (x,), (True,), (g,))
+    return gx
+
+
+def _max_pool_backward_cpu(g: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
+    if cpu.max_pool_usable(x, kernel_size):  # the forward again for its one byte per output, then backward
+        _, code = cpu.max_pool_forward(x, kernel_size, padding, dilation)
+        return cpu.max_pool_backward(g, code, x, kernel_size, padding, dilation)
+    fn = lambda x: (reference.max_pool_stride1(x, kernel_size, padding, dilation),)  # noqa: E731
+    return _reference_grads(fn, (x,), (True,), (g,))[0]
+
+
+def _max_pool_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.rest = inputs[1:]
+
+
+def _max_pool_grad(ctx, g):
+    (x,) = ctx.saved_tensors
+    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), x, *ctx.rest), None, None, None
+
+
+# --- registration ------------------------------------------------------------------------------
+
+
+def _define(name: str, schema: str, default, fake, kernels: dict):
+    op = torch.library.custom_op(f"liftswap::{name}", default, mutates_args=(), schema=schema)
+    op.register_fake(fake)
+    for device, fn in kernels.items():
+        op.register_kernel(device, fn)
+    return op
+
+
+def _register() -> None:
+    down = _define("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor, Tensor)",
+                   _down_impl(), _down_fake, {"cpu": _down_impl(cpu, cuda), "cuda": _down_impl(cuda)})  # fmt: skip
+    _define("lift_down_pool_backward",
+            f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
+            _down_backward_impl(), _down_backward_fake,
+            {"cpu": _down_backward_impl(cpu, cuda), "cuda": _down_backward_impl(cuda)})  # fmt: skip
+    down.register_autograd(_down_grad, setup_context=_down_setup)
+    up = _define("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor",
+                 _up_impl(), _up_fake, {"cpu": _up_impl(cpu, cuda), "cuda": _up_impl(cuda)})  # fmt: skip
+    _define("lift_up_pool_backward", f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
+            _up_backward_impl(), _up_backward_fake,
+            {"cpu": _up_backward_impl(cpu, cuda), "cuda": _up_backward_impl(cuda)})  # fmt: skip
+    up.register_autograd(_up_grad, setup_context=_up_setup)
+    pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
+                   _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu})  # fmt: skip
+    _define("max_pool_stride1_backward",
+            "(Tensor g, Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
+            _max_pool_backward_default, lambda g, x, *args: x.new_empty(x.shape), {"cpu": _max_pool_backward_cpu})  # fmt: skip
+    pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
+    if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
+        # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
+        for op in (down, up, pool):
+            torch.library.register_autocast(op, "cpu", torch.float32)
+
+
+_register()
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def _route(*tensors: Tensor | None, onnx_graph: bool = True) -> str:
+    """"op" (the operator), "export" (the reference recorded as standard ops) or "reference".
+    ``onnx_graph``: :mod:`.onnx` writes this operator's ONNX graph."""
+    if onnx_graph and onnx_exporting():
+        return "op"
+    if is_exporting() or torch.jit.is_tracing():
+        return "export"
+    if torch.compiler.is_compiling():  # (dynamo itself runs on the functorch stack: no check below)
+        return "op"
+    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
+        return "reference"
+    if any(t is not None and type(t) not in (Tensor, torch.nn.Parameter) for t in tensors):
+        return "reference"
+    return "op"
+
+
+def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str = "LL",
+              gamma: Tensor | None = None, with_costs: bool = False):  # fmt: skip
+    """``(y, details (N, nd, C, *pooled), c_u, c_p)`` of a LiftDownPool layer (costs None
+    unless ``with_costs``); see :func:`liftswap.layers.lift_down_pool`."""
+    a = Args.of(predict, update, gamma, axes, output)
+    route = _route(x, *a.tensors())
+    if route == "export" and not with_costs:
+        y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
+        return y, details, None, None
+    if route != "op":
+        return reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
+    y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs)
+    return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
+
+
+def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
+            output: str = "LL", gamma: Tensor | None = None) -> Tensor:  # fmt: skip
+    """A LiftUpPool layer's output before cropping (even sizes); see :func:`liftswap.layers.lift_up_pool`."""
+    a = Args.of(predict, update, gamma, axes, output)
+    route = _route(y, details, *a.tensors())
+    if route != "op":
+        return reference.up_pool(y, details, predict, update, a.axes, output, a.gamma, export=route == "export")
+    return torch.ops.liftswap.lift_up_pool(y, details, *a)
+
+
+def max_pool_stride1(x: Tensor, kernel_size: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
+    """``max_pool{1,2,3}d(x, kernel_size, 1, padding, dilation)``: on CPU the fused kernel (1d, 2d)
+    or :func:`reference.max_pool_stride1`, both routing each gradient to the window's row-major
+    first maximum as PyTorch's max pooling does (the reference shares it between exact ties)."""
+    k, p, d = (list(map(int, v)) for v in (kernel_size, padding, dilation))
+    route = _route(x, onnx_graph=False)
+    if route == "export":  # exports keep the pooling op, which onnxruntime runs well
+        return _max_pool_default(x, k, p, d)
+    if route != "op":
+        return reference.max_pool_stride1(x, k, p, d)
+    return torch.ops.liftswap.max_pool_stride1(x, k, p, d)

@@ -1,0 +1,124 @@
+"""The liftswap operators (liftswap/ops/operators.py) on each backend present: torch.library's
+opcheck, gradients of the reference backward that runs inside the operator, torch.compile keeping
+each operator whole (and running the kernel), and torch.export recording standard ops only.
+The Triton backend's opcheck runs under the interpreter (tests/triton_interpreted.py)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import liftswap
+from liftswap.ops import cpu, max_pool_stride1, reference
+from liftswap.ops.operators import Args
+from test_layers import randomize, rel_err
+
+POOLS = {1: liftswap.LiftDownPool1d, 2: liftswap.LiftDownPool2d, 3: liftswap.LiftDownPool3d}
+UNPOOLS = {1: liftswap.LiftUpPool1d, 2: liftswap.LiftUpPool2d, 3: liftswap.LiftUpPool3d}
+
+
+def layer(dims, output="gated", channels=2):
+    return randomize(POOLS[dims](channels, init="paper", output=output, return_details=True), seed=dims).double()
+
+
+def args_of(down):
+    return Args.of(down.predict.weights(), down.update.weights(), down.gamma, down.axes, down.output)
+
+
+@pytest.mark.parametrize("dims,output", [(1, "gated"), (2, "LL"), (2, "sum"), (2, "gated"), (3, "gated")])
+def test_opcheck_down_and_up_pool(dims, output, backend):
+    down = layer(dims, output)
+    a = args_of(down)
+    x = torch.randn((2, 2) + (5, 6, 3)[:dims], dtype=torch.float64, requires_grad=True)
+    for with_costs in (False, True):
+        torch.library.opcheck(torch.ops.liftswap.lift_down_pool.default, (x, *a, with_costs))
+    y, details, _ = torch.ops.liftswap.lift_down_pool(x.detach(), *a, False)
+    torch.library.opcheck(torch.ops.liftswap.lift_up_pool.default, (y.requires_grad_(), details.requires_grad_(), *a))
+
+
+@pytest.mark.parametrize("shape,k,p,d", [((2, 3, 9), [3], [1], [1]), ((2, 3, 8, 7), [3, 2], [1, 0], [1, 2]), ((1, 2, 4, 5, 4), [3, 3, 3], [1, 1, 1], [1, 1, 1])])
+def test_opcheck_max_pool_stride1(shape, k, p, d, backend):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.liftswap.max_pool_stride1.default, (x, k, p, d))
+    ref = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(k)](x, k, 1, p, d)
+    out = max_pool_stride1(x, k, p, d)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    # random inputs (no ties): the gradient goes to each window's maximum, as PyTorch's pooling
+    # routes it (summed in another order where windows overlap)
+    assert rel_err(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0]) < 1e-14
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_gradients_equal_autograd_through_the_reference(dims, backend):
+    """The operator's backward (the kernel's, or the reference recomputed and differentiated inside
+    the operator) against autograd through the reference's ops, every input and weight, float64."""
+    down = layer(dims)
+    up = UNPOOLS[dims](down)
+    x = torch.randn((2, 2) + (7, 6, 5)[:dims], dtype=torch.float64, requires_grad=True)
+    params = list(down.parameters())
+    g = torch.Generator().manual_seed(dims)
+
+    def loss(y, details, rec, regulariser):
+        w = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (y, details, rec)]
+        return (y * w[0]).sum() + (details * w[1]).sum() + (rec * w[2]).sum() + 7 * regulariser
+
+    y, details = down(x)
+    rec = up(y, details, output_size=x.shape[2:])
+    got = torch.autograd.grad(loss(y, details, rec, down.last_regularization), [x, *params])
+    g = torch.Generator().manual_seed(dims)
+    p, u = down.predict.weights(), down.update.weights()
+    ry, rd, c_u, c_p = reference.down_pool(x, p, u, down.axes, "gated", down.gamma, True)
+    rrec = reference.up_pool(ry, rd, p, u, down.axes, "gated", down.gamma)[(...,) + tuple(slice(0, n) for n in x.shape[2:])]
+    reg = down.lambda_u * c_u + down.lambda_p * c_p
+    ref = torch.autograd.grad(loss(ry, rd, rrec, reg), [x, *params])
+    assert rel_err(list(got), list(ref), floor=1.0) < 1e-11
+
+
+def test_compile_keeps_each_operator_whole(backend, monkeypatch):
+    """torch.compile records one node per layer and runs the backend's kernel in it."""
+    down = layer(2)
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 2, 9, 8, dtype=torch.float64, requires_grad=True)
+
+    def run(d, u):
+        y, details = d(x)
+        rec = u(y, details, output_size=x.shape[2:])
+        loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+        return [y, details, rec, *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    ref = run(down, up)
+    calls = []
+    for name in ("down_forward", "down_backward", "up_forward", "up_backward"):
+        monkeypatch.setattr(cpu, name, lambda *a, _f=getattr(cpu, name), _n=name: calls.append(_n) or _f(*a))
+    graphs = []
+
+    def backend_fn(gm, inputs):
+        graphs.append(str(gm.graph))
+        return gm
+
+    torch._dynamo.reset()
+    from torch._dynamo.backends.common import aot_autograd
+
+    compiled = aot_autograd(fw_compiler=backend_fn, bw_compiler=backend_fn)
+    got = run(torch.compile(down, backend=compiled, fullgraph=True), torch.compile(up, backend=compiled, fullgraph=True))
+    assert rel_err(got, ref) < 1e-12
+    text = "\n".join(graphs)
+    assert "liftswap.lift_down_pool.default" in text and "liftswap.lift_up_pool.default" in text
+    assert "liftswap.lift_down_pool_backward.default" in text and "convolution" not in text  # no op-by-op math
+    assert set(calls) == ({"down_forward", "down_backward", "up_forward", "up_backward"} if backend == "cpu" else set())
+
+
+def test_export_records_standard_ops(backend):
+    """torch.export records the reference's standard ops: the program runs where liftswap is not installed."""
+    down = layer(2).eval()
+    x = torch.randn(2, 2, 9, 8, dtype=torch.float64)
+    program = torch.export.export(down, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("liftswap" in t for t in targets)
+    y, details = program.module()(x)
+    ref_y, ref_details, _, _ = reference.down_pool(x, down.predict.weights(), down.update.weights(), down.axes, "gated", down.gamma, False)
+    assert rel_err([y, details], [ref_y, ref_details]) < 1e-12
+    x2 = torch.randn(3, 2, 11, 8, dtype=torch.float64)  # the recorded graph is not specialised to the example's size
+    program = torch.export.export(down, (x,), dynamic_shapes=({0: torch.export.Dim("n"), 2: torch.export.Dim("h", min=4)},))
+    y2, _ = program.module()(x2)
+    assert rel_err(y2, down(x2)[0]) < 1e-12
