@@ -39,13 +39,18 @@ def test_opcheck_down_and_up_pool(dims, output, backend):
 def test_opcheck_max_pool_stride1(shape, k, p, d, backend):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.liftswap.max_pool_stride1.default, (x, k, p, d))
+    x = torch.randint(0, 3, shape).double().requires_grad_(True)  # small integers: many tied maxima
     ref = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(k)](x, k, 1, p, d)
     out = max_pool_stride1(x, k, p, d)
     assert torch.equal(out, ref)
     g = torch.randn_like(ref)
-    # random inputs (no ties): the gradient goes to each window's maximum, as PyTorch's pooling
-    # routes it (summed in another order where windows overlap)
+    # the gradient goes to each window's first maximum, as PyTorch's pooling routes it (summed in
+    # another order where windows overlap)
     assert rel_err(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0]) < 1e-14
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        max_pool_stride1(x, k, p, d)
+    assert [(t.dtype, t.shape) for t in saved] == [(torch.uint8, ref.shape)]  # one byte per output
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

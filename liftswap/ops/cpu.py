@@ -112,19 +112,18 @@ def _operator_args(w) -> list[Tensor]:
 class _Kernel:
     """The library's two entry points for one dtype, with the layer's P and U bound."""
 
+    _ENTRIES = ("lift_forward", "lift_backward", "lift_forward2", "lift_backward2", "unlift_forward",
+                "unlift_backward", "unlift_forward2", "unlift_backward2", "combine", "combine_backward")  # fmt: skip
+    _bound: dict = {}  # dtype suffix -> the library's functions (looked up once)
+
     def __init__(self, dtype: torch.dtype, predict, update) -> None:
-        lib = library()
         suffix = "f32" if dtype == torch.float32 else "f64"
-        self._fwd = getattr(lib, f"liftswap_lift_forward_{suffix}")
-        self._bwd = getattr(lib, f"liftswap_lift_backward_{suffix}")
-        self._fwd2 = getattr(lib, f"liftswap_lift_forward2_{suffix}")
-        self._bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
-        self._unlift = getattr(lib, f"liftswap_unlift_forward_{suffix}")
-        self._unlift_bwd = getattr(lib, f"liftswap_unlift_backward_{suffix}")
-        self._unlift2 = getattr(lib, f"liftswap_unlift_forward2_{suffix}")
-        self._unlift_bwd2 = getattr(lib, f"liftswap_unlift_backward2_{suffix}")
-        self._combine = getattr(lib, f"liftswap_combine_{suffix}")
-        self._combine_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
+        fns = self._bound.get(suffix)
+        if fns is None:
+            lib = library()
+            fns = self._bound[suffix] = [getattr(lib, f"liftswap_{name}_{suffix}") for name in self._ENTRIES]
+        (self._fwd, self._bwd, self._fwd2, self._bwd2, self._unlift, self._unlift_bwd, self._unlift2,
+         self._unlift_bwd2, self._combine, self._combine_bwd) = fns  # fmt: skip
         self.k = predict.dw_weight.shape[-1]
         self.p_base, self.u_base = predict.base, update.base
         self.p_args, self.u_args = _operator_args(predict), _operator_args(update)
@@ -406,10 +405,10 @@ def _parameter_grads(pgrad: Tensor, k: int, predict, update) -> list[Tensor | No
     for offset, w in ((0, predict), (k + 3, update)):
         part = pgrad[:, offset : offset + k + 3]
         grads += [
-            part[:, :k].reshape(w.dw_weight.shape).clone(),  # fresh: an operator's returns may not alias
-            None if w.dw_bias is None else part[:, k].reshape(w.dw_bias.shape).clone(),
-            part[:, k + 1].reshape(w.pw_weight.shape).clone(),
-            None if w.pw_bias is None else part[:, k + 2].reshape(w.pw_bias.shape).clone(),
+            part[:, :k].reshape(w.dw_weight.shape),
+            None if w.dw_bias is None else part[:, k].reshape(w.dw_bias.shape),
+            part[:, k + 1].reshape(w.pw_weight.shape),
+            None if w.pw_bias is None else part[:, k + 2].reshape(w.pw_bias.shape),
         ]
     return grads
 
@@ -494,10 +493,10 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor,
     return out, code
 
 
-def max_pool_backward(g: Tensor, code: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
-    """Backward of :func:`max_pool_forward` for input ``x`` (its shape and dtype)."""
-    suffix = "f32" if x.dtype == torch.float32 else "f64"
-    _, args = _max_pool_args(x, kernel_size, padding, dilation)
-    gx = x.new_empty(x.shape)
+def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    """Backward of :func:`max_pool_forward` for an input of ``size`` (and g's dtype)."""
+    suffix = "f32" if g.dtype == torch.float32 else "f64"
+    gx = g.new_empty(size)
+    _, args = _max_pool_args(gx, kernel_size, padding, dilation)
     getattr(library(), f"liftswap_maxpool_s1_backward_{suffix}")(g.contiguous().data_ptr(), code.data_ptr(), gx.data_ptr(), *args)
     return gx

@@ -25,6 +25,7 @@ runs op by op). Inside :func:`liftswap.export_onnx` the operators are recorded, 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -301,42 +302,46 @@ def _max_pool1d(x: Tensor, k, s, p, d) -> Tensor:
 _MAX = {1: _max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
-def _max_pool_default(x: Tensor, kernel_size, padding, dilation) -> Tensor:
-    return _MAX[x.dim() - 2](x, kernel_size, 1, padding, dilation)
+def _max_pool_default(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+    out = _MAX[x.dim() - 2](x, kernel_size, 1, padding, dilation)
+    return out, reference.max_pool_winners(x, out, kernel_size, padding, dilation)
 
 
-def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation) -> Tensor:
+def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
     if cpu.max_pool_usable(x, kernel_size):
-        return cpu.max_pool_forward(x, kernel_size, padding, dilation)[0]
-    return reference.max_pool_stride1(x, kernel_size, padding, dilation)
+        return cpu.max_pool_forward(x, kernel_size, padding, dilation)
+    out = reference.max_pool_stride1(x, kernel_size, padding, dilation)
+    return out, reference.max_pool_winners(x, out, kernel_size, padding, dilation)
 
 
-def _max_pool_fake(x: Tensor, kernel_size, padding, dilation) -> Tensor:
+def _max_pool_fake(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
     size = [s + 2 * p - d * (k - 1) for s, k, p, d in zip(x.shape[2:], kernel_size, padding, dilation)]
-    return x.new_empty(list(x.shape[:2]) + size)
+    shape = list(x.shape[:2]) + size
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
 
 
-def _max_pool_backward_default(g: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
-    (gx,) = _reference_grads(lambda x: (_max_pool_default(x, kernel_size, padding, dilation),), (x,), (True,), (g,))
-    return gx
+def _max_pool_backward_default(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    return reference.max_pool_stride1_backward(g, winners, size, kernel_size, padding, dilation)
 
 
-def _max_pool_backward_cpu(g: Tensor, x: Tensor, kernel_size, padding, dilation) -> Tensor:
-    if cpu.max_pool_usable(x, kernel_size):  # the forward again for its one byte per output, then backward
-        _, code = cpu.max_pool_forward(x, kernel_size, padding, dilation)
-        return cpu.max_pool_backward(g, code, x, kernel_size, padding, dilation)
-    fn = lambda x: (reference.max_pool_stride1(x, kernel_size, padding, dilation),)  # noqa: E731
-    return _reference_grads(fn, (x,), (True,), (g,))[0]
+def _max_pool_backward_cpu(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    if len(size) in (3, 4) and cpu.usable(g):
+        return cpu.max_pool_backward(g, winners, size, kernel_size, padding, dilation)
+    return reference.max_pool_stride1_backward(g, winners, size, kernel_size, padding, dilation)
+
+
+def _max_pool_backward_fake(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    return g.new_empty(size)
 
 
 def _max_pool_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.rest = inputs[1:]
+    ctx.save_for_backward(output[1])  # one byte per output: which tap won (MaxPool keeps 8)
+    ctx.rest = (list(inputs[0].shape), *inputs[1:])
 
 
-def _max_pool_grad(ctx, g):
-    (x,) = ctx.saved_tensors
-    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), x, *ctx.rest), None, None, None
+def _max_pool_grad(ctx, g, _):
+    (winners,) = ctx.saved_tensors
+    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), winners, *ctx.rest), None, None, None
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -364,11 +369,11 @@ def _register() -> None:
             _up_backward_impl(), _up_backward_fake,
             {"cpu": _up_backward_impl(cpu, cuda), "cuda": _up_backward_impl(cuda)})  # fmt: skip
     up.register_autograd(_up_grad, setup_context=_up_setup)
-    pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
+    pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> (Tensor, Tensor)",
                    _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu})  # fmt: skip
     _define("max_pool_stride1_backward",
-            "(Tensor g, Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
-            _max_pool_backward_default, lambda g, x, *args: x.new_empty(x.shape), {"cpu": _max_pool_backward_cpu})  # fmt: skip
+            "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
+            _max_pool_backward_default, _max_pool_backward_fake, {"cpu": _max_pool_backward_cpu})  # fmt: skip
     pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
@@ -425,12 +430,13 @@ def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: Operat
 
 def max_pool_stride1(x: Tensor, kernel_size: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """``max_pool{1,2,3}d(x, kernel_size, 1, padding, dilation)``: on CPU the fused kernel (1d, 2d)
-    or :func:`reference.max_pool_stride1`, both routing each gradient to the window's row-major
-    first maximum as PyTorch's max pooling does (the reference shares it between exact ties)."""
+    or :func:`reference.max_pool_stride1`'s maximum passes, elsewhere PyTorch's pooling. Each
+    gradient goes to the window's row-major first maximum, as PyTorch's max pooling routes it;
+    backward keeps one byte per output (the winning tap), where MaxPool keeps an int64 index."""
     k, p, d = (list(map(int, v)) for v in (kernel_size, padding, dilation))
     route = _route(x, onnx_graph=False)
     if route == "export":  # exports keep the pooling op, which onnxruntime runs well
-        return _max_pool_default(x, k, p, d)
-    if route != "op":
+        return _MAX[x.dim() - 2](x, k, 1, p, d)
+    if route != "op" or math.prod(k) > 256:  # (the winner's tap index is one byte)
         return reference.max_pool_stride1(x, k, p, d)
-    return torch.ops.liftswap.max_pool_stride1(x, k, p, d)
+    return torch.ops.liftswap.max_pool_stride1(x, k, p, d)[0]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "up_pool",
-           "max_pool_stride1", "OUTPUTS"]  # fmt: skip
+           "max_pool_stride1", "max_pool_winners", "max_pool_stride1_backward", "OUTPUTS"]  # fmt: skip
 
 OUTPUTS = ("LL", "sum", "gated")
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -269,13 +269,53 @@ def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: Operat
     return bands
 
 
+def _pad_minus_inf(x: Tensor, p: Sequence[int]) -> Tensor:
+    dims = len(p)
+    return F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])], value=-math.inf) if any(p) else x
+
+
+def _tap_views(t: Tensor, k: Sequence[int], d: Sequence[int], out_shape: Sequence[int]):
+    """``(tap, view)`` for each tap of the window in row-major order: the view of ``t`` (the padded
+    input or its gradient) that the tap reads for every output position."""
+    dims = len(k)
+    for tap, offsets in enumerate(itertools.product(*(range(n) for n in k))):
+        view = t
+        for a, off in enumerate(offsets):
+            view = view.narrow(a - dims, off * d[a], out_shape[a - dims])
+        yield tap, view
+
+
+def max_pool_winners(x: Tensor, out: Tensor, k: Sequence[int], p: Sequence[int], d: Sequence[int]) -> Tensor:
+    """For each output of :func:`max_pool_stride1`, the row-major index (uint8) of the window's first
+    tap that holds the maximum (or a NaN), as PyTorch's max pooling routes the gradient."""
+    code = torch.zeros(out.shape, dtype=torch.uint8, device=out.device)
+    found = torch.zeros(out.shape, dtype=torch.bool, device=out.device)
+    for tap, view in _tap_views(_pad_minus_inf(x, p), k, d, out.shape):
+        hit = ((view == out) | (view != view)) & ~found
+        code.masked_fill_(hit, tap)
+        found |= hit
+    return code
+
+
+def max_pool_stride1_backward(g: Tensor, code: Tensor, size: Sequence[int], k: Sequence[int], p: Sequence[int],
+                              d: Sequence[int]) -> Tensor:  # fmt: skip
+    """The input gradient of :func:`max_pool_stride1` from each output's winning tap (:func:`max_pool_winners`)."""
+    dims = len(k)
+    padded = list(size[:2]) + [size[2 + a] + 2 * p[a] for a in range(dims)]
+    gx = g.new_zeros(padded)
+    for tap, view in _tap_views(gx, k, d, g.shape):
+        view.add_(torch.where(code == tap, g, 0))
+    for a in range(dims):
+        gx = gx.narrow(a - dims, p[a], size[2 + a])
+    return gx
+
+
 def max_pool_stride1(x: Tensor, k: Sequence[int], p: Sequence[int], d: Sequence[int]) -> Tensor:
     """``max_pool{1,2,3}d(x, k, 1, p, d)`` as a few ``torch.maximum`` passes, one axis at a time
     (padding with -inf, as max pooling does): many times faster than PyTorch's CPU
     ``max_pool2d(3, 1, 1)``. Exactly tied inputs share the gradient."""
     dims = len(k)
-    if any(p):
-        x = F.pad(x, [v for a in reversed(range(dims)) for v in (p[a], p[a])], value=-math.inf)
+    x = _pad_minus_inf(x, p)
     for a in range(dims):
         if k[a] == 1:
             continue
