@@ -13,7 +13,7 @@ from .backends import backends
 from .errors import LiftswapError
 from .io import build_model, export_onnx, load, save
 from .recipe import Recipe, RecipeError, load_recipe
-from .surgery import Plan, patch, plan
+from .surgery import Plan, apply, patch, plan
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "regularization_loss",
     "plan",
     "patch",
+    "apply",
     "Plan",
     "Recipe",
     "RecipeError",

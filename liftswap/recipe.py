@@ -29,7 +29,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import LiftswapError, short_repr
+from .layers.lift_pool import INITS
 from .limits import MAX_KERNEL_SIZE, check_data_size
+from .ops.output_modes import OUTPUTS
 
 __all__ = ["Recipe", "Rule", "LayerConfig", "RecipeError", "load_recipe", "recipe_path", "RECIPES_DIR"]
 
@@ -49,8 +51,8 @@ class LayerConfig(_Strict):
     """Settings of the new LiftDownPool layers. ``None`` for init/output: chosen by the mode."""
 
     kernel_size: int = 3
-    init: Optional[Literal["haar", "lazy", "paper"]] = None
-    output: Optional[Literal["LL", "sum", "gated"]] = None
+    init: Optional[Literal[INITS]] = None  # the layers' registries: one list of modes
+    output: Optional[Literal[OUTPUTS]] = None
     lambda_u: float = 0.01
     lambda_p: float = 0.1
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import liftswap
 
@@ -153,6 +154,23 @@ def test_load_refuses_a_file_that_carries_code(tmp_path, monkeypatch):
         with pytest.raises(liftswap.LiftswapError, match=f"refused to load {name}: it carries code"):
             liftswap.load(name)
     assert not os.path.exists("pwned")
+
+
+def test_load_applies_the_stored_plan_without_running_the_model(tmp_path):
+    """load checks the stored plan's modules against the model and applies it: no forward runs."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(4, 2, 1))
+    converted = liftswap.patch(net, example_inputs=torch.randn(2, 3, 15, 15))
+    liftswap.save(converted, tmp_path / "m.pt")
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(4, 2, 1))
+    calls = []
+    fresh.register_forward_pre_hook(lambda m, args: calls.append(1))
+    loaded = liftswap.load(tmp_path / "m.pt", model=fresh)
+    assert calls == []
+    x = torch.randn(1, 3, 15, 15)
+    torch.testing.assert_close(loaded(x), converted(x))
+    other = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2, 2), nn.Conv2d(4, 2, 1))  # same weights, another pool
+    with pytest.raises(liftswap.LiftswapError, match=r"converted from another model.*1: kernel_size \(2, 2\), the plan says \(3, 3\)"):
+        liftswap.load(tmp_path / "m.pt", model=other)
 
 
 def test_load_checks_format_version_and_model(tmp_path):

@@ -201,6 +201,26 @@ def test_untraceable_model_swaps_modules_and_reports_functional_sites():
     torch.testing.assert_close(converted(x), model(x))
 
 
+def test_plan_is_final_and_apply_does_not_change_it():
+    """Reachability is decided when planning: apply makes exactly the plan, and leaves it as it was."""
+    model = Untraceable()
+    x = torch.randn(2, 3, 16, 16)
+    p = liftswap.plan(model, example_inputs=x)
+    assert [(s.name, s.action) for s in p.sites] == [("pool", "replace"), ("avg_pool2d_0", "skip")]
+    assert p.sites[1].reason.startswith("not reachable")
+    before = [s.to_dict() for s in p.sites]
+    converted = liftswap.apply(model, p)
+    assert [s.to_dict() for s in p.sites] == before and converted.liftswap_plan is p
+
+
+def test_apply_refuses_a_plan_made_for_another_model():
+    from models import MixedFunctional, ReusedPool
+
+    p = liftswap.plan(ReusedPool(), example_inputs=torch.randn(2, 3, 16, 16))  # rewrites ReusedPool's forward
+    with pytest.raises(liftswap.LiftswapError, match="the plan does not fit this model"):
+        liftswap.apply(MixedFunctional(), p)
+
+
 def test_train_only_sites_and_modes_are_kept():
     class AuxNet(nn.Module):
         def __init__(self):

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import LiftswapError, short_repr
 from ..recipe import load_recipe
-from ..surgery import patch
+from ..surgery.apply import apply
 from ..surgery.plan import Plan, refuse_wrapped
 from .files import atomic_write
 from .safe_load import safe_torch_load
@@ -109,22 +109,17 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, trust_remote_c
     else:
         refuse_wrapped(model, "load")
     stored = payload["plan"]
-    gen = torch.Generator().manual_seed(0)
-    inputs = tuple(torch.randn(tuple(s), generator=gen) for s in stored.input_shapes)
+    # The stored plan is applied as it stands (no discovery run): apply checks that its module
+    # sites are this model's modules, and the weights (loaded strictly below) must fit.
     try:
-        converted = patch(model, recipe=payload["recipe"], example_inputs=inputs, inplace=True)
+        converted = apply(model, stored, inplace=True)
     except LiftswapError as e:
         if not rebuilt:
-            raise
+            raise LiftswapError(f"{path} was converted from another model: {e}") from None
         raise LiftswapError(
-            f"{path}: the model rebuilt from its record ({short_repr(payload['source'], 200)}) does not run as the saved one did "
+            f"{path}: the model rebuilt from its record ({short_repr(payload['source'], 200)}) is not the saved one "
             f"({e}); pass the model as you built it: liftswap.load(path, model=...)"
         ) from None
-    want = [(s.name, s.action) for s in stored.sites]
-    got = [(s.name, s.action) for s in converted.liftswap_plan.sites]
-    if want != got:
-        diff = next((f"{w} vs {g}" for w, g in zip(want, got) if w != g), f"{len(want)} vs {len(got)} sites")
-        raise LiftswapError(f"{path} was converted from another model: its plan does not match this model's ({short_repr(diff, 200)})")
     state = payload["state_dict"]
     problem = state_dict_mismatch(converted, state)
     if problem:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import operators
-from ..ops.reference import OUTPUTS, OperatorWeights, apply_operator
+from ..ops.output_modes import OUTPUTS
+from ..ops.reference import OperatorWeights, apply_operator
 
 __all__ = [
     "LiftOperator",
@@ -43,9 +44,11 @@ __all__ = [
     "band_names",
 ]
 
-INITS = ("haar", "lazy", "paper")
-# (P base, U base) per init mode: haar gives s = (x_e + x_o) / 2, d = x_o - x_e; lazy gives s = x_e, d = x_o.
+# The registry of init modes: (P base, U base) per mode, read by the layers and the recipe schema.
+# haar gives s = (x_e + x_o) / 2, d = x_o - x_e; lazy gives s = x_e, d = x_o; paper learns from
+# PyTorch's default initialisation (no linear part).
 _BASES = {"haar": (1.0, 0.5), "lazy": (0.0, 0.0), "paper": (0.0, 0.0)}
+INITS = tuple(_BASES)
 
 
 class LiftResult(NamedTuple):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# The registry of output modes (SPEC 2): the layers, the recipe schema and the operators read it.
+OUTPUTS = ("LL", "sum", "gated")
+
 
 def coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """(nb, C) coefficients of ``output`` ("LL", "sum" or "gated" with gamma (nb - 1, C)), in ``dtype`` (default like's)."""

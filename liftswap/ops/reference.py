@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .output_modes import OUTPUTS
+
 __all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "up_pool",
            "max_pool_stride1", "max_pool_winners", "max_pool_stride1_backward", "OUTPUTS"]  # fmt: skip
 
-OUTPUTS = ("LL", "sum", "gated")
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 

@@ -16,102 +16,19 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..errors import LiftswapError, short_repr
 from ..layers.regularization import clear_regularization
-from .plan import Plan, plan, refuse_wrapped
+from .callers import match_nodes, sub, trace_caller
 from .convs import build_conv_replacement
+from .plan import Plan, plan, refuse_wrapped
 from .replacements import build_pool_replacement, build_unpool_replacement
-from .sites import CONV_KINDS, Site, _function_family
+from .sites import CONV_KINDS, Site, module_mismatch
 
-__all__ = ["patch", "apply", "apply_plan", "trace_caller", "check_reachable"]
-
-
-class _CallerTracer(fx.Tracer):
-    """Traces one module's own code: every submodule call is a single node."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return True
-
-
-def trace_caller(caller: nn.Module) -> dict[bool, fx.GraphModule]:
-    """The caller's forward traced in train and in eval mode: {training: GraphModule}."""
-    modes = {m: m.training for m in caller.modules()}
-    out = {}
-    try:
-        for training in (True, False):
-            caller.train(training)
-            graph = _CallerTracer().trace(caller)
-            out[training] = fx.GraphModule(caller, graph, class_name=type(caller).__name__)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    return out
-
-
-def _sub(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path) if path else model
+__all__ = ["patch", "apply"]
 
 
 def _attr_of(site: Site) -> str:
     return site.name[len(site.caller) + 1 :] if site.caller else site.name
-
-
-def _match_nodes(gm: fx.GraphModule, caller_path: str, sites: list[Site], model: nn.Module) -> dict[str, fx.Node]:
-    """Site name -> its node in the caller's graph (the i-th call of that function or module)."""
-    by_key: dict[tuple, list[fx.Node]] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_function":
-            fam = _function_family(node.target)
-            if fam is not None:
-                by_key.setdefault(("f", fam[1].split(".", 1)[1]), []).append(node)
-        elif node.op == "call_module":
-            by_key.setdefault(("m", id(gm.get_submodule(node.target))), []).append(node)
-    out = {}
-    for s in sites:
-        if s.module is None:
-            key = ("f", s.op.split(".", 1)[1])
-        else:
-            key = ("m", id(model.get_submodule(s.module)))
-        nodes = by_key.get(key, [])
-        if s.call_index < len(nodes):
-            out[s.name] = nodes[s.call_index]
-    return out
-
-
-def check_reachable(model: nn.Module, the_plan: Plan) -> dict[str, dict[bool, fx.GraphModule]]:
-    """Mark replaced sites that need a rewrite the caller cannot get (untraceable) as skipped.
-
-    Returns the traced callers, for :func:`apply_plan` to rewrite without tracing again.
-    """
-    traced: dict[str, dict[bool, fx.GraphModule]] = {}
-    groups: dict[str, list[Site]] = {}
-    for s in the_plan.replaced:
-        if s.rewrite:
-            groups.setdefault(s.caller, []).append(s)
-    failed: dict[str, str] = {}
-    for caller_path, sites in groups.items():
-        try:
-            gms = traced[caller_path] = trace_caller(_sub(model, caller_path))
-        except Exception as e:  # noqa: BLE001 - any tracing failure means: not reachable
-            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            why = f"not reachable: the forward of {caller_path or 'the model'!r} cannot be traced by torch.fx ({type(e).__name__}: {msg})"
-            failed.update({s.name: why for s in sites})
-            continue
-        found = set()
-        for gm in gms.values():
-            found |= set(_match_nodes(gm, caller_path, sites, model))
-        for s in sites:
-            if s.name not in found:
-                failed[s.name] = f"not reachable: the call is not in the traced forward of {caller_path or 'the model'!r}"
-    if not failed:
-        return traced
-    by_name = {s.name: s for s in the_plan.sites}
-    for name, why in failed.items():
-        s = by_name[name]
-        s.action, s.reason, s.layer = "skip", why, {}
-        if s.pair and by_name[s.pair].action == "replace":
-            p = by_name[s.pair]
-            p.action, p.reason, p.layer = "skip", f"its partner {s.name} is not reachable", {}
-    return traced
 
 
 def _bind_forward(caller: nn.Module, gms: dict[bool, fx.GraphModule]) -> None:
@@ -159,10 +76,11 @@ def _rewrite_node(node: fx.Node, site: Site, attr: str) -> None:
         node.args, node.kwargs = (x,), {}
 
 
-def apply_plan(model: nn.Module, the_plan: Plan, traced: dict | None = None) -> nn.Module:
-    """Install the plan's replacements in ``model`` (in place) and return it.
+def _apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
+    """Install the plan's replacements in ``model`` (in place) and return it; the plan is not changed.
 
-    ``traced``: callers already traced by :func:`check_reachable` (traced again if absent).
+    Raises LiftswapError where the model does not make a call the plan rewrites (a plan made
+    for another model).
     """
     new: dict[str, nn.Module] = {}
     for s in the_plan.replaced:
@@ -196,16 +114,25 @@ def apply_plan(model: nn.Module, the_plan: Plan, traced: dict | None = None) -> 
         if s.rewrite:
             groups.setdefault(s.caller, []).append(s)
     for caller_path, sites in groups.items():
-        caller = _sub(model, caller_path)
-        for s in sites:
-            caller.add_module(_attr_of(s), new[s.name])
-        gms = (traced or {}).get(caller_path) or trace_caller(caller)
+        caller = sub(model, caller_path)
+        try:
+            gms = trace_caller(caller)
+        except Exception as e:  # noqa: BLE001 - the plan said this caller traces
+            raise LiftswapError(f"the plan does not fit this model: it rewrites {caller_path or 'the model'!r}, which torch.fx "
+                                f"cannot trace here ({type(e).__name__})") from None  # fmt: skip
+        found = set()
         for gm in gms.values():
-            nodes = _match_nodes(gm, caller_path, sites, model)
+            nodes = match_nodes(gm, sites, model)
+            found |= set(nodes)
             for s in sites:
                 if s.name in nodes:
                     gm.add_submodule(_attr_of(s), new[s.name])
                     _rewrite_node(nodes[s.name], s, _attr_of(s))
+        missing = [s.name for s in sites if s.name not in found]
+        if missing:
+            raise LiftswapError(f"the plan does not fit this model: it rewrites calls this model does not make ({', '.join(missing[:3])})")
+        for s in sites:
+            caller.add_module(_attr_of(s), new[s.name])
         _bind_forward(caller, gms)
     # Forget regulariser values of layers a forward does not run (train-only heads, say).
     if the_plan.replaced and not any(h is clear_regularization_hook for h in model._forward_pre_hooks.values()):
@@ -250,12 +177,15 @@ def patch(model: nn.Module, recipe: Any = None, example_inputs: Any = None, inpl
 def apply(model: nn.Module, the_plan: Plan, inplace: bool = False) -> nn.Module:
     """Apply a plan made by :func:`liftswap.plan` for this model (``patch`` = ``plan`` + ``apply``).
 
-    Sites whose caller cannot be rewritten are marked skipped in the plan, with the reason.
+    The plan is applied as it stands (it is not changed); a plan that does not fit the model
+    (made for another model) is refused with a LiftswapError.
     """
     refuse_wrapped(model, "apply")
+    problem = next((p for p in (module_mismatch(model, s) for s in the_plan.replaced) if p), "")
+    if problem:
+        raise LiftswapError(f"the plan does not fit this model ({short_repr(problem, 200)}): it was made for another one")
     if not inplace:
         model = copy.deepcopy(model)
-    traced = check_reachable(model, the_plan)
     if not the_plan.replaced:
         warnings.warn(
             f"liftswap.patch changed nothing: {len(the_plan.sites)} pooling site(s) found, none replaced "
@@ -264,4 +194,4 @@ def apply(model: nn.Module, the_plan: Plan, inplace: bool = False) -> nn.Module:
         )
         model.liftswap_plan = the_plan
         return model
-    return apply_plan(model, the_plan, traced)
+    return _apply_plan(model, the_plan)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..errors import LiftswapError, short_repr
 from ..limits import MAX_INPUT_ELEMENTS, check_data_size
 from ..recipe import Recipe, RecipeError, load_recipe
+from .callers import unreachable
 from .inputs import example_inputs_for
 from .convs import conv_macs_added
 from .sites import CONV_KINDS, Site, discover
@@ -235,6 +236,19 @@ def _shape_of_replacement(s: Site) -> str:
     return "haar_direct" if direct else "prepool"
 
 
+def _skip_unreachable(model: nn.Module, sites: list[Site]) -> None:
+    """Skip (with the reason) replaced sites whose caller cannot be rewritten, and their partners:
+    the plan is final, apply makes exactly what it says."""
+    failed = unreachable(model, sites)
+    by_name = {s.name: s for s in sites}
+    for name, why in failed.items():
+        s = by_name[name]
+        s.action, s.reason, s.layer = "skip", why, {}
+        if s.pair and by_name[s.pair].action == "replace":
+            p = by_name[s.pair]
+            p.action, p.reason, p.layer = "skip", f"its partner {s.name} is not reachable", {}
+
+
 def _resolve(sites: list[Site], recipe: Recipe) -> None:
     used = [False] * len(recipe.rules)
     by_name = {s.name: s for s in sites}
@@ -324,4 +338,5 @@ def plan(model: nn.Module, recipe: Any = None, example_inputs: Any = None) -> Pl
     sites, notes = discover(model, inputs)
     sites = _keep_targets(sites, recipe.targets)
     _resolve(sites, recipe)
+    _skip_unreachable(model, sites)
     return Plan(sites=sites, recipe=recipe, input_shapes=[tuple(t.shape) for t in inputs], notes=notes)

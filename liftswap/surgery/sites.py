@@ -225,6 +225,31 @@ def _conv_site_fields(m: nn.Module, hooked: bool) -> dict:
     }
 
 
+def module_mismatch(model: nn.Module, site: Site) -> str:
+    """Why ``model`` does not have the module ``site`` records ('' when it does, or the site is a
+    function call): its class and settings must be the ones seen when the plan was made."""
+    if site.module is None:
+        return ""
+    try:
+        m = model.get_submodule(site.module) if site.module else model
+    except AttributeError:
+        return f"{site.name}: no module {site.module!r}"
+    if type(m).__name__ != site.op:
+        return f"{site.name}: a {type(m).__name__}, the plan says {site.op}"
+    if site.kind in ("conv", "convT"):
+        if not isinstance(m, CONV_MODULES + CONVT_MODULES):
+            return f"{site.name}: not a convolution"
+        seen = _conv_site_fields(m, bool(m._forward_pre_hooks or m._forward_hooks))
+    elif isinstance(m, POOL_MODULES + UNPOOL_MODULES + ADAPTIVE_MODULES):
+        seen = _module_site_fields(m, site.dims)
+    else:
+        return f"{site.name}: {site.op} is not a pooling module"
+    for key, value in seen.items():
+        if getattr(site, key) != value:
+            return f"{site.name}: {key} {value!r}, the plan says {getattr(site, key)!r}"
+    return ""
+
+
 def _function_site_fields(kind: str, label: str, dims: int, args: tuple, kwargs: dict) -> dict:
     names = {"max": _MAX_ARGS, "avg": _AVG_ARGS, "unpool": _UNPOOL_ARGS}.get(kind)
     if names is None:
