@@ -14,15 +14,9 @@ from liftswap.ops import cpu as native
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS
 from test_layers import randomize
 
-BACKENDS = ["pytorch"] + (["native"] if native.available() else [])
 # float32 keeps 24 bits: sums of a few hundred terms stay within 1e-5 of the largest magnitude (SPEC 2's tolerance)
 TOL = 1e-5
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with native.enabled(request.param == "native"):
-        yield request.param
+# (each test runs on every backend present: the `backend` fixture in conftest.py)
 
 
 def pair(dims, init, output, channels=3):
