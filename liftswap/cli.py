@@ -268,6 +268,7 @@ def export(
     no_check: bool = typer.Option(False, "--no-check", help="skip the onnxruntime parity check"),
     provider: Optional[List[str]] = typer.Option(None, "--provider", help="onnxruntime execution provider for the check (repeatable)"),
     static: bool = typer.Option(False, "--static", help="fixed batch and spatial size"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, or float16 for GPU serving (checked against float32 to 1e-2)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ):
@@ -280,6 +281,8 @@ def export(
     check_opset(opset)
     if not 1 <= batch <= 1024:
         _fail(f"--batch must be from 1 to 1024, got {batch}")
+    if dtype not in ("float32", "float16"):
+        _fail(f"--dtype must be float32 or float16, got {dtype[:40]!r}")
     steps = _Steps(as_json)
     net = steps("loading", liftswap.load, model_file, trust_remote_code=trust_remote_code)
     example = None
@@ -297,6 +300,7 @@ def export(
         check=not no_check,
         opset=opset,
         providers=provider,
+        dtype=dtype,
     )
     if as_json:
         print(json.dumps({**report.to_dict(), "seconds": steps.seconds}))

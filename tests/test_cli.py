@@ -236,6 +236,26 @@ def test_onnx_export_parity(tmp_path, name):
     assert os.listdir(tmp_path) == ["m.onnx"]
 
 
+def test_float16_export_for_gpu_serving(tmp_path, cli_here):
+    """dtype float16: inputs, weights, computation and outputs in half precision (standard ops),
+    checked in onnxruntime against the float32 model at three shapes (the odd one included)."""
+    import onnx
+
+    import models
+
+    converted = liftswap.patch(models.SegNetModules().eval(), recipe="segnet", example_inputs=torch.randn(2, 3, 32, 32)).eval()
+    report = liftswap.export_onnx(converted, tmp_path / "m.onnx", dtype="float16")
+    assert len(report.checks) == 3 and report.max_rel_diff <= 1e-2  # float16's 11-bit mantissa through the net
+    assert report.max_rel_diff > 1e-6  # and it did compute in half precision
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    half = onnx.TensorProto.FLOAT16
+    assert graph.input[0].type.tensor_type.elem_type == half and graph.output[0].type.tensor_type.elem_type == half
+    assert all(t.data_type != onnx.TensorProto.FLOAT for t in graph.initializer)
+    assert all(n.domain in ("", "ai.onnx") for n in graph.node)  # standard ops only
+    bad = cli_here("export", "x.pt", "--out", "m2.onnx", "--dtype", "float64", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --dtype must be float32 or float16, got 'float64'"
+
+
 def test_corrupt_files_always_give_a_liftswap_error(tmp_path):
     """Random and truncated bytes fail in many ways inside torch.load; users see one kind of error."""
     path = tmp_path / "x.pt"

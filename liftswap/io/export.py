@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import shutil
@@ -25,6 +26,7 @@ from ..surgery.plan import refuse_wrapped
 __all__ = ["export_onnx", "ExportReport", "check_onnx", "check_opset"]
 
 _TWO_GB = 2**31
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
@@ -118,9 +120,11 @@ def _other_inputs(inputs: tuple, dynamic_batch: bool, dynamic_spatial: bool) -> 
 
 
 def check_onnx(
-    model: nn.Module, path: str, input_sets: Sequence[tuple], providers: Sequence[str] | None = None
+    model: nn.Module, path: str, input_sets: Sequence[tuple], providers: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[list[dict], list[str]]:
-    """Run ``path`` in onnxruntime on each input set; compare every output with ``model``'s."""
+    """Run ``path`` in onnxruntime on each input set (cast to ``dtype``, the file's input type);
+    compare every output with ``model``'s on the input sets as given."""
     import numpy as np
     import onnxruntime as ort
 
@@ -138,7 +142,8 @@ def check_onnx(
     names = [i.name for i in session.get_inputs()]
     checks = []
     for inputs in input_sets:
-        got = session.run(None, {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
+        got = session.run(None, {n: t.detach().to(dtype).cpu().numpy() for n, t in zip(names, inputs)})
+        got = [g.astype(np.float64) if g.dtype == np.float16 else g for g in got]
         with torch.no_grad():
             ref = [t.detach().cpu().numpy() for t in tree_leaves(model(*inputs)) if isinstance(t, torch.Tensor)]
         abs_diff, rel_diff = 0.0, 0.0
@@ -161,7 +166,8 @@ def export_onnx(
     check: bool = True,
     opset: int | None = None,
     providers: Sequence[str] | None = None,
-    rtol: float = 1e-4,
+    rtol: float | None = None,
+    dtype: str | torch.dtype = "float32",
 ) -> ExportReport:
     """Export ``model`` (eval mode) to ONNX with ``torch.onnx.export(dynamo=True)``.
 
@@ -178,10 +184,18 @@ def export_onnx(
         opset: ONNX opset (default: the exporter's).
         providers: onnxruntime execution providers for the check (default: CUDA when onnxruntime
             has it, then CPU).
-        rtol: largest relative difference (to the largest output magnitude) accepted.
+        rtol: largest relative difference (to the largest output magnitude) accepted; default
+            1e-4 for float32 and 1e-2 for float16 (its 11-bit mantissa, through the whole network).
+        dtype: ``"float32"`` or ``"float16"`` (for GPU serving): the file's inputs, weights,
+            computation and outputs; the check compares it with the float32 model.
     """
     refuse_wrapped(model, "export_onnx")
     check_opset(opset)
+    dtype = _DTYPES.get(dtype, dtype)
+    if dtype not in (torch.float32, torch.float16):
+        raise LiftswapError(f"dtype must be float32 or float16, got {short_repr(dtype)}")
+    if rtol is None:
+        rtol = 1e-4 if dtype == torch.float32 else 1e-2
     if not hasattr(torch.export.Dim, "DYNAMIC"):  # torch < 2.6: an exporter without automatic dynamic sizes
         raise LiftswapError(
             f"ONNX export needs torch >= 2.6 (torch.export with Dim.DYNAMIC); this is torch {torch.__version__}: upgrade torch to export"
@@ -197,6 +211,8 @@ def export_onnx(
     external = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > _TWO_GB
     was_training = model.training
     model.eval()
+    exported = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    export_inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
     # Export into a private folder with the final name (external data refers to it by name),
     # then move the result into place: a failure leaves nothing at `path`.
     work = private_temp(path, folder=True)
@@ -210,12 +226,13 @@ def export_onnx(
                     # torch.export first, with guards (the ONNX exporter's own capture defers them to
                     # runtime asserts, which made converted models' exports several times slower)
                     try:
-                        program, shapes = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False), None
+                        program = torch.export.export(exported, export_inputs, dynamic_shapes=dynamic_shapes, strict=False)
+                        shapes = None
                     except Exception:  # noqa: BLE001 - e.g. sympy cannot decide a guard: the exporter's capture
-                        program, shapes = model, dynamic_shapes
+                        program, shapes = exported, dynamic_shapes
                     torch.onnx.export(
                         program,
-                        inputs,
+                        export_inputs,
                         str(work / path.name),
                         dynamo=True,
                         dynamic_shapes=shapes,
@@ -245,7 +262,7 @@ def export_onnx(
             )
         if check:
             report.checks, report.providers = check_onnx(
-                model, str(work / path.name), _other_inputs(inputs, dynamic_batch, dynamic_spatial), providers
+                model, str(work / path.name), _other_inputs(inputs, dynamic_batch, dynamic_spatial), providers, dtype
             )
             worst = max(report.checks, key=lambda c: c["max_rel_diff"])
             if worst["max_rel_diff"] > rtol:

@@ -54,7 +54,7 @@ def onnx_translations() -> dict:
         h = op.Relu(op.Conv(h, kernel, dw_b, group=channels) if dw_b is not None else op.Conv(h, kernel, group=channels))
         point = op.Reshape(pw, ints([0, 1] + [1] * (rank - 2)))
         r = op.Tanh(op.Conv(h, point, pw_b, group=channels) if pw_b is not None else op.Conv(h, point, group=channels))
-        return r if base == 0.0 else op.Add(r, op.Mul(t, op.Constant(value_float=base)))
+        return r if base == 0.0 else op.Add(r, op.Mul(t, op.CastLike(op.Constant(value_float=base), t)))
 
     def halves(t, dim, rank):
         """x_e = t[0::2] and x_o = t[1::2] along ``dim``, x_o with t's last sample repeated when the
@@ -93,7 +93,7 @@ def onnx_translations() -> dict:
             elif a.output == "gated":
                 y = op.Add(y, op.Mul(gate(a.gamma, i, rank), band))
         details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
-        return y, details, op.Constant(value_floats=[0.0, 0.0])
+        return y, details, op.CastLike(op.Constant(value_floats=[0.0, 0.0]), x)
 
     def lifted_up(y, details, *args):
         a = Args(*args)
