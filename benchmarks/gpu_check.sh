@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (a lent CUDA machine with PyTorch, Triton and pytest, no network):
 # the CUDA correctness tests, then benchmarks/layers.py, models.py and profile_layer.py on the GPU,
+# then onnxruntime serving on CUDA (benchmarks/serving.py; onnxruntime-gpu from .whl/ pieces),
 # then (COMPILE=1) the layer table's torch.compile rows. Stages run in that order of importance.
 # Results (JSON and logs) go to $OUT, else benchmarks/results/cuda. PACK=NAME.tar also packs them
 # into $OUT/NAME.tar after every stage (the device tool returns at most 8 files; a run cut by its
@@ -49,6 +50,17 @@ for shape in 8,64,112,112 8,512,14,14; do  # file names without commas: the devi
         > "$RES/profile_${shape//,/x}.log" 2>&1
     grep "^==" "$RES/profile_${shape//,/x}.log"
 done
+
+stage serving
+# onnxruntime-gpu is larger than one device call carries: its wheel travels as .whl/NAME.whl.part-* pieces
+for first in .whl/*.whl.part-aa; do
+    [ -e "$first" ] || continue
+    wheel="/tmp/$(basename "${first%.part-aa}")"
+    cat "${first%aa}"* > "$wheel" && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$wheel"
+    export PYTHONPATH="/tmp/site:$PWD"
+done
+(cd benchmarks && timeout "${SERVING_LIMIT:-240}" python3 serving.py --provider "$DEVICE" --repeats 20 ${SERVING_ARGS:-} --out "$RES/serving_cuda.json") 2>&1 \
+    | tee "$RES/serving_cuda.log" | tail -25
 
 if [ -n "${COMPILE:-}" ]; then
     stage "layers, torch.compile"
