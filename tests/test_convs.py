@@ -11,6 +11,7 @@ from torch import nn
 
 import liftswap
 from liftswap.recipe import RecipeError
+from liftswap.surgery import convs
 from liftswap.surgery.convs import LiftConvReplacement, LiftConvTransposeReplacement
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -30,14 +31,25 @@ def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+@pytest.fixture(params=["per band", "interleaved"])
+def form(request, monkeypatch):
+    """Both forms of the polyphase convolution: a conv per band, or one over the re-interleaved
+    bands (chosen by input channels, which this fixture moves past every test's convolutions)."""
+    monkeypatch.setattr(convs, "_INTERLEAVE_CHANNELS", 0 if request.param == "per band" else 1 << 20)
+    return request.param
+
+
 def _polyphase(conv, dims, axes=None, init="lazy"):
     axes = tuple(a - dims for a, s in enumerate(conv.stride) if s == 2)
     lift = DOWN[dims](conv.in_channels, init=init, output="LL", return_details=True, axes=axes).double()
-    return LiftConvReplacement(conv, lift, "polyphase")
+    new = LiftConvReplacement(conv, lift, "polyphase")
+    one_band = all(k == 1 for k, s in zip(conv.kernel_size, conv.stride) if s == 2)
+    assert new.interleave == (conv.in_channels <= convs._INTERLEAVE_CHANNELS and conv.groups == 1 and not one_band)
+    return new
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_polyphase_equals_strided_conv(dims):
+def test_polyphase_equals_strided_conv(dims, form):
     """At lazy init the lift + a conv per band is the stride-2 convolution: every kernel size,
     padding, groups (dense, grouped, depthwise), bias or not, odd and even sizes, float64."""
     torch.manual_seed(dims)
@@ -57,7 +69,7 @@ def test_polyphase_equals_strided_conv(dims):
 
 
 @pytest.mark.parametrize("stride,shape", [((2, 1), (2, 4, 9, 7)), ((1, 2), (2, 4, 6, 11))])
-def test_anisotropic_stride_lifts_one_axis(stride, shape):
+def test_anisotropic_stride_lifts_one_axis(stride, shape, form):
     conv = nn.Conv2d(4, 6, (3, 4), stride=stride, padding=(1, 2)).double()
     new = _polyphase(conv, 2)
     assert new.lift.axes == ((-2,) if stride == (2, 1) else (-1,))
@@ -65,7 +77,7 @@ def test_anisotropic_stride_lifts_one_axis(stride, shape):
     torch.testing.assert_close(new(x), conv(x), rtol=1e-12, atol=1e-12)
 
 
-def test_3d_video_stride_lifts_hw_only():
+def test_3d_video_stride_lifts_hw_only(form):
     conv = nn.Conv3d(3, 5, 3, stride=(1, 2, 2), padding=1).double()
     new = _polyphase(conv, 3)
     assert new.lift.axes == (-2, -1)
@@ -74,7 +86,7 @@ def test_3d_video_stride_lifts_hw_only():
 
 
 @pytest.mark.parametrize("dims", [1, 2])
-def test_learned_lift_feeds_the_conv_the_bands_in_place_of_the_phases(dims):
+def test_learned_lift_feeds_the_conv_the_bands_in_place_of_the_phases(dims, form):
     """With trained P and U, the replacement is the original stride-2 convolution applied to the
     lazily re-interleaved bands (an independent reference: PyTorch's strided conv)."""
     torch.manual_seed(3)
@@ -284,7 +296,7 @@ def test_rule_matching_no_conv_site_names_the_targets():
         liftswap.plan(net, {"targets": ["convs"], "rules": [{"match": "nothing"}]}, torch.randn(1, 3, 8, 8))
 
 
-def test_gradcheck_polyphase_and_transposed():
+def test_gradcheck_polyphase_and_transposed(form):
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, 2, 1).double()
     new = _randomise(_polyphase(conv, 2))

@@ -7,7 +7,11 @@ the taps of the same parity, ``w[..., r::2]``. A lazy lift's bands *are* those c
     zero-pad as the convolution pads -> LiftDownPool(lazy, all bands) -> one conv per band -> sum
 
 computes the original convolution at init with the original multiply-adds, and as P and U learn
-the convolution sees wavelet bands instead of raw phases. The weight is sliced at run time from
+the convolution sees wavelet bands instead of raw phases. Equivalently, the bands put back in
+their polyphase places (a depth-to-space of the bands) go through the original strided
+convolution: one convolution instead of one per band, for one more copy of the input. That form
+serves dense convolutions with few input channels (stems: an RGB input), where the per-band
+convolutions are small and slow; the per-band form serves the rest (see ``_INTERLEAVE_CHANNELS``). The weight is sliced at run time from
 the original ``weight`` parameter, which keeps its state_dict key. Outputs have the original's
 length at every input size after crops of fixed size (see ``LiftConvReplacement.forward``).
 
@@ -35,6 +39,11 @@ from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _i
 __all__ = ["LiftConvReplacement", "LiftConvTransposeReplacement", "build_conv_replacement", "conv_macs_added"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+# Dense convolutions with at most this many input channels run once over the re-interleaved bands
+# instead of once per band. Measured on CPU, batch 8, forward (benchmarks: docs/results.md): a
+# 7x7 stem 3->64 at 224 px 28 -> 16 ms, 3x3 16->64 at 112 px 11.0 -> 9.5 ms, but 32->64 at 112 px
+# 23.7 -> 28.4 ms and 128->128 at 56 px 21.5 -> 29.5 ms (the extra copy outweighs the calls).
+_INTERLEAVE_CHANNELS = 16
 _CONVT = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
@@ -62,6 +71,20 @@ def _band_index(band: int, lifted: Sequence[int], dims: int, shift: dict[int, in
     for a, parity in _parities(band, lifted).items():
         index[2 + a] = slice((parity + (shift or {}).get(a, 0)) % 2, None, 2)
     return tuple(index)
+
+
+def _interleave(bands: Tensor, lifted: Sequence[int], dims: int) -> Tensor:
+    """(N, nb, C, *half) bands, numbered as :func:`_parities` reads them, put back in their
+    polyphase places: (N, C, *size) with each lifted axis twice as long (a depth-to-space)."""
+    n, c, half = bands.shape[0], bands.shape[2], bands.shape[3:]
+    v = bands.reshape((n,) + (2,) * len(lifted) + (c,) + tuple(half))
+    perm, shape = [0, len(lifted) + 1], [n, c]
+    for a in range(dims):
+        perm.append(len(lifted) + 2 + a)
+        shape.append(half[a] * (2 if a in lifted else 1))
+        if a in lifted:
+            perm.append(1 + lifted.index(a))
+    return v.permute(perm).reshape(shape)
 
 
 class _ConvAttributes(nn.Module):
@@ -116,6 +139,10 @@ class LiftConvReplacement(_ConvAttributes):
             raise ValueError(f"placement must be 'polyphase' or 'after', got {placement!r}")
         self.lift = lift
         self.placement = placement
+        taps_in_bands = sum(1 for b in range(2 ** len(self.lifted)) if 0 not in self.weight[_band_index(b, self.lifted, self.dims)].shape)
+        self.interleave = (
+            placement == "polyphase" and self.groups == 1 and self.in_channels <= _INTERLEAVE_CHANNELS and taps_in_bands > 1
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if _is_fx_proxy(x):
@@ -140,6 +167,11 @@ class LiftConvReplacement(_ConvAttributes):
         if any(pads):
             x = F.pad(x, pads)
         y, details = self.lift(x)
+        if self.interleave:
+            z = _interleave(torch.cat((y.unsqueeze(1), details), 1), self.lifted, dims)
+            for a in self.lifted:  # the padded input's extent, less the even kernel's extra zero
+                z = z.narrow(2 + a, shift[a], x.shape[2 + a] - shift[a])
+            return conv(z, self.weight, self.bias, self.stride, 0, 1, self.groups)
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
             crop = [slice(None)] * (2 + dims)
