@@ -25,6 +25,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 
+from . import reference
 from .output_modes import coefficients, up_bands_backward
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
@@ -649,11 +650,8 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
 def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
     """(nb * N, C, ...): the approximation band recovered from y, then the detail bands."""
     det = details.movedim(1, 0)
-    if output == "sum":
-        y = y - det.sum(0)
-    elif output == "gated":
-        y = y - (gamma.detach().view(gamma.shape + (1,) * (y.dim() - 2)).unsqueeze(1) * det).sum(0)
-    return torch.cat((y.unsqueeze(0), det)).flatten(0, 1)
+    term = reference.detail_term(det, output, None if gamma is None else gamma.detach())
+    return torch.cat(((y if term is None else y - term).unsqueeze(0), det)).flatten(0, 1)
 
 
 def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:

@@ -161,18 +161,23 @@ def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: Ope
     return torch.stack((x_e, x_o), dim=pos + 1).flatten(pos, pos + 1)
 
 
-def detail_term(details: Tensor, output: str, gamma: Tensor | None) -> Tensor | None:
-    """What ``output`` adds to the approximation band; ``details`` is (nd, N, C, *pooled)."""
+def detail_term(details, output: str, gamma: Tensor | None) -> Tensor | None:
+    """What ``output`` adds to the approximation band: None for "LL", else the sum of the detail
+    bands, each scaled by its row of ``gamma`` for "gated". ``details`` is a sequence of
+    (N, C, *pooled) bands or a tensor (nd, N, C, *pooled). The one place the output modes are
+    written for the reference, its export graph and the CUDA up pool."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if output == "LL":
         return None
-    if output == "sum":
-        return details.sum(dim=0)
-    if output == "gated":
-        if gamma is None:
-            raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
-        gamma = gamma.view(gamma.shape + (1,) * (details.dim() - 3)).unsqueeze(1)  # (nd, 1, C, 1...)
-        return (gamma * details).sum(dim=0)
-    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "gated" and gamma is None:
+        raise ValueError("output='gated' needs gamma of shape (n_detail_bands, C)")
+    term = None
+    for i, band in enumerate(details):  # a chain of multiply-adds: no stacked copy, no ReduceSum in exports
+        if output == "gated":
+            band = _channel_view(gamma[i], band.dim() - 2) * band
+        term = band if term is None else term + band
+    return term
 
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str,
@@ -231,8 +236,7 @@ def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]
 def down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(y, details)`` of :func:`down_pool` as torch.export and torch.jit.trace record it: the
     input split once into its polyphase components (:func:`_polyphase_components`), then each 1-D
-    lift pairs two components of the same size, innermost axis first; the output is a chain of
-    multiply-adds (no ReduceSum over stacked bands). A lift along an axis acts on each line of
+    lift pairs two components of the same size, innermost axis first. A lift along an axis acts on each line of
     samples on its own, so lifting the components equals lifting the strided halves."""
     axes = tuple(axes)
     comps = _polyphase_components(x, axes)
@@ -247,13 +251,8 @@ def down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: T
             lifted[key[:j] + (1,) + key[j + 1 :]] = d
         comps = lifted
     bands = [comps[key] for key in sorted(comps)]  # binary order, the outermost axis the highest bit
-    y = bands[0]
-    for i, band in enumerate(bands[1:]):
-        if output == "sum":
-            y = y + band
-        elif output == "gated":
-            y = y + _channel_view(gamma[i], x.dim() - 2) * band
-    return y, torch.stack(bands[1:], dim=1)
+    term = detail_term(bands[1:], output, gamma)
+    return (bands[0] if term is None else bands[0] + term), torch.stack(bands[1:], dim=1)
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
