@@ -1,8 +1,9 @@
 """The host side of a layer call on a GPU, measured without one: PyTorch ops dispatched and host time.
 
 On CUDA a small layer is bound by what the host does per call (Python, dispatch, one launch per
-op), not by the device. This counts the ATen ops a LiftDownPool2d / LiftUpPool2d call dispatches
-(TorchDispatchMode) and times the call on tiny CPU tensors with the Triton launches stubbed out,
+op), not by the device. This counts the ops a LiftDownPool2d / LiftUpPool2d call dispatches
+(TorchDispatchMode: a ``liftswap::`` operator counts as one, what runs inside it is not seen) and
+the Triton launches it makes, and times the call on tiny CPU tensors with the Triton launches stubbed out,
 for the PyTorch implementation against the Triton path (run on CPU tensors through
 lift_triton.on_cpu, which needs TRITON_INTERPRET=1: set here before liftswap is imported).
 
@@ -21,6 +22,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+import benchutil  # noqa: E402
 from benchutil import stubbed_launches, write_json  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
@@ -69,15 +71,18 @@ def main(argv=None) -> int:
                 step = _step(down, up, x, train)
                 for _ in range(5):
                     step()
+                benchutil.LAUNCHES.clear()
                 with _CountOps() as counter:
                     step()
+                launches = sum(benchutil.LAUNCHES.values())
                 t0 = time.perf_counter()
                 for _ in range(args.repeats):
                     step()
                 host_ms = (time.perf_counter() - t0) / args.repeats * 1e3
                 ops = sum(counter.ops.values())
-                rows.append({"path": path, "call": what, "aten_ops": ops, "host_ms": host_ms, "ops": dict(counter.ops)})
-                print(f"{path:<36} {what:<30} {ops:4d} ATen ops  {host_ms:6.3f} ms host", flush=True)
+                rows.append({"path": path, "call": what, "aten_ops": ops, "triton_launches": launches, "host_ms": host_ms,
+                             "ops": dict(counter.ops)})  # fmt: skip
+                print(f"{path:<36} {what:<30} {ops:4d} ops  {launches:3d} Triton launches  {host_ms:6.3f} ms host", flush=True)
     write_json(args.out, {"torch": torch.__version__, "shape": list(x.shape), "repeats": args.repeats, "rows": rows})
     return 0
 
