@@ -6,7 +6,7 @@ could not be reached, output shapes kept (example size and an odd size), functio
 (relative error <= 1e-4 in eval mode), and the error of any failure.
 
     python benchmarks/zoo_sweep.py [--filter 'resnet*'] [--limit N] [--timeout 120] [--max-size 160]
-                                   [--targets pools,convs] [--paper-step] [--every K]
+                                   [--targets pools,convs] [--paper-step] [--every K [--offset I]]
 
 ``--targets pools,convs`` converts downsampling convolutions too (SPEC 6.1; only models with a
 pool or a strided convolution are run); ``--paper-step`` also converts in paper mode and trains
@@ -249,6 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--filter", default="*")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--every", type=int, default=1, help="every k-th architecture only (a spread-out sample)")
+    ap.add_argument("--offset", type=int, default=0, help="with --every: start at this index (another sample)")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--max-size", type=int, default=160, help="cap on H and W for models that accept any size")
     ap.add_argument("--targets", default="pools", help="pools, convs or pools,convs")
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     targets = [t for t in args.targets.split(",") if t]
     import liftswap  # noqa: F401 - imported before forking
 
-    names = list_architectures(args.filter)[:: max(args.every, 1)]
+    names = list_architectures(args.filter)[args.offset :: max(args.every, 1)]
     if args.limit:
         names = names[: args.limit]
     try:
