@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU check (a lent CUDA machine with PyTorch, Triton and pytest, no network):
-# the CUDA correctness tests, then benchmarks/layers.py, models.py and profile_layer.py on the GPU,
-# then onnxruntime serving on CUDA (benchmarks/serving.py; onnxruntime-gpu from .whl/ pieces),
-# then (COMPILE=1) the layer table's torch.compile rows. Stages run in that order of importance.
+# One prepared GPU check (a lent CUDA machine with PyTorch, Triton and pytest, no network), in
+# under 8 minutes: the goals table (benchmarks/gpu_goals.py -> goals.json), the CUDA correctness
+# tests, profile_layer.py, then onnxruntime serving on CUDA (benchmarks/serving.py;
+# onnxruntime-gpu from .whl/ pieces); FULL=1 adds the layer and model tables (layers.py,
+# models.py) and COMPILE=1 the layer table's torch.compile rows. Stages run in that order.
 # Results (JSON and logs) go to $OUT, else benchmarks/results/cuda. PACK=NAME.tar also packs them
 # into $OUT/NAME.tar after every stage (the device tool returns at most 8 files; a run cut by its
 # time limit still returns what the finished stages wrote).
@@ -13,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="$(realpath -m "${OUT:-benchmarks/results/cuda}")"
-DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu with LAYER_ARGS / MODEL_ARGS: a dry run of this script on a CPU
+DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu GOALS_ARGS=--quick (and LAYER_ARGS / MODEL_ARGS): a dry run on a CPU
 RES="$OUT"
 if [ -n "${PACK:-}" ]; then RES="$(mktemp -d)"; fi
 mkdir -p "$OUT" "$RES"
@@ -33,20 +34,26 @@ stage environment
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv || true
 python3 -c "import torch, triton, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| triton', triton.__version__, '| onnxruntime', o.__version__, o.get_available_providers())"
 
+stage goals
+(cd benchmarks && timeout "${GOALS_LIMIT:-260}" python3 gpu_goals.py --device "$DEVICE" ${GOALS_ARGS:-} --out "$RES/goals.json") 2>&1 \
+    | grep -v "^W1\|^  warnings" | tee "$RES/goals.log"
+
 stage tests
-timeout "${TEST_LIMIT:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$RES/test_cuda.log" | tail -15
+timeout "${TEST_LIMIT:-90}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$RES/test_cuda.log" | tail -15
 
-stage layers
-(cd benchmarks && timeout 150 python3 layers.py --device "$DEVICE" --repeats 10 ${LAYER_ARGS:-} --out "$RES/layers_cuda.json") 2>&1 \
-    | grep -v "^W1\|^  warnings" | tee "$RES/layers_cuda.log"
+if [ -n "${FULL:-}" ]; then
+    stage layers
+    (cd benchmarks && timeout 150 python3 layers.py --device "$DEVICE" --repeats 10 ${LAYER_ARGS:-} --out "$RES/layers_cuda.json") 2>&1 \
+        | grep -v "^W1\|^  warnings" | tee "$RES/layers_cuda.log"
 
-stage models
-(cd benchmarks && timeout 120 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$RES/models_cuda.json") 2>&1 \
-    | tee "$RES/models_cuda.log" | tail -5
+    stage models
+    (cd benchmarks && timeout 120 python3 models.py --device "$DEVICE" --repeats 10 ${MODEL_ARGS:-} --out "$RES/models_cuda.json") 2>&1 \
+        | tee "$RES/models_cuda.log" | tail -5
+fi
 
 stage profile
 for shape in 8,64,112,112 8,512,14,14; do  # file names without commas: the device tool returns only plain names
-    (cd benchmarks && timeout 45 python3 profile_layer.py --device "$DEVICE" --shape $shape --out "$RES/profile_${shape//,/x}.json") \
+    (cd benchmarks && timeout 30 python3 profile_layer.py --device "$DEVICE" --shape $shape --out "$RES/profile_${shape//,/x}.json") \
         > "$RES/profile_${shape//,/x}.log" 2>&1
     grep "^==" "$RES/profile_${shape//,/x}.log"
 done
@@ -59,7 +66,7 @@ for first in .whl/*.whl.part-aa; do
     cat "${first%aa}"* > "$wheel" && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$wheel"
     export PYTHONPATH="/tmp/site:$PWD"
 done
-(cd benchmarks && timeout "${SERVING_LIMIT:-240}" python3 serving.py --provider "$DEVICE" --repeats 20 ${SERVING_ARGS:-} --out "$RES/serving_cuda.json") 2>&1 \
+(cd benchmarks && timeout "${SERVING_LIMIT:-90}" python3 serving.py --provider "$DEVICE" --repeats 20 ${SERVING_ARGS:-} --out "$RES/serving_cuda.json") 2>&1 \
     | tee "$RES/serving_cuda.log" | tail -25
 
 if [ -n "${COMPILE:-}" ]; then
