@@ -7,6 +7,7 @@ could not be reached, output shapes kept (example size and an odd size), functio
 
     python benchmarks/zoo_sweep.py [--filter 'resnet*'] [--limit N] [--timeout 120] [--max-size 160]
                                    [--targets pools,convs] [--paper-step] [--every K [--offset I]]
+    python benchmarks/zoo_sweep.py --merge A.json B.json ... --out ALL.json
 
 ``--targets pools,convs`` converts downsampling convolutions too (SPEC 6.1; only models with a
 pool or a strided convolution are run); ``--paper-step`` also converts in paper mode and trains
@@ -255,7 +256,18 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default="pools", help="pools, convs or pools,convs")
     ap.add_argument("--paper-step", action="store_true", help="also train one step of the paper-mode conversion")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zoo_sweep.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="combine these results (samples of one sweep) into --out instead")
     args = ap.parse_args(argv)
+    if args.merge:
+        rows, seen, complete = [], set(), True
+        for path in args.merge:
+            with open(path) as f:
+                part = json.load(f)
+            complete = complete and part["complete"]
+            rows += [r for r in part["rows"] if r["model"] not in seen and not seen.add(r["model"])]
+        print(json.dumps(write(args, rows, complete), indent=1))
+        print(f"wrote {args.out}")
+        return 0
     targets = [t for t in args.targets.split(",") if t]
     import liftswap  # noqa: F401 - imported before forking
 
