@@ -236,8 +236,9 @@ def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]
 def down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(y, details)`` of :func:`down_pool` as torch.export and torch.jit.trace record it: the
     input split once into its polyphase components (:func:`_polyphase_components`), then each 1-D
-    lift pairs two components of the same size, innermost axis first. A lift along an axis acts on each line of
-    samples on its own, so lifting the components equals lifting the strided halves."""
+    lift pairs two components of the same size, innermost axis first. A lift along an axis acts
+    on each line of samples on its own, so lifting the components equals lifting the strided
+    halves."""
     axes = tuple(axes)
     comps = _polyphase_components(x, axes)
     for j in reversed(range(len(axes))):

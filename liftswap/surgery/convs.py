@@ -11,8 +11,9 @@ the convolution sees wavelet bands instead of raw phases. Equivalently, the band
 their polyphase places (a depth-to-space of the bands) go through the original strided
 convolution: one convolution instead of one per band, for one more copy of the input. That form
 serves dense convolutions with few input channels (stems: an RGB input), where the per-band
-convolutions are small and slow; the per-band form serves the rest (see ``_INTERLEAVE_CHANNELS``). The weight is sliced at run time from
-the original ``weight`` parameter, which keeps its state_dict key. Outputs have the original's
+convolutions are small and slow; the per-band form serves the rest (``_INTERLEAVE_CHANNELS``).
+The weight is sliced at run time from the original ``weight`` parameter, which keeps its
+state_dict key. Outputs have the original's
 length at every input size after crops of fixed size (see ``LiftConvReplacement.forward``).
 
 A stride-2 transposed convolution is the mirror image: output phase ``q`` of the (uncropped)
@@ -40,7 +41,7 @@ __all__ = ["LiftConvReplacement", "LiftConvTransposeReplacement", "build_conv_re
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 # Dense convolutions with at most this many input channels run once over the re-interleaved bands
-# instead of once per band. Measured on CPU, batch 8, forward (benchmarks: docs/results.md): a
+# instead of once per band. Measured on CPU, batch 8, forward (docs/results.md): a
 # 7x7 stem 3->64 at 224 px 28 -> 16 ms, 3x3 16->64 at 112 px 11.0 -> 9.5 ms, but 32->64 at 112 px
 # 23.7 -> 28.4 ms and 128->128 at 56 px 21.5 -> 29.5 ms (the extra copy outweighs the calls).
 _INTERLEAVE_CHANNELS = 16
@@ -139,8 +140,9 @@ class LiftConvReplacement(_ConvAttributes):
             raise ValueError(f"placement must be 'polyphase' or 'after', got {placement!r}")
         self.lift = lift
         self.placement = placement
-        taps_in_bands = sum(1 for b in range(2 ** len(self.lifted)) if 0 not in self.weight[_band_index(b, self.lifted, self.dims)].shape)
-        self.interleave = (
+        bands = range(2 ** len(self.lifted))
+        taps_in_bands = sum(1 for b in bands if 0 not in self.weight[_band_index(b, self.lifted, self.dims)].shape)
+        self.interleave = (  # not for a 1x1 shortcut: it reads one band, where the lift wrote it
             placement == "polyphase" and self.groups == 1 and self.in_channels <= _INTERLEAVE_CHANNELS and taps_in_bands > 1
         )
 
