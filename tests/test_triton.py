@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -32,7 +33,8 @@ def test_triton_kernels_under_the_interpreter(sweep):
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_triton_kernels_compile_for_hopper(dtype):
-    """Every kernel variant the layers launch compiles to sm_90 code (Triton's own ptxas; no GPU needed)."""
+    """Every kernel variant the layers launch compiles to sm_90 code without spilling registers
+    (Triton's own ptxas and cuobjdump; no GPU needed)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -51,11 +53,26 @@ def test_triton_kernels_compile_for_hopper(dtype):
                 pytest.skip(f"this Triton's ASTSource differs: {e}")
         return triton.compile(src, target=GPUTarget("cuda", 90, 32))
 
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+    def check(kernel) -> None:
+        """Built, and (where Triton ships cuobjdump) no register spills: no local memory, no stack."""
+        cubin = kernel.asm["cubin"]
+        assert cubin
+        if not os.path.exists(cuobjdump):
+            return
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(cubin)
+            f.flush()
+            usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        assert "REG:" in usage and " LOCAL:0 " in usage and " STACK:0 " in usage, usage
+
     acc = triton.language.float32
     for groups, combine, costs in [(1, False, False), (2, True, True), (4, True, False)]:
-        assert build(lt._lift_forward_kernel, G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK).asm["cubin"]
+        check(build(lt._lift_forward_kernel, G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK))
+    for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
+        check(build(lt._down2_forward_kernel, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK))
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
-        kernel = build(lt._lift_backward_kernel, G=groups, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
-        assert kernel.asm["cubin"]
-    assert build(lt._unlift_forward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK).asm["cubin"]
-    assert build(lt._unlift_backward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD).asm["cubin"]
+        check(build(lt._lift_backward_kernel, G=groups, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC=acc, BLOCK=lt._BLOCK_BACKWARD))
+    check(build(lt._unlift_forward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK))
+    check(build(lt._unlift_backward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD))

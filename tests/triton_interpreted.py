@@ -95,6 +95,37 @@ def test_layer_matches_pytorch_float64(dims, init, output, details_used, monkeyp
     assert max_diff(got, ref) < 1e-10
 
 
+class _Counted:
+    """A Triton kernel whose launches are counted (and made)."""
+
+    def __init__(self, kernel, counts, name):
+        self.kernel, self.counts, self.name = kernel, counts, name
+
+    def __getitem__(self, grid):
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 6), (2, 3, 7, 5), (1, 2, 1, 1), (1, 2, 1, 5), (1, 2, 2, 3), (1, 2, 3, 1), (1, 2, 40, 30)])
+@pytest.mark.parametrize("init,output", MODES)
+def test_2d_forward_is_one_launch(shape, init, output, monkeypatch):
+    """A 2-D down pool's forward is one launch whose bands, y and costs equal the PyTorch path's
+    (odd sizes, length-1 and length-2 axes, a plane over several programs)."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=5).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    with native.enabled(False), lift_triton.enabled(False):
+        ref_y, ref_d = down(x)
+        ref_reg = liftswap.regularization_loss(down)
+    counts = {}
+    for name in ("_down2_forward_kernel", "_lift_forward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with native.enabled(False), lift_triton.on_cpu():
+        y, d = down(x)
+        reg = liftswap.regularization_loss(down)
+    assert counts == {"_down2_forward_kernel": 1}
+    assert max_diff([y, d, reg], [ref_y, ref_d, ref_reg]) < 1e-12
+
+
 def test_float32_and_kernel_size_5():
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
     x = torch.randn(2, 3, 12, 9)

@@ -4,9 +4,10 @@ On a GPU the op-by-op lifting step (a dozen element-wise passes around two depth
 convolutions, each a kernel launch) costs its launches, not its arithmetic. Here one launch
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
-registers and L1, so nothing but ``x`` and the weights is kept for backward. The down pool's
-last lift also combines the bands into ``y`` and sums the regulariser's costs, and that lift's
-backward takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
+registers and L1, so nothing but ``x`` and the weights is kept for backward. A 2-D down pool's
+forward is one launch for both lifts (``_down2_forward_kernel``); elsewhere the down pool's last
+lift combines the bands into ``y`` and sums the regulariser's costs. The last lift's backward
+takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
 program into buffers that PyTorch adds up (no atomics: the results do not depend on scheduling).
 :func:`down_forward` / :func:`down_backward` and :func:`up_forward` / :func:`up_backward` are the
 CUDA kernels of the operators in :mod:`.operators`, which own autograd.
@@ -43,6 +44,8 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 # registers at these sizes, without spilling; twice the block spills in backward.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
+# A 2-D down pool's forward in one launch (_down2_forward_kernel) instead of one per axis.
+_FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -262,6 +265,111 @@ if triton is not None:
         if COSTS:
             tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu, axis=0))
             tl.store(cost_ptr + tl.program_id(0) * 2 + 1, tl.sum(cp, axis=0))
+
+    @triton.jit
+    def _row_lift(rowp, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
+                  BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """The first (W) lift of one row of x at column j: (s, d, x_o)."""
+        d_m = _detail(rowp, j - 1, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_0 = _detail(rowp, j, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p = _detail(rowp, j + 1, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return _even(rowp, j, Jw, 1, mask) + _lin(BASE_U, d_0) + ru, d_0, _odd(rowp, j, Jw, W, 1, mask)
+
+    @triton.jit
+    def _pick(q, i, Jh, v_m2, v_m1, v_0, v_p1, v_p2):
+        """The value at row q of the five rows clamp(i - 2) .. clamp(i + 2) (equal rows hold equal values)."""
+        out = tl.where(q == _clamp(i - 1, Jh), v_m1, v_0)
+        out = tl.where(q == _clamp(i + 1, Jh), v_p1, out)
+        out = tl.where(q == _clamp(i - 2, Jh), v_m2, out)
+        out = tl.where(q == _clamp(i + 2, Jh), v_p2, out)
+        return tl.where(q == i, v_0, out)
+
+    @triton.jit
+    def _column_lift(e_m2, e_m1, e_0, e_p1, e_p2, o_m1, o_0, o_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp,
+                     wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """The second (H) lift at row i of one band of the first: (s, d), from the band's even rows
+        clamp(i - 2) .. clamp(i + 2) and its odd rows at clamp(i - 1), i, clamp(i + 1)."""
+        im1 = _clamp(i - 1, Jh)
+        ip1 = _clamp(i + 1, Jh)
+        t = _pick(_clamp(im1 - 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
+        u = _pick(_clamp(ip1 + 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
+        c_m1 = _pick(im1, i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
+        c_p1 = _pick(ip1, i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
+        _, r_m = _residual(t, c_m1, _pick(_clamp(im1 + 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2), wp0, wp1, wp2, bp, pwp, pbp)
+        _, r_0 = _residual(c_m1, e_0, c_p1, wp0, wp1, wp2, bp, pwp, pbp)
+        _, r_p = _residual(_pick(_clamp(ip1 - 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2), c_p1, u, wp0, wp1, wp2, bp, pwp, pbp)
+        d_m = o_m1 - _lin(BASE_P, c_m1) - r_m
+        d_0 = o_0 - _lin(BASE_P, e_0) - r_0
+        d_p = o_p1 - _lin(BASE_P, c_p1) - r_p
+        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return e_0 + _lin(BASE_U, d_0) + ru, d_0
+
+    @triton.jit
+    def _down2_forward_kernel(
+        x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, H, W, Jh, Jw,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """Both lifts of a 2-D down pool in one launch: each output position (i, j) of a (H, W)
+        plane recomputes the first (W) lift of the eight rows of x its second (H) lift reads
+        (2 clamp(i + k) for k in -2..2, and 2 clamp(i + k) + 1 for k in -1..1) and lifts
+        them along H; the first lift's bands never go to memory. out: the four bands
+        (band = 2 * H bit + W bit) stacked along the batch; COMBINE: y as well; COSTS: this
+        program's sums of (s - x_o)^2 and d^2, first lift (rows this position owns) then second."""
+        tiles = tl.cdiv(Jh * Jw, BLOCK)
+        plane = tl.program_id(0) // tiles
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < Jh * Jw
+        i = idx // Jw
+        j = idx % Jw
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        xp = x_ptr + plane.to(tl.int64) * H * W
+        # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
+        s_m2, d_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_m1, d_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_0, d_0, xo_0 = _row_lift(xp + (2 * _clamp(i, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_p1, d_p1, _ = _row_lift(xp + (2 * _clamp(i + 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_p2, d_p2, _ = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        # odd rows (an odd H repeats its last row)
+        os_m1, od_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        os_0, od_0, xo_1 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        os_p1, od_p1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        # the second lift of the first lift's two bands
+        ll, hl = _column_lift(s_m2, s_m1, s_0, s_p1, s_p2, os_m1, os_0, os_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        lh, hh = _column_lift(d_m2, d_m1, d_0, d_p1, d_p2, od_m1, od_0, od_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        NC = tl.num_programs(0) // tiles
+        band = Jh * Jw
+        at = plane.to(tl.int64) * band + idx
+        kind = out_ptr.dtype.element_ty
+        tl.store(out_ptr + at, ll.to(kind), mask=mask)
+        tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=mask)
+        tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=mask)
+        tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=mask)
+        if COMBINE:
+            y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
+            y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
+            tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if COSTS:
+            # first lift: the rows this position owns, 2i and 2i + 1 (when it exists)
+            e0 = s_0 - xo_0
+            e1 = os_0 - xo_1
+            own1 = mask & (2 * i + 1 < H)
+            cu1 = tl.where(mask, e0 * e0, 0.0) + tl.where(own1, e1 * e1, 0.0)
+            cp1 = tl.where(mask, d_0 * d_0, 0.0) + tl.where(own1, od_0 * od_0, 0.0)
+            # second lift, both bands: x_o is the odd row's band value
+            f0 = ll - os_0
+            f1 = lh - od_0
+            cu2 = tl.where(mask, f0 * f0 + f1 * f1, 0.0)
+            cp2 = tl.where(mask, hl * hl + hh * hh, 0.0)
+            tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1.to(ACC), axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1.to(ACC), axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 2, tl.sum(cu2.to(ACC), axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 3, tl.sum(cp2.to(ACC), axis=0))
 
     @triton.jit
     def _lift_backward_kernel(
@@ -559,6 +667,27 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
     return grads
 
 
+def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool):
+    """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y, bands (4, N, C, ...), costs or None)."""
+    n, c, h, w = x.shape
+    jh, jw = (h + 1) // 2, (w + 1) // 2
+    out = x.new_empty((4 * n, c, jh, jw))
+    y = x.new_empty((n, c, jh, jw))
+    nprog = n * c * triton.cdiv(jh * jw, _BLOCK)
+    tl_acc, acc = _acc(x)
+    sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
+    with _on(x):
+        _down2_forward_kernel[(nprog,)](
+            x, out, y, coef, out if sums is None else sums, *weights, c, h, w, jh, jw,
+            BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=with_costs, ACC=tl_acc, BLOCK=_BLOCK,
+        )  # fmt: skip
+    costs = None
+    if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
+        totals = sums.sum(0)
+        costs = totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)
+    return y, out.view((4, n, c, jh, jw)), costs
+
+
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):
     """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or None)."""
     x = x.contiguous()
@@ -566,6 +695,9 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
     weights = _flat(params, x)
     order = list(reversed(axes))
     coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
+    if x.dim() == 4 and order == [-1, -2] and _FUSED_2D:
+        y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs)
+        return y, bands, (None if costs is None else costs.to(x.dtype))
     bands, costs = x, None
     for i, dim in enumerate(order):
         last = i == len(order) - 1
@@ -700,7 +832,8 @@ def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor | None]:
 def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
     """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): zeros without with_costs)``.
 
-    One kernel per lift; the last also combines the bands into y and sums the costs.
+    One kernel for a 2-D layer; else one per lift, the last also combining the bands into y and
+    summing the costs.
     """
     params, bases = _operators(predict, update)
     y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params)
