@@ -64,7 +64,10 @@ class _NoLaunch:
 LAUNCHES: collections.Counter = collections.Counter()
 
 
-TRITON_KERNELS = ("_lift_forward_kernel", "_down2_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel", "_unlift_backward_kernel")
+TRITON_KERNELS = (
+    "_lift_forward_kernel", "_down2_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel", "_up2_forward_kernel",
+    "_unlift_backward_kernel",
+)
 
 
 @contextmanager

@@ -126,6 +126,27 @@ def test_2d_forward_is_one_launch(shape, init, output, monkeypatch):
     assert max_diff([y, d, reg], [ref_y, ref_d, ref_reg]) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 6), (2, 3, 7, 5), (1, 2, 1, 1), (1, 2, 2, 5), (1, 2, 3, 1), (1, 2, 40, 30)])
+@pytest.mark.parametrize("init,output", MODES)
+def test_2d_up_pool_forward_is_one_launch(shape, init, output, monkeypatch):
+    """A 2-D up pool's forward is one launch from y and the details (the approximation band
+    recovered inside), equal to the PyTorch path and inverting the down pool."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=7).double()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(shape, dtype=torch.float64)
+    with native.enabled(False), lift_triton.enabled(False):
+        y, details = down(x)
+        ref = up(y, details, output_size=x.shape[2:])
+    counts = {}
+    for name in ("_up2_forward_kernel", "_unlift_forward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with native.enabled(False), lift_triton.on_cpu():
+        got = up(y, details, output_size=x.shape[2:])
+    assert counts == {"_up2_forward_kernel": 1}
+    assert max_diff([got], [ref]) < 1e-12
+    assert max_diff([got], [x]) < 1e-10
+
+
 def test_float32_and_kernel_size_5():
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
     x = torch.randn(2, 3, 12, 9)

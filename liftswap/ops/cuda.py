@@ -44,7 +44,11 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 # registers at these sizes, without spilling; twice the block spills in backward.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# A 2-D down pool's forward in one launch (_down2_forward_kernel) instead of one per axis.
+# The one-launch 2-D kernels, one output position per thread: sm_90 builds use 64 (down, with
+# costs) and 96 (up) registers at this size, 128 and 224 at twice it (fewer programs per SM).
+_BLOCK_FUSED = 128
+# 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
+# instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
@@ -512,6 +516,105 @@ if triton is not None:
         tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(x_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, row, col, Jh, Jw, mask, BAND: tl.constexpr,
+                 DETAIL_TERM: tl.constexpr):  # fmt: skip
+        """Band BAND of an up pool's input at (row, col): 0 the approximation y - sum_b coef_b det_b
+        (DETAIL_TERM), else detail band BAND (details: (N, 3, C, Jh, Jw) contiguous)."""
+        at = row.to(tl.int64) * Jw + col
+        size = Jh * Jw
+        if BAND == 0:
+            v = _wide(tl.load(y_ptr + plane.to(tl.int64) * size + at, mask=mask, other=0.0))
+            if DETAIL_TERM:
+                for b in tl.static_range(1, 4):
+                    det = _wide(tl.load(det_ptr + ((n * 3 + b - 1) * C + c).to(tl.int64) * size + at, mask=mask, other=0.0))
+                    v -= tl.load(coef_ptr + b * C + c) * det
+        else:
+            v = _wide(tl.load(det_ptr + ((n * 3 + BAND - 1) * C + c).to(tl.int64) * size + at, mask=mask, other=0.0))
+        return v
+
+    @triton.jit
+    def _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask,
+                     wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
+                     S_BAND: tl.constexpr, D_BAND: tl.constexpr, DETAIL_TERM: tl.constexpr,
+                     BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """The inverse of the second (H) lift at column col: rows 2i and 2i + 1 of one band of the
+        first lift, from bands S_BAND (s) and D_BAND (d) at rows clamp(i - 2) .. clamp(i + 2)."""
+        d_m2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_p2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        im1 = _clamp(i - 1, Jh)
+        ip1 = _clamp(i + 1, Jh)
+        # x_e = s - base_u d - r_U(d) at clamp(i - 1), i, clamp(i + 1)
+        _, r_m = _residual(_pick(_clamp(im1 - 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
+                           _pick(_clamp(im1 + 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+        _, r_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
+        _, r_p = _residual(_pick(_clamp(ip1 - 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
+                           _pick(_clamp(ip1 + 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+        e_m = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, im1, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_m1) - r_m
+        e_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_0) - r_0
+        e_p = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, ip1, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_p1) - r_p
+        # x_o = d + base_p x_e + r_P(x_e) at i
+        _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
+        return e_0, d_0 + _lin(BASE_P, e_0) + rp
+
+    @triton.jit
+    def _up2_forward_kernel(
+        y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, Jh, Jw,
+        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """A 2-D up pool in one launch, from y and the details: each position (i, j) writes the 2x2
+        outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
+        lift's inverse reads (clamp(j - 2) .. clamp(j + 2)) in registers."""
+        tiles = tl.cdiv(Jh * Jw, BLOCK)
+        plane = tl.program_id(0) // tiles
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < Jh * Jw
+        i = idx // Jw
+        j = idx % Jw
+        c = plane % C
+        n = plane // C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        jm1 = _clamp(j - 1, Jw)
+        jp1 = _clamp(j + 1, Jw)
+        # the first lift's d band (bands 1 and 3) at columns clamp(j - 2) .. clamp(j + 2), rows 2i and 2i + 1
+        de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jm1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, j, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jp1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        # its s band (bands 0 and 2) at columns clamp(j - 1) .. clamp(j + 1)
+        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jm1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, j, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jp1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
+        kind = x_ptr.dtype.element_ty
+        for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
+            if parity == 0:
+                s_m1, s_0, s_p1 = se_m1, se_0, se_p1
+                d_m2, d_m1, d_0, d_p1, d_p2 = de_m2, de_m1, de_0, de_p1, de_p2
+            else:
+                s_m1, s_0, s_p1 = so_m1, so_0, so_p1
+                d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
+            _, r_m = _residual(_pick(_clamp(jm1 - 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
+                               _pick(_clamp(jm1 + 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+            _, r_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
+            _, r_p = _residual(_pick(_clamp(jp1 - 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
+                               _pick(_clamp(jp1 + 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+            e_m = s_m1 - _lin(BASE_U, d_m1) - r_m
+            e_0 = s_0 - _lin(BASE_U, d_0) - r_0
+            e_p = s_p1 - _lin(BASE_U, d_p1) - r_p
+            _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
+            o_0 = d_0 + _lin(BASE_P, e_0) + rp
+            row = (2 * i + parity).to(tl.int64) * 2 * Jw
+            tl.store(xp + row + 2 * j, e_0.to(kind), mask=mask)
+            tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=mask)
+
+    @triton.jit
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
@@ -673,13 +776,13 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool):
     jh, jw = (h + 1) // 2, (w + 1) // 2
     out = x.new_empty((4 * n, c, jh, jw))
     y = x.new_empty((n, c, jh, jw))
-    nprog = n * c * triton.cdiv(jh * jw, _BLOCK)
+    nprog = n * c * triton.cdiv(jh * jw, _BLOCK_FUSED)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
     with _on(x):
         _down2_forward_kernel[(nprog,)](
             x, out, y, coef, out if sums is None else sums, *weights, c, h, w, jh, jw,
-            BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=with_costs, ACC=tl_acc, BLOCK=_BLOCK,
+            BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=with_costs, ACC=tl_acc, BLOCK=_BLOCK_FUSED,
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
@@ -786,9 +889,24 @@ def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> 
     return torch.cat(((y if term is None else y - term).unsqueeze(0), det)).flatten(0, 1)
 
 
+def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights) -> Tensor:
+    """A 2-D up pool of (N, C, Jh, Jw) bands in one launch: the (N, C, 2 Jh, 2 Jw) output."""
+    n, c, jh, jw = y.shape
+    coef = coefficients(output, gamma, 4, y, _acc(y)[1])
+    x = y.new_empty((n, c, 2 * jh, 2 * jw))
+    with _on(y):
+        _up2_forward_kernel[(n * c * triton.cdiv(jh * jw, _BLOCK_FUSED),)](
+            y, details, coef, x, *weights, c, jh, jw,
+            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
+        )  # fmt: skip
+    return x
+
+
 def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
     """The up pool's forward through the kernels: the even-size output, before cropping."""
     weights = _flat(params, y)
+    if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:
+        return _up2_forward(y.contiguous(), details.contiguous(), output, bases, gamma, weights)
     bands = _up_bands(y.contiguous(), details.contiguous(), output, gamma)
     for dim in axes:
         bands = _unlift(bands, dim, weights, bases)
