@@ -1,6 +1,6 @@
 """The layers on a CUDA device against a float64 CPU reference (skipped without a GPU).
 
-On CUDA the layers run the Triton kernels (liftswap/layers/lift_triton.py); these tests pin them
+On CUDA the layers run the Triton kernels (liftswap/ops/cuda.py); these tests pin them
 against the PyTorch ops and float64, the exact inverse, the custom operators under torch.compile,
 autocast and a patched model. CI has no GPU: these run on a lent H200 (docs/kernels.md, "On a GPU";
 benchmarks/results/cuda/test_cuda.log).
@@ -86,6 +86,55 @@ def test_cuda_compile_matches_eager(monkeypatch):
     assert {"_down_forward", "_up_forward"} <= set(calls)
     for g, r in zip(got, eager):
         assert norm_rel_err(g, r) < 1e-5
+
+
+def test_cuda_graph_replay_equals_eager():
+    """A whole training step (down, up, regulariser, gradients) captured in a CUDA graph and
+    replayed on new data in its static input equals eager: no host synchronisation inside."""
+    torch.manual_seed(0)
+    down = randomize(liftswap.LiftDownPool2d(8, return_details=True)).cuda()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 8, 17, 18, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm up on a side stream, as torch.cuda.graph asks (Triton compiles here)
+            forward_backward(down, up, x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = forward_backward(down, up, x)
+    fresh = torch.randn_like(x)
+    x.copy_(fresh)
+    graph.replay()
+    torch.cuda.synchronize()
+    for g, r in zip(static_out, forward_backward(down, up, fresh)):
+        assert norm_rel_err(g, r) < 1e-6
+
+
+def test_cuda_compile_reduce_overhead_runs_the_kernels(monkeypatch):
+    """torch.compile(mode="reduce-overhead") (CUDA graphs) runs the operators' Triton kernels."""
+    down = randomize(liftswap.LiftDownPool2d(8, return_details=True)).cuda().eval()
+    up = liftswap.LiftUpPool2d(down)
+    x = torch.randn(2, 8, 16, 15, device="cuda")
+    with torch.no_grad():
+        y_ref, d_ref = down(x)
+        rec_ref = up(y_ref, d_ref, output_size=x.shape[2:])
+    calls = []
+    for name in ("down_forward", "up_forward"):
+        monkeypatch.setattr(lift_triton, name, lambda *a, _f=getattr(lift_triton, name), _n=name: calls.append(_n) or _f(*a))
+    torch._dynamo.reset()
+
+    def round_trip(t):
+        y, details = down(t)
+        return y, up(y, details, output_size=t.shape[2:])
+
+    compiled = torch.compile(round_trip, mode="reduce-overhead")
+    with torch.no_grad():
+        for _ in range(3):  # record, then replay
+            y, rec = compiled(x)
+    assert {"down_forward", "up_forward"} <= set(calls)
+    assert norm_rel_err(y, y_ref) < 1e-6 and norm_rel_err(rec, rec_ref) < 1e-6
 
 
 def test_cuda_autocast_bf16_keeps_float32():
