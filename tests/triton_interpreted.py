@@ -147,6 +147,28 @@ def test_2d_up_pool_forward_is_one_launch(shape, init, output, monkeypatch):
     assert max_diff([got], [x]) < 1e-10
 
 
+@pytest.mark.parametrize("k,p,d", [((3, 3), (1, 1), (1, 1)), ((2, 2), (0, 0), (1, 1)), ((3, 2), (1, 0), (2, 1)), ((5, 5), (2, 2), (1, 1))])
+def test_max_pool_stride1_kernels(k, p, d):
+    """The preserve mode's stride-1 max pool in one launch forward and one backward: PyTorch's
+    max pool values, the reference's winning taps (ties and NaN: the first) and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64).round(decimals=1)  # ties
+    x[0, 0, 2, 3] = float("nan")
+    x[1, 2] = float("-inf")  # a whole plane of -inf: every window's maximum is -inf
+    ref = reference.max_pool_stride1(x, k, p, d)
+    winners = reference.max_pool_winners(x, ref, k, p, d)
+    g = torch.randn_like(ref)
+    ref_gx = reference.max_pool_stride1_backward(g, winners, x.shape, k, p, d)
+    with native.enabled(False), lift_triton.on_cpu():
+        assert lift_triton.max_pool_usable(x, k)
+        out, code = lift_triton.max_pool_forward(x, k, p, d)
+        gx = lift_triton.max_pool_backward(g, code, x.shape, k, p, d)
+        via_op = torch.ops.liftswap.max_pool_stride1(x, k, p, d)  # the operator's CPU entry takes the kernels too
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(code, winners) and torch.equal(via_op[1], winners)
+    torch.testing.assert_close(gx, ref_gx, rtol=0, atol=0)
+
+
 def test_float32_and_kernel_size_5():
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
     x = torch.randn(2, 3, 12, 9)

@@ -35,7 +35,8 @@ try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module 
 except Exception:  # pragma: no cover - no Triton, or a broken install: the PyTorch path serves
     triton = None
 
-__all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_backward", "up_forward", "up_backward"]
+__all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_backward", "up_forward", "up_backward",
+           "max_pool_usable", "max_pool_forward", "max_pool_backward"]  # fmt: skip
 
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -374,6 +375,63 @@ if triton is not None:
             tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1.to(ACC), axis=0))
             tl.store(cost_ptr + tl.program_id(0) * 4 + 2, tl.sum(cu2.to(ACC), axis=0))
             tl.store(cost_ptr + tl.program_id(0) * 4 + 3, tl.sum(cp2.to(ACC), axis=0))
+
+    @triton.jit
+    def _max_pool_forward_kernel(
+        x_ptr, out_ptr, code_ptr, H, W, OH, OW,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """The stride-1 max pool of (H, W) planes and, per output, the row-major index of the
+        window's first tap holding the maximum (or a NaN), as PyTorch's max pooling routes the
+        gradient; -inf padding."""
+        tiles = tl.cdiv(OH * OW, BLOCK)
+        plane = tl.program_id(0) // tiles
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < OH * OW
+        oh = idx // OW
+        ow = idx % OW
+        xp = x_ptr + plane.to(tl.int64) * H * W
+        best = tl.full((BLOCK,), float("-inf"), x_ptr.dtype.element_ty)
+        code = tl.zeros((BLOCK,), tl.int32)
+        for tap in tl.static_range(KH * KW):
+            h = oh - PH + (tap // KW) * DH
+            w = ow - PW + (tap % KW) * DW
+            inside = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            v = tl.load(xp + h.to(tl.int64) * W + w, mask=inside, other=float("-inf"))
+            if tap == 0:
+                take = mask
+            else:  # a later tap wins only if larger, or the first NaN (a NaN stays)
+                take = (v > best) | ((v != v) & (best == best))
+            best = tl.where(take, v, best)
+            code = tl.where(take, tap, code)
+        at = plane.to(tl.int64) * OH * OW + idx
+        tl.store(out_ptr + at, best, mask=mask)
+        tl.store(code_ptr + at, code.to(tl.uint8), mask=mask)
+
+    @triton.jit
+    def _max_pool_backward_kernel(
+        g_ptr, code_ptr, gx_ptr, H, W, OH, OW,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """Each input position gathers the gradients of the windows whose winning tap it is (no atomics)."""
+        tiles = tl.cdiv(H * W, BLOCK)
+        plane = tl.program_id(0) // tiles
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < H * W
+        h = idx // W
+        w = idx % W
+        base = plane.to(tl.int64) * OH * OW
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for tap in tl.static_range(KH * KW):
+            oh = h + PH - (tap // KW) * DH
+            ow = w + PW - (tap % KW) * DW
+            inside = mask & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+            at = base + oh.to(tl.int64) * OW + ow
+            won = tl.load(code_ptr + at, mask=inside, other=255).to(tl.int32) == tap
+            acc += tl.where(won & inside, _wide(tl.load(g_ptr + at, mask=inside, other=0.0)), 0.0)
+        tl.store(gx_ptr + plane.to(tl.int64) * H * W + idx, acc.to(gx_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _lift_backward_kernel(
@@ -887,6 +945,39 @@ def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> 
     det = details.movedim(1, 0)
     term = reference.detail_term(det, output, None if gamma is None else gamma.detach())
     return torch.cat(((y if term is None else y - term).unsqueeze(0), det)).flatten(0, 1)
+
+
+def max_pool_usable(x: Tensor, kernel_size) -> bool:
+    """Whether the max-pool kernels serve ``x``: a 2-D pool of a CUDA (or, under :func:`on_cpu`, CPU) tensor."""
+    return x.dim() == 4 and len(kernel_size) == 2 and usable(x)
+
+
+def max_pool_forward(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+    """``(max_pool2d(x, kernel_size, 1, padding, dilation), winning tap per output (uint8))``: one launch."""
+    x = x.contiguous()
+    (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
+    n, c, h, w = x.shape
+    oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+    out = x.new_empty((n, c, oh, ow))
+    code = torch.empty((n, c, oh, ow), dtype=torch.uint8, device=x.device)
+    with _on(x):
+        _max_pool_forward_kernel[(n * c * triton.cdiv(oh * ow, _BLOCK),)](
+            x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK
+        )
+    return out, code
+
+
+def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    """The input gradient of :func:`max_pool_forward` from the winning taps: one launch."""
+    g = g.contiguous()
+    (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
+    n, c, h, w = (int(v) for v in size)
+    gx = g.new_empty((n, c, h, w))
+    with _on(g):
+        _max_pool_backward_kernel[(n * c * triton.cdiv(h * w, _BLOCK),)](
+            g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK
+        )
+    return gx
 
 
 def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights) -> Tensor:

@@ -310,8 +310,16 @@ def _max_pool_default(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor
 def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
     if cpu.max_pool_usable(x, kernel_size):
         return cpu.max_pool_forward(x, kernel_size, padding, dilation)
+    if cuda.max_pool_usable(x, kernel_size):  # Triton's interpreter on CPU tensors (tests)
+        return cuda.max_pool_forward(x, kernel_size, padding, dilation)
     out = reference.max_pool_stride1(x, kernel_size, padding, dilation)
     return out, reference.max_pool_winners(x, out, kernel_size, padding, dilation)
+
+
+def _max_pool_cuda(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+    if cuda.max_pool_usable(x, kernel_size):
+        return cuda.max_pool_forward(x, kernel_size, padding, dilation)
+    return _max_pool_default(x, kernel_size, padding, dilation)
 
 
 def _max_pool_fake(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
@@ -327,6 +335,14 @@ def _max_pool_backward_default(g: Tensor, winners: Tensor, size, kernel_size, pa
 def _max_pool_backward_cpu(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
     if len(size) in (3, 4) and cpu.usable(g):
         return cpu.max_pool_backward(g, winners, size, kernel_size, padding, dilation)
+    if cuda.max_pool_usable(g, kernel_size):
+        return cuda.max_pool_backward(g, winners, size, kernel_size, padding, dilation)
+    return reference.max_pool_stride1_backward(g, winners, size, kernel_size, padding, dilation)
+
+
+def _max_pool_backward_cuda(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
+    if cuda.max_pool_usable(g, kernel_size):
+        return cuda.max_pool_backward(g, winners, size, kernel_size, padding, dilation)
     return reference.max_pool_stride1_backward(g, winners, size, kernel_size, padding, dilation)
 
 
@@ -370,10 +386,11 @@ def _register() -> None:
             {"cpu": _up_backward_impl(cpu, cuda), "cuda": _up_backward_impl(cuda)})  # fmt: skip
     up.register_autograd(_up_grad, setup_context=_up_setup)
     pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> (Tensor, Tensor)",
-                   _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu})  # fmt: skip
+                   _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda})  # fmt: skip
     _define("max_pool_stride1_backward",
             "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
-            _max_pool_backward_default, _max_pool_backward_fake, {"cpu": _max_pool_backward_cpu})  # fmt: skip
+            _max_pool_backward_default, _max_pool_backward_fake,
+            {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda})  # fmt: skip
     pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
