@@ -272,6 +272,14 @@ if triton is not None:
             tl.store(cost_ptr + tl.program_id(0) * 2 + 1, tl.sum(cp, axis=0))
 
     @triton.jit
+    def _grid_positions(rows, cols, BLOCK: tl.constexpr):
+        """This program's plane and its BLOCK positions of a (rows, cols) grid: (plane, index, mask, row, col)."""
+        tiles = tl.cdiv(rows * cols, BLOCK)
+        plane = tl.program_id(0) // tiles
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        return plane, idx, idx < rows * cols, idx // cols, idx % cols
+
+    @triton.jit
     def _row_lift(rowp, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                   BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
         """The first (W) lift of one row of x at column j: (s, d, x_o)."""
@@ -323,12 +331,7 @@ if triton is not None:
         them along H; the first lift's bands never go to memory. out: the four bands
         (band = 2 * H bit + W bit) stacked along the batch; COMBINE: y as well; COSTS: this
         program's sums of (s - x_o)^2 and d^2, first lift (rows this position owns) then second."""
-        tiles = tl.cdiv(Jh * Jw, BLOCK)
-        plane = tl.program_id(0) // tiles
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < Jh * Jw
-        i = idx // Jw
-        j = idx % Jw
+        plane, idx, mask, i, j = _grid_positions(Jh, Jw, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
@@ -347,7 +350,7 @@ if triton is not None:
         # the second lift of the first lift's two bands
         ll, hl = _column_lift(s_m2, s_m1, s_0, s_p1, s_p2, os_m1, os_0, os_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         lh, hh = _column_lift(d_m2, d_m1, d_0, d_p1, d_p2, od_m1, od_0, od_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        NC = tl.num_programs(0) // tiles
+        NC = tl.num_programs(0) // tl.cdiv(Jh * Jw, BLOCK)
         band = Jh * Jw
         at = plane.to(tl.int64) * band + idx
         kind = out_ptr.dtype.element_ty
@@ -385,12 +388,7 @@ if triton is not None:
         """The stride-1 max pool of (H, W) planes and, per output, the row-major index of the
         window's first tap holding the maximum (or a NaN), as PyTorch's max pooling routes the
         gradient; -inf padding."""
-        tiles = tl.cdiv(OH * OW, BLOCK)
-        plane = tl.program_id(0) // tiles
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < OH * OW
-        oh = idx // OW
-        ow = idx % OW
+        plane, idx, mask, oh, ow = _grid_positions(OH, OW, BLOCK)
         xp = x_ptr + plane.to(tl.int64) * H * W
         best = tl.full((BLOCK,), float("-inf"), x_ptr.dtype.element_ty)
         code = tl.zeros((BLOCK,), tl.int32)
@@ -416,12 +414,7 @@ if triton is not None:
         BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Each input position gathers the gradients of the windows whose winning tap it is (no atomics)."""
-        tiles = tl.cdiv(H * W, BLOCK)
-        plane = tl.program_id(0) // tiles
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < H * W
-        h = idx // W
-        w = idx % W
+        plane, idx, mask, h, w = _grid_positions(H, W, BLOCK)
         base = plane.to(tl.int64) * OH * OW
         acc = tl.zeros((BLOCK,), tl.float32)
         for tap in tl.static_range(KH * KW):
@@ -626,12 +619,7 @@ if triton is not None:
         """A 2-D up pool in one launch, from y and the details: each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
         lift's inverse reads (clamp(j - 2) .. clamp(j + 2)) in registers."""
-        tiles = tl.cdiv(Jh * Jw, BLOCK)
-        plane = tl.program_id(0) // tiles
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < Jh * Jw
-        i = idx // Jw
-        j = idx % Jw
+        plane, idx, mask, i, j = _grid_positions(Jh, Jw, BLOCK)
         c = plane % C
         n = plane // C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
