@@ -13,8 +13,8 @@ convolution: one convolution instead of one per band, for one more copy of the i
 serves dense convolutions with few input channels (stems: an RGB input), where the per-band
 convolutions are small and slow; the per-band form serves the rest (``_INTERLEAVE_CHANNELS``).
 The weight is sliced at run time from the original ``weight`` parameter, which keeps its
-state_dict key. Outputs have the original's
-length at every input size after crops of fixed size (see ``LiftConvReplacement.forward``).
+state_dict key. Outputs have the original's length at every input size after crops of fixed
+size (see ``LiftConvReplacement.forward``).
 
 A stride-2 transposed convolution is the mirror image: output phase ``q`` of the (uncropped)
 transposed convolution is a stride-1 transposed convolution of ``x`` with ``w[..., q::2]``, and
