@@ -73,13 +73,17 @@ def main(argv=None) -> int:
                     torch.cuda.synchronize()
             events = prof.key_averages()
             device_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events) / 5
+            # device work items per call (kernels, memsets, copies): what a launch-bound layer pays for
+            launches = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) / 5
             sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
             print(
                 f"\n== {name}, {what}: host {host:.3f} ms/call, synchronised {total:.3f} ms/call, device kernels {device_us / 1e3:.3f} ms/call"
+                f" ({launches:g} per call)"
                 + ("" if stubbed is None else f", host without the Triton launches {stubbed:.3f} ms/call")
             )
             print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))
-            rows.append({"layer": name, "pass": what, "host_ms": host, "total_ms": total, "device_kernels_ms": device_us / 1e3, "host_ms_launches_stubbed": stubbed})
+            rows.append({"layer": name, "pass": what, "host_ms": host, "total_ms": total, "device_kernels_ms": device_us / 1e3,
+                         "device_launches": launches, "host_ms_launches_stubbed": stubbed})  # fmt: skip
     write_json(args.out, {"device": args.device, "shape": list(shape), "torch": torch.__version__, "rows": rows})
     return 0
 
