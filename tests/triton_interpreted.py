@@ -169,6 +169,35 @@ def test_max_pool_stride1_kernels(k, p, d):
     torch.testing.assert_close(gx, ref_gx, rtol=0, atol=0)
 
 
+def test_preserve_converted_net_through_the_kernels(monkeypatch):
+    """A preserve-converted net (each pool: a stride-1 max pool, then a lazy lift) trains through
+    the kernels as through the PyTorch path: outputs, regulariser and every gradient."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(3, 2, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.MaxPool2d(2),
+    ).double()
+    x = torch.randn(2, 3, 13, 12, dtype=torch.float64)
+    converted = liftswap.patch(net, example_inputs=x).train()
+    randomize(converted, seed=3)
+
+    def run():
+        out = converted(x)
+        loss = out.square().sum() + liftswap.regularization_loss(converted)
+        return [out, loss, *torch.autograd.grad(loss, list(converted.parameters()))]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    counts = {}
+    for name in ("_down2_forward_kernel", "_max_pool_forward_kernel", "_max_pool_backward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    # both pools: the stride-1 max pool, then the lazy lift
+    assert counts == {"_down2_forward_kernel": 2, "_max_pool_forward_kernel": 2, "_max_pool_backward_kernel": 2}
+    assert max_diff(got, ref) < 1e-10
+
+
 def test_float32_and_kernel_size_5():
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
     x = torch.randn(2, 3, 12, 9)
