@@ -252,7 +252,12 @@ def run(source: str, max_size: int, timeout: float, targets=("pools",), paper_st
     try:
         return queue.get(timeout=timeout)
     except Exception:  # noqa: BLE001 - queue.Empty: over the time limit, or the worker died
-        return {"model": source, "status": "timeout" if proc.is_alive() else "crashed", "error": f"no result in {timeout}s"}
+        if proc.is_alive():
+            return {"model": source, "status": "timeout", "error": f"no result in {timeout}s"}
+        proc.join(5)
+        if proc.exitcode == -9:  # SIGKILL: on a machine where nothing else kills, the out-of-memory killer
+            return {"model": source, "status": "killed", "error": "worker killed by SIGKILL (out of memory)"}
+        return {"model": source, "status": "crashed", "error": f"worker died (exit code {proc.exitcode})"}
     finally:
         if proc.is_alive():
             proc.kill()
@@ -374,6 +379,7 @@ def summarize(rows: list[dict]) -> dict:
         "paper_step_checked": sum(1 for r in with_pool if r.get("paper_step") is not None),
         "liftswap_failures": [f"{r['model']}: {r.get('error')}" for r in rows if r["status"] in ("liftswap_failed", "crashed")],
         "timeouts": [r["model"] for r in rows if r["status"] == "timeout"],
+        "killed_out_of_memory": [r["model"] for r in rows if r["status"] == "killed"],
     }
 
 
