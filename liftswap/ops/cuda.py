@@ -595,17 +595,28 @@ if triton is not None:
         d_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
         d_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
         d_p2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        im1 = _clamp(i - 1, Jh)
-        ip1 = _clamp(i + 1, Jh)
+        s_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        s_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        s_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        return _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, i, Jh, wp0, wp1, wp2, bp, pwp, pbp,
+                          wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+
+    @triton.jit
+    def _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, i, J, wp0, wp1, wp2, bp, pwp, pbp,
+                   wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """The inverse lift at position i: (x_e, x_o), from s at clamp(i - 1) .. clamp(i + 1) and d
+        at clamp(i - 2) .. clamp(i + 2) (nested replicate clamps picked among them)."""
+        im1 = _clamp(i - 1, J)
+        ip1 = _clamp(i + 1, J)
         # x_e = s - base_u d - r_U(d) at clamp(i - 1), i, clamp(i + 1)
-        _, r_m = _residual(_pick(_clamp(im1 - 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
-                           _pick(_clamp(im1 + 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+        _, r_m = _residual(_pick(_clamp(im1 - 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
+                           _pick(_clamp(im1 + 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
         _, r_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
-        _, r_p = _residual(_pick(_clamp(ip1 - 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
-                           _pick(_clamp(ip1 + 1, Jh), i, Jh, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
-        e_m = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, im1, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_m1) - r_m
-        e_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_0) - r_0
-        e_p = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, ip1, col, Jh, Jw, mask, S_BAND, DETAIL_TERM) - _lin(BASE_U, d_p1) - r_p
+        _, r_p = _residual(_pick(_clamp(ip1 - 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
+                           _pick(_clamp(ip1 + 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
+        e_m = s_m1 - _lin(BASE_U, d_m1) - r_m
+        e_0 = s_0 - _lin(BASE_U, d_0) - r_0
+        e_p = s_p1 - _lin(BASE_U, d_p1) - r_p
         # x_o = d + base_p x_e + r_P(x_e) at i
         _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
         return e_0, d_0 + _lin(BASE_P, e_0) + rp
@@ -646,16 +657,8 @@ if triton is not None:
             else:
                 s_m1, s_0, s_p1 = so_m1, so_0, so_p1
                 d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
-            _, r_m = _residual(_pick(_clamp(jm1 - 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
-                               _pick(_clamp(jm1 + 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
-            _, r_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
-            _, r_p = _residual(_pick(_clamp(jp1 - 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
-                               _pick(_clamp(jp1 + 1, Jw), j, Jw, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
-            e_m = s_m1 - _lin(BASE_U, d_m1) - r_m
-            e_0 = s_0 - _lin(BASE_U, d_0) - r_0
-            e_p = s_p1 - _lin(BASE_U, d_p1) - r_p
-            _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-            o_0 = d_0 + _lin(BASE_P, e_0) + rp
+            e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
+                                  wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
             row = (2 * i + parity).to(tl.int64) * 2 * Jw
             tl.store(xp + row + 2 * j, e_0.to(kind), mask=mask)
             tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=mask)
