@@ -46,7 +46,7 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
 # The one-launch 2-D kernels, one output position per thread: sm_90 builds use 64 (down, with
-# costs) and 96 (up) registers at this size, 128 and 224 at twice it (fewer programs per SM).
+# costs) and 118 (up) registers at this size, 128 and 198 at twice it (fewer programs per SM).
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
