@@ -33,9 +33,9 @@ def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
 
 @pytest.fixture(params=["per band", "interleaved"])
 def form(request, monkeypatch):
-    """Both forms of the polyphase convolution: a conv per band, or one over the re-interleaved
-    bands (chosen by input channels, which this fixture moves past every test's convolutions)."""
-    monkeypatch.setattr(convs, "_INTERLEAVE_CHANNELS", 0 if request.param == "per band" else 1 << 20)
+    """Both forms of the polyphase convolution: a conv per band, or one over the bands in their
+    polyphase places (each chosen by a rule; this fixture runs one form for every convolution)."""
+    monkeypatch.setattr(convs, "_FORM", request.param)
     return request.param
 
 
@@ -43,8 +43,7 @@ def _polyphase(conv, dims, axes=None, init="lazy"):
     axes = tuple(a - dims for a, s in enumerate(conv.stride) if s == 2)
     lift = DOWN[dims](conv.in_channels, init=init, output="LL", return_details=True, axes=axes).double()
     new = LiftConvReplacement(conv, lift, "polyphase")
-    one_band = all(k == 1 for k, s in zip(conv.kernel_size, conv.stride) if s == 2)
-    assert new.interleave == (conv.in_channels <= convs._INTERLEAVE_CHANNELS and conv.groups == 1 and not one_band)
+    assert new.interleave == (convs._FORM == "interleaved")
     return new
 
 
@@ -83,6 +82,30 @@ def test_3d_video_stride_lifts_hw_only(form):
     assert new.lift.axes == (-2, -1)
     x = torch.randn(2, 3, 5, 9, 8, dtype=torch.float64)
     torch.testing.assert_close(new(x), conv(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "conv,interleaved",
+    [
+        (nn.Conv2d(64, 64, 3, stride=2, padding=1), True),  # 2-D, both axes: the bands come in place
+        (nn.Conv2d(64, 64, 3, stride=2, padding=1, groups=64), True),  # depthwise too
+        (nn.Conv2d(256, 512, 1, stride=2), False),  # a 1x1 shortcut reads one band
+        (nn.Conv2d(64, 64, 3, stride=(2, 1), padding=1), False),  # one axis: four tensors, 64 channels
+        (nn.Conv1d(3, 16, 7, stride=2, padding=3), True),  # few channels: the copy is cheap
+        (nn.Conv1d(32, 32, 3, stride=2, padding=1), False),
+        (nn.Conv3d(8, 8, 3, stride=(1, 2, 2), padding=1, groups=2), False),
+    ],
+)
+def test_form_rule(conv, interleaved):
+    """Which form each convolution runs in by default (surgery/convs.py's rule), and that it is the
+    original convolution at lazy init."""
+    dims = conv.weight.dim() - 2
+    axes = tuple(a - dims for a, s in enumerate(conv.stride) if s == 2)
+    lift = DOWN[dims](conv.in_channels, init="lazy", output="LL", return_details=True, axes=axes)
+    new = LiftConvReplacement(conv, lift, "polyphase")
+    assert new.interleave == interleaved
+    x = torch.randn((2, conv.in_channels) + (9, 8, 7)[:dims])
+    torch.testing.assert_close(new(x), conv(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dims", [1, 2])

@@ -79,6 +79,44 @@ def test_gradients_equal_autograd_through_the_reference(dims, backend):
     assert rel_err(list(got), list(ref), floor=1.0) < 1e-11
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 7, 6), (2, 2, 8, 9), (1, 2, 1, 1), (1, 2, 131, 66)])
+def test_polyphase_places_every_band(shape, backend):
+    """``lift_down_pool_polyphase`` puts band (r, q) of the down pool at rows 2i + r, columns
+    2j + q (a slow loop over the reference's bands), with its costs, gradients (every input and
+    weight, against autograd through the reference) and opcheck; odd sizes, and planes that the
+    CPU kernel writes in place (small) and that go lift by lift (131 x 66), float64."""
+    down = layer(2, "LL")
+    a = args_of(down)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    p, u = down.predict.weights(), down.update.weights()
+    z, c_u, c_p = liftswap.ops.operators.down_pool_polyphase(x, p, u, down.axes, True)
+    ry, rd, rc_u, rc_p = reference.down_pool(x, p, u, down.axes, "LL", None, True)
+    bands = [ry, *rd.unbind(1)]
+    want = x.new_zeros(z.shape)
+    for b, band in enumerate(bands):
+        for i in range(band.shape[2]):
+            for j in range(band.shape[3]):
+                want[:, :, 2 * i + (b >> 1), 2 * j + (b & 1)] = band[:, :, i, j]
+    assert z.shape == (shape[0], shape[1], shape[2] + shape[2] % 2, shape[3] + shape[3] % 2)
+    assert rel_err([z, c_u, c_p], [want, rc_u, rc_p]) < 1e-13
+    w = torch.randn(z.shape, dtype=torch.float64)
+    got = torch.autograd.grad((z * w).sum() + 5 * c_u + 3 * c_p, [x, *down.parameters()], allow_unused=True)
+    ref = torch.autograd.grad((want * w).sum() + 5 * rc_u + 3 * rc_p, [x, *down.parameters()], allow_unused=True)
+    assert rel_err([g for g in got if g is not None], [g for g in ref if g is not None], floor=1.0) < 1e-11
+    if shape[2] < 100:
+        for with_costs in (False, True):
+            torch.library.opcheck(torch.ops.liftswap.lift_down_pool_polyphase.default, (x, *a, with_costs))
+
+
+def test_polyphase_of_the_lazy_lift_is_the_input(backend):
+    """At lazy init every band is a phase of the input: in their places they are the input itself
+    (an odd size's replicated last sample past it), the identity a preserve conversion relies on."""
+    down = POOLS[2](3, init="lazy", output="LL", return_details=True).double()
+    x = torch.randn(2, 3, 9, 14, dtype=torch.float64)
+    z, _, _ = liftswap.ops.operators.down_pool_polyphase(x, down.predict.weights(), down.update.weights(), down.axes)
+    assert torch.equal(z[:, :, :9], x) and torch.equal(z[:, :, 9], x[:, :, 8])
+
+
 def test_compile_keeps_each_operator_whole(backend, monkeypatch):
     """torch.compile records one node per layer and runs the backend's kernel in it."""
     down = layer(2)

@@ -323,15 +323,27 @@ class _LiftDownPoolNd(nn.Module):
         out = operators.down_pool(
             x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training
         )
-        if training and x.shape[0] == 0:  # an empty batch costs nothing (the means would be NaN)
-            self.last_regularization = x.new_zeros((), dtype=out[0].dtype)
-        elif training:
-            self.last_regularization = self.lambda_u * out[2] + self.lambda_p * out[3]
-        elif self.last_regularization is not None:
-            self.last_regularization = None
+        self._keep_regularization(x, out[0].dtype, out[2], out[3])
         if self.return_details:
             return out[0], out[1]
         return out[0]
+
+    def _polyphase(self, x: Tensor) -> Tensor:
+        """Every band, unscaled, in its polyphase place (N, C, *2 ceil(size / 2)): what a stride-2
+        convolution replaced by this lift reads (:mod:`liftswap.surgery.convs`). The regulariser
+        is kept as :meth:`forward` keeps it."""
+        _check_input(x, self._spatial, self.channels, type(self).__name__)
+        z, c_u, c_p = operators.down_pool_polyphase(x, self.predict.weights(), self.update.weights(), self.axes, self.training)
+        self._keep_regularization(x, z.dtype, c_u, c_p)
+        return z
+
+    def _keep_regularization(self, x: Tensor, dtype: torch.dtype, c_u: Tensor | None, c_p: Tensor | None) -> None:
+        if self.training and x.shape[0] == 0:  # an empty batch costs nothing (the means would be NaN)
+            self.last_regularization = x.new_zeros((), dtype=dtype)
+        elif self.training:
+            self.last_regularization = self.lambda_u * c_u + self.lambda_p * c_p
+        elif self.last_regularization is not None:
+            self.last_regularization = None
 
     def extra_repr(self) -> str:
         s = f"{self.channels}, kernel_size={self.kernel_size}, init={self.init!r}, output={self.output!r}"

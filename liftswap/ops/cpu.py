@@ -113,7 +113,7 @@ class _Kernel:
     """The library's two entry points for one dtype, with the layer's P and U bound."""
 
     _ENTRIES = ("lift_forward", "lift_backward", "lift_forward2", "lift_backward2", "unlift_forward",
-                "unlift_backward", "unlift_forward2", "unlift_backward2", "combine", "combine_backward")  # fmt: skip
+                "unlift_backward", "unlift_forward2", "unlift_backward2", "combine", "combine_backward", "polyphase")  # fmt: skip
     _bound: dict = {}  # dtype suffix -> the library's functions (looked up once)
 
     def __init__(self, dtype: torch.dtype, predict, update) -> None:
@@ -123,7 +123,7 @@ class _Kernel:
             lib = library()
             fns = self._bound[suffix] = [getattr(lib, f"liftswap_{name}_{suffix}") for name in self._ENTRIES]
         (self._fwd, self._bwd, self._fwd2, self._bwd2, self._unlift, self._unlift_bwd, self._unlift2,
-         self._unlift_bwd2, self._combine, self._combine_bwd) = fns  # fmt: skip
+         self._unlift_bwd2, self._combine, self._combine_bwd, self._polyphase) = fns  # fmt: skip
         self.k = predict.dw_weight.shape[-1]
         self.p_base, self.u_base = predict.base, update.base
         self.p_args, self.u_args = _operator_args(predict), _operator_args(update)
@@ -173,22 +173,44 @@ class _Kernel:
         )  # fmt: skip
         return gx, pgrad, gcoef
 
-    def forward2(self, x: Tensor, dims: list[int], with_costs: bool):
+    def forward2(self, x: Tensor, dims: list[int], with_costs: bool, polyphase: bool = False):
         """:meth:`forward` of a 2-D layer's two lifts (along ``dims[0]``, then ``dims[1]``) in one call.
 
         (the last lift's output, [each lift's costs or None]), or None where a plane is too large
         for the kernel's tiles (nothing computed). The first lift's output never fills a tensor.
+        ``polyphase`` (NCHW lifted along W, then H): the output is the bands in their polyphase
+        places, (N, C, 2 ceil(H / 2), 2 ceil(W / 2)), as :func:`polyphase` puts them.
         """
         la, lb, t = self._lift2_layouts(x.shape, dims)
-        out = x.new_empty(_halved(t, dims[1]))
+        if polyphase:
+            n, c, h, w = x.shape
+            out = x.new_empty((n, c, h + h % 2, w + w % 2))
+            s = d = None
+            z = out.data_ptr()
+        else:
+            out = x.new_empty(_halved(t, dims[1]))
+            s, z = out.data_ptr(), None
+            d = s + out.numel() // 2 * out.element_size()
         costs = [torch.empty((la.C, 2), dtype=torch.float64) for _ in dims] if with_costs else [None, None]
-        ptr = out.data_ptr()
         done = self._fwd2(
-            x.data_ptr(), ptr, ptr + out.numel() // 2 * out.element_size(), ctypes.byref(la), ctypes.byref(lb),
-            self.k, *self._p, self.p_base, *self._u, self.u_base, *(None if c is None else c.data_ptr() for c in costs),
-            torch.get_num_threads(),
+            x.data_ptr(), s, d, z, ctypes.byref(la), ctypes.byref(lb), self.k, *self._p, self.p_base, *self._u,
+            self.u_base, *(None if c is None else c.data_ptr() for c in costs), torch.get_num_threads(),
         )  # fmt: skip
         return (out, costs) if done else None
+
+    def to_polyphase(self, bands: Tensor) -> Tensor:
+        """A 2-D layer's bands (4, N, C, h, w) in their polyphase places (N, C, 2h, 2w)."""
+        _, n, c, h, w = bands.shape
+        z = bands.new_empty((n, c, 2 * h, 2 * w))
+        self._polyphase(bands.data_ptr(), z.data_ptr(), n * c, h, w, 0, torch.get_num_threads())
+        return z
+
+    def from_polyphase(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`to_polyphase`."""
+        n, c, h, w = z.shape[0], z.shape[1], z.shape[2] // 2, z.shape[3] // 2
+        bands = z.new_empty((4, n, c, h, w))
+        self._polyphase(bands.data_ptr(), z.data_ptr(), n * c, h, w, 1, torch.get_num_threads())
+        return bands
 
     def backward2(self, x: Tensor, dims: list[int], g_out: Tensor | None, kc: list[tuple[float, float]], g_y: Tensor,
                   coef: Tensor, gamma_grad: bool, batch: int):  # fmt: skip
@@ -314,28 +336,53 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
     """
     kernel = _Kernel(x.dtype, predict, update)
     x = x.contiguous()
-    n = x.shape[0]
-    order = list(reversed(axes))
-    counts = _counts(x.shape, order)
-    lifted = kernel.forward2(x, order, with_costs) if len(order) == 2 else None
-    if lifted is None:  # lift by lift
-        bands, costs = x, []
-        for i, dim in enumerate(order):
-            bands, cost = kernel.forward(bands, dim, with_costs, *_row_order(order, i))
-            costs.append(cost)
-    else:
-        bands, costs = lifted
-    c_u = c_p = 0.0
-    if with_costs:
-        for cost, count in zip(costs, counts):
-            cu, cp = cost.sum(0).tolist()
-            c_u, c_p = c_u + cu / count, c_p + cp / count
-    bands = bands.view(_bands_shape(bands, n))
+    bands, costs, _ = _lifts(kernel, x, list(reversed(axes)), with_costs)
+    bands = bands.view(_bands_shape(bands, x.shape[0]))
     if output == "LL":  # the approximation band alone: no 0 * detail term (0 * inf is NaN)
         y = bands[0].clone()
     else:
         y = kernel.combine(bands, coefficients(output, gamma, bands.shape[0], x))
-    return y, bands[1:].movedim(0, 1), torch.tensor([c_u, c_p], dtype=x.dtype)
+    return y, bands[1:].movedim(0, 1), costs
+
+
+def polyphase_usable(x: Tensor, axes) -> bool:
+    """Whether :func:`down_forward_polyphase` serves ``x``: a 2-D layer over (H, W) of an NCHW tensor."""
+    return x.dim() == 4 and [int(a) for a in axes] == [-2, -1]
+
+
+def down_forward_polyphase(x: Tensor, predict, update, axes, with_costs: bool):
+    """``(z, costs)``: :func:`down_forward`'s bands in their polyphase places (N, C, 2 ceil(H / 2),
+    2 ceil(W / 2)), band (r, q) at rows 2i + r and columns 2j + q (see
+    :func:`liftswap.ops.reference.polyphase`), written there by the last lift."""
+    kernel = _Kernel(x.dtype, predict, update)
+    x = x.contiguous()
+    out, costs, placed = _lifts(kernel, x, list(reversed(axes)), with_costs, polyphase=True)
+    return (out if placed else kernel.to_polyphase(out.view(_bands_shape(out, x.shape[0])))), costs
+
+
+def down_backward_polyphase(x: Tensor, predict, update, axes, g_z: Tensor | None, g_costs: Tensor | None):
+    """Backward of :func:`down_forward_polyphase`: :func:`down_backward`'s returns (no gamma)."""
+    g_bands = None if g_z is None else _Kernel(x.dtype, predict, update).from_polyphase(g_z.contiguous())
+    return down_backward(x, predict, update, axes, "LL", None, None, None, g_costs, False, g_bands=g_bands)
+
+
+def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyphase: bool = False):
+    """Every lift of ``order``: (the bands stacked along the batch, or with ``polyphase`` where the
+    kernel could, z; costs (2,): c_u, c_p; whether the output is z)."""
+    lifted = kernel.forward2(x, order, with_costs, polyphase) if len(order) == 2 else None
+    if lifted is None:  # lift by lift
+        out, costs = x, []
+        for i, dim in enumerate(order):
+            out, cost = kernel.forward(out, dim, with_costs, *_row_order(order, i))
+            costs.append(cost)
+    else:
+        out, costs = lifted
+    c_u = c_p = 0.0
+    if with_costs:
+        for cost, count in zip(costs, _counts(x.shape, order)):
+            cu, cp = cost.sum(0).tolist()
+            c_u, c_p = c_u + cu / count, c_p + cp / count
+    return out, torch.tensor([c_u, c_p], dtype=x.dtype), polyphase and lifted is not None
 
 
 def _counts(shape, order: list[int]) -> list[int]:
@@ -347,11 +394,13 @@ def _counts(shape, order: list[int]) -> list[int]:
 
 
 def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,
-                  g_details: Tensor | None, g_costs: Tensor | None, want_gamma: bool):  # fmt: skip
+                  g_details: Tensor | None, g_costs: Tensor | None, want_gamma: bool,
+                  g_bands: Tensor | None = None):  # fmt: skip
     """Backward of :func:`down_forward`, recomputing its forward: ``(grad of x, grad of gamma or
     None, the 8 weights' grads)``. A 2-D layer's two lifts in one call (:meth:`_Kernel.backward2`);
     otherwise lift by lift: re-lift all but the last axis, then each lift's backward, last first.
-    Without a details gradient the last lift makes the bands' gradient (coef * g_y) itself."""
+    Without a details gradient the last lift makes the bands' gradient (coef * g_y) itself.
+    ``g_bands`` (nb, N, C, *pooled): every band's gradient, given (output "LL")."""
     kernel = _Kernel(x.dtype, predict, update)
     x = x.contiguous()
     n = x.shape[0]
@@ -363,9 +412,13 @@ def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor |
         pooled[dim] = (pooled[dim] + 1) // 2
     shape = (nb,) + tuple(pooled)
     coef = coefficients(output, gamma, nb, x)
+    if g_bands is not None:
+        g_y = g_bands[0]
     g_y = x.new_zeros(pooled) if g_y is None else g_y.contiguous()
     grad = None
-    if g_details is not None:
+    if g_bands is not None:
+        grad = g_bands.reshape((-1,) + shape[2:])
+    elif g_details is not None:
         grad = kernel.combine_backward(shape, coef, g_y, g_details.contiguous()).view((-1,) + shape[2:])
     g_cu, g_cp = (0.0, 0.0) if g_costs is None else g_costs.tolist()
     kc = [(2 * g_cu / c, 2 * g_cp / c) for c in counts]

@@ -24,7 +24,7 @@ from pathlib import Path
 __all__ = ["library", "error", "level"]
 
 _FOLDER = Path(__file__).resolve().parent
-_ABI = 10
+_ABI = 11
 _LEVELS = {1: "baseline", 3: "x86_64_v3", 4: "x86_64_v4"}  # liftswap_cpu_level() -> build name
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -88,7 +88,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         bwd.argtypes = [ptr] * 9 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, f64, f64, i32]
         bwd.restype = None
         fwd2 = getattr(lib, f"liftswap_lift_forward2_{suffix}")
-        fwd2.argtypes = [ptr] * 5 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, ptr, i32]
+        fwd2.argtypes = [ptr] * 6 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real, ptr, ptr, i32]
         fwd2.restype = i32
         bwd2 = getattr(lib, f"liftswap_lift_backward2_{suffix}")
         bwd2.argtypes = [ptr] * 10 + [i32] + [ptr] * 4 + [real] + [ptr] * 4 + [real] + [f64] * 4 + [i32]
@@ -117,6 +117,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         comb_bwd = getattr(lib, f"liftswap_combine_backward_{suffix}")
         comb_bwd.argtypes = [ptr] * 4 + [i64] * 4 + [i32]
         comb_bwd.restype = None
+        poly = getattr(lib, f"liftswap_polyphase_{suffix}")
+        poly.argtypes = [ptr] * 2 + [i64] * 3 + [i32] * 2
+        poly.restype = None
     return lib
 
 

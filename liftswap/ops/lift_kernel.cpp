@@ -93,6 +93,26 @@ LIFTSWAP_INLINE void copy(T* dst, const T* src, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = src[i];
 }
 
+// dst[2j] = a[j], dst[2j + 1] = b[j]: two bands' rows side by side, as their polyphase places have them.
+template <typename T>
+LIFTSWAP_INLINE void zip(T* dst, const T* a, const T* b, int64_t count) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) {
+    dst[2 * i] = a[i];
+    dst[2 * i + 1] = b[i];
+  }
+}
+
+// Inverse of zip.
+template <typename T>
+LIFTSWAP_INLINE void unzip(const T* src, T* a, T* b, int64_t count) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) {
+    a[i] = src[2 * i];
+    b[i] = src[2 * i + 1];
+  }
+}
+
 // Copies line x (L rows of B) into xe (Lh rows, m replicated rows either side) and xo (Lh rows).
 // An odd L repeats its last row as the last odd sample. With `even_first` the line's rows are
 // stored even rows first (as the previous lift wrote them for this one): two bulk copies.
@@ -427,6 +447,24 @@ struct LiftTiles {
     write_lines(lb, lines, t, sb, buf.get(DP), s, d);
   }
 
+  // write_outputs of a 2-D layer's last lift (along H, P = 1) over a tile of `planes` planes' s
+  // bands, then their d bands (fill_plane_tile's order): each band written at its polyphase
+  // place in z (N, C, 2 Lh, 2 B), band (r, q) at rows 2i + r, columns 2j + q, as the lazy inverse
+  // lift puts them, instead of as four bands.
+  void write_polyphase(const Chan<T>& u, int64_t planes, int64_t n0, int64_t c, T* z, double& cu, double& cp) {
+    T *const sb = buf.get(SB), *const dp = buf.get(DP);
+    update_tile<T, KC>(u, buf.get(XE), buf.get(XO), dp, buf.get(MASK), sb, 2 * planes * t.seg, t.B, K, cu, cp);
+    const int64_t Lh = t.Lh, B = t.B;
+    for (int64_t i = 0; i < planes; ++i) {
+      T* zp = z + ((n0 + i) * lay.C + c) * 4 * Lh * B;
+      const int64_t e0 = i * t.seg + t.margin, e1 = (i + planes) * t.seg + t.margin;
+      for (int64_t r = 0; r < Lh; ++r) {
+        zip(zp + 4 * r * B, sb + e0 + r * B, sb + e1 + r * B, B);
+        zip(zp + (4 * r + 2) * B, dp + e0 + r * B, dp + e1 + r * B, B);
+      }
+    }
+  }
+
   // After recompute: gs, gd of the tile's lines -> gx (merged in), acc (added), gcoef (added).
   void backward(const T* gs, const T* gd, T* gx, const T* gy, const T* coef, double* gcoef, const Chan<T> p,
                 const Chan<T> u, int64_t c, int64_t lines) {
@@ -609,14 +647,15 @@ void fill_plane_tile(LiftTiles<T, KC>& a, LiftTiles<T, KC>& b, int64_t c, int64_
   }
 }
 
-// forward_impl of both lifts by tiles of planes: b's s and d (its whole output), and with costs
+// forward_impl of both lifts by tiles of planes: b's s and d (its whole output), or with z the
+// bands in their polyphase places (write_polyphase; NCHW lifted along W then H), and with costs
 // each lift's per-channel sums (costs_a, costs_b) as forward_impl gives them.
 template <typename T, int KC>
-bool forward2_impl(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po, Op<T> uo,
-                   double* costs_a, double* costs_b, int threads) {
+bool forward2_impl(const T* x, T* s, T* d, T* z, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po,
+                   Op<T> uo, double* costs_a, double* costs_b, int threads) {
   const int K = KC ? KC : Kr;
   const int64_t planes = planes_per_tile(la, lb, K), N = la.G / la.C;
-  if (planes < 1) return false;
+  if (planes < 1 || (z && lb.P != 1)) return false;
 #pragma omp parallel num_threads(threads)
   {
     using Tiles = LiftTiles<T, KC>;
@@ -633,7 +672,10 @@ bool forward2_impl(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayou
         a.template recompute<false>(x, p, k * la.P);
         a.write_outputs(u, k * la.P, t.data(), t.data() + k * plane, cost[0], cost[1]);
         b.template recompute<false>(t.data(), p, 2 * k * lb.P);
-        b.write_outputs(u, 2 * k * lb.P, s, d, cost[2], cost[3]);
+        if (z)
+          b.write_polyphase(u, k, n0, c, z, cost[2], cost[3]);
+        else
+          b.write_outputs(u, 2 * k * lb.P, s, d, cost[2], cost[3]);
       }
       if (costs_a) std::copy(cost, cost + 2, costs_a + 2 * c);
       if (costs_b) std::copy(cost + 2, cost + 4, costs_b + 2 * c);
@@ -969,13 +1011,34 @@ void backward_dispatch(const T* x, const T* gs, const T* gd, T* gx, const T* gy,
 }
 
 template <typename T>
-bool forward2_dispatch(const T* x, T* s, T* d, const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po, Op<T> uo,
-                       double* costs_a, double* costs_b, int threads) {
+bool forward2_dispatch(const T* x, T* s, T* d, T* z, const LiftLayout& la, const LiftLayout& lb, int K, Op<T> po,
+                       Op<T> uo, double* costs_a, double* costs_b, int threads) {
   switch (K) {
-    case 1: return forward2_impl<T, 1>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
-    case 3: return forward2_impl<T, 3>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
-    case 5: return forward2_impl<T, 5>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
-    default: return forward2_impl<T, 0>(x, s, d, la, lb, K, po, uo, costs_a, costs_b, threads);
+    case 1: return forward2_impl<T, 1>(x, s, d, z, la, lb, K, po, uo, costs_a, costs_b, threads);
+    case 3: return forward2_impl<T, 3>(x, s, d, z, la, lb, K, po, uo, costs_a, costs_b, threads);
+    case 5: return forward2_impl<T, 5>(x, s, d, z, la, lb, K, po, uo, costs_a, costs_b, threads);
+    default: return forward2_impl<T, 0>(x, s, d, z, la, lb, K, po, uo, costs_a, costs_b, threads);
+  }
+}
+
+// A 2-D layer's bands (4, planes, h, w) to their polyphase places z (planes, 2h, 2w), band (r, q)
+// at rows 2i + r, columns 2j + q, or back (to_bands): for the lift-by-lift path and the gradient.
+template <typename T>
+void polyphase_impl(T* bands, T* z, int64_t planes, int64_t h, int64_t w, bool to_bands, int threads) {
+  const int64_t S = h * w, band = planes * S;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    for (int64_t i = 0; i < h; ++i) {
+      T* b = bands + q * S + i * w;
+      T* top = z + q * 4 * S + 4 * i * w;
+      if (to_bands) {
+        unzip(top, b, b + band, w);
+        unzip(top + 2 * w, b + 2 * band, b + 3 * band, w);
+      } else {
+        zip(top, b, b + band, w);
+        zip(top + 2 * w, b + 2 * band, b + 3 * band, w);
+      }
+    }
   }
 }
 
@@ -1172,7 +1235,7 @@ void combine_backward_impl(const T* coef, const T* gy, const T* gdet, T* gbands,
 
 extern "C" {
 
-int liftswap_abi_version() { return 10; }
+int liftswap_abi_version() { return 11; }
 
 // The best instruction-set level this CPU runs (1: baseline, 3: x86-64-v3 / AVX2, 4: x86-64-v4 /
 // AVX-512), from the baseline build, so that Python loads the matching build of this file.
@@ -1205,11 +1268,11 @@ int liftswap_cpu_level() {
     backward_dispatch<T>(x, gs, gd, gx, gy, coef, gcoef, pgrad, *lay, K, Op<T>{pw_, pb_, ppw, ppb, pbase},            \
                          Op<T>{uw, ub, upw, upb, ubase}, kcu, kcp, threads);                                     \
   }                                                                                                              \
-  int liftswap_lift_forward2_##SUFFIX(const T* x, T* s, T* d, const LiftLayout* la, const LiftLayout* lb, int K,   \
-                                       const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase, const T* uw, \
-                                       const T* ub, const T* upw, const T* upb, T ubase, double* costs_a,          \
-                                       double* costs_b, int threads) {                                             \
-    return forward2_dispatch<T>(x, s, d, *la, *lb, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                          \
+  int liftswap_lift_forward2_##SUFFIX(const T* x, T* s, T* d, T* z, const LiftLayout* la, const LiftLayout* lb,  \
+                                       int K, const T* pw_, const T* pb_, const T* ppw, const T* ppb, T pbase,     \
+                                       const T* uw, const T* ub, const T* upw, const T* upb, T ubase,              \
+                                       double* costs_a, double* costs_b, int threads) {                            \
+    return forward2_dispatch<T>(x, s, d, z, *la, *lb, K, Op<T>{pw_, pb_, ppw, ppb, pbase},                       \
                                 Op<T>{uw, ub, upw, upb, ubase}, costs_a, costs_b, threads);                     \
   }                                                                                                              \
   int liftswap_lift_backward2_##SUFFIX(const T* x, T* gx, const T* g_out, const T* gy, const T* coef, \
@@ -1224,6 +1287,10 @@ int liftswap_cpu_level() {
   }
 
 #define LIFTSWAP_EXPORT_COMBINE(T, SUFFIX)                                                                            \
+  void liftswap_polyphase_##SUFFIX(T* bands, T* z, int64_t planes, int64_t h, int64_t w, int to_bands,              \
+                                   int threads) {                                                                      \
+    polyphase_impl<T>(bands, z, planes, h, w, to_bands != 0, threads);                                                 \
+  }                                                                                                                    \
   void liftswap_combine_##SUFFIX(const T* bands, const T* coef, T* y, int64_t nb, int64_t N, int64_t C, int64_t S,    \
                                  int threads) {                                                                        \
     combine_impl<T>(bands, coef, y, nb, N, C, S, threads);                                                             \

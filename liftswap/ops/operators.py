@@ -37,7 +37,7 @@ from . import cpu, cuda, reference
 from .onnx import onnx_exporting
 from .reference import OperatorWeights
 
-__all__ = ["down_pool", "up_pool", "max_pool_stride1", "OperatorWeights"]
+__all__ = ["down_pool", "down_pool_polyphase", "up_pool", "max_pool_stride1", "OperatorWeights"]
 
 # The arguments both pool operators take after their tensor inputs: the layer's P, U and gamma.
 _ARGS = (
@@ -226,6 +226,63 @@ def _down_grad(ctx, g_y, g_details, g_costs):
     return (*_grads_in(grads, saved, needs), None, None, None, None, None)
 
 
+# --- liftswap::lift_down_pool_polyphase -------------------------------------------------------
+# The down pool's bands, unscaled, in their polyphase places (reference.polyphase): what a stride-2
+# convolution replaced by a lift reads (surgery/convs.py). The CPU kernel writes them there.
+
+
+def _polyphase_impl(*backends):
+    def impl(x: Tensor, *args):
+        a, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS]
+        if _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
+            return cpu.down_forward_polyphase(x, a.predict(), a.update(), a.axes, with_costs)
+        y, details, costs = _down_impl(*backends)(x, *args)
+        return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes).contiguous(), costs
+
+    return impl
+
+
+def _polyphase_fake(x: Tensor, *args):
+    shape = list(x.shape)
+    for dim in args[9]:
+        shape[dim] += shape[dim] % 2
+    return x.new_empty(shape), x.new_empty(2)
+
+
+def _polyphase_split(g_z: Tensor, axes) -> tuple[Tensor, Tensor]:
+    """The bands' gradients ``(g_y, g_details)`` from z's: the inverse of reference.polyphase."""
+    spatial, n, c = g_z.dim() - 2, g_z.shape[0], g_z.shape[1]
+    lifted = [int(a) % (spatial + 2) - 2 for a in axes]
+    shape, perm = [n, c], [0]
+    for a in range(spatial):
+        shape += [g_z.shape[2 + a] // 2, 2] if a in lifted else [g_z.shape[2 + a]]
+    phase = {a: 3 + a + sum(1 for b in lifted if b < a) for a in lifted}  # where each axis's phase lands
+    perm += [phase[a] for a in lifted] + [1]
+    perm += [i for i in range(2, len(shape)) if i not in phase.values()]
+    bands = g_z.reshape(shape).permute(perm).reshape([n, 2 ** len(lifted), c] + _pooled_shape(g_z.shape, axes)[2:])
+    return bands[:, 0], bands[:, 1:]
+
+
+def _polyphase_backward_impl(*backends):
+    def impl(x: Tensor, *args):
+        a = Args(*args[:_N_ARGS])
+        g_z, g_costs, needs = args[_N_ARGS:]
+        if _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
+            g_x, _, g_weights = cpu.down_backward_polyphase(x, a.predict(), a.update(), a.axes, g_z, g_costs)
+            return _grads_out((x,) + a.tensors(), [g_x, *g_weights, None], needs, x)
+        g_y, g_details = (None, None) if g_z is None else _polyphase_split(g_z, a.axes)
+        return _down_backward_impl(*backends)(x, *args[:_N_ARGS], g_y, g_details, g_costs, needs)
+
+    return impl
+
+
+def _polyphase_grad(ctx, g_z, g_costs):
+    saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
+    grads = torch.ops.liftswap.lift_down_pool_polyphase_backward(*saved, *ctx.rest, g_z, g_costs, needs)
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None)
+
+
 # --- liftswap::lift_up_pool --------------------------------------------------------------------
 
 
@@ -379,6 +436,14 @@ def _register() -> None:
             _down_backward_impl(), _down_backward_fake,
             {"cpu": _down_backward_impl(cpu, cuda), "cuda": _down_backward_impl(cuda)})  # fmt: skip
     down.register_autograd(_down_grad, setup_context=_down_setup)
+    poly = _define("lift_down_pool_polyphase", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor)",
+                   _polyphase_impl(), _polyphase_fake,
+                   {"cpu": _polyphase_impl(cpu, cuda), "cuda": _polyphase_impl(cuda)})  # fmt: skip
+    _define("lift_down_pool_polyphase_backward",
+            f"(Tensor x, {_ARGS}, Tensor? g_z, Tensor? g_costs, bool[] needs) -> Tensor[]",
+            _polyphase_backward_impl(), _down_backward_fake,
+            {"cpu": _polyphase_backward_impl(cpu, cuda), "cuda": _polyphase_backward_impl(cuda)})  # fmt: skip
+    poly.register_autograd(_polyphase_grad, setup_context=_down_setup)
     up = _define("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor",
                  _up_impl(), _up_fake, {"cpu": _up_impl(cpu, cuda), "cuda": _up_impl(cuda)})  # fmt: skip
     _define("lift_up_pool_backward", f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
@@ -394,7 +459,7 @@ def _register() -> None:
     pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
-        for op in (down, up, pool):
+        for op in (down, poly, up, pool):
             torch.library.register_autocast(op, "cpu", torch.float32)
 
 
@@ -433,6 +498,19 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
         return reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
     y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs)
     return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
+
+
+def down_pool_polyphase(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
+                        with_costs: bool = False):  # fmt: skip
+    """``(z, c_u, c_p)``: every band of a LiftDownPool layer, unscaled, in its polyphase place
+    (:func:`reference.polyphase`; costs None unless ``with_costs``). Exports record the down
+    pool and the depth-to-space as standard ops."""
+    a = Args.of(predict, update, None, axes, "LL")
+    if _route(x, *a.tensors(), onnx_graph=False) == "op":
+        z, costs = torch.ops.liftswap.lift_down_pool_polyphase(x, *a, with_costs)
+        return (z, costs[0], costs[1]) if with_costs else (z, None, None)
+    y, details, c_u, c_p = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
+    return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes), c_u, c_p
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .output_modes import OUTPUTS
 
-__all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "up_pool",
+__all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "polyphase", "up_pool",
            "max_pool_stride1", "max_pool_winners", "max_pool_stride1_backward", "OUTPUTS"]  # fmt: skip
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -200,6 +200,24 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     term = detail_term(details, output, gamma)
     y = approx if term is None else approx + term
     return y, details.movedim(0, 1), c_u, c_p
+
+
+def polyphase(bands: Tensor, axes: Sequence[int]) -> Tensor:
+    """Bands ``(N, nb, C, *pooled)`` (the approximation first, then :func:`down_pool`'s details)
+    in their polyphase places: ``(N, C, *size)``, each lifted axis twice as long, the band whose
+    bits are ``r`` (``axes[0]`` the highest) at positions ``2 i + r[axis]`` along each; the lazy
+    inverse lift (a depth-to-space). A stride-2 convolution reads them as it read the input."""
+    n, c, pooled = bands.shape[0], bands.shape[2], bands.shape[3:]
+    spatial = len(pooled)
+    lifted = [int(a) % (spatial + 2) - 2 for a in axes]  # as indices of the spatial axes
+    v = bands.reshape((n,) + (2,) * len(lifted) + (c,) + tuple(pooled))
+    perm, shape = [0, len(lifted) + 1], [n, c]
+    for a in range(spatial):
+        perm.append(len(lifted) + 2 + a)
+        shape.append(pooled[a] * (2 if a in lifted else 1))
+        if a in lifted:
+            perm.append(1 + lifted.index(a))
+    return v.permute(perm).reshape(shape)
 
 
 def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]:

@@ -9,9 +9,12 @@ the taps of the same parity, ``w[..., r::2]``. A lazy lift's bands *are* those c
 computes the original convolution at init with the original multiply-adds, and as P and U learn
 the convolution sees wavelet bands instead of raw phases. Equivalently, the bands put back in
 their polyphase places (a depth-to-space of the bands) go through the original strided
-convolution: one convolution instead of one per band, for one more copy of the input. That form
-serves dense convolutions with few input channels (stems: an RGB input), where the per-band
-convolutions are small and slow; the per-band form serves the rest (``_INTERLEAVE_CHANNELS``).
+convolution: one convolution instead of one per band. That form serves every 2-D convolution
+strided along both axes whose taps reach more than one band (the CPU kernel writes the bands
+in their places as it lifts: no copy) and, elsewhere, dense convolutions with few input
+channels (stems), where the per-band convolutions are small and slow and the depth-to-space
+copy is cheap (``_INTERLEAVE_CHANNELS``); the per-band form serves the rest, and 1x1 shortcuts,
+which read one band.
 The weight is sliced at run time from the original ``weight`` parameter, which keeps its
 state_dict key. Outputs have the original's length at every input size after crops of fixed
 size (see ``LiftConvReplacement.forward``).
@@ -40,11 +43,14 @@ from ..layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, _fx_leaf_call, _i
 __all__ = ["LiftConvReplacement", "LiftConvTransposeReplacement", "build_conv_replacement", "conv_macs_added"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-# Dense convolutions with at most this many input channels run once over the re-interleaved bands
-# instead of once per band. Measured on CPU, batch 8, forward (docs/results.md): a
+# Where the bands come as four tensors (1-D, 3-D, one axis lifted): dense convolutions with at most
+# this many input channels run once over the re-interleaved bands instead of once per band.
+# Measured on CPU, batch 8, forward (docs/results.md), with PyTorch's depth-to-space copy: a
 # 7x7 stem 3->64 at 224 px 28 -> 16 ms, 3x3 16->64 at 112 px 11.0 -> 9.5 ms, but 32->64 at 112 px
 # 23.7 -> 28.4 ms and 128->128 at 56 px 21.5 -> 29.5 ms (the extra copy outweighs the calls).
 _INTERLEAVE_CHANNELS = 16
+# Tests set "per band" or "interleaved" to run one form everywhere; "auto" is the rule above.
+_FORM = "auto"
 _CONVT = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
@@ -72,20 +78,6 @@ def _band_index(band: int, lifted: Sequence[int], dims: int, shift: dict[int, in
     for a, parity in _parities(band, lifted).items():
         index[2 + a] = slice((parity + (shift or {}).get(a, 0)) % 2, None, 2)
     return tuple(index)
-
-
-def _interleave(bands: Tensor, lifted: Sequence[int], dims: int) -> Tensor:
-    """(N, nb, C, *half) bands, numbered as :func:`_parities` reads them, put back in their
-    polyphase places: (N, C, *size) with each lifted axis twice as long (a depth-to-space)."""
-    n, c, half = bands.shape[0], bands.shape[2], bands.shape[3:]
-    v = bands.reshape((n,) + (2,) * len(lifted) + (c,) + tuple(half))
-    perm, shape = [0, len(lifted) + 1], [n, c]
-    for a in range(dims):
-        perm.append(len(lifted) + 2 + a)
-        shape.append(half[a] * (2 if a in lifted else 1))
-        if a in lifted:
-            perm.append(1 + lifted.index(a))
-    return v.permute(perm).reshape(shape)
 
 
 class _ConvAttributes(nn.Module):
@@ -142,9 +134,12 @@ class LiftConvReplacement(_ConvAttributes):
         self.placement = placement
         bands = range(2 ** len(self.lifted))
         taps_in_bands = sum(1 for b in bands if 0 not in self.weight[_band_index(b, self.lifted, self.dims)].shape)
-        self.interleave = (  # not for a 1x1 shortcut: it reads one band, where the lift wrote it
-            placement == "polyphase" and self.groups == 1 and self.in_channels <= _INTERLEAVE_CHANNELS and taps_in_bands > 1
-        )
+        if _FORM != "auto":
+            self.interleave = placement == "polyphase" and _FORM == "interleaved"
+        else:  # not for a 1x1 shortcut: it reads one band, where the lift wrote it
+            in_place = self.dims == 2 and self.lifted == (0, 1)
+            few = self.groups == 1 and self.in_channels <= _INTERLEAVE_CHANNELS
+            self.interleave = placement == "polyphase" and taps_in_bands > 1 and (in_place or few)
 
     def forward(self, x: Tensor) -> Tensor:
         if _is_fx_proxy(x):
@@ -168,12 +163,14 @@ class LiftConvReplacement(_ConvAttributes):
         pads = [v for a in reversed(range(dims)) for v in (p[a] + shift.get(a, 0), p[a])]
         if any(pads):
             x = F.pad(x, pads)
-        y, details = self.lift(x)
         if self.interleave:
-            z = _interleave(torch.cat((y.unsqueeze(1), details), 1), self.lifted, dims)
+            z = self.lift._polyphase(x)
             for a in self.lifted:  # the padded input's extent, less the even kernel's extra zero
-                z = z.narrow(2 + a, shift[a], x.shape[2 + a] - shift[a])
+                n, size = x.shape[2 + a], z.shape[2 + a]  # size: n rounded up to even
+                if shift[a] or (size - k[a]) // 2 != (n - k[a]) // 2:
+                    z = z.narrow(2 + a, shift[a], n - shift[a])
             return conv(z, self.weight, self.bias, self.stride, 0, 1, self.groups)
+        y, details = self.lift(x)
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
             crop = [slice(None)] * (2 + dims)
