@@ -363,6 +363,11 @@ def test_stride1_max_pool_equals_max_pool2d_ties_included(shape, kernel_size, pa
     assert torch.equal(out, ref)
     g = torch.randn(ref.shape, dtype=ref.dtype)
     assert torch.equal(*(torch.autograd.grad(o, x, g)[0] for o in (out, ref)))  # same winner per window
+    with torch.no_grad():  # no backward to come: the kernel's values-only path
+        for dtype in (torch.float64, torch.float32):
+            x = torch.randn(shape, dtype=dtype)
+            ref = torch.nn.functional.max_pool2d(x, kernel_size, 1, padding, dilation)
+            assert torch.equal(max_pool_stride1(x, kernel_size, padding, dilation), ref)
 
 
 @needs_kernel
@@ -371,8 +376,10 @@ def test_stride1_max_pool_1d_and_nan():
     assert torch.equal(max_pool_stride1(x, (3,), (1,), (1,)), torch.nn.functional.max_pool1d(x, 3, 1, 1))
     x = torch.randn(1, 1, 5, 5)
     x[0, 0, 2, 2] = float("nan")
-    out = max_pool_stride1(x, (3, 3), (1, 1), (1, 1))
-    assert torch.equal(out.isnan(), torch.nn.functional.max_pool2d(x, 3, 1, 1).isnan())
+    want = torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    for grad in (True, False):  # with and without the winners' codes
+        out = max_pool_stride1(x.requires_grad_(grad), (3, 3), (1, 1), (1, 1))
+        assert torch.equal(out.isnan(), want.isnan()) and torch.equal(out.nan_to_num(), want.nan_to_num())
     x = torch.randn(1, 2, 4, 5, 4)  # 3d: the reference's maximum passes (the kernel does 1d and 2d)
     assert not native.max_pool_usable(x, (3, 3, 3))
     assert torch.equal(max_pool_stride1(x, (3, 3, 3), (1, 1, 1), (1, 1, 1)), torch.nn.functional.max_pool3d(x, 3, 1, 1))

@@ -38,7 +38,8 @@ def test_opcheck_down_and_up_pool(dims, output, backend):
 @pytest.mark.parametrize("shape,k,p,d", [((2, 3, 9), [3], [1], [1]), ((2, 3, 8, 7), [3, 2], [1, 0], [1, 2]), ((1, 2, 4, 5, 4), [3, 3, 3], [1, 1, 1], [1, 1, 1])])
 def test_opcheck_max_pool_stride1(shape, k, p, d, backend):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.liftswap.max_pool_stride1.default, (x, k, p, d))
+    torch.library.opcheck(torch.ops.liftswap.max_pool_stride1.default, (x, k, p, d, True))
+    torch.library.opcheck(torch.ops.liftswap.max_pool_stride1.default, (x.detach(), k, p, d, False))  # no backward
     x = torch.randint(0, 3, shape).double().requires_grad_(True)  # small integers: many tied maxima
     ref = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(k)](x, k, 1, p, d)
     out = max_pool_stride1(x, k, p, d)

@@ -163,7 +163,7 @@ def test_max_pool_stride1_kernels(k, p, d):
         assert lift_triton.max_pool_usable(x, k)
         out, code = lift_triton.max_pool_forward(x, k, p, d)
         gx = lift_triton.max_pool_backward(g, code, x.shape, k, p, d)
-        via_op = torch.ops.liftswap.max_pool_stride1(x, k, p, d)  # the operator's CPU entry takes the kernels too
+        via_op = torch.ops.liftswap.max_pool_stride1(x, k, p, d, True)  # the operator's CPU entry takes the kernels too
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(code, winners) and torch.equal(via_op[1], winners)
     torch.testing.assert_close(gx, ref_gx, rtol=0, atol=0)

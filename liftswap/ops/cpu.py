@@ -534,15 +534,17 @@ def _max_pool_args(x: Tensor, kernel_size, padding, dilation):
     return shape, (x.shape[0] * x.shape[1], h, w, kh, kw, dh, dw, ph, pw, torch.get_num_threads())
 
 
-def max_pool_forward(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = True) -> tuple[Tensor, Tensor]:
     """Max pooling at stride 1 (1d or 2d): ``(values as max_pool2d, one byte per output saying
-    which tap won)``; the byte routes the gradient to the window's row-major first maximum."""
+    which tap won)``; the byte routes the gradient to the window's row-major first maximum.
+    Without ``winners`` (no backward to come) the bytes are not made: an empty tensor."""
     suffix = "f32" if x.dtype == torch.float32 else "f64"
     x = x.contiguous()
     shape, args = _max_pool_args(x, kernel_size, padding, dilation)
     out = x.new_empty(shape)
-    code = torch.empty(shape, dtype=torch.uint8)
-    getattr(library(), f"liftswap_maxpool_s1_forward_{suffix}")(x.data_ptr(), out.data_ptr(), code.data_ptr(), *args)
+    code = torch.empty(shape if winners else [0], dtype=torch.uint8)
+    ptr = code.data_ptr() if winners else None
+    getattr(library(), f"liftswap_maxpool_s1_forward_{suffix}")(x.data_ptr(), out.data_ptr(), ptr, *args)
     return out, code
 
 

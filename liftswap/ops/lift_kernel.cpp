@@ -1061,7 +1061,7 @@ bool backward2_dispatch(const T* x, T* gx, const T* g_out, const T* gy, const T*
 // Max pooling at stride 1 over (planes, H, W), -inf padding: a max over W, then over H, keeping
 // for each output which window element won (code = i * kw + j, i along H) for backward. Both
 // passes keep the first maximum (a NaN always wins), so the winner is the row-major first, as
-// PyTorch's max_pool2d picks it.
+// PyTorch's max_pool2d picks it. Without a backward to come, maxpool_s1_values_impl.
 template <typename T>
 void maxpool_s1_forward_impl(const T* x, T* out, uint8_t* code, int64_t planes, int64_t H, int64_t W, int kh, int kw,
                              int dh, int dw, int ph, int pw, int threads) {
@@ -1115,6 +1115,38 @@ void maxpool_s1_forward_impl(const T* x, T* out, uint8_t* code, int64_t planes, 
           }
         }
       }
+    }
+  }
+}
+
+// maxpool_s1_forward_impl without codes: rows copied between -inf margins, so that every tap is
+// one flat, branch-free pass over whole rows (W) and then the whole plane (H).
+template <typename T>
+LIFTSWAP_INLINE void max_into(T* m, const T* v, int64_t count) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) m[i] = (v[i] > m[i] || v[i] != v[i]) ? v[i] : m[i];  // NaN wins
+}
+
+template <typename T>
+void maxpool_s1_values_impl(const T* x, T* out, int64_t planes, int64_t H, int64_t W, int kh, int kw, int dh, int dw,
+                            int ph, int pw, int threads) {
+  const int64_t Ho = H + 2 * ph - (int64_t)dh * (kh - 1), Wo = W + 2 * pw - (int64_t)dw * (kw - 1);
+  const T lowest = -std::numeric_limits<T>::infinity();
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> row(W + 2 * pw, lowest), rm((H + 2 * ph) * Wo, lowest);  // margins stay -inf
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < planes; ++q) {
+      const T* xp = x + q * H * W;
+      for (int64_t h = 0; h < H; ++h) {
+        copy(row.data() + pw, xp + h * W, W);
+        T* m = rm.data() + (h + ph) * Wo;
+        copy(m, row.data(), Wo);
+        for (int j = 1; j < kw; ++j) max_into(m, row.data() + (int64_t)j * dw, Wo);
+      }
+      T* o = out + q * Ho * Wo;
+      copy(o, rm.data(), Ho * Wo);
+      for (int i = 1; i < kh; ++i) max_into(o, rm.data() + (int64_t)i * dh * Wo, Ho * Wo);
     }
   }
 }
@@ -1337,7 +1369,10 @@ int liftswap_cpu_level() {
   void liftswap_maxpool_s1_forward_##SUFFIX(const T* x, T* out, uint8_t* code, int64_t planes, int64_t H,       \
                                             int64_t W, int kh, int kw, int dh, int dw, int ph, int pw,          \
                                             int threads) {                                                       \
-    maxpool_s1_forward_impl<T>(x, out, code, planes, H, W, kh, kw, dh, dw, ph, pw, threads);                      \
+    if (code)                                                                                                    \
+      maxpool_s1_forward_impl<T>(x, out, code, planes, H, W, kh, kw, dh, dw, ph, pw, threads);              \
+    else                                                                                                         \
+      maxpool_s1_values_impl<T>(x, out, planes, H, W, kh, kw, dh, dw, ph, pw, threads);                           \
   }                                                                                                              \
   void liftswap_maxpool_s1_backward_##SUFFIX(const T* g, const uint8_t* code, T* gx, int64_t planes, int64_t H,  \
                                              int64_t W, int kh, int kw, int dh, int dw, int ph, int pw,         \

@@ -359,30 +359,38 @@ def _max_pool1d(x: Tensor, k, s, p, d) -> Tensor:
 _MAX = {1: _max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
-def _max_pool_default(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+def _max_pool_default(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
     out = _MAX[x.dim() - 2](x, kernel_size, 1, padding, dilation)
-    return out, reference.max_pool_winners(x, out, kernel_size, padding, dilation)
+    return out, _winners(x, out, kernel_size, padding, dilation, winners)
 
 
-def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+def _winners(x: Tensor, out: Tensor, kernel_size, padding, dilation, winners: bool) -> Tensor:
+    if not winners:  # no backward to come (no grad): nothing to route
+        return torch.empty(0, dtype=torch.uint8, device=x.device)
+    return reference.max_pool_winners(x, out, kernel_size, padding, dilation)
+
+
+def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
     if cpu.max_pool_usable(x, kernel_size):
-        return cpu.max_pool_forward(x, kernel_size, padding, dilation)
+        return cpu.max_pool_forward(x, kernel_size, padding, dilation, winners)
     if cuda.max_pool_usable(x, kernel_size):  # Triton's interpreter on CPU tensors (tests)
-        return cuda.max_pool_forward(x, kernel_size, padding, dilation)
+        out, code = cuda.max_pool_forward(x, kernel_size, padding, dilation)
+        return out, code if winners else code.new_empty(0)
     out = reference.max_pool_stride1(x, kernel_size, padding, dilation)
-    return out, reference.max_pool_winners(x, out, kernel_size, padding, dilation)
+    return out, _winners(x, out, kernel_size, padding, dilation, winners)
 
 
-def _max_pool_cuda(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+def _max_pool_cuda(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
     if cuda.max_pool_usable(x, kernel_size):
-        return cuda.max_pool_forward(x, kernel_size, padding, dilation)
-    return _max_pool_default(x, kernel_size, padding, dilation)
+        out, code = cuda.max_pool_forward(x, kernel_size, padding, dilation)
+        return out, code if winners else code.new_empty(0)
+    return _max_pool_default(x, kernel_size, padding, dilation, winners)
 
 
-def _max_pool_fake(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
+def _max_pool_fake(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
     size = [s + 2 * p - d * (k - 1) for s, k, p, d in zip(x.shape[2:], kernel_size, padding, dilation)]
     shape = list(x.shape[:2]) + size
-    return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+    return x.new_empty(shape), x.new_empty(shape if winners else [0], dtype=torch.uint8)
 
 
 def _max_pool_backward_default(g: Tensor, winners: Tensor, size, kernel_size, padding, dilation) -> Tensor:
@@ -409,12 +417,14 @@ def _max_pool_backward_fake(g: Tensor, winners: Tensor, size, kernel_size, paddi
 
 def _max_pool_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])  # one byte per output: which tap won (MaxPool keeps 8)
-    ctx.rest = (list(inputs[0].shape), *inputs[1:])
+    ctx.rest = (list(inputs[0].shape), *inputs[1:4])
 
 
 def _max_pool_grad(ctx, g, _):
     (winners,) = ctx.saved_tensors
-    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), winners, *ctx.rest), None, None, None
+    if winners.numel() == 0 and g.numel() > 0:
+        raise RuntimeError("liftswap::max_pool_stride1 ran with winners=False, which keeps nothing to route a gradient")
+    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), winners, *ctx.rest), None, None, None, None
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -450,7 +460,7 @@ def _register() -> None:
             _up_backward_impl(), _up_backward_fake,
             {"cpu": _up_backward_impl(cpu, cuda), "cuda": _up_backward_impl(cuda)})  # fmt: skip
     up.register_autograd(_up_grad, setup_context=_up_setup)
-    pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation) -> (Tensor, Tensor)",
+    pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation, bool winners) -> (Tensor, Tensor)",
                    _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda})  # fmt: skip
     _define("max_pool_stride1_backward",
             "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
@@ -534,4 +544,5 @@ def max_pool_stride1(x: Tensor, kernel_size: Sequence[int], padding: Sequence[in
         return _MAX[x.dim() - 2](x, k, 1, p, d)
     if route != "op" or math.prod(k) > 256:  # (the winner's tap index is one byte)
         return reference.max_pool_stride1(x, k, p, d)
-    return torch.ops.liftswap.max_pool_stride1(x, k, p, d)[0]
+    winners = torch.is_grad_enabled() and x.requires_grad  # else no backward: the values alone
+    return torch.ops.liftswap.max_pool_stride1(x, k, p, d, winners)[0]
