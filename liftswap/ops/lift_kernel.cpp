@@ -624,11 +624,16 @@ void backward_impl(const T* x, const T* gs, const T* gd, T* gx, const T* gy, con
 // A 2-D layer's two lifts (a: along W, then b: along H, the last) can go a tile of whole (n, c)
 // planes at a time: a's output on the tile's planes lives in a per-thread scratch (their s planes,
 // then their d planes) instead of a whole-tensor buffer, and b reads it from there. Planes per
-// tile; 0 where one plane does not fit (large planes: lift by lift is as fast).
+// tile: as many as fill a tile, else one up to kPlaneElems values (a tile's buffers then outgrow
+// L1 but stay in L2; lifting the whole tensor by lifts instead writes and re-reads a buffer of its
+// size, and a fresh buffer that large costs page faults); 0 for larger planes: lift by lift.
+constexpr int64_t kPlaneElems = 128 * 128;
+
 inline int64_t planes_per_tile(const LiftLayout& la, const LiftLayout& lb, int K) {
   const int64_t N = la.G / la.C;
   const Tile ta(la.L, la.B, N * la.P, K / 2), tb(lb.L, lb.B, 2 * N * lb.P, K / 2);
-  return std::min({ta.cap / la.P, tb.cap / (2 * lb.P), N});
+  const int64_t fit = std::min({ta.cap / la.P, tb.cap / (2 * lb.P), N});
+  return fit > 0 ? fit : (la.P * la.L * la.B <= kPlaneElems ? 1 : 0);
 }
 
 // a's lines of planes n0 .. n0 + k - 1 of channel c, written to the scratch, and b's lines of
@@ -897,12 +902,13 @@ void unlift_backward_impl(const T* s, const T* d, const T* gx, T* gs, T* gd, dou
 
 // An up pool's two inverse lifts (a: along H, then b: along W, the last) by tiles of whole (n, c)
 // planes of the output, as forward2_impl / backward2_impl do the down pool's: a's output on the
-// tile's planes (b's s planes, then its d planes) lives in a per-thread scratch. Planes per tile;
-// 0 where one plane does not fit.
+// tile's planes (b's s planes, then its d planes) lives in a per-thread scratch. Planes per tile
+// as planes_per_tile counts them.
 inline int64_t unlift_planes_per_tile(const LiftLayout& la, const LiftLayout& lb, int K) {
   const int64_t N = lb.G / lb.C;
   const Tile ta(2 * la.L, la.B, 2 * N * la.P, K / 2), tb(2 * lb.L, lb.B, N * lb.P, K / 2);
-  return std::min({ta.cap / (2 * la.P), tb.cap / lb.P, N});
+  const int64_t fit = std::min({ta.cap / (2 * la.P), tb.cap / lb.P, N});
+  return fit > 0 ? fit : (lb.P * 2 * lb.L * lb.B <= kPlaneElems ? 1 : 0);
 }
 
 // a's lines of output planes n0 .. n0 + k - 1 of channel c (their s parts, then their d parts),
