@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import liftswap
 from liftswap.ops import cpu, max_pool_stride1, reference
-from liftswap.ops.operators import Args
+from liftswap.ops.operators import Args, down_pool_bands
 from test_layers import randomize, rel_err
 
 POOLS = {1: liftswap.LiftDownPool1d, 2: liftswap.LiftDownPool2d, 3: liftswap.LiftDownPool3d}
@@ -82,7 +82,7 @@ def test_gradients_equal_autograd_through_the_reference(dims, backend):
 
 @pytest.mark.parametrize("shape", [(2, 2, 7, 6), (2, 2, 8, 9), (1, 2, 1, 1), (1, 2, 131, 130)])
 def test_polyphase_places_every_band(shape, backend):
-    """``lift_down_pool_polyphase`` puts band (r, q) of the down pool at rows 2i + r, columns
+    """``lift_down_pool_bands`` "polyphase" puts band (r, q) of the down pool at rows 2i + r, columns
     2j + q (a slow loop over the reference's bands), with its costs, gradients (every input and
     weight, against autograd through the reference) and opcheck; odd sizes, and planes that the
     CPU kernel writes in place and that go lift by lift (131 x 130), float64."""
@@ -90,7 +90,7 @@ def test_polyphase_places_every_band(shape, backend):
     a = args_of(down)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     p, u = down.predict.weights(), down.update.weights()
-    z, c_u, c_p = liftswap.ops.operators.down_pool_polyphase(x, p, u, down.axes, True)
+    z, c_u, c_p = down_pool_bands(x, p, u, down.axes, "polyphase", True)
     ry, rd, rc_u, rc_p = reference.down_pool(x, p, u, down.axes, "LL", None, True)
     bands = [ry, *rd.unbind(1)]
     want = x.new_zeros(z.shape)
@@ -106,7 +106,7 @@ def test_polyphase_places_every_band(shape, backend):
     assert rel_err([g for g in got if g is not None], [g for g in ref if g is not None], floor=1.0) < 1e-11
     if shape[2] < 100:
         for with_costs in (False, True):
-            torch.library.opcheck(torch.ops.liftswap.lift_down_pool_polyphase.default, (x, *a, with_costs))
+            torch.library.opcheck(torch.ops.liftswap.lift_down_pool_bands.default, (x, *a, "polyphase", with_costs))
 
 
 def test_polyphase_of_the_lazy_lift_is_the_input(backend):
@@ -114,8 +114,33 @@ def test_polyphase_of_the_lazy_lift_is_the_input(backend):
     (an odd size's replicated last sample past it), the identity a preserve conversion relies on."""
     down = POOLS[2](3, init="lazy", output="LL", return_details=True).double()
     x = torch.randn(2, 3, 9, 14, dtype=torch.float64)
-    z, _, _ = liftswap.ops.operators.down_pool_polyphase(x, down.predict.weights(), down.update.weights(), down.axes)
+    z, _, _ = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, "polyphase")
     assert torch.equal(z[:, :, :9], x) and torch.equal(z[:, :, 9], x[:, :, 8])
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 2, 7, 6)), (2, (1, 2, 131, 130)), (1, (2, 2, 9)), (3, (1, 2, 3, 5, 4))])
+def test_approximation_alone(dims, shape, backend):
+    """``lift_down_pool_bands`` "approximation" is the reference's approximation band: without
+    costs (a 2-D layer's last lift then runs on half the lines), with costs, gradients and
+    opcheck; a LiftDownPool with output "LL" and no details returns it."""
+    down = layer(dims, "LL")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    p, u = down.predict.weights(), down.update.weights()
+    ry, _, rc_u, rc_p = reference.down_pool(x, p, u, down.axes, "LL", None, True)
+    with torch.no_grad():
+        y, c_u, _ = down_pool_bands(x, p, u, down.axes, "approximation")
+    assert c_u is None and rel_err(y, ry) < 1e-13
+    y, c_u, c_p = down_pool_bands(x, p, u, down.axes, "approximation", True)
+    assert rel_err([y, c_u, c_p], [ry, rc_u, rc_p]) < 1e-13
+    w = torch.randn(y.shape, dtype=torch.float64)
+    got = torch.autograd.grad((y * w).sum() + 5 * c_u, [x, *down.parameters()], allow_unused=True)
+    ref = torch.autograd.grad((ry * w).sum() + 5 * rc_u, [x, *down.parameters()], allow_unused=True)
+    assert rel_err([g for g in got if g is not None], [g for g in ref if g is not None], floor=1.0) < 1e-11
+    down.return_details = False
+    assert rel_err(down.eval()(x), ry) < 1e-13
+    if shape[-1] < 100:
+        for with_costs in (False, True):
+            torch.library.opcheck(torch.ops.liftswap.lift_down_pool_bands.default, (x, *args_of(down), "approximation", with_costs))
 
 
 def test_compile_keeps_each_operator_whole(backend, monkeypatch):

@@ -283,6 +283,18 @@ def test_inplace_and_copy():
     assert same is net and type(net[1]).__name__ == "LiftPoolReplacement"
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_new_layers_take_the_models_mode(training):
+    """A model converted in eval mode (for inference) gets its new layers in eval mode: they keep
+    no regulariser and compute no costs; in training mode they train."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.MaxPool2d(2)).train(training)
+    out = liftswap.patch(net, {"targets": ["pools", "convs"]}, example_inputs=torch.randn(1, 3, 16, 16))
+    layers = [m for m in out.modules() if getattr(m, "_liftswap_layer", False)]
+    assert len(layers) >= 4 and all(m.training == training for m in layers)
+    out(torch.randn(2, 3, 16, 16))
+    assert all((m.last_regularization is not None) == training for m in lift_layers(out))
+
+
 def test_small_inputs_and_strides_are_skipped_with_reasons():
     net = nn.Sequential(nn.MaxPool2d(3, 3), nn.Conv2d(3, 3, 1), nn.AvgPool2d(2), nn.MaxPool2d(2, ceil_mode=True))
     p = liftswap.plan(net, example_inputs=torch.randn(1, 3, 6, 6))

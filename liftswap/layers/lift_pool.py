@@ -319,6 +319,8 @@ class _LiftDownPoolNd(nn.Module):
         if _is_fx_proxy(x):
             return _fx_leaf_call(self, x)
         _check_input(x, self._spatial, self.channels, type(self).__name__)
+        if self.output == "LL" and not self.return_details:  # no detail band is read: none is written
+            return self._bands(x, "approximation")
         training = self.training
         out = operators.down_pool(
             x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training
@@ -328,14 +330,15 @@ class _LiftDownPoolNd(nn.Module):
             return out[0], out[1]
         return out[0]
 
-    def _polyphase(self, x: Tensor) -> Tensor:
-        """Every band, unscaled, in its polyphase place (N, C, *2 ceil(size / 2)): what a stride-2
-        convolution replaced by this lift reads (:mod:`liftswap.surgery.convs`). The regulariser
-        is kept as :meth:`forward` keeps it."""
+    def _bands(self, x: Tensor, layout: str) -> Tensor:
+        """The bands, unscaled, as a replaced convolution reads them (:mod:`liftswap.surgery.convs`):
+        ``"polyphase"`` every band in its polyphase place (N, C, *2 ceil(size / 2)), or
+        ``"approximation"`` that band alone. The regulariser is kept as :meth:`forward` keeps it."""
         _check_input(x, self._spatial, self.channels, type(self).__name__)
-        z, c_u, c_p = operators.down_pool_polyphase(x, self.predict.weights(), self.update.weights(), self.axes, self.training)
-        self._keep_regularization(x, z.dtype, c_u, c_p)
-        return z
+        w = self.predict.weights(), self.update.weights()
+        out, c_u, c_p = operators.down_pool_bands(x, *w, self.axes, layout, self.training)
+        self._keep_regularization(x, out.dtype, c_u, c_p)
+        return out
 
     def _keep_regularization(self, x: Tensor, dtype: torch.dtype, c_u: Tensor | None, c_p: Tensor | None) -> None:
         if self.training and x.shape[0] == 0:  # an empty batch costs nothing (the means would be NaN)

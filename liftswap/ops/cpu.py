@@ -173,23 +173,29 @@ class _Kernel:
         )  # fmt: skip
         return gx, pgrad, gcoef
 
-    def forward2(self, x: Tensor, dims: list[int], with_costs: bool, polyphase: bool = False):
+    def forward2(self, x: Tensor, dims: list[int], with_costs: bool, layout: str = "bands"):
         """:meth:`forward` of a 2-D layer's two lifts (along ``dims[0]``, then ``dims[1]``) in one call.
 
         (the last lift's output, [each lift's costs or None]), or None where a plane is too large
         for the kernel's tiles (nothing computed). The first lift's output never fills a tensor.
-        ``polyphase`` (NCHW lifted along W, then H): the output is the bands in their polyphase
-        places, (N, C, 2 ceil(H / 2), 2 ceil(W / 2)), as :func:`polyphase` puts them.
+        ``layout``: "bands" (as :meth:`forward` stacks them), "polyphase" (NCHW lifted along W,
+        then H: the bands in their polyphase places, (N, C, 2 ceil(H / 2), 2 ceil(W / 2)), as
+        :func:`liftswap.ops.reference.polyphase` puts them), or "approximation" (that band alone,
+        without costs: the last lift runs on the first one's approximation only).
         """
         la, lb, t = self._lift2_layouts(x.shape, dims)
-        if polyphase:
+        s = d = z = None
+        if layout == "polyphase":
             n, c, h, w = x.shape
             out = x.new_empty((n, c, h + h % 2, w + w % 2))
-            s = d = None
             z = out.data_ptr()
+        elif layout == "approximation":
+            assert not with_costs, "the approximation alone has no costs"
+            out = x.new_empty((x.shape[0],) + _halved(t, dims[1])[1:])  # band 0 of the bands
+            s = out.data_ptr()
         else:
             out = x.new_empty(_halved(t, dims[1]))
-            s, z = out.data_ptr(), None
+            s = out.data_ptr()
             d = s + out.numel() // 2 * out.element_size()
         costs = [torch.empty((la.C, 2), dtype=torch.float64) for _ in dims] if with_costs else [None, None]
         done = self._fwd2(
@@ -346,22 +352,31 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
 
 
 def polyphase_usable(x: Tensor, axes) -> bool:
-    """Whether :func:`down_forward_polyphase` serves ``x``: a 2-D layer over (H, W) of an NCHW tensor."""
+    """Whether :func:`down_forward_bands` "polyphase" serves ``x``: a 2-D layer over (H, W) of an NCHW tensor."""
     return x.dim() == 4 and [int(a) for a in axes] == [-2, -1]
 
 
-def down_forward_polyphase(x: Tensor, predict, update, axes, with_costs: bool):
-    """``(z, costs)``: :func:`down_forward`'s bands in their polyphase places (N, C, 2 ceil(H / 2),
-    2 ceil(W / 2)), band (r, q) at rows 2i + r and columns 2j + q (see
-    :func:`liftswap.ops.reference.polyphase`), written there by the last lift."""
+def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool):
+    """``(out, costs)`` of ``liftswap::lift_down_pool_bands``: with ``layout`` "polyphase"
+    :func:`down_forward`'s bands in their polyphase places (N, C, 2 ceil(H / 2), 2 ceil(W / 2)),
+    band (r, q) at rows 2i + r and columns 2j + q, written there by the last lift; with
+    "approximation" the approximation band, and without costs a 2-D layer's last lift runs on
+    the first one's approximation only (half its work)."""
     kernel = _Kernel(x.dtype, predict, update)
     x = x.contiguous()
-    out, costs, placed = _lifts(kernel, x, list(reversed(axes)), with_costs, polyphase=True)
+    order = list(reversed(axes))
+    if layout == "approximation":
+        done = None if with_costs or len(order) != 2 else kernel.forward2(x, order, False, "approximation")
+        if done is not None:
+            return done[0], x.new_zeros(2)
+        y, _, costs = down_forward(x, predict, update, axes, "LL", None, with_costs)
+        return y, costs
+    out, costs, placed = _lifts(kernel, x, order, with_costs, polyphase=True)
     return (out if placed else kernel.to_polyphase(out.view(_bands_shape(out, x.shape[0])))), costs
 
 
 def down_backward_polyphase(x: Tensor, predict, update, axes, g_z: Tensor | None, g_costs: Tensor | None):
-    """Backward of :func:`down_forward_polyphase`: :func:`down_backward`'s returns (no gamma)."""
+    """Backward of :func:`down_forward_bands` "polyphase": :func:`down_backward`'s returns (no gamma)."""
     g_bands = None if g_z is None else _Kernel(x.dtype, predict, update).from_polyphase(g_z.contiguous())
     return down_backward(x, predict, update, axes, "LL", None, None, None, g_costs, False, g_bands=g_bands)
 
@@ -369,7 +384,7 @@ def down_backward_polyphase(x: Tensor, predict, update, axes, g_z: Tensor | None
 def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyphase: bool = False):
     """Every lift of ``order``: (the bands stacked along the batch, or with ``polyphase`` where the
     kernel could, z; costs (2,): c_u, c_p; whether the output is z)."""
-    lifted = kernel.forward2(x, order, with_costs, polyphase) if len(order) == 2 else None
+    lifted = kernel.forward2(x, order, with_costs, "polyphase" if polyphase else "bands") if len(order) == 2 else None
     if lifted is None:  # lift by lift
         out, costs = x, []
         for i, dim in enumerate(order):

@@ -360,7 +360,7 @@ inline void write_lines(const Lines::Batch& lb, int64_t lines, const Tile& t, co
   for (int64_t i = 0; i < lines; ++i) {
     const int64_t line = lb.out[i];
     copy(s + line * t.n, sb + i * t.seg + t.margin, t.n);
-    copy(d + line * t.n, dp + i * t.seg + t.margin, t.n);
+    if (d) copy(d + line * t.n, dp + i * t.seg + t.margin, t.n);
   }
 }
 
@@ -653,8 +653,9 @@ void fill_plane_tile(LiftTiles<T, KC>& a, LiftTiles<T, KC>& b, int64_t c, int64_
 }
 
 // forward_impl of both lifts by tiles of planes: b's s and d (its whole output), or with z the
-// bands in their polyphase places (write_polyphase; NCHW lifted along W then H), and with costs
-// each lift's per-channel sums (costs_a, costs_b) as forward_impl gives them.
+// bands in their polyphase places (write_polyphase; NCHW lifted along W then H), or without d (and
+// no costs) the approximation band alone into s: b lifts a's s planes only. With costs each lift's
+// per-channel sums (costs_a, costs_b) as forward_impl gives them.
 template <typename T, int KC>
 bool forward2_impl(const T* x, T* s, T* d, T* z, const LiftLayout& la, const LiftLayout& lb, int Kr, Op<T> po,
                    Op<T> uo, double* costs_a, double* costs_b, int threads) {
@@ -676,11 +677,12 @@ bool forward2_impl(const T* x, T* s, T* d, T* z, const LiftLayout& la, const Lif
         fill_plane_tile(a, b, c, n0, k);
         a.template recompute<false>(x, p, k * la.P);
         a.write_outputs(u, k * la.P, t.data(), t.data() + k * plane, cost[0], cost[1]);
-        b.template recompute<false>(t.data(), p, 2 * k * lb.P);
+        const int64_t parts = z || d ? 2 : 1;  // b's lines: those of a's s planes, then of its d planes
+        b.template recompute<false>(t.data(), p, parts * k * lb.P);
         if (z)
           b.write_polyphase(u, k, n0, c, z, cost[2], cost[3]);
         else
-          b.write_outputs(u, 2 * k * lb.P, s, d, cost[2], cost[3]);
+          b.write_outputs(u, parts * k * lb.P, s, d, cost[2], cost[3]);
       }
       if (costs_a) std::copy(cost, cost + 2, costs_a + 2 * c);
       if (costs_b) std::copy(cost + 2, cost + 4, costs_b + 2 * c);

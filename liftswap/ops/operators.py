@@ -2,6 +2,7 @@
 
 =====================================  =======================================================
 ``liftswap::lift_down_pool``           x -> (y, details, costs): every LiftDownPool layer
+``liftswap::lift_down_pool_bands``     x -> (bands laid out for a lifted convolution, costs)
 ``liftswap::lift_up_pool``             (y, details) -> x (even sizes): every LiftUpPool layer
 ``liftswap::max_pool_stride1``         the stride-1 max pool of ``preserve`` conversions
 =====================================  =======================================================
@@ -37,7 +38,7 @@ from . import cpu, cuda, reference
 from .onnx import onnx_exporting
 from .reference import OperatorWeights
 
-__all__ = ["down_pool", "down_pool_polyphase", "up_pool", "max_pool_stride1", "OperatorWeights"]
+__all__ = ["down_pool", "down_pool_bands", "up_pool", "max_pool_stride1", "OperatorWeights"]
 
 # The arguments both pool operators take after their tensor inputs: the layer's P, U and gamma.
 _ARGS = (
@@ -226,25 +227,33 @@ def _down_grad(ctx, g_y, g_details, g_costs):
     return (*_grads_in(grads, saved, needs), None, None, None, None, None)
 
 
-# --- liftswap::lift_down_pool_polyphase -------------------------------------------------------
-# The down pool's bands, unscaled, in their polyphase places (reference.polyphase): what a stride-2
-# convolution replaced by a lift reads (surgery/convs.py). The CPU kernel writes them there.
+# --- liftswap::lift_down_pool_bands -----------------------------------------------------------
+# The down pool's bands, unscaled, laid out for what reads them (surgery/convs.py): "polyphase",
+# every band in its polyphase place (reference.polyphase), what a stride-2 convolution reads; or
+# "approximation", the approximation band alone, what a 1x1 stride-2 convolution reads. The CPU
+# kernel writes the first in place, and without costs computes only what the second needs.
+_LAYOUTS = ("polyphase", "approximation")
 
 
-def _polyphase_impl(*backends):
+def _bands_impl(*backends):
     def impl(x: Tensor, *args):
-        a, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS]
-        if _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
-            return cpu.down_forward_polyphase(x, a.predict(), a.update(), a.axes, with_costs)
-        y, details, costs = _down_impl(*backends)(x, *args)
+        a, layout, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS], args[_N_ARGS + 1]
+        if _backend(x, a, *backends) is cpu and (layout == "approximation" or cpu.polyphase_usable(x, a.axes)):
+            return cpu.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
+        y, details, costs = _down_impl(*backends)(x, *args[:_N_ARGS], with_costs)
+        if layout == "approximation":
+            return y, costs
         return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes).contiguous(), costs
 
     return impl
 
 
-def _polyphase_fake(x: Tensor, *args):
+def _bands_fake(x: Tensor, *args):
+    axes, layout = args[9], args[_N_ARGS]
+    if layout == "approximation":
+        return x.new_empty(_pooled_shape(x.shape, axes)), x.new_empty(2)
     shape = list(x.shape)
-    for dim in args[9]:
+    for dim in axes:
         shape[dim] += shape[dim] % 2
     return x.new_empty(shape), x.new_empty(2)
 
@@ -263,24 +272,32 @@ def _polyphase_split(g_z: Tensor, axes) -> tuple[Tensor, Tensor]:
     return bands[:, 0], bands[:, 1:]
 
 
-def _polyphase_backward_impl(*backends):
+def _bands_backward_impl(*backends):
     def impl(x: Tensor, *args):
         a = Args(*args[:_N_ARGS])
-        g_z, g_costs, needs = args[_N_ARGS:]
-        if _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
-            g_x, _, g_weights = cpu.down_backward_polyphase(x, a.predict(), a.update(), a.axes, g_z, g_costs)
+        layout, g_out, g_costs, needs = args[_N_ARGS:]
+        if layout == "polyphase" and _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
+            g_x, _, g_weights = cpu.down_backward_polyphase(x, a.predict(), a.update(), a.axes, g_out, g_costs)
             return _grads_out((x,) + a.tensors(), [g_x, *g_weights, None], needs, x)
-        g_y, g_details = (None, None) if g_z is None else _polyphase_split(g_z, a.axes)
+        if layout == "approximation" or g_out is None:
+            g_y, g_details = g_out, None
+        else:
+            g_y, g_details = _polyphase_split(g_out, a.axes)
         return _down_backward_impl(*backends)(x, *args[:_N_ARGS], g_y, g_details, g_costs, needs)
 
     return impl
 
 
-def _polyphase_grad(ctx, g_z, g_costs):
+def _bands_setup(ctx, inputs, output):
+    _down_setup(ctx, inputs[: _N_ARGS + 1], output)
+    ctx.layout = inputs[_N_ARGS + 1]
+
+
+def _bands_grad(ctx, g_out, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
-    grads = torch.ops.liftswap.lift_down_pool_polyphase_backward(*saved, *ctx.rest, g_z, g_costs, needs)
-    return (*_grads_in(grads, saved, needs), None, None, None, None, None)
+    grads = torch.ops.liftswap.lift_down_pool_bands_backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs)
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
 # --- liftswap::lift_up_pool --------------------------------------------------------------------
@@ -446,14 +463,13 @@ def _register() -> None:
             _down_backward_impl(), _down_backward_fake,
             {"cpu": _down_backward_impl(cpu, cuda), "cuda": _down_backward_impl(cuda)})  # fmt: skip
     down.register_autograd(_down_grad, setup_context=_down_setup)
-    poly = _define("lift_down_pool_polyphase", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor)",
-                   _polyphase_impl(), _polyphase_fake,
-                   {"cpu": _polyphase_impl(cpu, cuda), "cuda": _polyphase_impl(cuda)})  # fmt: skip
-    _define("lift_down_pool_polyphase_backward",
-            f"(Tensor x, {_ARGS}, Tensor? g_z, Tensor? g_costs, bool[] needs) -> Tensor[]",
-            _polyphase_backward_impl(), _down_backward_fake,
-            {"cpu": _polyphase_backward_impl(cpu, cuda), "cuda": _polyphase_backward_impl(cuda)})  # fmt: skip
-    poly.register_autograd(_polyphase_grad, setup_context=_down_setup)
+    bands = _define("lift_down_pool_bands", f"(Tensor x, {_ARGS}, str layout, bool with_costs) -> (Tensor, Tensor)",
+                    _bands_impl(), _bands_fake, {"cpu": _bands_impl(cpu, cuda), "cuda": _bands_impl(cuda)})  # fmt: skip
+    _define("lift_down_pool_bands_backward",
+            f"(Tensor x, {_ARGS}, str layout, Tensor? g_out, Tensor? g_costs, bool[] needs) -> Tensor[]",
+            _bands_backward_impl(), _down_backward_fake,
+            {"cpu": _bands_backward_impl(cpu, cuda), "cuda": _bands_backward_impl(cuda)})  # fmt: skip
+    bands.register_autograd(_bands_grad, setup_context=_bands_setup)
     up = _define("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor",
                  _up_impl(), _up_fake, {"cpu": _up_impl(cpu, cuda), "cuda": _up_impl(cuda)})  # fmt: skip
     _define("lift_up_pool_backward", f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
@@ -469,7 +485,7 @@ def _register() -> None:
     pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
-        for op in (down, poly, up, pool):
+        for op in (down, bands, up, pool):
             torch.library.register_autocast(op, "cpu", torch.float32)
 
 
@@ -510,16 +526,21 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
 
 
-def down_pool_polyphase(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
-                        with_costs: bool = False):  # fmt: skip
-    """``(z, c_u, c_p)``: every band of a LiftDownPool layer, unscaled, in its polyphase place
-    (:func:`reference.polyphase`; costs None unless ``with_costs``). Exports record the down
-    pool and the depth-to-space as standard ops."""
+def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], layout: str,
+                    with_costs: bool = False):  # fmt: skip
+    """``(out, c_u, c_p)``: a LiftDownPool layer's bands, unscaled, laid out as ``layout`` says:
+    ``"polyphase"``, every band in its polyphase place (:func:`reference.polyphase`), or
+    ``"approximation"``, the approximation band alone (costs None unless ``with_costs``).
+    Exports record the down pool (and the depth-to-space) as standard ops."""
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     a = Args.of(predict, update, None, axes, "LL")
     if _route(x, *a.tensors(), onnx_graph=False) == "op":
-        z, costs = torch.ops.liftswap.lift_down_pool_polyphase(x, *a, with_costs)
-        return (z, costs[0], costs[1]) if with_costs else (z, None, None)
+        out, costs = torch.ops.liftswap.lift_down_pool_bands(x, *a, layout, with_costs)
+        return (out, costs[0], costs[1]) if with_costs else (out, None, None)
     y, details, c_u, c_p = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
+    if layout == "approximation":
+        return y, c_u, c_p
     return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes), c_u, c_p
 
 

@@ -91,6 +91,8 @@ def _apply_plan(model: nn.Module, the_plan: Plan) -> nn.Module:
     for s in the_plan.replaced:
         if s.kind == "unpool":
             new[s.name] = build_unpool_replacement(s, new[s.pair])
+    for m in new.values():  # the model's mode: a model converted for inference is not put in training
+        m.train(model.training)
     p = next(model.parameters(), None)
     if p is not None:
         for m in new.values():

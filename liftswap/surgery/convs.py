@@ -134,6 +134,7 @@ class LiftConvReplacement(_ConvAttributes):
         self.placement = placement
         bands = range(2 ** len(self.lifted))
         taps_in_bands = sum(1 for b in bands if 0 not in self.weight[_band_index(b, self.lifted, self.dims)].shape)
+        self.one_band = placement == "polyphase" and taps_in_bands == 1
         if _FORM != "auto":
             self.interleave = placement == "polyphase" and _FORM == "interleaved"
         else:  # not for a 1x1 shortcut: it reads one band, where the lift wrote it
@@ -164,12 +165,14 @@ class LiftConvReplacement(_ConvAttributes):
         if any(pads):
             x = F.pad(x, pads)
         if self.interleave:
-            z = self.lift._polyphase(x)
+            z = self.lift._bands(x, "polyphase")
             for a in self.lifted:  # the padded input's extent, less the even kernel's extra zero
                 n, size = x.shape[2 + a], z.shape[2 + a]  # size: n rounded up to even
                 if shift[a] or (size - k[a]) // 2 != (n - k[a]) // 2:
                     z = z.narrow(2 + a, shift[a], n - shift[a])
             return conv(z, self.weight, self.bias, self.stride, 0, 1, self.groups)
+        if self.one_band:  # a 1x1 shortcut reads the approximation band alone
+            return conv(self.lift._bands(x, "approximation"), self.weight, self.bias, 1, 0, 1, self.groups)
         y, details = self.lift(x)
         out = None
         for b, band in enumerate([y, *details.unbind(1)]):
