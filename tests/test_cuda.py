@@ -63,6 +63,26 @@ def test_cuda_triton_matches_pytorch_ops(shape, details_used):
         assert norm_rel_err(g, r) < 1e-5
 
 
+@pytest.mark.parametrize("layout", ["polyphase", "approximation"])
+def test_cuda_bands_for_lifted_convolutions(layout):
+    """``lift_down_pool_bands`` on CUDA (Triton down pool, then the layout) against float64 CPU:
+    output, costs and gradients."""
+    from liftswap.ops.operators import down_pool_bands
+
+    down = randomize(liftswap.LiftDownPool2d(4, init="paper", output="LL", return_details=True), seed=5)
+    x = torch.randn(2, 4, 9, 10, dtype=torch.float64)
+    outs = []
+    for d, t in ((down.double(), x), (down.float().cuda(), x.float().cuda())):
+        t = t.clone().requires_grad_(True)
+        out, c_u, c_p = down_pool_bands(t, d.predict.weights(), d.update.weights(), d.axes, layout, True)
+        loss = out.sin().sum() + 3 * c_u + 2 * c_p
+        outs.append([out, c_u, c_p, *torch.autograd.grad(loss, [t, *d.parameters()], allow_unused=True)])
+        down = down.cpu()
+    for g, r in zip(*outs[::-1]):
+        if r is not None:
+            assert norm_rel_err(g, r) < 1e-5
+
+
 def test_cuda_inverse_is_exact():
     down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
     up = liftswap.LiftUpPool2d(down)

@@ -126,6 +126,23 @@ def test_2d_forward_is_one_launch(shape, init, output, monkeypatch):
     assert max_diff([y, d, reg], [ref_y, ref_d, ref_reg]) < 1e-12
 
 
+@pytest.mark.parametrize("layout", ["polyphase", "approximation"])
+def test_bands_for_lifted_convolutions(layout):
+    """``lift_down_pool_bands`` through the Triton down pool: the layout of the PyTorch path's
+    bands, costs and gradients, float64, odd size."""
+    from liftswap.ops.operators import down_pool_bands
+
+    down = randomize(liftswap.LiftDownPool2d(3, init="paper", output="LL", return_details=True), seed=6).double()
+    outs = []
+    for kernels in (False, True):
+        x = torch.randn(2, 3, 9, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
+            out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, True)
+            grads = torch.autograd.grad(out.sin().sum() + 3 * c_u + 2 * c_p, [x, *down.parameters()], allow_unused=True)
+        outs.append([out, c_u, c_p, *[g for g in grads if g is not None]])
+    assert max_diff(*outs) < 1e-12
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 9, 6), (2, 3, 7, 5), (1, 2, 1, 1), (1, 2, 2, 5), (1, 2, 3, 1), (1, 2, 40, 30)])
 @pytest.mark.parametrize("init,output", MODES)
 def test_2d_up_pool_forward_is_one_launch(shape, init, output, monkeypatch):
