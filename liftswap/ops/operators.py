@@ -455,27 +455,29 @@ def _define(name: str, schema: str, default, fake, kernels: dict):
     return op
 
 
+def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backward_impl, backward_fake, grad, setup):
+    """A pool operator and its ``*_backward`` operator, their kernels per device made by ``impl`` /
+    ``backward_impl`` from the backends to try (CPU: the C++ kernel, then Triton's interpreter in
+    tests; CUDA: Triton; the reference otherwise), and the autograd rule that calls the backward."""
+    op = _define(name, schema, impl(), fake, {"cpu": impl(cpu, cuda), "cuda": impl(cuda)})
+    _define(f"{name}_backward", backward_schema, backward_impl(), backward_fake,
+            {"cpu": backward_impl(cpu, cuda), "cuda": backward_impl(cuda)})  # fmt: skip
+    op.register_autograd(grad, setup_context=setup)
+    return op
+
+
 def _register() -> None:
-    down = _define("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor, Tensor)",
-                   _down_impl(), _down_fake, {"cpu": _down_impl(cpu, cuda), "cuda": _down_impl(cuda)})  # fmt: skip
-    _define("lift_down_pool_backward",
-            f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
-            _down_backward_impl(), _down_backward_fake,
-            {"cpu": _down_backward_impl(cpu, cuda), "cuda": _down_backward_impl(cuda)})  # fmt: skip
-    down.register_autograd(_down_grad, setup_context=_down_setup)
-    bands = _define("lift_down_pool_bands", f"(Tensor x, {_ARGS}, str layout, bool with_costs) -> (Tensor, Tensor)",
-                    _bands_impl(), _bands_fake, {"cpu": _bands_impl(cpu, cuda), "cuda": _bands_impl(cuda)})  # fmt: skip
-    _define("lift_down_pool_bands_backward",
-            f"(Tensor x, {_ARGS}, str layout, Tensor? g_out, Tensor? g_costs, bool[] needs) -> Tensor[]",
-            _bands_backward_impl(), _down_backward_fake,
-            {"cpu": _bands_backward_impl(cpu, cuda), "cuda": _bands_backward_impl(cuda)})  # fmt: skip
-    bands.register_autograd(_bands_grad, setup_context=_bands_setup)
-    up = _define("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor",
-                 _up_impl(), _up_fake, {"cpu": _up_impl(cpu, cuda), "cuda": _up_impl(cuda)})  # fmt: skip
-    _define("lift_up_pool_backward", f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
-            _up_backward_impl(), _up_backward_fake,
-            {"cpu": _up_backward_impl(cpu, cuda), "cuda": _up_backward_impl(cuda)})  # fmt: skip
-    up.register_autograd(_up_grad, setup_context=_up_setup)
+    down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor, Tensor)",
+                        _down_impl, _down_fake,
+                        f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
+                        _down_backward_impl, _down_backward_fake, _down_grad, _down_setup)  # fmt: skip
+    bands = _define_pool("lift_down_pool_bands", f"(Tensor x, {_ARGS}, str layout, bool with_costs) -> (Tensor, Tensor)",
+                         _bands_impl, _bands_fake,
+                         f"(Tensor x, {_ARGS}, str layout, Tensor? g_out, Tensor? g_costs, bool[] needs) -> Tensor[]",
+                         _bands_backward_impl, _down_backward_fake, _bands_grad, _bands_setup)  # fmt: skip
+    up = _define_pool("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor", _up_impl, _up_fake,
+                      f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
+                      _up_backward_impl, _up_backward_fake, _up_grad, _up_setup)  # fmt: skip
     pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation, bool winners) -> (Tensor, Tensor)",
                    _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda})  # fmt: skip
     _define("max_pool_stride1_backward",
