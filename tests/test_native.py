@@ -61,7 +61,7 @@ CASES = [  # dims, shape, axes
     (2, (2, 4, 14, 14), None),
     (2, (6, 2, 40, 40), None),  # the kernel's 2-D passes: tiles of 4 planes, the last one short
     (2, (1, 2, 80, 100), None),  # a plane larger than a tile: a tile of one plane
-    (2, (1, 2, 130, 132), None),  # a plane over 128 x 128 values: lift by lift
+    (2, (1, 1, 257, 258), None),  # a plane over 256 x 256 values: lift by lift
     (2, (2, 3, 5, 6), (-2,)),
     (3, (1, 2, 5, 4, 3), None),
     (3, (1, 2, 3, 4, 5), (-2, -1)),
@@ -105,7 +105,7 @@ def test_up_pool_kernel_equals_pytorch_float64(dims, shape, axes, kernel_size, i
 @needs_kernel
 def test_two_lift_passes_fuse_planes_that_fit_a_tile(monkeypatch):
     """CASES cover both orders of a 2-D layer's kernel passes: by tiles of planes (one plane per
-    tile up to 128 x 128 values), and lift by lift."""
+    tile up to 256 x 256 values), and lift by lift."""
     taken = {}
     for name in ("forward2", "backward2", "unlift2", "unlift_backward2"):
         fused = getattr(native._Kernel, name)
@@ -116,7 +116,7 @@ def test_two_lift_passes_fuse_planes_that_fit_a_tile(monkeypatch):
             return out
 
         monkeypatch.setattr(native._Kernel, name, spy)
-    for shape, expect in (((6, 2, 40, 40), True), ((2, 4, 14, 14), True), ((1, 2, 80, 100), True), ((1, 2, 130, 132), False)):
+    for shape, expect in (((6, 2, 40, 40), True), ((2, 4, 14, 14), True), ((1, 2, 80, 100), True), ((1, 1, 257, 258), False)):
         down = liftswap.LiftDownPool2d(shape[1], return_details=True)
         up = liftswap.LiftUpPool2d(down)
         taken.clear()
