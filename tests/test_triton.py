@@ -77,7 +77,8 @@ def test_triton_kernels_compile_for_hopper(dtype):
     check(build(lt._unlift_forward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         constexprs = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK)
-        check(build(lt._max_pool_forward_kernel, **constexprs))
+        for codes in (True, False):
+            check(build(lt._max_pool_forward_kernel, CODES=codes, **constexprs))
         check(build(lt._max_pool_backward_kernel, **constexprs))
     for detail_term in (True, False):
         check(build(lt._up2_forward_kernel, DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED))

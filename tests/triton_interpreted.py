@@ -181,8 +181,10 @@ def test_max_pool_stride1_kernels(k, p, d):
         out, code = lift_triton.max_pool_forward(x, k, p, d)
         gx = lift_triton.max_pool_backward(g, code, x.shape, k, p, d)
         via_op = torch.ops.liftswap.max_pool_stride1(x, k, p, d, True)  # the operator's CPU entry takes the kernels too
+        values, none = lift_triton.max_pool_forward(x, k, p, d, winners=False)  # no backward to come
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(code, winners) and torch.equal(via_op[1], winners)
+    torch.testing.assert_close(values, ref, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(code, winners) and torch.equal(via_op[1], winners) and none.numel() == 0
     torch.testing.assert_close(gx, ref_gx, rtol=0, atol=0)
 
 

@@ -383,11 +383,11 @@ if triton is not None:
     def _max_pool_forward_kernel(
         x_ptr, out_ptr, code_ptr, H, W, OH, OW,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-        BLOCK: tl.constexpr,
+        CODES: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """The stride-1 max pool of (H, W) planes and, per output, the row-major index of the
-        window's first tap holding the maximum (or a NaN), as PyTorch's max pooling routes the
-        gradient; -inf padding."""
+        """The stride-1 max pool of (H, W) planes and, with CODES (a backward to come), per output
+        the row-major index of the window's first tap holding the maximum (or a NaN), as PyTorch's
+        max pooling routes the gradient; -inf padding."""
         plane, idx, mask, oh, ow = _grid_positions(OH, OW, BLOCK)
         xp = x_ptr + plane.to(tl.int64) * H * W
         best = tl.full((BLOCK,), float("-inf"), x_ptr.dtype.element_ty)
@@ -405,7 +405,8 @@ if triton is not None:
             code = tl.where(take, tap, code)
         at = plane.to(tl.int64) * OH * OW + idx
         tl.store(out_ptr + at, best, mask=mask)
-        tl.store(code_ptr + at, code.to(tl.uint8), mask=mask)
+        if CODES:
+            tl.store(code_ptr + at, code.to(tl.uint8), mask=mask)
 
     @triton.jit
     def _max_pool_backward_kernel(
@@ -943,17 +944,19 @@ def max_pool_usable(x: Tensor, kernel_size) -> bool:
     return x.dim() == 4 and len(kernel_size) == 2 and usable(x)
 
 
-def max_pool_forward(x: Tensor, kernel_size, padding, dilation) -> tuple[Tensor, Tensor]:
-    """``(max_pool2d(x, kernel_size, 1, padding, dilation), winning tap per output (uint8))``: one launch."""
+def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = True) -> tuple[Tensor, Tensor]:
+    """``(max_pool2d(x, kernel_size, 1, padding, dilation), winning tap per output (uint8))``: one
+    launch. Without ``winners`` (no backward to come) the taps are neither found nor written:
+    an empty tensor."""
     x = x.contiguous()
     (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
     n, c, h, w = x.shape
     oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
     out = x.new_empty((n, c, oh, ow))
-    code = torch.empty((n, c, oh, ow), dtype=torch.uint8, device=x.device)
+    code = torch.empty((n, c, oh, ow) if winners else (0,), dtype=torch.uint8, device=x.device)
     with _on(x):
         _max_pool_forward_kernel[(n * c * triton.cdiv(oh * ow, _BLOCK),)](
-            x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK
+            x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK
         )
     return out, code
 

@@ -391,16 +391,14 @@ def _max_pool_cpu(x: Tensor, kernel_size, padding, dilation, winners: bool) -> t
     if cpu.max_pool_usable(x, kernel_size):
         return cpu.max_pool_forward(x, kernel_size, padding, dilation, winners)
     if cuda.max_pool_usable(x, kernel_size):  # Triton's interpreter on CPU tensors (tests)
-        out, code = cuda.max_pool_forward(x, kernel_size, padding, dilation)
-        return out, code if winners else code.new_empty(0)
+        return cuda.max_pool_forward(x, kernel_size, padding, dilation, winners)
     out = reference.max_pool_stride1(x, kernel_size, padding, dilation)
     return out, _winners(x, out, kernel_size, padding, dilation, winners)
 
 
 def _max_pool_cuda(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
     if cuda.max_pool_usable(x, kernel_size):
-        out, code = cuda.max_pool_forward(x, kernel_size, padding, dilation)
-        return out, code if winners else code.new_empty(0)
+        return cuda.max_pool_forward(x, kernel_size, padding, dilation, winners)
     return _max_pool_default(x, kernel_size, padding, dilation, winners)
 
 
