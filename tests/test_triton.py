@@ -71,7 +71,9 @@ def test_triton_kernels_compile_for_hopper(dtype):
     for groups, combine, costs in [(1, False, False), (2, True, True), (4, True, False)]:
         check(build(lt._lift_forward_kernel, G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK))
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        check(build(lt._down2_forward_kernel, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK_FUSED))
+        check(build(lt._down2_forward_kernel, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0))
+    for layout, combine in [(1, False), (2, True)]:  # lift_down_pool_bands: polyphase, approximation
+        check(build(lt._down2_forward_kernel, BASE_P=0.0, BASE_U=0.0, COMBINE=combine, COSTS=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=layout))
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         check(build(lt._lift_backward_kernel, G=groups, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC=acc, BLOCK=lt._BLOCK_BACKWARD))
     check(build(lt._unlift_forward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK))

@@ -126,20 +126,27 @@ def test_2d_forward_is_one_launch(shape, init, output, monkeypatch):
     assert max_diff([y, d, reg], [ref_y, ref_d, ref_reg]) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 6), (1, 3, 40, 30)])
 @pytest.mark.parametrize("layout", ["polyphase", "approximation"])
-def test_bands_for_lifted_convolutions(layout):
-    """``lift_down_pool_bands`` through the Triton down pool: the layout of the PyTorch path's
-    bands, costs and gradients, float64, odd size."""
+def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
+    """``lift_down_pool_bands`` in one launch of the 2-D kernel writing the layout: the PyTorch
+    path's bands so laid out, costs and gradients, float64, odd size, a plane over programs."""
     from liftswap.ops.operators import down_pool_bands
 
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", output="LL", return_details=True), seed=6).double()
-    outs = []
+    outs, counts = [], {}
     for kernels in (False, True):
-        x = torch.randn(2, 3, 9, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        if kernels:
+            for name in ("_down2_forward_kernel", "_lift_forward_kernel"):
+                monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
         with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
-            out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, True)
+            for with_costs in (False, True):
+                out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
             grads = torch.autograd.grad(out.sin().sum() + 3 * c_u + 2 * c_p, [x, *down.parameters()], allow_unused=True)
         outs.append([out, c_u, c_p, *[g for g in grads if g is not None]])
+    # each forward (without, then with costs) one launch; the backward re-lifts along W first
+    assert counts == {"_down2_forward_kernel": 2, "_lift_forward_kernel": 1}
     assert max_diff(*outs) < 1e-12
 
 

@@ -323,14 +323,16 @@ if triton is not None:
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr = 0,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each output position (i, j) of a (H, W)
         plane recomputes the first (W) lift of the eight rows of x its second (H) lift reads
         (2 clamp(i + k) for k in -2..2, and 2 clamp(i + k) + 1 for k in -1..1) and lifts
-        them along H; the first lift's bands never go to memory. out: the four bands
-        (band = 2 * H bit + W bit) stacked along the batch; COMBINE: y as well; COSTS: this
-        program's sums of (s - x_o)^2 and d^2, first lift (rows this position owns) then second."""
+        them along H; the first lift's bands never go to memory. out (LAYOUT 0): the four bands
+        (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at their
+        polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2: no
+        bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first lift
+        (rows this position owns) then second."""
         plane, idx, mask, i, j = _grid_positions(Jh, Jw, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
@@ -354,10 +356,17 @@ if triton is not None:
         band = Jh * Jw
         at = plane.to(tl.int64) * band + idx
         kind = out_ptr.dtype.element_ty
-        tl.store(out_ptr + at, ll.to(kind), mask=mask)
-        tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=mask)
-        tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=mask)
-        tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=mask)
+        if LAYOUT == 0:
+            tl.store(out_ptr + at, ll.to(kind), mask=mask)
+            tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=mask)
+            tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=mask)
+            tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=mask)
+        elif LAYOUT == 1:
+            z = plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
+            tl.store(out_ptr + z, ll.to(kind), mask=mask)
+            tl.store(out_ptr + z + 1, lh.to(kind), mask=mask)
+            tl.store(out_ptr + z + 2 * Jw, hl.to(kind), mask=mask)
+            tl.store(out_ptr + z + 2 * Jw + 1, hh.to(kind), mask=mask)
         if COMBINE:
             y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
             y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
@@ -839,6 +848,38 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool):
         totals = sums.sum(0)
         costs = totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)
     return y, out.view((4, n, c, jh, jw)), costs
+
+
+def bands_usable(x: Tensor, axes) -> bool:
+    """Whether :func:`down_forward_bands` writes the layout in the one-launch kernel: a 2-D layer over (H, W)."""
+    return x.dim() == 4 and [int(a) for a in axes] == [-2, -1] and _FUSED_2D
+
+
+def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool):
+    """``liftswap::lift_down_pool_bands`` in one launch: ``"polyphase"`` writes each band at its
+    polyphase place (N, C, 2 Jh, 2 Jw), ``"approximation"`` writes y (LL) and no band;
+    ``(out, costs (2,), zeros without with_costs)``."""
+    params, bases = _operators(predict, update)
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    jh, jw = (h + 1) // 2, (w + 1) // 2
+    weights = _flat(params, x)
+    tl_acc, acc = _acc(x)
+    polyphase = layout == "polyphase"
+    out = x.new_empty((n, c, 2 * jh, 2 * jw) if polyphase else (n, c, jh, jw))
+    coef = coefficients("LL", None, 4, x, acc)
+    nprog = n * c * triton.cdiv(jh * jw, _BLOCK_FUSED)
+    sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
+    with _on(x):
+        _down2_forward_kernel[(nprog,)](
+            x, out, out, coef, out if sums is None else sums, *weights, c, h, w, jh, jw,
+            BASE_P=bases[0], BASE_U=bases[1], COMBINE=not polyphase, COSTS=with_costs, ACC=tl_acc,
+            BLOCK=_BLOCK_FUSED, LAYOUT=1 if polyphase else 2,
+        )  # fmt: skip
+    if not with_costs:
+        return out, x.new_zeros(2)
+    totals = sums.sum(0)  # per element of one 1-D lift's s, as the lift-by-lift path counts
+    return out, (totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)).to(x.dtype)
 
 
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):

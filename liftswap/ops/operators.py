@@ -238,8 +238,11 @@ _LAYOUTS = ("polyphase", "approximation")
 def _bands_impl(*backends):
     def impl(x: Tensor, *args):
         a, layout, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS], args[_N_ARGS + 1]
-        if _backend(x, a, *backends) is cpu and (layout == "approximation" or cpu.polyphase_usable(x, a.axes)):
+        backend = _backend(x, a, *backends)
+        if backend is cpu and (layout == "approximation" or cpu.polyphase_usable(x, a.axes)):
             return cpu.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
+        if backend is cuda and cuda.bands_usable(x, a.axes):
+            return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
         y, details, costs = _down_impl(*backends)(x, *args[:_N_ARGS], with_costs)
         if layout == "approximation":
             return y, costs
