@@ -189,7 +189,14 @@ class LiftConvReplacement(_ConvAttributes):
         return out
 
     def extra_repr(self) -> str:
-        how = "a conv per lifted band" if self.placement == "polyphase" else "conv at stride 1, then lift"
+        if self.placement == "after":
+            how = "conv at stride 1, then lift"
+        elif self.interleave:
+            how = "the bands in their polyphase places, then the strided conv"
+        elif self.one_band:
+            how = "the approximation band, then the conv at stride 1"
+        else:
+            how = "a conv per lifted band"
         return f"replaces={self.op}(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, groups={self.groups}): {how}"
 
 
