@@ -440,19 +440,22 @@ if triton is not None:
     def _lift_backward_kernel(
         x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        kc_ptr, C, NC, R, L, J, B,
+        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROWS, SUM_ROW0,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
         ACC: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
-        costs' gradients; kc_ptr holds KCU, KCP). Per program: the weights' gradient sums, and with GAMMA sum(gy * band)."""
+        costs' gradients: kc_ptr holds 2 dcost_u, 2 dcost_p, divided here by COUNT, the elements of
+        one 1-D lift's s). Per program: the weights' gradient sums, at row SUM_ROW0 + (n, tile) of
+        channel c's SUM_ROWS rows (one buffer, one reduction for every lift of a layer), and with
+        GAMMA sum(gy * band)."""
         plane, i, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
-        KCU, KCP = tl.load(kc_ptr), tl.load(kc_ptr + 1)  # on the device: no wait for the costs' gradient
+        KCU, KCP = tl.load(kc_ptr) / COUNT, tl.load(kc_ptr + 1) / COUNT  # on the device: no wait for the costs' gradient
         acc = tl.zeros((BLOCK,), ACC)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
@@ -534,8 +537,10 @@ if triton is not None:
                 gy_0 = _load_grad(gyp, i, J, B, mask)
                 tl.store(gg_ptr + tl.program_id(0) * 2 * G + g, tl.sum(tl.where(ok, gy_0 * s_0, 0.0), axis=0))
                 tl.store(gg_ptr + tl.program_id(0) * 2 * G + G + g, tl.sum(tl.where(ok, gy_0 * d_0, 0.0), axis=0))
+        tiles = tl.cdiv(R * J * B, BLOCK)
+        row = c * SUM_ROWS + SUM_ROW0 + (plane // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
-            gw_ptr + tl.program_id(0).to(tl.int64) * 12, ok, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            gw_ptr + row.to(tl.int64) * 12, ok, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
@@ -796,29 +801,36 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     return out, y, sums
 
 
-def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, gamma_sums: bool):
-    """Backward of :func:`_forward`: (gx, (C, 12) weight-gradient sums, (2 groups, C) sums of g_y * band or None).
+def _sum_rows(x: Tensor, dim: int, groups: int) -> int:
+    """Rows of weight-gradient sums per channel that :func:`_backward` of ``x`` writes: one per program."""
+    planes, rows, _, half, inner = _geometry(x, dim)
+    return planes // groups // x.shape[1] * triton.cdiv(rows * half * inner, _BLOCK_BACKWARD)
 
-    ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band.
+
+def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
+              gw: Tensor, row0: int, gamma_sums: bool):  # fmt: skip
+    """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
+
+    ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band. The
+    weights' gradient sums go to rows ``row0 ..`` of each channel of ``gw`` (C, rows, 12), which
+    every lift of the layer shares (one reduction after the last).
     """
     planes, rows, length, half, inner = _geometry(x, dim)
     tiles = triton.cdiv(rows * half * inner, _BLOCK_BACKWARD)
     nprog = planes // groups * tiles
     tl_acc, acc = _acc(x)
     gx = torch.empty_like(x)
-    gw = torch.empty((nprog, _N_GRADS), dtype=acc, device=x.device)
     gg = torch.empty((nprog, 2 * groups), dtype=acc, device=x.device) if gamma_sums else None
     with _on(x):
         _lift_backward_kernel[(nprog,)](
             x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
             gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner,
+            count, gw.shape[1], row0,
             G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
             BLOCK=_BLOCK_BACKWARD,
         )  # fmt: skip
-    per_channel = (-1, x.shape[1], tiles)
-    w_sums = gw.view(per_channel + (_N_GRADS,)).sum(dim=(0, 2))
-    g_sums = None if gg is None else gg.view(per_channel + (2 * groups,)).sum(dim=(0, 2)).t()
-    return gx, w_sums, g_sums
+    g_sums = None if gg is None else gg.view((-1, x.shape[1], tiles, 2 * groups)).sum(dim=(0, 2)).t()
+    return gx, g_sums
 
 
 def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
@@ -927,18 +939,20 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
         grad[1:] += g_details.movedim(1, 0)
         grad = grad.flatten(0, 1)
-    sums, g_gamma = 0, None
+    g_gamma = None
+    lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
+    rows = [_sum_rows(inputs[i], order[i], lift_groups[i]) for i in range(len(order))]
+    gw = torch.empty((x.shape[1], sum(rows), _N_GRADS), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
         count = math.prod(_forward_shape(inputs[i], order[i])[1:]) * n  # elements of one 1D lift's s
-        grad, w_sums, g_sums = _backward(
-            inputs[i], order[i], groups if last else 1, weights, bases, grad, g_y if last else None,
-            coef if last else None, kc / count, last and want_gamma,
+        grad, g_sums = _backward(
+            inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
+            coef if last else None, kc, count, gw, sum(rows[:i]), last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:].to(gamma.dtype)
-        sums = sums + w_sums
-    return grad, g_gamma, sums
+    return grad, g_gamma, gw.sum(1)
 
 
 def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
