@@ -318,9 +318,9 @@ class _LiftDownPoolNd(nn.Module):
     def forward(self, x: Tensor):
         if _is_fx_proxy(x):
             return _fx_leaf_call(self, x)
-        _check_input(x, self._spatial, self.channels, type(self).__name__)
         if self.output == "LL" and not self.return_details:  # no detail band is read: none is written
             return self._bands(x, "approximation")
+        _check_input(x, self._spatial, self.channels, type(self).__name__)
         training = self.training
         out = operators.down_pool(
             x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training

@@ -369,8 +369,8 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
         done = None if with_costs or len(order) != 2 else kernel.forward2(x, order, False, "approximation")
         if done is not None:
             return done[0], x.new_zeros(2)
-        y, _, costs = down_forward(x, predict, update, axes, "LL", None, with_costs)
-        return y, costs
+        bands, costs, _ = _lifts(kernel, x, order, with_costs)
+        return bands.view(_bands_shape(bands, x.shape[0]))[0].clone(), costs
     out, costs, placed = _lifts(kernel, x, order, with_costs, polyphase=True)
     return (out if placed else kernel.to_polyphase(out.view(_bands_shape(out, x.shape[0])))), costs
 
@@ -427,13 +427,11 @@ def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor |
         pooled[dim] = (pooled[dim] + 1) // 2
     shape = (nb,) + tuple(pooled)
     coef = coefficients(output, gamma, nb, x)
-    if g_bands is not None:
-        g_y = g_bands[0]
-    g_y = x.new_zeros(pooled) if g_y is None else g_y.contiguous()
     grad = None
     if g_bands is not None:
-        grad = g_bands.reshape((-1,) + shape[2:])
-    elif g_details is not None:
+        g_y, grad = g_bands[0], g_bands.reshape((-1,) + shape[2:])
+    g_y = x.new_zeros(pooled) if g_y is None else g_y.contiguous()
+    if grad is None and g_details is not None:
         grad = kernel.combine_backward(shape, coef, g_y, g_details.contiguous()).view((-1,) + shape[2:])
     g_cu, g_cp = (0.0, 0.0) if g_costs is None else g_costs.tolist()
     kc = [(2 * g_cu / c, 2 * g_cp / c) for c in counts]

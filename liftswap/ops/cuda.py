@@ -323,7 +323,7 @@ if triton is not None:
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr = 0,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each output position (i, j) of a (H, W)
         plane recomputes the first (W) lift of the eight rows of x its second (H) lift reads
@@ -841,25 +841,33 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
     return grads
 
 
-def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool):
-    """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y, bands (4, N, C, ...), costs or None)."""
+_LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
+
+
+def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
+    """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
+    or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
+    polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone."""
     n, c, h, w = x.shape
     jh, jw = (h + 1) // 2, (w + 1) // 2
-    out = x.new_empty((4 * n, c, jh, jw))
-    y = x.new_empty((n, c, jh, jw))
+    out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
+    out = None if out is None else x.new_empty(out)
+    y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
     nprog = n * c * triton.cdiv(jh * jw, _BLOCK_FUSED)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
+    some = y if out is None else out  # stands in for the pointers a variant does not use
     with _on(x):
         _down2_forward_kernel[(nprog,)](
-            x, out, y, coef, out if sums is None else sums, *weights, c, h, w, jh, jw,
-            BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=with_costs, ACC=tl_acc, BLOCK=_BLOCK_FUSED,
+            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw,
+            BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
         totals = sums.sum(0)
         costs = totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)
-    return y, out.view((4, n, c, jh, jw)), costs
+    return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), costs
 
 
 def bands_usable(x: Tensor, axes) -> bool:
@@ -873,25 +881,9 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     ``(out, costs (2,), zeros without with_costs)``."""
     params, bases = _operators(predict, update)
     x = x.contiguous()
-    n, c, h, w = x.shape
-    jh, jw = (h + 1) // 2, (w + 1) // 2
-    weights = _flat(params, x)
-    tl_acc, acc = _acc(x)
-    polyphase = layout == "polyphase"
-    out = x.new_empty((n, c, 2 * jh, 2 * jw) if polyphase else (n, c, jh, jw))
-    coef = coefficients("LL", None, 4, x, acc)
-    nprog = n * c * triton.cdiv(jh * jw, _BLOCK_FUSED)
-    sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
-    with _on(x):
-        _down2_forward_kernel[(nprog,)](
-            x, out, out, coef, out if sums is None else sums, *weights, c, h, w, jh, jw,
-            BASE_P=bases[0], BASE_U=bases[1], COMBINE=not polyphase, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=1 if polyphase else 2,
-        )  # fmt: skip
-    if not with_costs:
-        return out, x.new_zeros(2)
-    totals = sums.sum(0)  # per element of one 1-D lift's s, as the lift-by-lift path counts
-    return out, (totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)).to(x.dtype)
+    coef = coefficients("LL", None, 4, x, _acc(x)[1])
+    y, bands, costs = _down2_forward(x, _flat(params, x), bases, coef, with_costs, layout)
+    return (bands if layout == "polyphase" else y), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
 
 
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):

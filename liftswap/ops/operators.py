@@ -244,9 +244,7 @@ def _bands_impl(*backends):
         if backend is cuda and cuda.bands_usable(x, a.axes):
             return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
         y, details, costs = _down_impl(*backends)(x, *args[:_N_ARGS], with_costs)
-        if layout == "approximation":
-            return y, costs
-        return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes).contiguous(), costs
+        return reference.lay_out_bands(y, details, a.axes, layout).contiguous(), costs
 
     return impl
 
@@ -261,20 +259,6 @@ def _bands_fake(x: Tensor, *args):
     return x.new_empty(shape), x.new_empty(2)
 
 
-def _polyphase_split(g_z: Tensor, axes) -> tuple[Tensor, Tensor]:
-    """The bands' gradients ``(g_y, g_details)`` from z's: the inverse of reference.polyphase."""
-    spatial, n, c = g_z.dim() - 2, g_z.shape[0], g_z.shape[1]
-    lifted = [int(a) % (spatial + 2) - 2 for a in axes]
-    shape, perm = [n, c], [0]
-    for a in range(spatial):
-        shape += [g_z.shape[2 + a] // 2, 2] if a in lifted else [g_z.shape[2 + a]]
-    phase = {a: 3 + a + sum(1 for b in lifted if b < a) for a in lifted}  # where each axis's phase lands
-    perm += [phase[a] for a in lifted] + [1]
-    perm += [i for i in range(2, len(shape)) if i not in phase.values()]
-    bands = g_z.reshape(shape).permute(perm).reshape([n, 2 ** len(lifted), c] + _pooled_shape(g_z.shape, axes)[2:])
-    return bands[:, 0], bands[:, 1:]
-
-
 def _bands_backward_impl(*backends):
     def impl(x: Tensor, *args):
         a = Args(*args[:_N_ARGS])
@@ -285,7 +269,7 @@ def _bands_backward_impl(*backends):
         if layout == "approximation" or g_out is None:
             g_y, g_details = g_out, None
         else:
-            g_y, g_details = _polyphase_split(g_out, a.axes)
+            g_y, g_details = reference.polyphase_split(g_out, a.axes)
         return _down_backward_impl(*backends)(x, *args[:_N_ARGS], g_y, g_details, g_costs, needs)
 
     return impl
@@ -542,9 +526,7 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
         out, costs = torch.ops.liftswap.lift_down_pool_bands(x, *a, layout, with_costs)
         return (out, costs[0], costs[1]) if with_costs else (out, None, None)
     y, details, c_u, c_p = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
-    if layout == "approximation":
-        return y, c_u, c_p
-    return reference.polyphase(torch.cat((y.unsqueeze(1), details), 1), a.axes), c_u, c_p
+    return reference.lay_out_bands(y, details, a.axes, layout), c_u, c_p
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],

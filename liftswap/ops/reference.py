@@ -28,7 +28,8 @@ from torch import Tensor
 
 from .output_modes import OUTPUTS
 
-__all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "polyphase", "up_pool",
+__all__ = ["OperatorWeights", "apply_operator", "lift", "unlift", "down_pool", "down_pool_for_export", "polyphase", "polyphase_split",
+           "lay_out_bands", "up_pool",
            "max_pool_stride1", "max_pool_winners", "max_pool_stride1_backward", "OUTPUTS"]  # fmt: skip
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -218,6 +219,30 @@ def polyphase(bands: Tensor, axes: Sequence[int]) -> Tensor:
         if a in lifted:
             perm.append(1 + lifted.index(a))
     return v.permute(perm).reshape(shape)
+
+
+def polyphase_split(z: Tensor, axes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`polyphase` (its gradient): ``(y, details (N, nb - 1, C, *pooled))``
+    from ``z`` (N, C, *size), every lifted axis of even length."""
+    spatial, n, c = z.dim() - 2, z.shape[0], z.shape[1]
+    lifted = [int(a) % (spatial + 2) - 2 for a in axes]
+    shape, pooled = [n, c], []
+    for a in range(spatial):
+        size = z.shape[2 + a]
+        shape += [size // 2, 2] if a in lifted else [size]
+        pooled.append(size // 2 if a in lifted else size)
+    phase = {a: 3 + a + sum(1 for b in lifted if b < a) for a in lifted}  # where each axis's phase lands
+    perm = [0] + [phase[a] for a in lifted] + [1] + [i for i in range(2, len(shape)) if i not in phase.values()]
+    bands = z.reshape(shape).permute(perm).reshape([n, 2 ** len(lifted), c] + pooled)
+    return bands[:, 0], bands[:, 1:]
+
+
+def lay_out_bands(y: Tensor, details: Tensor, axes: Sequence[int], layout: str) -> Tensor:
+    """The output of ``liftswap::lift_down_pool_bands`` from a down pool's ``y`` (output "LL")
+    and details: ``"polyphase"`` :func:`polyphase`, ``"approximation"`` ``y``."""
+    if layout == "approximation":
+        return y
+    return polyphase(torch.cat((y.unsqueeze(1), details), 1), axes)
 
 
 def _polyphase_components(x: Tensor, axes: Sequence[int]) -> dict[tuple, Tensor]:
