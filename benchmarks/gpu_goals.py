@@ -64,16 +64,19 @@ def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None
     return fwd, fwd_bwd
 
 
-def _two_launches(fn):
-    """``fn`` with the 2-D down pool's forward lift by lift (one launch per axis)."""
+def _without(fn, switch: str):
+    """``fn`` with one of the 2-D down pool's fused paths off: ``_FUSED_2D``, its forward lift by
+    lift (one launch per axis); ``_RELIFT_2D``, its backward re-lifting W into memory first
+    (three launches, not two)."""
     from liftswap.ops import cuda
 
     def run():
-        before, cuda._FUSED_2D = cuda._FUSED_2D, False
+        before = getattr(cuda, switch)
+        setattr(cuda, switch, False)
         try:
             fn()
         finally:
-            cuda._FUSED_2D = before
+            setattr(cuda, switch, before)
 
     return run
 
@@ -92,13 +95,13 @@ def layer_rows(args, device: str) -> list[dict]:
             for part in parts:
                 index = 0 if part == "fwd" else 1
                 fns = {k: v[index] for k, v in calls.items()}
-                if part == "fwd":  # the forward in one launch against the lift-by-lift kernels, for the record
-                    fns["down, two launches"] = _two_launches(fns["down"])
+                # the fused paths against the unfused kernels, for the record
+                other = "down, one launch per axis" if part == "fwd" else "down, backward in three launches"
+                fns[other] = _without(fns["down"], "_FUSED_2D" if part == "fwd" else "_RELIFT_2D")
                 times = interleaved_times(fns, args.repeats, device, inner=args.inner)
-                if part == "fwd":
-                    rows.append(_row(f"LiftDownPool2d fwd batch {batch} {shape}, one launch per axis (not a goal)",
-                                     times["down, two launches"] / times["max"], 1.5, args))  # fmt: skip
-                    print(_line(rows[-1]), flush=True)
+                rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}, {other[6:]} (not a goal)",
+                                 times[other] / times["max"], 1.5 if part == "fwd" else 2.0, args))  # fmt: skip
+                print(_line(rows[-1]), flush=True)
                 goal = 1.5 if part == "fwd" else (2.0 if batch == args.batch else 3.0)
                 rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}", times["down"] / times["max"], goal, args,
                                  lift_ms=times["down"] * 1e3, maxpool_ms=times["max"] * 1e3))  # fmt: skip

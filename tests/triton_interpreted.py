@@ -138,16 +138,49 @@ def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
     for kernels in (False, True):
         x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         if kernels:
-            for name in ("_down2_forward_kernel", "_lift_forward_kernel"):
+            for name in ("_down2_forward_kernel", "_lift_forward_kernel", "_lift_backward_kernel"):
                 monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
         with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
             for with_costs in (False, True):
                 out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
             grads = torch.autograd.grad(out.sin().sum() + 3 * c_u + 2 * c_p, [x, *down.parameters()], allow_unused=True)
         outs.append([out, c_u, c_p, *[g for g in grads if g is not None]])
-    # each forward (without, then with costs) one launch; the backward re-lifts along W first
-    assert counts == {"_down2_forward_kernel": 2, "_lift_forward_kernel": 1}
+    # each forward (without, then with costs) one launch; the backward two (no re-lift launch)
+    assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2}
     assert max_diff(*outs) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "shape,init,output,relift",
+    _sweep(
+        [(s, i, o, r) for s in [(2, 3, 9, 6), (1, 2, 1, 5), (1, 2, 2, 3), (1, 2, 3, 1), (1, 2, 7, 4), (1, 2, 40, 30)]
+         for i, o in MODES for r in (True, False)],
+        lambda s, i, o, r: (r and (i, o) in MODES[::2]) or (not r and s == (2, 3, 9, 6) and (i, o) == MODES[0]),
+    ),
+)  # fmt: skip
+def test_2d_backward_is_two_launches(shape, init, output, relift, monkeypatch):
+    """A 2-D down pool's backward is two launches, the H lift's recomputing the W lift's rows it
+    reads from x (relift; else three, the first re-lifting W into memory): the gradients of x, the
+    weights and gamma from y, the details and the costs equal the PyTorch path's (odd sizes,
+    1- to 3-row planes whose clamps fold most rows together, a plane over several programs)."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=8).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y, details = down(x)
+        loss = (y * y.detach().cos()).sum() + liftswap.regularization_loss(down) + details.sin().sum()
+        return torch.autograd.grad(loss, [x, *down.parameters()])
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    counts = {}
+    for name in ("_lift_forward_kernel", "_lift_backward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    monkeypatch.setattr(lift_triton, "_RELIFT_2D", relift)
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert counts == ({"_lift_backward_kernel": 2} if relift else {"_lift_forward_kernel": 1, "_lift_backward_kernel": 2})
+    assert max_diff(got, ref) < 1e-11
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 6), (2, 3, 7, 5), (1, 2, 1, 1), (1, 2, 2, 5), (1, 2, 3, 1), (1, 2, 40, 30)])
