@@ -64,15 +64,15 @@ def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None
     return fwd, fwd_bwd
 
 
-def _without(fn, switch: str):
-    """``fn`` with one of the 2-D down pool's fused paths off: ``_FUSED_2D``, its forward lift by
-    lift (one launch per axis); ``_RELIFT_2D``, its backward re-lifting W into memory first
-    (three launches, not two)."""
+def _switched(fn, switch: str, value: bool):
+    """``fn`` with one of the 2-D down pool's paths switched: ``_FUSED_2D`` off, its forward lift
+    by lift (one launch per axis); ``_RELIFT_2D`` on, its backward in two launches, the first
+    recomputing the W lift (not three, the first re-lifting W into memory)."""
     from liftswap.ops import cuda
 
     def run():
         before = getattr(cuda, switch)
-        setattr(cuda, switch, False)
+        setattr(cuda, switch, value)
         try:
             fn()
         finally:
@@ -96,8 +96,8 @@ def layer_rows(args, device: str) -> list[dict]:
                 index = 0 if part == "fwd" else 1
                 fns = {k: v[index] for k, v in calls.items()}
                 # the fused paths against the unfused kernels, for the record
-                other = "down, one launch per axis" if part == "fwd" else "down, backward in three launches"
-                fns[other] = _without(fns["down"], "_FUSED_2D" if part == "fwd" else "_RELIFT_2D")
+                other = "down, one launch per axis" if part == "fwd" else "down, backward in two launches (RELIFT)"
+                fns[other] = _switched(fns["down"], "_FUSED_2D", False) if part == "fwd" else _switched(fns["down"], "_RELIFT_2D", True)
                 times = interleaved_times(fns, args.repeats, device, inner=args.inner)
                 rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}, {other[6:]} (not a goal)",
                                  times[other] / times["max"], 1.5 if part == "fwd" else 2.0, args))  # fmt: skip

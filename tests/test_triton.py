@@ -71,16 +71,17 @@ def test_triton_kernels_compile_for_hopper(dtype):
     for groups, combine, costs in [(1, False, False), (2, True, True), (4, True, False)]:
         check(build(lt._lift_forward_kernel, G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK))
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        check(build(lt._down2_forward_kernel, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0))
+        check(build(lt._down2_forward_kernel, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0, ROWS=lt._ROWS))
     for layout, combine in [(1, False), (2, True)]:  # lift_down_pool_bands: polyphase, approximation
-        check(build(lt._down2_forward_kernel, BASE_P=0.0, BASE_U=0.0, COMBINE=combine, COSTS=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=layout))
-    for groups, from_gy, gamma, relift in [(1, False, False, False), (2, True, True, False), (2, False, True, False),
-                                           (2, True, True, True), (2, False, False, True)]:  # fmt: skip
-        check(build(lt._lift_backward_kernel, G=groups, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, RELIFT=relift,
-                    ACC=acc, BLOCK=lt._BLOCK_BACKWARD))  # fmt: skip
+        check(build(lt._down2_forward_kernel, BASE_P=0.0, BASE_U=0.0, COMBINE=combine, COSTS=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=layout, ROWS=lt._ROWS))
+    for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
+        check(build(lt._lift_backward_kernel, G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC=acc,
+                    BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS))  # fmt: skip
+    for from_gy, gamma in [(True, True), (False, False)]:
+        check(build(lt._relift_backward_kernel, G=2, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC=acc, BLOCK=lt._BLOCK_BACKWARD))
     check(build(lt._unlift_forward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
-        constexprs = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK)
+        constexprs = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1))
         for codes in (True, False):
             check(build(lt._max_pool_forward_kernel, CODES=codes, **constexprs))
         check(build(lt._max_pool_backward_kernel, **constexprs))

@@ -41,8 +41,8 @@ __all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_bac
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-# Outputs per program: sm_90 builds of the kernels use 96 (forward) and 184 (backward, two groups)
-# registers at these sizes, without spilling; twice the block spills in backward.
+# Outputs per program: sm_90 builds of the one-axis kernels use 96 registers (forward) and 110-140
+# (backward, _STEPS positions per thread) at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
 # The one-launch 2-D kernels, one output position per thread: sm_90 builds use 64 (down, with
@@ -51,9 +51,17 @@ _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
-# A 2-D down pool's backward in two launches (the H lift's recomputing the W lift it reads from x,
-# 16 rows per position) instead of three (re-lift W into memory, H backward, W backward).
-_RELIFT_2D = _FUSED_2D
+# A 2-D down pool's backward in two launches, the H lift's recomputing the W lift of the 16 rows of
+# x each position reads, instead of three (re-lift W into memory, H backward, W backward). Off: a
+# layer's forward+backward then issues 193 warp-instructions per output instead of 126 (sm_90
+# SASS, benchmarks/kernel_instructions.py), and the kernels are issue-bound; gpu_goals.py times both.
+_RELIFT_2D = False
+# Output rows per thread of the 2-D down pool's forward: its window of first lifts slides down
+# (2 rows of x lifted along W per further output row, instead of 8).
+_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "4"))
+# Positions per thread of the 1-D lift backward: its windows slide along the lifted axis (one P
+# and one U residual per further position, instead of seven and five).
+_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "4"))
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -326,118 +334,187 @@ if triton is not None:
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
-        """Both lifts of a 2-D down pool in one launch: each output position (i, j) of a (H, W)
-        plane recomputes the first (W) lift of the eight rows of x its second (H) lift reads
-        (2 clamp(i + k) for k in -2..2, and 2 clamp(i + k) + 1 for k in -1..1) and lifts
-        them along H; the first lift's bands never go to memory. out (LAYOUT 0): the four bands
-        (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at their
-        polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2: no
-        bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first lift
-        (rows this position owns) then second."""
-        plane, idx, mask, i, j = _grid_positions(Jh, Jw, BLOCK)
+        """Both lifts of a 2-D down pool in one launch: each thread owns column j of ROWS output
+        rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the eight rows of x the
+        second (H) lift at i0 reads (2 clamp(i0 + k) for k in -2..2, and 2 clamp(i0 + k) + 1 for
+        k in -1..1), then for each next row slides that window down by two rows of x (two more
+        first lifts, not eight); the first lift's bands never go to memory. out (LAYOUT 0): the
+        four bands (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at
+        their polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2:
+        no bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first
+        lift (rows each position owns) then second."""
+        plane, idx, mask, chunk, j = _grid_positions(tl.cdiv(Jh, ROWS), Jw, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
         xp = x_ptr + plane.to(tl.int64) * H * W
+        i = chunk * ROWS
         # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
         s_m2, d_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         s_m1, d_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         s_0, d_0, xo_0 = _row_lift(xp + (2 * _clamp(i, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_p1, d_p1, _ = _row_lift(xp + (2 * _clamp(i + 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_p2, d_p2, _ = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_p1, d_p1, xo_p1 = _row_lift(xp + (2 * _clamp(i + 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_p2, d_p2, xo_p2 = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         # odd rows (an odd H repeats its last row)
         os_m1, od_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        os_0, od_0, xo_1 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        os_p1, od_p1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        # the second lift of the first lift's two bands
-        ll, hl = _column_lift(s_m2, s_m1, s_0, s_p1, s_p2, os_m1, os_0, os_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        lh, hh = _column_lift(d_m2, d_m1, d_0, d_p1, d_p2, od_m1, od_0, od_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        NC = tl.num_programs(0) // tl.cdiv(Jh * Jw, BLOCK)
+        os_0, od_0, xo1_0 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * Jw, BLOCK)
         band = Jh * Jw
-        at = plane.to(tl.int64) * band + idx
         kind = out_ptr.dtype.element_ty
-        if LAYOUT == 0:
-            tl.store(out_ptr + at, ll.to(kind), mask=mask)
-            tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=mask)
-            tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=mask)
-            tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=mask)
-        elif LAYOUT == 1:
-            z = plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
-            tl.store(out_ptr + z, ll.to(kind), mask=mask)
-            tl.store(out_ptr + z + 1, lh.to(kind), mask=mask)
-            tl.store(out_ptr + z + 2 * Jw, hl.to(kind), mask=mask)
-            tl.store(out_ptr + z + 2 * Jw + 1, hh.to(kind), mask=mask)
-        if COMBINE:
-            y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
-            y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
-            tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=mask)
+        cu1 = tl.zeros((BLOCK,), ACC)
+        cp1, cu2, cp2 = cu1, cu1, cu1
+        for step in tl.static_range(ROWS):
+            if step > 0:  # slide the window down one output row: two more rows of x lifted along W
+                s_m2, d_m2, s_m1, d_m1, s_0, d_0, s_p1, d_p1 = s_m1, d_m1, s_0, d_0, s_p1, d_p1, s_p2, d_p2
+                os_m1, od_m1, os_0, od_0 = os_0, od_0, os_p1, od_p1
+                xo_0, xo_p1, xo1_0 = xo_p1, xo_p2, xo1_p1
+                s_p2, d_p2, xo_p2 = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+                os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+            on = mask & (i < Jh)
+            # the second lift of the first lift's two bands
+            ll, hl = _column_lift(s_m2, s_m1, s_0, s_p1, s_p2, os_m1, os_0, os_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+            lh, hh = _column_lift(d_m2, d_m1, d_0, d_p1, d_p2, od_m1, od_0, od_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+            at = plane.to(tl.int64) * band + i * Jw + j
+            if LAYOUT == 0:
+                tl.store(out_ptr + at, ll.to(kind), mask=on)
+                tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=on)
+                tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=on)
+                tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=on)
+            elif LAYOUT == 1:
+                z = plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
+                tl.store(out_ptr + z, ll.to(kind), mask=on)
+                tl.store(out_ptr + z + 1, lh.to(kind), mask=on)
+                tl.store(out_ptr + z + 2 * Jw, hl.to(kind), mask=on)
+                tl.store(out_ptr + z + 2 * Jw + 1, hh.to(kind), mask=on)
+            if COMBINE:
+                y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
+                y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
+                tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=on)
+            if COSTS:
+                # first lift: the rows this position owns, 2i and 2i + 1 (when it exists)
+                e0 = s_0 - xo_0
+                e1 = os_0 - xo1_0
+                own1 = on & (2 * i + 1 < H)
+                cu1 += tl.where(on, e0 * e0, 0.0) + tl.where(own1, e1 * e1, 0.0)
+                cp1 += tl.where(on, d_0 * d_0, 0.0) + tl.where(own1, od_0 * od_0, 0.0)
+                # second lift, both bands: x_o is the odd row's band value
+                f0 = ll - os_0
+                f1 = lh - od_0
+                cu2 += tl.where(on, f0 * f0 + f1 * f1, 0.0)
+                cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
+            i += 1
         if COSTS:
-            # first lift: the rows this position owns, 2i and 2i + 1 (when it exists)
-            e0 = s_0 - xo_0
-            e1 = os_0 - xo_1
-            own1 = mask & (2 * i + 1 < H)
-            cu1 = tl.where(mask, e0 * e0, 0.0) + tl.where(own1, e1 * e1, 0.0)
-            cp1 = tl.where(mask, d_0 * d_0, 0.0) + tl.where(own1, od_0 * od_0, 0.0)
-            # second lift, both bands: x_o is the odd row's band value
-            f0 = ll - os_0
-            f1 = lh - od_0
-            cu2 = tl.where(mask, f0 * f0 + f1 * f1, 0.0)
-            cp2 = tl.where(mask, hl * hl + hh * hh, 0.0)
-            tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1.to(ACC), axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1.to(ACC), axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 2, tl.sum(cu2.to(ACC), axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 3, tl.sum(cp2.to(ACC), axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1, axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1, axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 2, tl.sum(cu2, axis=0))
+            tl.store(cost_ptr + tl.program_id(0) * 4 + 3, tl.sum(cp2, axis=0))
+
+    @triton.jit
+    def _first_max(best, code, v, tap):
+        """(best, code) after tap ``tap`` of value v: a later tap wins only if larger, or the first NaN (a NaN stays)."""
+        take = (v > best) | ((v != v) & (best == best))
+        return tl.where(take, v, best), tl.where(take, tap, code)
+
+    @triton.jit
+    def _row_max(xp, h, ow, H, W, mask, KW: tl.constexpr, PW: tl.constexpr, DW: tl.constexpr):
+        """The maximum over one row h of a window (-inf padding) and the index of its first tap holding it."""
+        row_in = mask & (h >= 0) & (h < H)
+        best = tl.zeros_like(ow).to(xp.dtype.element_ty)
+        code = tl.zeros_like(ow)
+        for kw in tl.static_range(KW):
+            w = ow - PW + kw * DW
+            v = tl.load(xp + h.to(tl.int64) * W + w, mask=row_in & (w >= 0) & (w < W), other=float("-inf"))
+            if kw == 0:
+                best = v
+            else:
+                best, code = _first_max(best, code, v, kw)
+        return best, code
 
     @triton.jit
     def _max_pool_forward_kernel(
         x_ptr, out_ptr, code_ptr, H, W, OH, OW,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-        CODES: tl.constexpr, BLOCK: tl.constexpr,
+        CODES: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
         """The stride-1 max pool of (H, W) planes and, with CODES (a backward to come), per output
         the row-major index of the window's first tap holding the maximum (or a NaN), as PyTorch's
-        max pooling routes the gradient; -inf padding."""
-        plane, idx, mask, oh, ow = _grid_positions(OH, OW, BLOCK)
+        max pooling routes the gradient; -inf padding. Separable: the maximum of each window row,
+        then of the rows (the first row holding the maximum holds its first tap). With KH = 3 and
+        DH = 1 each thread owns a column of ROWS outputs and slides its three row maxima down one
+        row per output (one new row of KW taps, not KH * KW); else ROWS is 1."""
+        plane, idx, mask, chunk, ow = _grid_positions(tl.cdiv(OH, ROWS), OW, BLOCK)
         xp = x_ptr + plane.to(tl.int64) * H * W
-        best = tl.full((BLOCK,), float("-inf"), x_ptr.dtype.element_ty)
-        code = tl.zeros((BLOCK,), tl.int32)
-        for tap in tl.static_range(KH * KW):
-            h = oh - PH + (tap // KW) * DH
-            w = ow - PW + (tap % KW) * DW
-            inside = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-            v = tl.load(xp + h.to(tl.int64) * W + w, mask=inside, other=float("-inf"))
-            if tap == 0:
-                take = mask
-            else:  # a later tap wins only if larger, or the first NaN (a NaN stays)
-                take = (v > best) | ((v != v) & (best == best))
-            best = tl.where(take, v, best)
-            code = tl.where(take, tap, code)
-        at = plane.to(tl.int64) * OH * OW + idx
-        tl.store(out_ptr + at, best, mask=mask)
-        if CODES:
-            tl.store(code_ptr + at, code.to(tl.uint8), mask=mask)
+        oh = chunk * ROWS
+        if ROWS > 1:  # KH == 3, DH == 1
+            v0, k0 = _row_max(xp, oh - PH, ow, H, W, mask, KW, PW, DW)
+            v1, k1 = _row_max(xp, oh - PH + 1, ow, H, W, mask, KW, PW, DW)
+        for step in tl.static_range(ROWS):
+            if ROWS > 1:
+                if step > 0:
+                    v0, k0, v1, k1 = v1, k1, v2, k2
+                v2, k2 = _row_max(xp, oh - PH + 2, ow, H, W, mask, KW, PW, DW)
+                best, code = _first_max(v0, k0, v1, KW + k1)
+                best, code = _first_max(best, code, v2, 2 * KW + k2)
+            else:
+                best, code = _row_max(xp, oh - PH, ow, H, W, mask, KW, PW, DW)
+                for kh in tl.static_range(1, KH):
+                    v, k = _row_max(xp, oh - PH + kh * DH, ow, H, W, mask, KW, PW, DW)
+                    best, code = _first_max(best, code, v, kh * KW + k)
+            on = mask & (oh < OH)
+            at = plane.to(tl.int64) * OH * OW + oh * OW + ow
+            tl.store(out_ptr + at, best, mask=on)
+            if CODES:
+                tl.store(code_ptr + at, code.to(tl.uint8), mask=on)
+            oh += 1
+
+    @triton.jit
+    def _won_row(g_ptr, code_ptr, base, oh, w, OH, OW, mask, KW: tl.constexpr, PW: tl.constexpr, DW: tl.constexpr, KH_TAP: tl.constexpr):
+        """What output row oh passes back to input column w as the window's row KH_TAP: the
+        gradients of its windows whose winning tap is (KH_TAP, kw) with w = ow - PW + kw DW."""
+        row_in = mask & (oh >= 0) & (oh < OH)
+        acc = tl.zeros_like(w).to(tl.float32)
+        for kw in tl.static_range(KW):
+            ow = w + PW - kw * DW
+            inside = row_in & (ow >= 0) & (ow < OW)
+            at = base + oh.to(tl.int64) * OW + ow
+            won = tl.load(code_ptr + at, mask=inside, other=255).to(tl.int32) == KH_TAP * KW + kw
+            acc += tl.where(won & inside, _wide(tl.load(g_ptr + at, mask=inside, other=0.0)), 0.0)
+        return acc
 
     @triton.jit
     def _max_pool_backward_kernel(
         g_ptr, code_ptr, gx_ptr, H, W, OH, OW,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-        BLOCK: tl.constexpr,
+        BLOCK: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
-        """Each input position gathers the gradients of the windows whose winning tap it is (no atomics)."""
-        plane, idx, mask, h, w = _grid_positions(H, W, BLOCK)
+        """Each input position gathers the gradients of the windows whose winning tap it is (no
+        atomics). With ROWS > 1 (KH = 3, DH = 1) each thread owns a column of ROWS inputs, whose
+        windows' rows slide down one output row per input row."""
+        plane, idx, mask, chunk, w = _grid_positions(tl.cdiv(H, ROWS), W, BLOCK)
         base = plane.to(tl.int64) * OH * OW
-        acc = tl.zeros((BLOCK,), tl.float32)
-        for tap in tl.static_range(KH * KW):
-            oh = h + PH - (tap // KW) * DH
-            ow = w + PW - (tap % KW) * DW
-            inside = mask & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-            at = base + oh.to(tl.int64) * OW + ow
-            won = tl.load(code_ptr + at, mask=inside, other=255).to(tl.int32) == tap
-            acc += tl.where(won & inside, _wide(tl.load(g_ptr + at, mask=inside, other=0.0)), 0.0)
-        tl.store(gx_ptr + plane.to(tl.int64) * H * W + idx, acc.to(gx_ptr.dtype.element_ty), mask=mask)
+        h = chunk * ROWS
+        if ROWS > 1:  # input row h is row 0 of the windows of output row h + PH, row 1 of h + PH - 1, ...
+            b1 = _won_row(g_ptr, code_ptr, base, h + PH - 1, w, OH, OW, mask, KW, PW, DW, 1)
+            b2 = _won_row(g_ptr, code_ptr, base, h + PH - 1, w, OH, OW, mask, KW, PW, DW, 2)
+            c2 = _won_row(g_ptr, code_ptr, base, h + PH - 2, w, OH, OW, mask, KW, PW, DW, 2)
+        for step in tl.static_range(ROWS):
+            if ROWS > 1:
+                if step > 0:
+                    c2, b1, b2 = b2, a1, a2
+                a0 = _won_row(g_ptr, code_ptr, base, h + PH, w, OH, OW, mask, KW, PW, DW, 0)
+                a1 = _won_row(g_ptr, code_ptr, base, h + PH, w, OH, OW, mask, KW, PW, DW, 1)
+                a2 = _won_row(g_ptr, code_ptr, base, h + PH, w, OH, OW, mask, KW, PW, DW, 2)
+                acc = a0 + b1 + c2
+            else:
+                acc = tl.zeros_like(w).to(tl.float32)
+                for kh in tl.static_range(KH):
+                    acc += _won_row(g_ptr, code_ptr, base, h + PH - kh * DH, w, OH, OW, mask, KW, PW, DW, kh)
+            tl.store(gx_ptr + plane.to(tl.int64) * H * W + h * W + w, acc.to(gx_ptr.dtype.element_ty), mask=mask & (h < H))
+            h += 1
 
     @triton.jit
     def _lift_backward_at(d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3, e_m2, e_m1, e_0, e_p1, e_p2,
@@ -523,12 +600,35 @@ if triton is not None:
         return d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3
 
     @triton.jit
+    def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
+        """d at position p (clamped), with P's pre-activation h and residual r there (for p in
+        [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
+        pc = _clamp(p, J)
+        e_0 = _even(xp, pc, J, B, mask)
+        h, r = _residual(_even(xp, pc - 1, J, B, mask), e_0, _even(xp, pc + 1, J, B, mask), wp0, wp1, wp2, bp, pwp, pbp)
+        return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, e_0) - r, h, r
+
+    @triton.jit
+    def _s_grad(gsp, q, J, B, mask, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
+        """s's gradient at position q: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))."""
+        inside = (q >= 0) & (q < J)
+        return cs * _load_grad(gsp, q, J, B, mask) + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
+
+    @triton.jit
+    def _d_grad(gdp, q, J, B, mask, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
+        """d's whole gradient at position q: the output's, the cost's 2 d / n, and the update's
+        (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
+        inside = (q >= 0) & (q < J)
+        g = cd * _load_grad(gdp, q, J, B, mask) + tl.where(inside, KCP * d_q, 0.0)
+        return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
+
+    @triton.jit
     def _lift_backward_kernel(
         x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        kc_ptr, C, NC, R, L, J, B, W, COUNT, SUM_ROWS, SUM_ROW0,
+        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROWS, SUM_ROW0,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        RELIFT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
@@ -537,11 +637,145 @@ if triton is not None:
         channel c's SUM_ROWS rows (one buffer, one reduction for every lift of a layer), and with
         GAMMA sum(gy * band).
 
-        RELIFT: the second (H) lift of a 2-D down pool, whose input [s, d] of the first (W) lift
-        (G = 2, (H, Jw) planes: L = H, B = Jw, R = 1) is not in memory: x_ptr is the layer's
-        (N, C, H, W) input, and each position lifts along W the 16 rows of x it reads
-        (2 clamp(i + k), k = -4..4, and 2 clamp(i + k) + 1, k = -3..3), as
-        :func:`_down2_forward_kernel` does; gx is still the gradient of [s, d]."""
+        A program serves one group's plane (the grid covers G * NC planes). Each thread owns
+        STEPS consecutive positions i0 .. i0 + STEPS - 1 along the lifted axis.
+        Position i's backward reads d at i-3 .. i+3, U's residual, s's gradient and U's input
+        gradient at i-2 .. i+2, d's whole gradient and P's input gradient at i-1 .. i+1; each
+        is a function of its own position, so after the first the window slides: one more of
+        each per position (one P and one U residual) instead of all (seven and five)."""
+        tiles = tl.cdiv(R * tl.cdiv(J, STEPS) * B, BLOCK)
+        g = tl.program_id(0) // tiles // NC
+        plane = tl.program_id(0) // tiles % NC
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < R * tl.cdiv(J, STEPS) * B
+        b = idx % B
+        i0 = ((idx // B) % tl.cdiv(J, STEPS)) * STEPS
+        r = idx // (B * tl.cdiv(J, STEPS))
+        x_in = r.to(tl.int64) * L * B + b
+        y_in = r.to(tl.int64) * J * B + b
+        c = plane % C
+        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
+            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
+        )
+        KCU, KCP = tl.load(kc_ptr) / COUNT, tl.load(kc_ptr + 1) / COUNT  # on the device: no wait for the costs' gradient
+        acc = tl.zeros((BLOCK,), ACC)
+        g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
+        g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
+        gyp = gy_ptr + (plane.to(tl.int64) * R * J * B + y_in)
+        xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
+        gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
+        if FROM_GY:
+            cs, cd = tl.load(coef_ptr + g * C + c), tl.load(coef_ptr + (G + g) * C + c)
+            gsp, gdp = gyp, gyp
+        else:
+            cs, cd = 1.0, 1.0
+            gsp = gout_ptr + ((g * NC + plane).to(tl.int64) * R * J * B + y_in)
+            gdp = gout_ptr + (((G + g) * NC + plane).to(tl.int64) * R * J * B + y_in)
+        i = i0
+        # the window at i0: d (and P's h, r) at i-3 .. i+3, x_e and x_o at i-2 .. i+2
+        d_m3, _, _ = _detail_hr(xp, i - 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_m2, _, _ = _detail_hr(xp, i - 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_m1, hp_m1, rp_m1 = _detail_hr(xp, i - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_0, hp_0, rp_0 = _detail_hr(xp, i, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p1, hp_p1, rp_p1 = _detail_hr(xp, i + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p2, hp_p2, rp_p2 = _detail_hr(xp, i + 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p3, hp_p3, rp_p3 = _detail_hr(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
+        e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
+        o_m2, o_m1, o_0 = _odd(xp, i - 2, J, L, B, mask), _odd(xp, i - 1, J, L, B, mask), _odd(xp, i, J, L, B, mask)
+        o_p1, o_p2 = _odd(xp, i + 1, J, L, B, mask), _odd(xp, i + 2, J, L, B, mask)
+        # U's residual, s's gradient and U's input gradient at i-2 .. i+2
+        hu_m2, ru_m2 = _residual(d_m3, d_m2, d_m1, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
+        hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
+        gs_m2 = _s_grad(gsp, i - 2, J, B, mask, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
+        gs_m1 = _s_grad(gsp, i - 1, J, B, mask, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
+        gs_0 = _s_grad(gsp, i, J, B, mask, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
+        gs_p1 = _s_grad(gsp, i + 1, J, B, mask, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
+        gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+        au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
+        au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
+        au_0 = gs_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
+        au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
+        au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
+        # d's whole gradient and P's input gradient at i-1 .. i+1 (d = x_o - base_p x_e - r_P)
+        gD_m1 = _d_grad(gdp, i - 1, J, B, mask, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
+        gD_0 = _d_grad(gdp, i, J, B, mask, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
+        gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
+        ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
+        ap_0 = -gD_0 * (1.0 - rp_0 * rp_0) * pwp * (hp_0 > 0.0)
+        ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+        sum_s = acc
+        sum_d = acc
+        for step in tl.static_range(STEPS):
+            if step > 0:  # slide every window one position: one new value of each at its far end
+                d_m3, d_m2, d_m1, d_0, d_p1, d_p2 = d_m2, d_m1, d_0, d_p1, d_p2, d_p3
+                hp_m1, rp_m1, hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2 = hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2, hp_p3, rp_p3
+                d_p3, hp_p3, rp_p3 = _detail_hr(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+                e_m2, e_m1, e_0, e_p1 = e_m1, e_0, e_p1, e_p2
+                e_p2 = _even(xp, i + 2, J, B, mask)
+                o_m2, o_m1, o_0, o_p1 = o_m1, o_0, o_p1, o_p2
+                o_p2 = _odd(xp, i + 2, J, L, B, mask)
+                hu_m2, ru_m2, hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1 = hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2
+                hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
+                gs_m2, gs_m1, gs_0, gs_p1 = gs_m1, gs_0, gs_p1, gs_p2
+                gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+                au_m2, au_m1, au_0, au_p1 = au_m1, au_0, au_p1, au_p2
+                au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
+                gD_m1, gD_0 = gD_0, gD_p1
+                gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
+                ap_m1, ap_0 = ap_0, ap_p1
+                ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+            on = mask & (i < J)
+            gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
+            gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
+            s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
+            g_e = gs_0 - _lin(BASE_P, gD_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+            g_o = gD_0 - KCU * (s_0 - o_0)
+            last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
+            tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
+            tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
+            g_wp0 += tl.where(on, ap_0 * e_m1, 0.0)
+            g_wp1 += tl.where(on, ap_0 * e_0, 0.0)
+            g_wp2 += tl.where(on, ap_0 * e_p1, 0.0)
+            g_bp += tl.where(on, ap_0, 0.0)
+            g_pwp += tl.where(on, gp_0 * tl.maximum(hp_0, 0.0), 0.0)
+            g_pbp += tl.where(on, gp_0, 0.0)
+            g_wu0 += tl.where(on, au_0 * d_m1, 0.0)
+            g_wu1 += tl.where(on, au_0 * d_0, 0.0)
+            g_wu2 += tl.where(on, au_0 * d_p1, 0.0)
+            g_bu += tl.where(on, au_0, 0.0)
+            g_pwu += tl.where(on, gu_0 * tl.maximum(hu_0, 0.0), 0.0)
+            g_pbu += tl.where(on, gu_0, 0.0)
+            if GAMMA:
+                gy_0 = _load_grad(gyp, i, J, B, on)
+                sum_s += tl.where(on, gy_0 * s_0, 0.0)
+                sum_d += tl.where(on, gy_0 * d_0, 0.0)
+            i += 1
+        if GAMMA:
+            tl.store(gg_ptr + tl.program_id(0) * 2, tl.sum(sum_s, axis=0))
+            tl.store(gg_ptr + tl.program_id(0) * 2 + 1, tl.sum(sum_d, axis=0))
+        row = c * SUM_ROWS + SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
+        _store_sums(
+            gw_ptr + row.to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
+        )  # fmt: skip
+
+    @triton.jit
+    def _relift_backward_kernel(
+        x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
+        wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        kc_ptr, C, NC, R, L, J, B, W, COUNT, SUM_ROWS, SUM_ROW0,
+        G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """:func:`_lift_backward_kernel` (one position per thread) for the second (H) lift of a 2-D
+        down pool, whose input [s, d] of the first (W) lift (G = 2, (H, Jw) planes: L = H, B = Jw,
+        R = 1) is not in memory: x_ptr is the layer's (N, C, H, W) input, and each position lifts
+        along W the 16 rows of x it reads (2 clamp(i + k), k = -4..4, and 2 clamp(i + k) + 1,
+        k = -3..3), as :func:`_down2_forward_kernel` does; gx is the gradient of [s, d]."""
         plane, i, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
@@ -553,25 +787,25 @@ if triton is not None:
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
         gyp = gy_ptr + (plane.to(tl.int64) * R * J * B + y_in)
         ok = mask
-        if RELIFT:  # the first lift at the rows this position reads: x_in is its column (R = 1)
-            xp = x_ptr + plane.to(tl.int64) * L * W
-            se_m4, de_m4, _ = _row_lift(xp + (2 * _clamp(i - 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_m3, de_m3, _ = _row_lift(xp + (2 * _clamp(i - 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_m2, de_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_m1, de_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_0, de_0, _ = _row_lift(xp + (2 * i).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_p1, de_p1, _ = _row_lift(xp + (2 * _clamp(i + 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_p2, de_p2, _ = _row_lift(xp + (2 * _clamp(i + 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_p3, de_p3, _ = _row_lift(xp + (2 * _clamp(i + 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            se_p4, de_p4, _ = _row_lift(xp + (2 * _clamp(i + 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            # odd rows (an odd H repeats its last row)
-            so_m3, do_m3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_m2, do_m2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_m1, do_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_0, do_0, _ = _row_lift(xp + tl.minimum(2 * i + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_p1, do_p1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_p2, do_p2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            so_p3, do_p3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        # the first lift at the rows this position reads: x_in is its column (R = 1)
+        xp = x_ptr + plane.to(tl.int64) * L * W
+        se_m4, de_m4, _ = _row_lift(xp + (2 * _clamp(i - 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_m3, de_m3, _ = _row_lift(xp + (2 * _clamp(i - 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_m2, de_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_m1, de_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_0, de_0, _ = _row_lift(xp + (2 * i).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_p1, de_p1, _ = _row_lift(xp + (2 * _clamp(i + 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_p2, de_p2, _ = _row_lift(xp + (2 * _clamp(i + 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_p3, de_p3, _ = _row_lift(xp + (2 * _clamp(i + 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        se_p4, de_p4, _ = _row_lift(xp + (2 * _clamp(i + 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        # odd rows (an odd H repeats its last row)
+        so_m3, do_m3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_m2, do_m2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_m1, do_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_0, do_0, _ = _row_lift(xp + tl.minimum(2 * i + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_p1, do_p1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_p2, do_p2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        so_p3, do_p3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         for g in tl.static_range(G):
             if FROM_GY:
                 cs, cd = tl.load(coef_ptr + g * C + c), tl.load(coef_ptr + (G + g) * C + c)
@@ -580,31 +814,17 @@ if triton is not None:
                 cs, cd = 1.0, 1.0
                 gsp = gout_ptr + ((g * NC + plane).to(tl.int64) * R * J * B + y_in)
                 gdp = gout_ptr + (((G + g) * NC + plane).to(tl.int64) * R * J * B + y_in)
-            if RELIFT:  # band g of the first lift: s (0) or d (1)
-                if g == 0:
-                    e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = se_m4, se_m3, se_m2, se_m1, se_0, se_p1, se_p2, se_p3, se_p4
-                    o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = so_m3, so_m2, so_m1, so_0, so_p1, so_p2, so_p3
-                else:
-                    e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = de_m4, de_m3, de_m2, de_m1, de_0, de_p1, de_p2, de_p3, de_p4
-                    o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = do_m3, do_m2, do_m1, do_0, do_p1, do_p2, do_p3
-                d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3 = _details_around(
-                    e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4, o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3,
-                    i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P,
-                )  # fmt: skip
+            # band g of the first lift: s (0) or d (1)
+            if g == 0:
+                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = se_m4, se_m3, se_m2, se_m1, se_0, se_p1, se_p2, se_p3, se_p4
+                o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = so_m3, so_m2, so_m1, so_0, so_p1, so_p2, so_p3
             else:
-                xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
-                # d at i-3 .. i+3 (each clamped, as _detail clamps); x_e and x_o at i-2 .. i+2
-                d_m3 = _detail(xp, i - 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_m2 = _detail(xp, i - 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_m1 = _detail(xp, i - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_0 = _detail(xp, i, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_p1 = _detail(xp, i + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_p2 = _detail(xp, i + 2, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                d_p3 = _detail(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
-                e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
-                o_m2, o_m1, o_0 = _odd(xp, i - 2, J, L, B, mask), _odd(xp, i - 1, J, L, B, mask), _odd(xp, i, J, L, B, mask)
-                o_p1, o_p2 = _odd(xp, i + 1, J, L, B, mask), _odd(xp, i + 2, J, L, B, mask)
+                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = de_m4, de_m3, de_m2, de_m1, de_0, de_p1, de_p2, de_p3, de_p4
+                o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = do_m3, do_m2, do_m1, do_0, do_p1, do_p2, do_p3
+            d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3 = _details_around(
+                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4, o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3,
+                i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P,
+            )  # fmt: skip
             g_e, g_o, s_0, ap_0, gp_0, hp_0, au_0, gu_0, hu_0 = _lift_backward_at(
                 d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3, e_m2, e_m1, e_0, e_p1, e_p2, o_m2, o_m1, o_0, o_p1, o_p2,
                 gsp, gdp, cs, cd, KCU, KCP, i, J, B, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
@@ -889,10 +1109,16 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     return out, y, sums
 
 
-def _sum_rows(shape, dim: int, groups: int) -> int:
+def _tiles(shape, dim: int, relift: bool) -> int:
+    """Programs per plane of :func:`_backward` of an input of ``shape``: each thread of
+    :func:`_lift_backward_kernel` owns _STEPS positions, of :func:`_relift_backward_kernel` one."""
+    _, rows, _, half, inner = _geometry(shape, dim)
+    return triton.cdiv(rows * (half if relift else triton.cdiv(half, _STEPS)) * inner, _BLOCK_BACKWARD)
+
+
+def _sum_rows(shape, dim: int, groups: int, relift: bool) -> int:
     """Rows of weight-gradient sums per channel that :func:`_backward` of an input of ``shape`` writes: one per program."""
-    planes, rows, _, half, inner = _geometry(shape, dim)
-    return planes // groups // shape[1] * triton.cdiv(rows * half * inner, _BLOCK_BACKWARD)
+    return (shape[0] // groups if relift else shape[0]) * _tiles(shape, dim, relift)
 
 
 def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
@@ -910,20 +1136,26 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     if relift:
         shape[0] *= 2
     planes, rows, length, half, inner = _geometry(shape, dim)
-    tiles = triton.cdiv(rows * half * inner, _BLOCK_BACKWARD)
-    nprog = planes // groups * tiles
+    tiles = _tiles(shape, dim, relift)
+    nprog = (planes // groups if relift else planes) * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
     gx = x.new_empty(shape)
-    gg = torch.empty((nprog, 2 * groups), dtype=acc, device=x.device) if gamma_sums else None
+    gg = torch.empty((nprog, 2 * groups if relift else 2), dtype=acc, device=x.device) if gamma_sums else None
+    args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
+            gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
+    modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
+                 BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
-        _lift_backward_kernel[(nprog,)](
-            x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
-            gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner,
-            x.shape[-1], count, gw.shape[1], row0,
-            G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, RELIFT=relift,
-            ACC=tl_acc, BLOCK=_BLOCK_BACKWARD,
-        )  # fmt: skip
-    g_sums = None if gg is None else gg.view((-1, x.shape[1], tiles, 2 * groups)).sum(dim=(0, 2)).t()
+        if relift:
+            _relift_backward_kernel[(nprog,)](*args, x.shape[-1], count, gw.shape[1], row0, **modes)
+        else:
+            _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_STEPS)
+    if gg is None:
+        g_sums = None
+    elif relift:
+        g_sums = gg.view((-1, x.shape[1], tiles, 2 * groups)).sum(dim=(0, 2)).t()
+    else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
+        g_sums = gg.view((groups, -1, x.shape[1], tiles, 2)).sum(dim=(1, 3)).permute(2, 0, 1).reshape(2 * groups, -1)
     return gx, g_sums
 
 
@@ -947,7 +1179,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-    nprog = n * c * triton.cdiv(jh * jw, _BLOCK_FUSED)
+    nprog = n * c * triton.cdiv(triton.cdiv(jh, _ROWS) * jw, _BLOCK_FUSED)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
@@ -955,7 +1187,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
         _down2_forward_kernel[(nprog,)](
             x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], ROWS=_ROWS,
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
@@ -1006,7 +1238,8 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, (C, 12) weight-gradient sums).
 
     Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
-    A 2-D layer's is two launches: the H lift's backward recomputes the W lift it needs from x.
+    With ``_RELIFT_2D`` a 2-D layer's is two launches: the H lift's backward recomputes the W lift
+    it reads from x.
     """
     n = x.shape[0]
     x = x.contiguous()
@@ -1032,7 +1265,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = grad.flatten(0, 1)
     g_gamma = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
-    rows = [_sum_rows(shapes[i], order[i], lift_groups[i]) for i in range(len(order))]
+    rows = [_sum_rows(shapes[i], order[i], lift_groups[i], inputs[i] is None) for i in range(len(order))]
     gw = torch.empty((x.shape[1], sum(rows), _N_GRADS), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
@@ -1101,10 +1334,17 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = 
     out = x.new_empty((n, c, oh, ow))
     code = torch.empty((n, c, oh, ow) if winners else (0,), dtype=torch.uint8, device=x.device)
     with _on(x):
-        _max_pool_forward_kernel[(n * c * triton.cdiv(oh * ow, _BLOCK),)](
-            x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK
+        rows = _max_pool_rows(kh, dh)
+        _max_pool_forward_kernel[(n * c * triton.cdiv(triton.cdiv(oh, rows) * ow, _BLOCK),)](
+            x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK, ROWS=rows
         )
     return out, code
+
+
+def _max_pool_rows(kh: int, dh: int) -> int:
+    """Rows per thread of the max-pool kernels: _ROWS for 3-row windows of dilation 1 (their sliding
+    window), else 1."""
+    return _ROWS if kh == 3 and dh == 1 else 1
 
 
 def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilation) -> Tensor:
@@ -1114,8 +1354,9 @@ def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilat
     n, c, h, w = (int(v) for v in size)
     gx = g.new_empty((n, c, h, w))
     with _on(g):
-        _max_pool_backward_kernel[(n * c * triton.cdiv(h * w, _BLOCK),)](
-            g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK
+        rows = _max_pool_rows(kh, dh)
+        _max_pool_backward_kernel[(n * c * triton.cdiv(triton.cdiv(h, rows) * w, _BLOCK),)](
+            g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK, ROWS=rows
         )
     return gx
 

@@ -1,0 +1,169 @@
+"""What the Triton kernels cost in instructions, counted without a GPU: sm_90 builds' SASS.
+
+Each kernel variant a 2-D layer launches is compiled for sm_90 (Triton's own ptxas, as
+tests/test_triton.py does) and its SASS counted with cuobjdump. The kernels have no loops (every
+``static_range`` unrolls), so a program runs each instruction once per warp: a launch costs
+``instructions x warps / elements per program`` warp-instructions per element. Summed over a
+layer call's launches and put per output position of a 2-D down pool (one 2x2 window of x),
+this is the arithmetic a GPU must issue per output, next to the bytes it must move.
+
+Two times follow per call at batch 64, 64x112x112 (12.8 M outputs), as a model of an H200 (its
+issue rate: 132 SMs x 4 warp-instructions per clock x 1.98 GHz; its memory: 4.8 TB/s), not a
+measurement: issue-bound (warp-instructions / issue rate) and memory-bound (bytes / bandwidth).
+Where the first is the larger, fewer bytes or launches gain little and fewer instructions gain
+in proportion; ``benchmarks/gpu_goals.py`` measures the real thing on a GPU.
+
+    python benchmarks/kernel_instructions.py [--out benchmarks/results/kernel_instructions.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+from benchutil import write_json
+
+ISSUE_PER_S = 132 * 4 * 1.98e9  # H200: warp-instructions per second, all SMs
+BYTES_PER_S = 4.8e12  # H200: HBM3e
+OUTPUTS = 64 * 64 * 56 * 56  # batch 64, 64x112x112 pooled to 56x56
+
+
+def _build(fn, constexprs: dict):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = fn.arg_names
+    signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
+    try:
+        src = ASTSource(fn, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    except TypeError:  # Triton <= 3.2 names its constants
+        src = ASTSource(fn, signature, constants=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32))
+
+
+def _sass_counts(kernel) -> collections.Counter:
+    import triton
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    ops = collections.Counter()
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if m and m.group(1) not in ("NOP", "EXIT", "BRA"):
+            ops[m.group(1)] += 1
+    return ops
+
+
+def _launches(lt, acc) -> dict[str, list[tuple]]:
+    """Each layer call: its launches as (kernel, constexprs, elements per program, launched
+    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, training with costs."""
+    haar = dict(BASE_P=1.0, BASE_U=0.5)
+    rows = int(os.environ.get("LIFTSWAP_TRITON_ROWS", lt._ROWS))
+    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0, ROWS=rows),
+                lt._BLOCK_FUSED * rows, 1)  # fmt: skip
+    steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
+    h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps),
+             lt._BLOCK_BACKWARD * steps, 2)  # fmt: skip
+    relift_w = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK), lt._BLOCK, 2)
+    pool_rows = lt._max_pool_rows(3, 1)
+    pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
+    return {
+        "LiftDownPool2d fwd, no grad": [(down_fwd[0], dict(down_fwd[1], COSTS=False), *down_fwd[2:])],
+        "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": [
+            (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
+            (lt._relift_backward_kernel, h_bwd, lt._BLOCK_BACKWARD, 1),
+            w_bwd,
+        ],
+        "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": [
+            (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
+            relift_w,
+            (lt._lift_backward_kernel, dict(h_bwd, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),  # a program per group
+            w_bwd,
+        ],
+        "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED, 1)],
+        "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
+            (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED, 1),
+            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK), lt._BLOCK, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD, 2),
+        ],
+        "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
+        "stride-1 max pool 3x3 fwd+bwd (preserve)": [
+            (lt._max_pool_forward_kernel, dict(pool, CODES=True), lt._BLOCK * pool_rows, 4),
+            (lt._max_pool_backward_kernel, pool, lt._BLOCK * pool_rows, 4),
+        ],
+    }
+
+
+# Bytes per 2-D down-pool output (float32) each call must move at least, and MaxPool2d(3, 2, 1)'s.
+_BYTES = {
+    "LiftDownPool2d fwd, no grad": 16 + 4 * 4,  # x; y and three detail bands
+    "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
+    "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 16) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
+    "LiftUpPool2d fwd": 16 + 16,  # y and details; x
+    "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16),
+    "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,
+    "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
+    "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,
+    "MaxPool2d(3, 2, 1) fwd+bwd": (16 + 4 + 8) + (4 + 8 + 16 + 16),  # int64 indices; backward zero-fills x's gradient
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "kernel_instructions.json"))
+    args = ap.parse_args(argv)
+    try:
+        import triton
+    except ImportError:
+        print("error: Triton is not installed (it ships with PyTorch's CUDA wheels on Linux)", file=sys.stderr)
+        return 2
+    from liftswap.ops import cuda as lt
+
+    acc = triton.language.float32
+    rows, cache = [], {}
+    print(f"{'call':<58} {'warp-instr':>10} {'MUFU':>6} {'LDG':>6} {'issue us':>9} {'memory us':>9}")
+    for call, launches in _launches(lt, acc).items():
+        total = collections.Counter()
+        for fn, constexprs, block, per_output in launches:
+            key = (fn.__name__, tuple(sorted((k, str(v)) for k, v in constexprs.items())))
+            if key not in cache:
+                kernel = _build(fn, constexprs)
+                cache[key] = (_sass_counts(kernel), kernel.metadata.num_warps)
+            ops, warps = cache[key]
+            for op, n in ops.items():
+                total[op] += n * warps / block * per_output
+        instr = sum(total.values())
+        row = {
+            "call": call,
+            "launches": len(launches),
+            "warp_instructions_per_output": round(instr, 2),
+            "mufu_per_output": round(total["MUFU"], 2),
+            "global_loads_per_output": round(total["LDG"], 2),
+            "issue_bound_us": round(instr * OUTPUTS / ISSUE_PER_S * 1e6, 1),
+            "memory_bound_us": round(_BYTES[call] * OUTPUTS / BYTES_PER_S * 1e6, 1),
+            "top_ops": dict(total.most_common(8)),
+        }
+        rows.append(row)
+        print(f"{call:<58} {instr:10.1f} {total['MUFU']:6.2f} {total['LDG']:6.2f} {row['issue_bound_us']:9.1f} {row['memory_bound_us']:9.1f}")
+    for call in ("MaxPool2d(3, 2, 1) fwd, no grad", "MaxPool2d(3, 2, 1) fwd+bwd"):
+        us = round(_BYTES[call] * OUTPUTS / BYTES_PER_S * 1e6, 1)
+        rows.append({"call": call, "memory_bound_us": us})
+        print(f"{call:<58} {'':>10} {'':>6} {'':>6} {'':>9} {us:9.1f}")
+    write_json(args.out, {"model": {"issue_per_s": ISSUE_PER_S, "bytes_per_s": BYTES_PER_S, "outputs": OUTPUTS},
+                          "triton": triton.__version__, "rows": rows})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
