@@ -94,8 +94,8 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED, 1),
             (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK), lt._BLOCK, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
         "stride-1 max pool 3x3 fwd+bwd (preserve)": [

@@ -11,7 +11,7 @@ import torch
 
 import liftswap
 from liftswap.ops import cpu as native, cuda as lift_triton
-from liftswap.layers import lift
+from liftswap.layers import lift, unlift
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator
 from liftswap.ops import reference
 from liftswap.ops.operators import Args
@@ -61,24 +61,28 @@ def test_lift_matches_pytorch_float64(shape, dim, bases):
 @pytest.mark.parametrize("steps", [1, 3, 8])
 @pytest.mark.parametrize("shape,dim", [((2, 3, 9, 10), -2), ((1, 2, 3, 2), -1), ((1, 2, 40, 30), -1), ((2, 3, 4, 5, 7), -3)])
 def test_backward_positions_per_thread(steps, shape, dim, monkeypatch):
-    """The lift's backward, its windows sliding over any number of positions per thread (past the
-    axis' end, a part-filled last chunk, one position): gradients of x and of every weight, with
-    costs, as autograd through the PyTorch reference's."""
+    """The lift's and the inverse lift's backward, their windows sliding over any number of
+    positions per thread (past the axis' end, a part-filled last chunk, one position): gradients
+    of the inputs and of every weight, with costs, as autograd through the PyTorch reference's."""
     c = shape[1]
     p = randomize(LiftOperator(c, base=1.0, zero_init=False), seed=3).double()
     u = randomize(LiftOperator(c, base=0.5, zero_init=False), seed=4).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    params = [x, *p.parameters(), *u.parameters()]
+    half = list(shape)
+    half[dim] = (half[dim] + 1) // 2
+    s_in, d_in = torch.randn(half, dtype=torch.float64, requires_grad=True), torch.randn(half, dtype=torch.float64, requires_grad=True)
+    params = [x, s_in, d_in, *p.parameters(), *u.parameters()]
 
     def loss():
         s, d, cost_u, cost_p = lift(x, dim, p.weights(), u.weights(), with_costs=True)
-        return (s.sin().sum() + d.cos().sum() + 3 * cost_u + 2 * cost_p,)
+        inverse = unlift(s_in, d_in, dim, p.weights(), u.weights())  # the up pool's backward slides too
+        return s.sin().sum() + d.cos().sum() + 3 * cost_u + 2 * cost_p + (inverse * inverse.detach().sin()).sum()
 
     with native.enabled(False), lift_triton.enabled(False):
-        ref = torch.autograd.grad(loss()[0], params)
+        ref = torch.autograd.grad(loss(), params)
     monkeypatch.setattr(lift_triton, "_STEPS", steps)
     with native.enabled(False), lift_triton.on_cpu():
-        got = torch.autograd.grad(loss()[0], params)
+        got = torch.autograd.grad(loss(), params)
     assert max_diff(got, ref) < 1e-11
 
 

@@ -219,6 +219,19 @@ if triton is not None:
         return plane, j, mask, x_in, y_in
 
     @triton.jit
+    def _chunk_positions(R, L, J, B, STEPS: tl.constexpr, BLOCK: tl.constexpr):
+        """:func:`_positions` for threads that own STEPS consecutive positions along the axis:
+        (plane, first position, mask, x_in, y_in, programs per plane)."""
+        chunks = tl.cdiv(J, STEPS)
+        tiles = tl.cdiv(R * chunks * B, BLOCK)
+        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
+        b = idx % B
+        r = idx // (B * chunks)
+        x_in = r.to(tl.int64) * L * B + b  # offset inside an input plane, and inside an output plane
+        y_in = r.to(tl.int64) * J * B + b
+        return tl.program_id(0) // tiles, ((idx // B) % chunks) * STEPS, idx < R * chunks * B, x_in, y_in, tiles
+
+    @triton.jit
     def _load_weights(wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c):
         return (
             tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2),
@@ -643,16 +656,9 @@ if triton is not None:
         gradient at i-2 .. i+2, d's whole gradient and P's input gradient at i-1 .. i+1; each
         is a function of its own position, so after the first the window slides: one more of
         each per position (one P and one U residual) instead of all (seven and five)."""
-        tiles = tl.cdiv(R * tl.cdiv(J, STEPS) * B, BLOCK)
-        g = tl.program_id(0) // tiles // NC
-        plane = tl.program_id(0) // tiles % NC
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < R * tl.cdiv(J, STEPS) * B
-        b = idx % B
-        i0 = ((idx // B) % tl.cdiv(J, STEPS)) * STEPS
-        r = idx // (B * tl.cdiv(J, STEPS))
-        x_in = r.to(tl.int64) * L * B + b
-        y_in = r.to(tl.int64) * J * B + b
+        group_plane, i0, mask, x_in, y_in, tiles = _chunk_positions(R, L, J, B, STEPS, BLOCK)
+        g = group_plane // NC
+        plane = group_plane % NC
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
@@ -992,25 +998,50 @@ if triton is not None:
             tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=mask)
 
     @triton.jit
+    def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """:func:`_approx` at position p, with U's pre-activation h and residual r there (for p in
+        [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
+        pc = _clamp(p, J)
+        d_0 = _wide(tl.load(dp + pc.to(tl.int64) * B, mask=mask, other=0.0))
+        d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        h, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r, h, r
+
+    @triton.jit
+    def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
+        """x_e's whole gradient at position q (zero off [0, J)): the output's, base_p times x_o's,
+        and P's taps at q - 1 .. q + 1 landing on q."""
+        g = _load_grad(gxp, 2 * q, 2 * J, B, mask) + _lin(BASE_P, go) + _gather(a_m, a_0, a_p, q, J, wp0, wp1, wp2)
+        return tl.where((q >= 0) & (q < J), g, 0.0)
+
+    @triton.jit
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
     ):  # fmt: skip
-        """Gradients of s and d from that of the interleaved output, and this program's weight-gradient sums."""
-        plane, i, mask, x_in, y_off, sp, dp = _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK)
+        """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
+        sums. Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
+        residual and input gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
+        i-1 .. i+1, each a function of its own position: after the first, every window slides
+        (one U and one P residual per position instead of ten and five)."""
+        plane, i0, mask, x_in, y_in, tiles = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
+        offset = plane.to(tl.int64) * R * J * B + y_in
+        sp, dp = s_ptr + offset, d_ptr + offset
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
         gxp = gx_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
-        # x_e at i-3 .. i+3 (clamped); P's residual and gradient at i-2 .. i+2
-        e_m3 = _approx(sp, dp, i - 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_m2 = _approx(sp, dp, i - 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_m1 = _approx(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p1 = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p2 = _approx(sp, dp, i + 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p3 = _approx(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        i = i0
+        # x_e at i-3 .. i+3 (clamped), with U's h and r; P's residual and input gradient at i-2 .. i+2
+        e_m3, _, _ = _approx_hr(sp, dp, i - 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m2, _, _ = _approx_hr(sp, dp, i - 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m1, hu_m1, ru_m1 = _approx_hr(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0, hu_0, ru_0 = _approx_hr(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p1, hu_p1, ru_p1 = _approx_hr(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p2, hu_p2, ru_p2 = _approx_hr(sp, dp, i + 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         go_m2 = _load_grad(gxp + B, 2 * (i - 2), 2 * J, B, mask)  # x_o at position j is row 2j + 1
         go_m1 = _load_grad(gxp + B, 2 * (i - 1), 2 * J, B, mask)
         go_0 = _load_grad(gxp + B, 2 * i, 2 * J, B, mask)
@@ -1021,34 +1052,64 @@ if triton is not None:
         hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
-        gp_0 = go_0 * (1.0 - rp_0 * rp_0)
         ap_m2 = go_m2 * (1.0 - rp_m2 * rp_m2) * pwp * (hp_m2 > 0.0)
         ap_m1 = go_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
-        ap_0 = gp_0 * pwp * (hp_0 > 0.0)
+        ap_0 = go_0 * (1.0 - rp_0 * rp_0) * pwp * (hp_0 > 0.0)
         ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
         ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
-        # x_e's gradient at i-1, i, i+1 (zero off [0, J))
-        ge_m1 = _load_grad(gxp, 2 * (i - 1), 2 * J, B, mask) + _lin(BASE_P, go_m1) + _gather(ap_m2, ap_m1, ap_0, i - 1, J, wp0, wp1, wp2)
-        ge_0 = _load_grad(gxp, 2 * i, 2 * J, B, mask) + _lin(BASE_P, go_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
-        ge_p1 = _load_grad(gxp, 2 * (i + 1), 2 * J, B, mask) + _lin(BASE_P, go_p1) + _gather(ap_0, ap_p1, ap_p2, i + 1, J, wp0, wp1, wp2)
-        ge_m1 = tl.where(i - 1 >= 0, ge_m1, 0.0)
-        ge_p1 = tl.where(i + 1 < J, ge_p1, 0.0)
-        # U's gradient at i-1, i, i+1 (x_e = s - base_u d - r_U(d))
-        d_m2 = _wide(tl.load(dp + _clamp(i - 2, J).to(tl.int64) * B, mask=mask, other=0.0))
+        # x_e's gradient, U's input gradient (x_e = s - base_u d - r_U(d)) and d at i-1 .. i+1
+        ge_m1 = _even_grad(gxp, go_m1, ap_m2, ap_m1, ap_0, i - 1, J, B, mask, wp0, wp1, wp2, BASE_P)
+        ge_0 = _even_grad(gxp, go_0, ap_m1, ap_0, ap_p1, i, J, B, mask, wp0, wp1, wp2, BASE_P)
+        ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
+        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
+        au_0 = -ge_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
+        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
         d_m1 = _wide(tl.load(dp + _clamp(i - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0))
+        d_0 = _wide(tl.load(dp + _clamp(i, J).to(tl.int64) * B, mask=mask, other=0.0))
         d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_p2 = _wide(tl.load(dp + _clamp(i + 2, J).to(tl.int64) * B, mask=mask, other=0.0))
-        au_0, gu_0, hu_0, taps = _residual_backward(
-            d_m2, d_m1, d_0, d_p1, d_p2, -ge_m1, -ge_0, -ge_p1, i, J, wu0, wu1, wu2, bu, pwu, pbu
-        )
-        g_d = go_0 - _lin(BASE_U, ge_0) + taps
-        at = y_off + i.to(tl.int64) * B
-        tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=mask)
-        tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=mask)
+        acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
+        g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
+        g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
+        for step in tl.static_range(STEPS):
+            if step > 0:  # slide every window one position: one new value of each at its far end
+                e_m1, e_0, e_p1, e_p2 = e_0, e_p1, e_p2, e_p3
+                hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2 = hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2, hu_p3, ru_p3
+                e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+                go_0, go_p1 = go_p1, go_p2
+                go_p2 = _load_grad(gxp + B, 2 * (i + 2), 2 * J, B, mask)
+                hp_0, rp_0, hp_p1, rp_p1 = hp_p1, rp_p1, hp_p2, rp_p2
+                hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
+                ap_0, ap_p1 = ap_p1, ap_p2
+                ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
+                ge_m1, ge_0 = ge_0, ge_p1
+                ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
+                au_m1, au_0 = au_0, au_p1
+                au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
+                d_m1, d_0 = d_0, d_p1
+                d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+            on = mask & (i < J)
+            gp_0 = go_0 * (1.0 - rp_0 * rp_0)
+            gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
+            g_d = go_0 - _lin(BASE_U, ge_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
+            at = offset + i.to(tl.int64) * B
+            tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
+            tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
+            g_wp0 += tl.where(on, ap_0 * e_m1, 0.0)
+            g_wp1 += tl.where(on, ap_0 * e_0, 0.0)
+            g_wp2 += tl.where(on, ap_0 * e_p1, 0.0)
+            g_bp += tl.where(on, ap_0, 0.0)
+            g_pwp += tl.where(on, gp_0 * tl.maximum(hp_0, 0.0), 0.0)
+            g_pbp += tl.where(on, gp_0, 0.0)
+            g_wu0 += tl.where(on, au_0 * d_m1, 0.0)
+            g_wu1 += tl.where(on, au_0 * d_0, 0.0)
+            g_wu2 += tl.where(on, au_0 * d_p1, 0.0)
+            g_bu += tl.where(on, au_0, 0.0)
+            g_pwu += tl.where(on, gu_0 * tl.maximum(hu_0, 0.0), 0.0)
+            g_pbu += tl.where(on, gu_0, 0.0)
+            i += 1
         _store_sums(
-            gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, ap_0 * e_m1, ap_0 * e_0, ap_0 * e_p1, ap_0,
-            gp_0 * tl.maximum(hp_0, 0.0), gp_0, au_0 * d_m1, au_0 * d_0, au_0 * d_p1, au_0, gu_0 * tl.maximum(hu_0, 0.0), gu_0,
+            gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
 
@@ -1299,14 +1360,14 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    tiles = triton.cdiv(rows * length * inner, _BLOCK_BACKWARD)
+    tiles = triton.cdiv(rows * triton.cdiv(length, _STEPS) * inner, _BLOCK_BACKWARD)
     acc = _acc(s)[1]
     g = torch.empty_like(bands)
     gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
             s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, STEPS=_STEPS,
         )  # fmt: skip
     return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
 
