@@ -90,9 +90,9 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
             (lt._lift_backward_kernel, dict(h_bwd, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),  # a program per group
             w_bwd,
         ],
-        "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED, 1)],
+        "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1)],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
-            (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED, 1),
+            (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1),
             (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK), lt._BLOCK, 2),
             (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
             (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),

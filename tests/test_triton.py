@@ -86,5 +86,5 @@ def test_triton_kernels_compile_for_hopper(dtype):
             check(build(lt._max_pool_forward_kernel, CODES=codes, **constexprs))
         check(build(lt._max_pool_backward_kernel, **constexprs))
     for detail_term in (True, False):
-        check(build(lt._up2_forward_kernel, DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED))
+        check(build(lt._up2_forward_kernel, DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS))
     check(build(lt._unlift_backward_kernel, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS))

@@ -241,6 +241,18 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
+    def _add_sums(g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
+                  ap, e_m1, e_0, e_p1, gp, hp, au, d_m1, d_0, d_p1, gu, hu):  # fmt: skip
+        """The 12 weight-gradient sums plus one position's terms where ``on``: P's taps (its input
+        gradient ap times x_e at the taps), dw bias, pw (gp times relu(h)), pw bias; then U's."""
+        return (
+            g_wp0 + tl.where(on, ap * e_m1, 0.0), g_wp1 + tl.where(on, ap * e_0, 0.0), g_wp2 + tl.where(on, ap * e_p1, 0.0),
+            g_bp + tl.where(on, ap, 0.0), g_pwp + tl.where(on, gp * tl.maximum(hp, 0.0), 0.0), g_pbp + tl.where(on, gp, 0.0),
+            g_wu0 + tl.where(on, au * d_m1, 0.0), g_wu1 + tl.where(on, au * d_0, 0.0), g_wu2 + tl.where(on, au * d_p1, 0.0),
+            g_bu + tl.where(on, au, 0.0), g_pwu + tl.where(on, gu * tl.maximum(hu, 0.0), 0.0), g_pbu + tl.where(on, gu, 0.0),
+        )  # fmt: skip
+
+    @triton.jit
     def _store_sums(out, ok, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
         """This program's 12 weight-gradient sums (P: taps, dw bias, pw, pw bias; then U) at out[0:12]."""
         tl.store(out + 0, tl.sum(tl.where(ok, a0, 0.0), axis=0))
@@ -743,18 +755,10 @@ if triton is not None:
             last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
             tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
             tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
-            g_wp0 += tl.where(on, ap_0 * e_m1, 0.0)
-            g_wp1 += tl.where(on, ap_0 * e_0, 0.0)
-            g_wp2 += tl.where(on, ap_0 * e_p1, 0.0)
-            g_bp += tl.where(on, ap_0, 0.0)
-            g_pwp += tl.where(on, gp_0 * tl.maximum(hp_0, 0.0), 0.0)
-            g_pbp += tl.where(on, gp_0, 0.0)
-            g_wu0 += tl.where(on, au_0 * d_m1, 0.0)
-            g_wu1 += tl.where(on, au_0 * d_0, 0.0)
-            g_wu2 += tl.where(on, au_0 * d_p1, 0.0)
-            g_bu += tl.where(on, au_0, 0.0)
-            g_pwu += tl.where(on, gu_0 * tl.maximum(hu_0, 0.0), 0.0)
-            g_pbu += tl.where(on, gu_0, 0.0)
+            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
+                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
+                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+            )  # fmt: skip
             if GAMMA:
                 gy_0 = _load_grad(gyp, i, J, B, on)
                 sum_s += tl.where(on, gy_0 * s_0, 0.0)
@@ -840,18 +844,10 @@ if triton is not None:
             gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
             tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=ok)
             tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=ok & (2 * i + 1 < L))
-            g_wp0 += ap_0 * e_m1
-            g_wp1 += ap_0 * e_0
-            g_wp2 += ap_0 * e_p1
-            g_bp += ap_0
-            g_pwp += gp_0 * tl.maximum(hp_0, 0.0)
-            g_pbp += gp_0
-            g_wu0 += au_0 * d_m1
-            g_wu1 += au_0 * d_0
-            g_wu2 += au_0 * d_p1
-            g_bu += au_0
-            g_pwu += gu_0 * tl.maximum(hu_0, 0.0)
-            g_pbu += gu_0
+            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
+                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, ok,
+                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+            )  # fmt: skip
             if GAMMA:
                 gy_0 = _load_grad(gyp, i, J, B, mask)
                 tl.store(gg_ptr + tl.program_id(0) * 2 * G + g, tl.sum(tl.where(ok, gy_0 * s_0, 0.0), axis=0))
@@ -959,43 +955,52 @@ if triton is not None:
     def _up2_forward_kernel(
         y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, Jh, Jw,
-        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
     ):  # fmt: skip
         """A 2-D up pool in one launch, from y and the details: each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
-        lift's inverse reads (clamp(j - 2) .. clamp(j + 2)) in registers."""
-        plane, idx, mask, i, j = _grid_positions(Jh, Jw, BLOCK)
+        lift's inverse reads (clamp(j - 2) .. clamp(j + 2)) in registers. Each thread owns STEPS
+        consecutive positions of a row and slides that window of columns: two more columns undone
+        per position (one of the d band, one of the s band) instead of eight."""
+        plane, idx, mask, i, chunk = _grid_positions(Jh, tl.cdiv(Jw, STEPS), BLOCK)
         c = plane % C
         n = plane // C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
-        jm1 = _clamp(j - 1, Jw)
-        jp1 = _clamp(j + 1, Jw)
+        j = chunk * STEPS
         # the first lift's d band (bands 1 and 3) at columns clamp(j - 2) .. clamp(j + 2), rows 2i and 2i + 1
         de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jm1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, j, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jp1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
         de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
         # its s band (bands 0 and 2) at columns clamp(j - 1) .. clamp(j + 1)
-        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jm1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, j, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, jp1, Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
-        for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
-            if parity == 0:
-                s_m1, s_0, s_p1 = se_m1, se_0, se_p1
-                d_m2, d_m1, d_0, d_p1, d_p2 = de_m2, de_m1, de_0, de_p1, de_p2
-            else:
-                s_m1, s_0, s_p1 = so_m1, so_0, so_p1
-                d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
-            e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
-                                  wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-            row = (2 * i + parity).to(tl.int64) * 2 * Jw
-            tl.store(xp + row + 2 * j, e_0.to(kind), mask=mask)
-            tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=mask)
+        for step in tl.static_range(STEPS):
+            if step > 0:  # slide the columns one position: the d band's at clamp(j + 2), the s band's at clamp(j + 1)
+                de_m2, do_m2, de_m1, do_m1, de_0, do_0, de_p1, do_p1 = de_m1, do_m1, de_0, do_0, de_p1, do_p1, de_p2, do_p2
+                de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+                se_m1, so_m1, se_0, so_0 = se_0, so_0, se_p1, so_p1
+                se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+            on = mask & (j < Jw)
+            for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
+                if parity == 0:
+                    s_m1, s_0, s_p1 = se_m1, se_0, se_p1
+                    d_m2, d_m1, d_0, d_p1, d_p2 = de_m2, de_m1, de_0, de_p1, de_p2
+                else:
+                    s_m1, s_0, s_p1 = so_m1, so_0, so_p1
+                    d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
+                e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
+                                      wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                row = (2 * i + parity).to(tl.int64) * 2 * Jw
+                tl.store(xp + row + 2 * j, e_0.to(kind), mask=on)
+                tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=on)
+            j += 1
 
     @triton.jit
     def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
@@ -1094,18 +1099,10 @@ if triton is not None:
             at = offset + i.to(tl.int64) * B
             tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
             tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
-            g_wp0 += tl.where(on, ap_0 * e_m1, 0.0)
-            g_wp1 += tl.where(on, ap_0 * e_0, 0.0)
-            g_wp2 += tl.where(on, ap_0 * e_p1, 0.0)
-            g_bp += tl.where(on, ap_0, 0.0)
-            g_pwp += tl.where(on, gp_0 * tl.maximum(hp_0, 0.0), 0.0)
-            g_pbp += tl.where(on, gp_0, 0.0)
-            g_wu0 += tl.where(on, au_0 * d_m1, 0.0)
-            g_wu1 += tl.where(on, au_0 * d_0, 0.0)
-            g_wu2 += tl.where(on, au_0 * d_p1, 0.0)
-            g_bu += tl.where(on, au_0, 0.0)
-            g_pwu += tl.where(on, gu_0 * tl.maximum(hu_0, 0.0), 0.0)
-            g_pbu += tl.where(on, gu_0, 0.0)
+            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
+                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
+                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+            )  # fmt: skip
             i += 1
         _store_sums(
             gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
@@ -1428,9 +1425,9 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     coef = coefficients(output, gamma, 4, y, _acc(y)[1])
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
     with _on(y):
-        _up2_forward_kernel[(n * c * triton.cdiv(jh * jw, _BLOCK_FUSED),)](
+        _up2_forward_kernel[(n * c * triton.cdiv(jh * triton.cdiv(jw, _STEPS), _BLOCK_FUSED),)](
             y, details, coef, x, *weights, c, jh, jw,
-            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
+            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, STEPS=_STEPS,
         )  # fmt: skip
     return x
 
