@@ -154,16 +154,19 @@ if triton is not None:
         return _wide(tl.load(xp + q.to(tl.int64) * B, mask=mask, other=0.0))
 
     @triton.jit
-    def _hp(xp, p, J, B, mask, w0, w1, w2, b):
-        """P's depthwise 3-tap convolution of x_e at position p (p in range)."""
-        return b + w0 * _even(xp, p - 1, J, B, mask) + w1 * _even(xp, p, J, B, mask) + w2 * _even(xp, p + 1, J, B, mask)
+    def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
+        """d at position p (clamped), with P's pre-activation h and residual r there (for p in
+        [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
+        pc = _clamp(p, J)
+        e_0 = _even(xp, pc, J, B, mask)
+        h, r = _residual(_even(xp, pc - 1, J, B, mask), e_0, _even(xp, pc + 1, J, B, mask), wp0, wp1, wp2, bp, pwp, pbp)
+        return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, e_0) - r, h, r
 
     @triton.jit
     def _detail(xp, p, J, L, B, mask, w0, w1, w2, b, pw, pb, BASE_P: tl.constexpr):
         """d at position p (clamped)."""
-        pc = _clamp(p, J)
-        r = _tanh(pw * tl.maximum(_hp(xp, pc, J, B, mask, w0, w1, w2, b), 0.0) + pb)
-        return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, _even(xp, pc, J, B, mask)) - r
+        d, _, _ = _detail_hr(xp, p, J, L, B, mask, w0, w1, w2, b, pw, pb, BASE_P)
+        return d
 
     @triton.jit
     def _load_grad(gp, j, J, B, mask):
@@ -542,6 +545,20 @@ if triton is not None:
             h += 1
 
     @triton.jit
+    def _s_grad(gsp, q, J, B, mask, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
+        """s's gradient at position q: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))."""
+        inside = (q >= 0) & (q < J)
+        return cs * _load_grad(gsp, q, J, B, mask) + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
+
+    @triton.jit
+    def _d_grad(gdp, q, J, B, mask, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
+        """d's whole gradient at position q: the output's, the cost's 2 d / n, and the update's
+        (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
+        inside = (q >= 0) & (q < J)
+        g = cd * _load_grad(gdp, q, J, B, mask) + tl.where(inside, KCP * d_q, 0.0)
+        return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
+
+    @triton.jit
     def _lift_backward_at(d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3, e_m2, e_m1, e_0, e_p1, e_p2,
                           o_m2, o_m1, o_0, o_p1, o_p2, gsp, gdp, cs, cd, KCU, KCP, i, J, B, mask,
                           wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
@@ -556,12 +573,12 @@ if triton is not None:
         hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
         hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
         # s's gradient at i-2 .. i+2: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))
-        gs_m2 = cs * _load_grad(gsp, i - 2, J, B, mask) + tl.where(i - 2 >= 0, KCU * (e_m2 + _lin(BASE_U, d_m2) + ru_m2 - o_m2), 0.0)
-        gs_m1 = cs * _load_grad(gsp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCU * (e_m1 + _lin(BASE_U, d_m1) + ru_m1 - o_m1), 0.0)
+        gs_m2 = _s_grad(gsp, i - 2, J, B, mask, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
+        gs_m1 = _s_grad(gsp, i - 1, J, B, mask, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
         s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
-        gs_0 = cs * _load_grad(gsp, i, J, B, mask) + KCU * (s_0 - o_0)
-        gs_p1 = cs * _load_grad(gsp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCU * (e_p1 + _lin(BASE_U, d_p1) + ru_p1 - o_p1), 0.0)
-        gs_p2 = cs * _load_grad(gsp, i + 2, J, B, mask) + tl.where(i + 2 < J, KCU * (e_p2 + _lin(BASE_U, d_p2) + ru_p2 - o_p2), 0.0)
+        gs_0 = _s_grad(gsp, i, J, B, mask, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
+        gs_p1 = _s_grad(gsp, i + 1, J, B, mask, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
+        gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
         # U's gradient at i-2 .. i+2 (at its pointwise output, and at its depthwise output)
         gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
         au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
@@ -569,13 +586,10 @@ if triton is not None:
         au_0 = gu_0 * pwu * (hu_0 > 0.0)
         au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
         au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
-        # d's gradient at i-1, i, i+1: the output's, the cost's 2 d / n, the update's
-        gd_m1 = cd * _load_grad(gdp, i - 1, J, B, mask) + tl.where(i - 1 >= 0, KCP * d_m1, 0.0)
-        gd_0 = cd * _load_grad(gdp, i, J, B, mask) + KCP * d_0
-        gd_p1 = cd * _load_grad(gdp, i + 1, J, B, mask) + tl.where(i + 1 < J, KCP * d_p1, 0.0)
-        gD_m1 = gd_m1 + _lin(BASE_U, gs_m1) + _gather(au_m2, au_m1, au_0, i - 1, J, wu0, wu1, wu2)
-        gD_0 = gd_0 + _lin(BASE_U, gs_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-        gD_p1 = gd_p1 + _lin(BASE_U, gs_p1) + _gather(au_0, au_p1, au_p2, i + 1, J, wu0, wu1, wu2)
+        # d's whole gradient at i-1, i, i+1
+        gD_m1 = _d_grad(gdp, i - 1, J, B, mask, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
+        gD_0 = _d_grad(gdp, i, J, B, mask, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
+        gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
         # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
         ap_0, gp_0, hp_0, taps = _residual_backward(
             e_m2, e_m1, e_0, e_p1, e_p2, -gD_m1, -gD_0, -gD_p1, i, J, wp0, wp1, wp2, bp, pwp, pbp
@@ -623,29 +637,6 @@ if triton is not None:
         d_p2 = tl.where(i + 2 >= J, last, d_p2)
         d_p3 = tl.where(i + 3 >= J, last, d_p3)
         return d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3
-
-    @triton.jit
-    def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
-        """d at position p (clamped), with P's pre-activation h and residual r there (for p in
-        [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
-        pc = _clamp(p, J)
-        e_0 = _even(xp, pc, J, B, mask)
-        h, r = _residual(_even(xp, pc - 1, J, B, mask), e_0, _even(xp, pc + 1, J, B, mask), wp0, wp1, wp2, bp, pwp, pbp)
-        return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, e_0) - r, h, r
-
-    @triton.jit
-    def _s_grad(gsp, q, J, B, mask, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
-        """s's gradient at position q: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))."""
-        inside = (q >= 0) & (q < J)
-        return cs * _load_grad(gsp, q, J, B, mask) + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
-
-    @triton.jit
-    def _d_grad(gdp, q, J, B, mask, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
-        """d's whole gradient at position q: the output's, the cost's 2 d / n, and the update's
-        (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
-        inside = (q >= 0) & (q < J)
-        g = cd * _load_grad(gdp, q, J, B, mask) + tl.where(inside, KCP * d_q, 0.0)
-        return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
 
     @triton.jit
     def _lift_backward_kernel(
@@ -860,14 +851,21 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
-    def _approx(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """The inverse's x_e at position p (clamped): s - base_u d - r_U(d)."""
+    def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """:func:`_approx` at position p, with U's pre-activation h and residual r there (for p in
+        [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
         d_0 = _wide(tl.load(dp + pc.to(tl.int64) * B, mask=mask, other=0.0))
         d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
         d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        _, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r
+        h, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r, h, r
+
+    @triton.jit
+    def _approx(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """The inverse's x_e at position p (clamped): s - base_u d - r_U(d)."""
+        e, _, _ = _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return e
 
     @triton.jit
     def _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK: tl.constexpr):
@@ -1001,17 +999,6 @@ if triton is not None:
                 tl.store(xp + row + 2 * j, e_0.to(kind), mask=on)
                 tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=on)
             j += 1
-
-    @triton.jit
-    def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """:func:`_approx` at position p, with U's pre-activation h and residual r there (for p in
-        [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
-        pc = _clamp(p, J)
-        d_0 = _wide(tl.load(dp + pc.to(tl.int64) * B, mask=mask, other=0.0))
-        d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        h, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r, h, r
 
     @triton.jit
     def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
