@@ -65,16 +65,20 @@ def _sass_counts(kernel) -> collections.Counter:
 
 def _launches(lt, acc) -> dict[str, list[tuple]]:
     """Each layer call: its launches as (kernel, constexprs, elements per program, launched
-    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, training with costs."""
+    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, training with costs.
+    Launches along W have B = 1 (the stride between neighbours), which Triton's launcher compiles
+    as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
+    along_w = dict(B=1)
     rows = int(os.environ.get("LIFTSWAP_TRITON_ROWS", lt._ROWS))
     down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0, ROWS=rows),
                 lt._BLOCK_FUSED * rows, 1)  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
-    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps),
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w),
              lt._BLOCK_BACKWARD * steps, 2)  # fmt: skip
-    relift_w = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK), lt._BLOCK, 2)
+    relift_w = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
+                lt._BLOCK * steps, 2)  # fmt: skip
     pool_rows = lt._max_pool_rows(3, 1)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
@@ -93,8 +97,8 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
         "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1)],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1),
-            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK), lt._BLOCK, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
+            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps), lt._BLOCK * steps, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w), lt._BLOCK_BACKWARD * steps, 2),
             (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],

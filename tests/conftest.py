@@ -45,3 +45,19 @@ def backend(request):
 
     with cpu.enabled(request.param == "cpu"):
         yield request.param
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, help="I/N: run every N-th collected test from the I-th (0-based)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--shard I/N`` keeps items I, I + N, ...: tests/test_triton.py runs the interpreter suite
+    as parallel shards (one process per core)."""
+    shard = config.getoption("--shard")
+    if shard is None:
+        return
+    i, n = (int(v) for v in shard.split("/"))
+    kept = [item for k, item in enumerate(items) if k % n == i]
+    config.hook.pytest_deselected(items=[item for k, item in enumerate(items) if k % n != i])
+    items[:] = kept

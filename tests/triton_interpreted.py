@@ -60,10 +60,11 @@ def test_lift_matches_pytorch_float64(shape, dim, bases):
 
 @pytest.mark.parametrize("steps", [1, 3, 8])
 @pytest.mark.parametrize("shape,dim", [((2, 3, 9, 10), -2), ((1, 2, 3, 2), -1), ((1, 2, 40, 30), -1), ((2, 3, 4, 5, 7), -3)])
-def test_backward_positions_per_thread(steps, shape, dim, monkeypatch):
-    """The lift's and the inverse lift's backward, their windows sliding over any number of
-    positions per thread (past the axis' end, a part-filled last chunk, one position): gradients
-    of the inputs and of every weight, with costs, as autograd through the PyTorch reference's."""
+def test_positions_per_thread(steps, shape, dim, monkeypatch):
+    """The lift's forward and backward and the inverse lift's backward, their windows sliding over
+    any number of positions per thread (past the axis' end, a part-filled last chunk, one
+    position): the bands and costs, and the gradients of the inputs and of every weight, as the
+    PyTorch reference's (autograd through it)."""
     c = shape[1]
     p = randomize(LiftOperator(c, base=1.0, zero_init=False), seed=3).double()
     u = randomize(LiftOperator(c, base=0.5, zero_init=False), seed=4).double()
@@ -79,10 +80,13 @@ def test_backward_positions_per_thread(steps, shape, dim, monkeypatch):
         return s.sin().sum() + d.cos().sum() + 3 * cost_u + 2 * cost_p + (inverse * inverse.detach().sin()).sum()
 
     with native.enabled(False), lift_triton.enabled(False):
+        ref_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         ref = torch.autograd.grad(loss(), params)
     monkeypatch.setattr(lift_triton, "_STEPS", steps)
     with native.enabled(False), lift_triton.on_cpu():
+        got_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         got = torch.autograd.grad(loss(), params)
+    assert max_diff(got_bands, ref_bands) < 1e-12
     assert max_diff(got, ref) < 1e-11
 
 

@@ -53,15 +53,17 @@ _BLOCK_FUSED = 128
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 # A 2-D down pool's backward in two launches, the H lift's recomputing the W lift of the 16 rows of
 # x each position reads, instead of three (re-lift W into memory, H backward, W backward). Off: a
-# layer's forward+backward then issues 193 warp-instructions per output instead of 126 (sm_90
-# SASS, benchmarks/kernel_instructions.py), and the kernels are issue-bound; gpu_goals.py times both.
+# layer's forward+backward then issues about twice the warp-instructions per output (sm_90 SASS,
+# benchmarks/kernel_instructions.py), and the kernels are issue-bound; gpu_goals.py times both.
 _RELIFT_2D = False
-# Output rows per thread of the 2-D down pool's forward: its window of first lifts slides down
-# (2 rows of x lifted along W per further output row, instead of 8).
-_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "4"))
-# Positions per thread of the 1-D lift backward: its windows slide along the lifted axis (one P
-# and one U residual per further position, instead of seven and five).
-_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "4"))
+# Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
+# windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
+# row, instead of 8 and 3). 8 rows issue 15 warp-instructions per output, 4 rows 20.
+_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
+# Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
+# backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
+# residual per further position, instead of three and one forward, seven and five backward).
+_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -169,6 +171,21 @@ if triton is not None:
         return d
 
     @triton.jit
+    def _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
+        """d at a position from the even samples around it (e_m, e_0, e_p, replicate-padded) and its odd sample o_0."""
+        _, r = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
+        return o_0 - _lin(BASE_P, e_0) - r
+
+    @triton.jit
+    def _approx_from(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """(s, d) at position i of J from its even sample e_0 and d at i - 1, i, i + 1 (d_m and d_p
+        need not exist: replicate padding takes d_0 past the ends). Sliding windows carry the d's."""
+        d_m = tl.where(i > 0, d_m, d_0)
+        d_p = tl.where(i + 1 < J, d_p, d_0)
+        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return e_0 + _lin(BASE_U, d_0) + ru, d_0
+
+    @triton.jit
     def _load_grad(gp, j, J, B, mask):
         """An output gradient at position j; zero outside [0, J) (no clamping: each j counts once)."""
         ok = mask & (j >= 0) & (j < J)
@@ -181,17 +198,13 @@ if triton is not None:
         return h, _tanh(pw * tl.maximum(h, 0.0) + pb)
 
     @triton.jit
-    def _tap(a, j, q, J, w, OFFSET: tl.constexpr):
-        """What position j's tap at j + OFFSET passes back to position q (replicate padding folds taps)."""
-        return tl.where((j >= 0) & (j < J) & (_clamp(j + OFFSET, J) == q), a * w, 0.0)
-
-    @triton.jit
     def _gather(a_m, a_0, a_p, q, J, w0, w1, w2):
-        """Sum over the taps of positions q-1, q, q+1 that land on q."""
-        t = _tap(a_m, q - 1, q, J, w0, -1) + _tap(a_m, q - 1, q, J, w1, 0) + _tap(a_m, q - 1, q, J, w2, 1)
-        t += _tap(a_0, q, q, J, w0, -1) + _tap(a_0, q, q, J, w1, 0) + _tap(a_0, q, q, J, w2, 1)
-        t += _tap(a_p, q + 1, q, J, w0, -1) + _tap(a_p, q + 1, q, J, w1, 0) + _tap(a_p, q + 1, q, J, w2, 1)
-        return t
+        """What the taps of positions q-1, q, q+1 (input gradients a_m, a_0, a_p) pass back to
+        position q of J (zero off [0, J)): tap k of position p reads clamp(p + k - 1), so at the
+        ends replicate padding folds the outer tap onto the end."""
+        t = tl.where(q > 0, a_m * w2, 0.0) + tl.where(q + 1 < J, a_p * w0, 0.0)
+        t += a_0 * (w1 + tl.where(q == 0, w0, 0.0) + tl.where(q == J - 1, w2, 0.0))
+        return tl.where((q >= 0) & (q < J), t, 0.0)
 
     @triton.jit
     def _residual_backward(t_m2, t_m1, t_0, t_p1, t_p2, g_m1, g_0, g_p1, i, J, w0, w1, w2, b, pw, pb):
@@ -276,36 +289,54 @@ if triton is not None:
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, NC, R, L, J, B,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
     ):  # fmt: skip
-        """Lift G groups of NC planes; out is [s of each group, d of each group]. COMBINE: also
-        y = sum over bands of coef[band, c] * band. COSTS: this program's sums of (s - x_o)^2 and d^2."""
-        plane, j, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
+        """Lift G groups of NC planes; out is [s of each group, d of each group]. Each thread owns
+        STEPS consecutive positions and slides its window along the axis: two loads and one P and
+        one U residual per further position (not fourteen, three and one). COMBINE: also y = sum
+        over bands of coef[band, c] * band (several groups: STEPS 1). COSTS: this program's sums
+        of (s - x_o)^2 and d^2."""
+        tl.static_assert(G == 1 or STEPS == 1 or not COMBINE)
+        plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, L, J, B, STEPS, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
+        kind = out_ptr.dtype.element_ty
         y = tl.zeros((BLOCK,), ACC)
         cu = tl.zeros((BLOCK,), ACC)
         cp = tl.zeros((BLOCK,), ACC)
         for g in tl.static_range(G):
             xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
-            d_m = _detail(xp, j - 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            d_0 = _detail(xp, j, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            d_p = _detail(xp, j + 1, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-            s = _even(xp, j, J, B, mask) + _lin(BASE_U, d_0) + ru
-            at = j.to(tl.int64) * B + y_in
-            tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(out_ptr.dtype.element_ty), mask=mask)
-            tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d_0.to(out_ptr.dtype.element_ty), mask=mask)
-            if COMBINE:
-                y += tl.load(coef_ptr + g * C + c) * s + tl.load(coef_ptr + (G + g) * C + c) * d_0
-            if COSTS:
-                e = s - _odd(xp, j, J, L, B, mask)
-                cu += tl.where(mask, e * e, 0.0)
-                cp += tl.where(mask, d_0 * d_0, 0.0)
-        if COMBINE:
-            tl.store(y_ptr + plane.to(tl.int64) * R * J * B + j.to(tl.int64) * B + y_in, y.to(y_ptr.dtype.element_ty), mask=mask)
+            e_m = _even(xp, i0 - 1, J, B, mask)
+            e_0 = _even(xp, i0, J, B, mask)
+            e_p = _even(xp, i0 + 1, J, B, mask)
+            o_0 = _odd(xp, i0, J, L, B, mask)
+            d_m = _detail_from(_even(xp, i0 - 2, J, B, mask), e_m, e_0, _odd(xp, i0 - 1, J, L, B, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_0 = _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            for step in tl.static_range(STEPS):
+                i = i0 + step
+                if step > 0:  # slide one position: x_e at i + 2 and x_o at i + 1 are new
+                    e_0, e_p, o_0, d_m, d_0 = e_p, e_p2, o_p, d_0, d_p
+                e_p2 = _even(xp, i + 2, J, B, mask)
+                o_p = _odd(xp, i + 1, J, L, B, mask)
+                d_p = _detail_from(e_0, e_p, e_p2, o_p, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+                s, d = _approx_from(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+                on = mask & (i < J)
+                at = i.to(tl.int64) * B + y_in
+                tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(kind), mask=on)
+                tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d.to(kind), mask=on)
+                if COMBINE:
+                    y += tl.load(coef_ptr + g * C + c) * s + tl.load(coef_ptr + (G + g) * C + c) * d
+                    if G == 1:
+                        tl.store(y_ptr + plane.to(tl.int64) * R * J * B + at, y.to(y_ptr.dtype.element_ty), mask=on)
+                        y = tl.zeros((BLOCK,), ACC)
+                if COSTS:
+                    e = s - o_0
+                    cu += tl.where(on, e * e, 0.0)
+                    cp += tl.where(on, d * d, 0.0)
+        if COMBINE and G > 1:
+            tl.store(y_ptr + plane.to(tl.int64) * R * J * B + i0.to(tl.int64) * B + y_in, y.to(y_ptr.dtype.element_ty), mask=mask & (i0 < J))
         if COSTS:
             tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu, axis=0))
             tl.store(cost_ptr + tl.program_id(0) * 2 + 1, tl.sum(cp, axis=0))
@@ -329,35 +360,6 @@ if triton is not None:
         return _even(rowp, j, Jw, 1, mask) + _lin(BASE_U, d_0) + ru, d_0, _odd(rowp, j, Jw, W, 1, mask)
 
     @triton.jit
-    def _pick(q, i, Jh, v_m2, v_m1, v_0, v_p1, v_p2):
-        """The value at row q of the five rows clamp(i - 2) .. clamp(i + 2) (equal rows hold equal values)."""
-        out = tl.where(q == _clamp(i - 1, Jh), v_m1, v_0)
-        out = tl.where(q == _clamp(i + 1, Jh), v_p1, out)
-        out = tl.where(q == _clamp(i - 2, Jh), v_m2, out)
-        out = tl.where(q == _clamp(i + 2, Jh), v_p2, out)
-        return tl.where(q == i, v_0, out)
-
-    @triton.jit
-    def _column_lift(e_m2, e_m1, e_0, e_p1, e_p2, o_m1, o_0, o_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp,
-                     wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
-        """The second (H) lift at row i of one band of the first: (s, d), from the band's even rows
-        clamp(i - 2) .. clamp(i + 2) and its odd rows at clamp(i - 1), i, clamp(i + 1)."""
-        im1 = _clamp(i - 1, Jh)
-        ip1 = _clamp(i + 1, Jh)
-        t = _pick(_clamp(im1 - 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
-        u = _pick(_clamp(ip1 + 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
-        c_m1 = _pick(im1, i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
-        c_p1 = _pick(ip1, i, Jh, e_m2, e_m1, e_0, e_p1, e_p2)
-        _, r_m = _residual(t, c_m1, _pick(_clamp(im1 + 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2), wp0, wp1, wp2, bp, pwp, pbp)
-        _, r_0 = _residual(c_m1, e_0, c_p1, wp0, wp1, wp2, bp, pwp, pbp)
-        _, r_p = _residual(_pick(_clamp(ip1 - 1, Jh), i, Jh, e_m2, e_m1, e_0, e_p1, e_p2), c_p1, u, wp0, wp1, wp2, bp, pwp, pbp)
-        d_m = o_m1 - _lin(BASE_P, c_m1) - r_m
-        d_0 = o_0 - _lin(BASE_P, e_0) - r_0
-        d_p = o_p1 - _lin(BASE_P, c_p1) - r_p
-        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return e_0 + _lin(BASE_U, d_0) + ru, d_0
-
-    @triton.jit
     def _down2_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw,
@@ -368,7 +370,8 @@ if triton is not None:
         rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the eight rows of x the
         second (H) lift at i0 reads (2 clamp(i0 + k) for k in -2..2, and 2 clamp(i0 + k) + 1 for
         k in -1..1), then for each next row slides that window down by two rows of x (two more
-        first lifts, not eight); the first lift's bands never go to memory. out (LAYOUT 0): the
+        first lifts, not eight) and the second lift's window of d by one row (one P residual per
+        band, not three); the first lift's bands never go to memory. out (LAYOUT 0): the
         four bands (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at
         their polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2:
         no bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first
@@ -390,22 +393,30 @@ if triton is not None:
         os_m1, od_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         os_0, od_0, xo1_0 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
+        sd_m = _detail_from(s_m2, s_m1, s_0, os_m1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_m = _detail_from(d_m2, d_m1, d_0, od_m1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        sd_0 = _detail_from(s_m1, s_0, s_p1, os_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_0 = _detail_from(d_m1, d_0, d_p1, od_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * Jw, BLOCK)
         band = Jh * Jw
         kind = out_ptr.dtype.element_ty
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         for step in tl.static_range(ROWS):
-            if step > 0:  # slide the window down one output row: two more rows of x lifted along W
-                s_m2, d_m2, s_m1, d_m1, s_0, d_0, s_p1, d_p1 = s_m1, d_m1, s_0, d_0, s_p1, d_p1, s_p2, d_p2
-                os_m1, od_m1, os_0, od_0 = os_0, od_0, os_p1, od_p1
+            if step > 0:  # slide the windows down one output row: two more rows of x lifted along W
+                s_0, d_0, s_p1, d_p1 = s_p1, d_p1, s_p2, d_p2
+                os_0, od_0 = os_p1, od_p1
                 xo_0, xo_p1, xo1_0 = xo_p1, xo_p2, xo1_p1
+                sd_m, sd_0, dd_m, dd_0 = sd_0, sd_p, dd_0, dd_p
                 s_p2, d_p2, xo_p2 = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
                 os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
             on = mask & (i < Jh)
-            # the second lift of the first lift's two bands
-            ll, hl = _column_lift(s_m2, s_m1, s_0, s_p1, s_p2, os_m1, os_0, os_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-            lh, hh = _column_lift(d_m2, d_m1, d_0, d_p1, d_p2, od_m1, od_0, od_p1, i, Jh, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+            # the second lift of the first lift's two bands: d at row i + 1, then (s, d) at row i
+            sd_p = _detail_from(s_0, s_p1, s_p2, os_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            dd_p = _detail_from(d_0, d_p1, d_p2, od_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            ll, hl = _approx_from(s_0, sd_m, sd_0, sd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+            lh, hh = _approx_from(d_0, dd_m, dd_0, dd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
             at = plane.to(tl.int64) * band + i * Jw + j
             if LAYOUT == 0:
                 tl.store(out_ptr + at, ll.to(kind), mask=on)
@@ -413,11 +424,12 @@ if triton is not None:
                 tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=on)
                 tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=on)
             elif LAYOUT == 1:
-                z = plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
-                tl.store(out_ptr + z, ll.to(kind), mask=on)
-                tl.store(out_ptr + z + 1, lh.to(kind), mask=on)
-                tl.store(out_ptr + z + 2 * Jw, hl.to(kind), mask=on)
-                tl.store(out_ptr + z + 2 * Jw + 1, hh.to(kind), mask=on)
+                z = out_ptr + plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
+                tl.store(z, ll.to(kind), mask=on)
+                tl.store(z + 1, lh.to(kind), mask=on)
+                z += 2 * Jw
+                tl.store(z, hl.to(kind), mask=on)
+                tl.store(z + 1, hh.to(kind), mask=on)
             if COMBINE:
                 y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
                 y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
@@ -691,8 +703,9 @@ if triton is not None:
         d_p3, hp_p3, rp_p3 = _detail_hr(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         e_m2, e_m1, e_0 = _even(xp, i - 2, J, B, mask), _even(xp, i - 1, J, B, mask), _even(xp, i, J, B, mask)
         e_p1, e_p2 = _even(xp, i + 1, J, B, mask), _even(xp, i + 2, J, B, mask)
+        e_p3, e_p4 = _even(xp, i + 3, J, B, mask), _even(xp, i + 4, J, B, mask)  # P's taps of d at i + 4 (next)
         o_m2, o_m1, o_0 = _odd(xp, i - 2, J, L, B, mask), _odd(xp, i - 1, J, L, B, mask), _odd(xp, i, J, L, B, mask)
-        o_p1, o_p2 = _odd(xp, i + 1, J, L, B, mask), _odd(xp, i + 2, J, L, B, mask)
+        o_p1, o_p2, o_p3 = _odd(xp, i + 1, J, L, B, mask), _odd(xp, i + 2, J, L, B, mask), _odd(xp, i + 3, J, L, B, mask)
         # U's residual, s's gradient and U's input gradient at i-2 .. i+2
         hu_m2, ru_m2 = _residual(d_m3, d_m2, d_m1, wu0, wu1, wu2, bu, pwu, pbu)
         hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
@@ -722,11 +735,15 @@ if triton is not None:
             if step > 0:  # slide every window one position: one new value of each at its far end
                 d_m3, d_m2, d_m1, d_0, d_p1, d_p2 = d_m2, d_m1, d_0, d_p1, d_p2, d_p3
                 hp_m1, rp_m1, hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2 = hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2, hp_p3, rp_p3
-                d_p3, hp_p3, rp_p3 = _detail_hr(xp, i + 3, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                e_m2, e_m1, e_0, e_p1 = e_m1, e_0, e_p1, e_p2
-                e_p2 = _even(xp, i + 2, J, B, mask)
-                o_m2, o_m1, o_0, o_p1 = o_m1, o_0, o_p1, o_p2
-                o_p2 = _odd(xp, i + 2, J, L, B, mask)
+                e_m2, e_m1, e_0, e_p1, e_p2, e_p3 = e_m1, e_0, e_p1, e_p2, e_p3, e_p4
+                e_p4 = _even(xp, i + 4, J, B, mask)
+                o_m2, o_m1, o_0, o_p1, o_p2 = o_m1, o_0, o_p1, o_p2, o_p3
+                o_p3 = _odd(xp, i + 3, J, L, B, mask)
+                # d at i + 3 from the window; past the end, the clamped position's (that at i + 2)
+                hp_p3, rp_p3 = _residual(e_p2, e_p3, e_p4, wp0, wp1, wp2, bp, pwp, pbp)
+                inside = i + 3 < J
+                d_p3 = tl.where(inside, o_p3 - _lin(BASE_P, e_p3) - rp_p3, d_p2)
+                hp_p3, rp_p3 = tl.where(inside, hp_p3, hp_p2), tl.where(inside, rp_p3, rp_p2)
                 hu_m2, ru_m2, hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1 = hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2
                 hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
                 gs_m2, gs_m1, gs_0, gs_p1 = gs_m1, gs_0, gs_p1, gs_p2
@@ -862,37 +879,58 @@ if triton is not None:
         return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r, h, r
 
     @triton.jit
-    def _approx(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """The inverse's x_e at position p (clamped): s - base_u d - r_U(d)."""
-        e, _, _ = _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        return e
+    def _band(ptr, p, J, B, mask):
+        """A band's value at position p (clamped: replicate padding)."""
+        return _wide(tl.load(ptr + _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
 
     @triton.jit
-    def _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK: tl.constexpr):
-        """:func:`_positions` for the inverse (2J output rows), and where this program's s and d lines start."""
-        plane, i, mask, x_in, y_in = _positions(R, 2 * J, J, B, BLOCK)
-        offset = plane.to(tl.int64) * R * J * B + y_in
-        return plane, i, mask, x_in, offset, s_ptr + offset, d_ptr + offset
+    def _even_from(s_0, d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+        """The inverse's x_e at a position from s there and d around it (replicate-padded)."""
+        _, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
+        return s_0 - _lin(BASE_U, d_0) - r
+
+    @triton.jit
+    def _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
+        """The inverse's x_o at position i of J from d there and x_e at i - 1, i, i + 1 (e_m and
+        e_p need not exist: replicate padding takes e_0 past the ends)."""
+        e_m = tl.where(i > 0, e_m, e_0)
+        e_p = tl.where(i + 1 < J, e_p, e_0)
+        _, r = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
+        return d_0 + _lin(BASE_P, e_0) + r
 
     @triton.jit
     def _unlift_forward_kernel(
         s_ptr, d_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
     ):  # fmt: skip
-        """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis."""
-        plane, i, mask, x_in, y_off, sp, dp = _unlift_positions(s_ptr, d_ptr, R, J, B, BLOCK)
+        """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis.
+        Each thread owns STEPS consecutive positions and slides its window: two loads and one U
+        and one P residual per further position (not eight, three and one)."""
+        plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
+        offset = plane.to(tl.int64) * R * J * B + y_in
+        sp = s_ptr + offset
+        dp = d_ptr + offset
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
-        e_m = _approx(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0 = _approx(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p = _approx(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-        o_0 = _wide(tl.load(dp + i.to(tl.int64) * B, mask=mask, other=0.0)) + _lin(BASE_P, e_0) + rp
         xp = x_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
-        tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(x_ptr.dtype.element_ty), mask=mask)
-        tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(x_ptr.dtype.element_ty), mask=mask)
+        kind = x_ptr.dtype.element_ty
+        d_m = _band(dp, i0 - 1, J, B, mask)
+        d_0 = _band(dp, i0, J, B, mask)
+        d_p = _band(dp, i0 + 1, J, B, mask)
+        e_m = _even_from(_band(sp, i0 - 1, J, B, mask), _band(dp, i0 - 2, J, B, mask), d_m, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _even_from(_band(sp, i0, J, B, mask), d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        for step in tl.static_range(STEPS):
+            i = i0 + step
+            if step > 0:  # slide one position: s at i + 1 and d at i + 2 are new
+                d_0, d_p, e_m, e_0 = d_p, d_p2, e_0, e_p
+            d_p2 = _band(dp, i + 2, J, B, mask)
+            e_p = _even_from(_band(sp, i + 1, J, B, mask), d_0, d_p, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+            o_0 = _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            on = mask & (i < J)
+            tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(kind), mask=on)
+            tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(kind), mask=on)
 
     @triton.jit
     def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, row, col, Jh, Jw, mask, BAND: tl.constexpr,
@@ -933,21 +971,11 @@ if triton is not None:
     def _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, i, J, wp0, wp1, wp2, bp, pwp, pbp,
                    wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
         """The inverse lift at position i: (x_e, x_o), from s at clamp(i - 1) .. clamp(i + 1) and d
-        at clamp(i - 2) .. clamp(i + 2) (nested replicate clamps picked among them)."""
-        im1 = _clamp(i - 1, J)
-        ip1 = _clamp(i + 1, J)
-        # x_e = s - base_u d - r_U(d) at clamp(i - 1), i, clamp(i + 1)
-        _, r_m = _residual(_pick(_clamp(im1 - 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), d_m1,
-                           _pick(_clamp(im1 + 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
-        _, r_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
-        _, r_p = _residual(_pick(_clamp(ip1 - 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), d_p1,
-                           _pick(_clamp(ip1 + 1, J), i, J, d_m2, d_m1, d_0, d_p1, d_p2), wu0, wu1, wu2, bu, pwu, pbu)  # fmt: skip
-        e_m = s_m1 - _lin(BASE_U, d_m1) - r_m
-        e_0 = s_0 - _lin(BASE_U, d_0) - r_0
-        e_p = s_p1 - _lin(BASE_U, d_p1) - r_p
-        # x_o = d + base_p x_e + r_P(x_e) at i
-        _, rp = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-        return e_0, d_0 + _lin(BASE_P, e_0) + rp
+        at clamp(i - 2) .. clamp(i + 2)."""
+        e_m = _even_from(s_m1, d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _even_from(s_0, d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p = _even_from(s_p1, d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return e_0, _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
 
     @triton.jit
     def _up2_forward_kernel(
@@ -1142,7 +1170,8 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     shape[0] *= 2
     out = x.new_empty(shape)
     y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if coef is not None else None
-    nprog = planes // groups * triton.cdiv(rows * half * inner, _BLOCK)
+    steps = 1 if coef is not None and groups > 1 else _STEPS  # (y of several groups sums in registers)
+    nprog = planes // groups * triton.cdiv(rows * triton.cdiv(half, steps) * inner, _BLOCK)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
     with _on(x):
@@ -1150,6 +1179,7 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
             x, out, out if y is None else y, out if coef is None else coef, out if sums is None else sums, *weights,
             x.shape[1], planes // groups, rows, length, half, inner,
             G=groups, BASE_P=bases[0], BASE_U=bases[1], COMBINE=coef is not None, COSTS=costs, ACC=tl_acc, BLOCK=_BLOCK,
+            STEPS=steps,
         )  # fmt: skip
     return out, y, sums
 
@@ -1215,6 +1245,12 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
 
 
+def _down2_rows(layout: str) -> int:
+    """_down2_forward_kernel's ROWS for ``layout``: at 8 the polyphase variant keeps two
+    predicates on the stack (sm_90), so it takes 6."""
+    return min(_ROWS, 6) if layout == "polyphase" else _ROWS
+
+
 def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
     or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
@@ -1224,7 +1260,8 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-    nprog = n * c * triton.cdiv(triton.cdiv(jh, _ROWS) * jw, _BLOCK_FUSED)
+    rows = _down2_rows(layout)
+    nprog = n * c * triton.cdiv(triton.cdiv(jh, rows) * jw, _BLOCK_FUSED)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
@@ -1232,7 +1269,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
         _down2_forward_kernel[(nprog,)](
             x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], ROWS=_ROWS,
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], ROWS=rows,
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
@@ -1333,8 +1370,8 @@ def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
     shape[dim % s.dim()] = 2 * length
     x = s.new_empty(shape)
     with _on(s):
-        _unlift_forward_kernel[(planes * triton.cdiv(rows * length * inner, _BLOCK),)](
-            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK,
+        _unlift_forward_kernel[(planes * triton.cdiv(rows * triton.cdiv(length, _STEPS) * inner, _BLOCK),)](
+            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=_STEPS,
         )  # fmt: skip
     return x
 
