@@ -92,6 +92,10 @@ def layer_rows(args, device: str) -> list[dict]:
             if batch == args.batch:
                 up_down = liftswap.LiftDownPool2d(c, return_details=True).to(device)
                 calls["up"] = _layer_calls(up_down, x, liftswap.LiftUpPool2d(up_down))
+            if batch == args.batch and (c, h, w) == tuple(args.shapes[0]):  # the kernels copy it to NCHW first
+                x_cl = x.contiguous(memory_format=torch.channels_last)
+                calls["max, channels_last"] = _layer_calls(nn.MaxPool2d(3, 2, 1), x_cl)
+                calls["down, channels_last"] = _layer_calls(down, x_cl)
             for part in parts:
                 index = 0 if part == "fwd" else 1
                 fns = {k: v[index] for k, v in calls.items()}
@@ -106,6 +110,10 @@ def layer_rows(args, device: str) -> list[dict]:
                 rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}", times["down"] / times["max"], goal, args,
                                  lift_ms=times["down"] * 1e3, maxpool_ms=times["max"] * 1e3))  # fmt: skip
                 print(_line(rows[-1]), flush=True)
+                if "down, channels_last" in fns:
+                    rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}, channels_last input (not a goal)",
+                                     times["down, channels_last"] / times["max, channels_last"], goal, args))  # fmt: skip
+                    print(_line(rows[-1]), flush=True)
                 if "up" in calls and part == "fwd+bwd":
                     rows.append(_row(f"LiftUpPool2d fwd+bwd batch {batch} {shape}", times["up"] / times["max"], 2.0, args,
                                      lift_ms=times["up"] * 1e3, maxpool_ms=times["max"] * 1e3))  # fmt: skip

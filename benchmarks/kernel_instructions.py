@@ -65,13 +65,15 @@ def _sass_counts(kernel) -> collections.Counter:
 
 def _launches(lt, acc) -> dict[str, list[tuple]]:
     """Each layer call: its launches as (kernel, constexprs, elements per program, launched
-    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, training with costs.
+    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, no details returned,
+    training with costs.
     Launches along W have B = 1 (the stride between neighbours), which Triton's launcher compiles
     as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
     along_w = dict(B=1)
     rows = int(os.environ.get("LIFTSWAP_TRITON_ROWS", lt._ROWS))
-    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=0, ROWS=rows),
+    # a layer without return_details writes y alone (LAYOUT 2)
+    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, ROWS=rows),
                 lt._BLOCK_FUSED * rows, 1)  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
@@ -111,9 +113,9 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
 
 # Bytes per 2-D down-pool output (float32) each call must move at least, and MaxPool2d(3, 2, 1)'s.
 _BYTES = {
-    "LiftDownPool2d fwd, no grad": 16 + 4 * 4,  # x; y and three detail bands
-    "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
-    "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 16) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
+    "LiftDownPool2d fwd, no grad": 16 + 4,  # x; y (no detail band: return_details=False)
+    "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": (16 + 4) + (16 + 4 + 16) + (16 + 16 + 16),
+    "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftUpPool2d fwd": 16 + 16,  # y and details; x
     "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16),
     "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,

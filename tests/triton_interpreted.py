@@ -158,6 +158,37 @@ def test_2d_forward_is_one_launch(shape, init, output, monkeypatch):
     assert max_diff([y, d, reg], [ref_y, ref_d, ref_reg]) < 1e-12
 
 
+class _Layouts(_Counted):
+    """A Triton kernel whose launches' LAYOUT arguments are recorded (and the launches made)."""
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+        return lambda *args, **kwargs: self.counts.setdefault(self.name, []).append(kwargs["LAYOUT"]) or launch(*args, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 6), (1, 2, 40, 30)])
+@pytest.mark.parametrize("output", ["gated", "sum"])
+def test_2d_forward_without_details_writes_y_alone(shape, output, monkeypatch):
+    """A 2-D down pool whose details nobody reads (return_details=False) writes y and no band
+    (LAYOUT 2), in one launch; y, the costs and every gradient equal the PyTorch path's."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init="haar", output=output), seed=5).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y = down(x)
+        loss = (y * y.detach().cos()).sum() + liftswap.regularization_loss(down)
+        return [y, liftswap.regularization_loss(down), *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    layouts = {}
+    monkeypatch.setattr(lift_triton, "_down2_forward_kernel", _Layouts(lift_triton._down2_forward_kernel, layouts, "down2"))
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert layouts == {"down2": [2]}
+    assert max_diff(got, ref) < 1e-11
+
+
 @pytest.mark.parametrize("rows", [1, 3, 8])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 6), (1, 2, 40, 30), (1, 2, 2, 5)])
 def test_2d_forwards_outputs_per_thread(rows, shape, monkeypatch):

@@ -323,7 +323,8 @@ class _LiftDownPoolNd(nn.Module):
         _check_input(x, self._spatial, self.channels, type(self).__name__)
         training = self.training
         out = operators.down_pool(
-            x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training
+            x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training,
+            with_details=self.return_details,
         )
         self._keep_regularization(x, out[0].dtype, out[2], out[3])
         if self.return_details:

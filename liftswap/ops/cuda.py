@@ -41,19 +41,19 @@ __all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_bac
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-# Outputs per program: sm_90 builds of the one-axis kernels use 96 registers (forward) and 110-140
-# (backward, _STEPS positions per thread) at these sizes, without spilling.
+# Threads per program: sm_90 builds of the one-axis kernels (_STEPS positions per thread) use 48-62
+# registers forward and 119-142 backward at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# The one-launch 2-D kernels, one output position per thread: sm_90 builds use 64 (down, with
-# costs) and 118 (up) registers at this size, 128 and 198 at twice it (fewer programs per SM).
+# The one-launch 2-D kernels: sm_90 builds use 64 (down, _ROWS rows per thread; 128 with costs)
+# and 72 (up, _STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 # A 2-D down pool's backward in two launches, the H lift's recomputing the W lift of the 16 rows of
 # x each position reads, instead of three (re-lift W into memory, H backward, W backward). Off: a
-# layer's forward+backward then issues about twice the warp-instructions per output (sm_90 SASS,
+# layer's forward+backward then issues over twice the warp-instructions per output (sm_90 SASS,
 # benchmarks/kernel_instructions.py), and the kernels are issue-bound; gpu_goals.py times both.
 _RELIFT_2D = False
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
@@ -352,12 +352,17 @@ if triton is not None:
     @triton.jit
     def _row_lift(rowp, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                   BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
-        """The first (W) lift of one row of x at column j: (s, d, x_o)."""
-        d_m = _detail(rowp, j - 1, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_0 = _detail(rowp, j, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p = _detail(rowp, j + 1, Jw, W, 1, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return _even(rowp, j, Jw, 1, mask) + _lin(BASE_U, d_0) + ru, d_0, _odd(rowp, j, Jw, W, 1, mask)
+        """The first (W) lift of one row of x at column j: (s, d, x_o). Loads each of the eight
+        samples it reads once (x_e at j-2 .. j+2, x_o at j-1 .. j+1)."""
+        e_m = _even(rowp, j - 1, Jw, 1, mask)
+        e_0 = _even(rowp, j, Jw, 1, mask)
+        e_p = _even(rowp, j + 1, Jw, 1, mask)
+        o_0 = _odd(rowp, j, Jw, W, 1, mask)
+        d_m = _detail_from(_even(rowp, j - 2, Jw, 1, mask), e_m, e_0, _odd(rowp, j - 1, Jw, W, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_0 = _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p = _detail_from(e_0, e_p, _even(rowp, j + 2, Jw, 1, mask), _odd(rowp, j + 1, Jw, W, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        s_0, d_0 = _approx_from(e_0, d_m, d_0, d_p, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return s_0, d_0, o_0
 
     @triton.jit
     def _down2_forward_kernel(
@@ -1502,13 +1507,20 @@ def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor | None]:
     return [None if g is None else g.clone(memory_format=torch.contiguous_format) for g in grads]
 
 
-def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
+def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool,
+                 with_details: bool = True):  # fmt: skip
     """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): zeros without with_costs)``.
 
-    One kernel for a 2-D layer; else one per lift, the last also combining the bands into y and
-    summing the costs.
+    One kernel for a 2-D layer (without ``with_details`` it writes y alone and details has no
+    band); else one per lift, the last also combining the bands into y and summing the costs.
     """
     params, bases = _operators(predict, update)
+    if not with_details and x.dim() == 4 and [a % 4 for a in axes] == [2, 3] and _FUSED_2D:
+        x = x.contiguous()
+        coef = coefficients(output, gamma if output == "gated" else None, 4, x, _acc(x)[1])
+        y, _, costs = _down2_forward(x, _flat(params, x), bases, coef, with_costs, "approximation")
+        n, c, jh, jw = y.shape
+        return y, y.new_empty((n, 0, c, jh, jw)), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
     y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params)
     return y, bands[1:].movedim(0, 1), (x.new_zeros(2) if costs is None else costs)
 

@@ -73,7 +73,8 @@ def onnx_translations() -> dict:
         return op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
 
     def lifted_down(x, *args):
-        a = Args(*args[:-1])  # the last: with_costs (exports run in eval mode: the costs are zeros)
+        n = len(Args._fields)  # then with_costs (exports run in eval mode: the costs are zeros), with_details
+        a, with_details = Args(*args[:n]), args[n + 1] if len(args) > n + 1 else True
         rank, channels = _static(x, None), _static(a.p_dw, 0)
         predict, update = _operator(a, "p"), _operator(a, "u")
         bands = [x]
@@ -92,7 +93,10 @@ def onnx_translations() -> dict:
                 y = op.Add(y, band)
             elif a.output == "gated":
                 y = op.Add(y, op.Mul(gate(a.gamma, i, rank), band))
-        details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
+        if with_details:
+            details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
+        else:  # (N, 0, C, ...), as the operator returns it
+            details = op.Slice(op.Unsqueeze(y, ints([1])), ints([0]), ints([0]), ints([1]))
         return y, details, op.CastLike(op.Constant(value_floats=[0.0, 0.0]), x)
 
     def lifted_up(y, details, *args):

@@ -166,17 +166,32 @@ def _down_reference(x: Tensor, a: Args, with_costs: bool):
 def _down_impl(*backends):
     def impl(x: Tensor, *args):
         a, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS]
+        with_details = args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
         backend = _backend(x, a, *backends)
         if backend is None:
-            return _down_reference(x, a, with_costs)
-        return backend.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+            y, details, costs = _down_reference(x, a, with_costs)
+        elif backend is cuda:  # its 2-D kernel then writes y alone
+            y, details, costs = cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details)
+        else:
+            y, details, costs = backend.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+        if not with_details and details.shape[1]:
+            details = _no_details(x, a.axes)
+        return y, details, costs
 
     return impl
 
 
-def _down_fake(x: Tensor, *args):
-    axes = args[9]
+def _no_details(x: Tensor, axes) -> Tensor:
+    """The details output of a call without details: (N, 0, C, *pooled)."""
     shape = _pooled_shape(x.shape, axes)
+    return x.new_empty([shape[0], 0] + shape[1:])
+
+
+def _down_fake(x: Tensor, *args):
+    axes, with_details = args[9], args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
+    shape = _pooled_shape(x.shape, axes)
+    if not with_details:
+        return x.new_empty(shape), _no_details(x, axes), x.new_empty(2)
     bands = x.new_empty([2 ** len(axes)] + shape)  # the details are bands 1.. of one (nb, N, ...) buffer
     return x.new_empty(shape), bands[1:].movedim(0, 1), x.new_empty(2)
 
@@ -224,7 +239,7 @@ def _down_grad(ctx, g_y, g_details, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
     grads = torch.ops.liftswap.lift_down_pool_backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
-    return (*_grads_in(grads, saved, needs), None, None, None, None, None)
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
 # --- liftswap::lift_down_pool_bands -----------------------------------------------------------
@@ -452,7 +467,7 @@ def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backw
 
 
 def _register() -> None:
-    down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs) -> (Tensor, Tensor, Tensor)",
+    down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs, bool with_details=True) -> (Tensor, Tensor, Tensor)",
                         _down_impl, _down_fake,
                         f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
                         _down_backward_impl, _down_backward_fake, _down_grad, _down_setup)  # fmt: skip
@@ -499,9 +514,10 @@ def _route(*tensors: Tensor | None, onnx_graph: bool = True) -> str:
 
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str = "LL",
-              gamma: Tensor | None = None, with_costs: bool = False):  # fmt: skip
+              gamma: Tensor | None = None, with_costs: bool = False, with_details: bool = True):  # fmt: skip
     """``(y, details (N, nd, C, *pooled), c_u, c_p)`` of a LiftDownPool layer (costs None
-    unless ``with_costs``); see :func:`liftswap.layers.lift_down_pool`."""
+    unless ``with_costs``); see :func:`liftswap.layers.lift_down_pool`. Without ``with_details``
+    the operator may skip writing them (details then has no band, or all where no operator runs)."""
     a = Args.of(predict, update, gamma, axes, output)
     route = _route(x, *a.tensors())
     if route == "export" and not with_costs:
@@ -509,7 +525,7 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
         return y, details, None, None
     if route != "op":
         return reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
-    y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs)
+    y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs, with_details)
     return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
 
 
