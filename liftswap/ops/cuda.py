@@ -171,19 +171,21 @@ if triton is not None:
         return d
 
     @triton.jit
-    def _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
-        """d at a position from the even samples around it (e_m, e_0, e_p, replicate-padded) and its odd sample o_0."""
-        _, r = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-        return o_0 - _lin(BASE_P, e_0) - r
+    def _sub_op(a, t_m, t_0, t_p, w0, w1, w2, b, pw, pb, BASE: tl.constexpr):
+        """a - O(t) at a position, O the lift operator (BASE t_0 + r(t)) and t its taps around it
+        (replicate-padded): the forward's d = x_o - P(x_e), the inverse's x_e = s - U(d)."""
+        _, r = _residual(t_m, t_0, t_p, w0, w1, w2, b, pw, pb)
+        return a - _lin(BASE, t_0) - r
 
     @triton.jit
-    def _approx_from(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """(s, d) at position i of J from its even sample e_0 and d at i - 1, i, i + 1 (d_m and d_p
-        need not exist: replicate padding takes d_0 past the ends). Sliding windows carry the d's."""
-        d_m = tl.where(i > 0, d_m, d_0)
-        d_p = tl.where(i + 1 < J, d_p, d_0)
-        _, ru = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return e_0 + _lin(BASE_U, d_0) + ru, d_0
+    def _add_op(a, t_m, t_0, t_p, i, J, w0, w1, w2, b, pw, pb, BASE: tl.constexpr):
+        """a + O(t) at position i of J, from t at i - 1, i, i + 1 (t_m and t_p need not exist:
+        replicate padding takes t_0 past the ends, so sliding windows may carry the raw values):
+        the forward's s = x_e + U(d), the inverse's x_o = d + P(x_e)."""
+        t_m = tl.where(i > 0, t_m, t_0)
+        t_p = tl.where(i + 1 < J, t_p, t_0)
+        _, r = _residual(t_m, t_0, t_p, w0, w1, w2, b, pw, pb)
+        return a + _lin(BASE, t_0) + r
 
     @triton.jit
     def _load_grad(gp, j, J, B, mask):
@@ -312,16 +314,16 @@ if triton is not None:
             e_0 = _even(xp, i0, J, B, mask)
             e_p = _even(xp, i0 + 1, J, B, mask)
             o_0 = _odd(xp, i0, J, L, B, mask)
-            d_m = _detail_from(_even(xp, i0 - 2, J, B, mask), e_m, e_0, _odd(xp, i0 - 1, J, L, B, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            d_0 = _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_m = _sub_op(_odd(xp, i0 - 1, J, L, B, mask), _even(xp, i0 - 2, J, B, mask), e_m, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            d_0 = _sub_op(o_0, e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             for step in tl.static_range(STEPS):
                 i = i0 + step
                 if step > 0:  # slide one position: x_e at i + 2 and x_o at i + 1 are new
                     e_0, e_p, o_0, d_m, d_0 = e_p, e_p2, o_p, d_0, d_p
                 e_p2 = _even(xp, i + 2, J, B, mask)
                 o_p = _odd(xp, i + 1, J, L, B, mask)
-                d_p = _detail_from(e_0, e_p, e_p2, o_p, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-                s, d = _approx_from(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+                d_p = _sub_op(o_p, e_0, e_p, e_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+                s, d = _add_op(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), d_0
                 on = mask & (i < J)
                 at = i.to(tl.int64) * B + y_in
                 tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(kind), mask=on)
@@ -358,11 +360,10 @@ if triton is not None:
         e_0 = _even(rowp, j, Jw, 1, mask)
         e_p = _even(rowp, j + 1, Jw, 1, mask)
         o_0 = _odd(rowp, j, Jw, W, 1, mask)
-        d_m = _detail_from(_even(rowp, j - 2, Jw, 1, mask), e_m, e_0, _odd(rowp, j - 1, Jw, W, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_0 = _detail_from(e_m, e_0, e_p, o_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p = _detail_from(e_0, e_p, _even(rowp, j + 2, Jw, 1, mask), _odd(rowp, j + 1, Jw, W, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        s_0, d_0 = _approx_from(e_0, d_m, d_0, d_p, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        return s_0, d_0, o_0
+        d_m = _sub_op(_odd(rowp, j - 1, Jw, W, 1, mask), _even(rowp, j - 2, Jw, 1, mask), e_m, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_0 = _sub_op(o_0, e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p = _sub_op(_odd(rowp, j + 1, Jw, W, 1, mask), e_0, e_p, _even(rowp, j + 2, Jw, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        return _add_op(e_0, d_m, d_0, d_p, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), d_0, o_0
 
     @triton.jit
     def _down2_forward_kernel(
@@ -399,10 +400,10 @@ if triton is not None:
         os_0, od_0, xo1_0 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
         # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
-        sd_m = _detail_from(s_m2, s_m1, s_0, os_m1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        dd_m = _detail_from(d_m2, d_m1, d_0, od_m1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        sd_0 = _detail_from(s_m1, s_0, s_p1, os_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        dd_0 = _detail_from(d_m1, d_0, d_p1, od_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        sd_m = _sub_op(os_m1, s_m2, s_m1, s_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_m = _sub_op(od_m1, d_m2, d_m1, d_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        sd_0 = _sub_op(os_0, s_m1, s_0, s_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_0 = _sub_op(od_0, d_m1, d_0, d_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * Jw, BLOCK)
         band = Jh * Jw
         kind = out_ptr.dtype.element_ty
@@ -418,10 +419,10 @@ if triton is not None:
                 os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
             on = mask & (i < Jh)
             # the second lift of the first lift's two bands: d at row i + 1, then (s, d) at row i
-            sd_p = _detail_from(s_0, s_p1, s_p2, os_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            dd_p = _detail_from(d_0, d_p1, d_p2, od_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            ll, hl = _approx_from(s_0, sd_m, sd_0, sd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-            lh, hh = _approx_from(d_0, dd_m, dd_0, dd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+            sd_p = _sub_op(os_p1, s_0, s_p1, s_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            dd_p = _sub_op(od_p1, d_0, d_p1, d_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            ll, hl = _add_op(s_0, sd_m, sd_0, sd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), sd_0
+            lh, hh = _add_op(d_0, dd_m, dd_0, dd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), dd_0
             at = plane.to(tl.int64) * band + i * Jw + j
             if LAYOUT == 0:
                 tl.store(out_ptr + at, ll.to(kind), mask=on)
@@ -889,21 +890,6 @@ if triton is not None:
         return _wide(tl.load(ptr + _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
 
     @triton.jit
-    def _even_from(s_0, d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """The inverse's x_e at a position from s there and d around it (replicate-padded)."""
-        _, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return s_0 - _lin(BASE_U, d_0) - r
-
-    @triton.jit
-    def _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
-        """The inverse's x_o at position i of J from d there and x_e at i - 1, i, i + 1 (e_m and
-        e_p need not exist: replicate padding takes e_0 past the ends)."""
-        e_m = tl.where(i > 0, e_m, e_0)
-        e_p = tl.where(i + 1 < J, e_p, e_0)
-        _, r = _residual(e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp)
-        return d_0 + _lin(BASE_P, e_0) + r
-
-    @triton.jit
     def _unlift_forward_kernel(
         s_ptr, d_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B,
@@ -924,15 +910,15 @@ if triton is not None:
         d_m = _band(dp, i0 - 1, J, B, mask)
         d_0 = _band(dp, i0, J, B, mask)
         d_p = _band(dp, i0 + 1, J, B, mask)
-        e_m = _even_from(_band(sp, i0 - 1, J, B, mask), _band(dp, i0 - 2, J, B, mask), d_m, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0 = _even_from(_band(sp, i0, J, B, mask), d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m = _sub_op(_band(sp, i0 - 1, J, B, mask), _band(dp, i0 - 2, J, B, mask), d_m, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _sub_op(_band(sp, i0, J, B, mask), d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         for step in tl.static_range(STEPS):
             i = i0 + step
             if step > 0:  # slide one position: s at i + 1 and d at i + 2 are new
                 d_0, d_p, e_m, e_0 = d_p, d_p2, e_0, e_p
             d_p2 = _band(dp, i + 2, J, B, mask)
-            e_p = _even_from(_band(sp, i + 1, J, B, mask), d_0, d_p, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-            o_0 = _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+            e_p = _sub_op(_band(sp, i + 1, J, B, mask), d_0, d_p, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+            o_0 = _add_op(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             on = mask & (i < J)
             tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(kind), mask=on)
             tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(kind), mask=on)
@@ -977,10 +963,10 @@ if triton is not None:
                    wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
         """The inverse lift at position i: (x_e, x_o), from s at clamp(i - 1) .. clamp(i + 1) and d
         at clamp(i - 2) .. clamp(i + 2)."""
-        e_m = _even_from(s_m1, d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0 = _even_from(s_0, d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p = _even_from(s_p1, d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        return e_0, _odd_from(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        e_m = _sub_op(s_m1, d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _sub_op(s_0, d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_p = _sub_op(s_p1, d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return e_0, _add_op(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
 
     @triton.jit
     def _up2_forward_kernel(
