@@ -81,7 +81,7 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
              lt._BLOCK_BACKWARD * steps, 2)  # fmt: skip
     relift_w = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
-    pool_rows = lt._max_pool_rows(3, 1)
+    pool_rows = rows  # (112 rows: whole chunks)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
         "LiftDownPool2d fwd, no grad": [(down_fwd[0], dict(down_fwd[1], COSTS=False), *down_fwd[2:])],

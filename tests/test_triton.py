@@ -73,10 +73,10 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
                                                   STEPS=steps)))  # fmt: skip
     down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED)
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, ROWS=lt._down2_rows("bands"))))
+        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, ROWS=lt._down2_rows("bands", 56))))
     for layout in ("polyphase", "approximation"):  # lift_down_pool_bands
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=layout == "approximation", COSTS=True,
-                                                   LAYOUT=lt._LAYOUT[layout], ROWS=lt._down2_rows(layout))))  # fmt: skip
+                                                   LAYOUT=lt._LAYOUT[layout], ROWS=lt._down2_rows(layout, 56))))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
                                                    BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))  # fmt: skip
@@ -84,12 +84,16 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
         jobs.append(("_relift_backward_kernel", dict(G=2, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC", BLOCK=lt._BLOCK_BACKWARD)))
     jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
-        pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1))
+        pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))
         jobs += [("_max_pool_forward_kernel", dict(pool, CODES=codes)) for codes in (True, False)]
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS)))
     jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))
+    # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
+    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._down2_rows("bands", 14))))
+    jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
+                                               BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
     return jobs
 
 
@@ -111,3 +115,16 @@ def test_triton_kernels_compile_for_hopper():
     except TypeError as e:
         pytest.skip(f"this Triton's ASTSource differs: {e}")
     assert not problems, "\n".join(problems)
+
+
+def test_positions_per_thread_spread_evenly():
+    """Chunks of an axis as full as they can be: as many chunks as ``most`` per thread needs, and
+    fewer than one idle position per chunk (a thread's idle positions still issue instructions)."""
+    from liftswap.ops import cuda as lt
+
+    for most in (1, 3, 6, 8):
+        for n in range(1, 130):
+            k = lt._per_thread(n, most)
+            chunks = -(-n // k)
+            assert k <= most and chunks == -(-n // most), (n, most, k)
+            assert chunks * k - n < chunks, (n, most, k)

@@ -1161,7 +1161,7 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     shape[0] *= 2
     out = x.new_empty(shape)
     y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if coef is not None else None
-    steps = 1 if coef is not None and groups > 1 else _STEPS  # (y of several groups sums in registers)
+    steps = 1 if coef is not None and groups > 1 else _per_thread(half, _STEPS)  # (several groups' y sums in registers)
     nprog = planes // groups * triton.cdiv(rows * triton.cdiv(half, steps) * inner, _BLOCK)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
@@ -1175,11 +1175,19 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     return out, y, sums
 
 
+def _per_thread(n: int, most: int) -> int:
+    """Positions per thread along an axis of n: at most ``most``, spread so that the last chunk is
+    as full as the others (14 positions at most 8: 7 and 7, not 8 and 6 of 8), since a thread's
+    positions past the end still issue their instructions."""
+    return -(-n // -(-n // most)) if n > 0 else most
+
+
 def _tiles(shape, dim: int, relift: bool) -> int:
     """Programs per plane of :func:`_backward` of an input of ``shape``: each thread of
-    :func:`_lift_backward_kernel` owns _STEPS positions, of :func:`_relift_backward_kernel` one."""
+    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS) positions, of
+    :func:`_relift_backward_kernel` one."""
     _, rows, _, half, inner = _geometry(shape, dim)
-    return triton.cdiv(rows * (half if relift else triton.cdiv(half, _STEPS)) * inner, _BLOCK_BACKWARD)
+    return triton.cdiv(rows * (half if relift else triton.cdiv(half, _per_thread(half, _STEPS))) * inner, _BLOCK_BACKWARD)
 
 
 def _sum_rows(shape, dim: int, groups: int, relift: bool) -> int:
@@ -1215,7 +1223,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
         if relift:
             _relift_backward_kernel[(nprog,)](*args, x.shape[-1], count, gw.shape[1], row0, **modes)
         else:
-            _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_STEPS)
+            _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS))
     if gg is None:
         g_sums = None
     elif relift:
@@ -1236,10 +1244,10 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
 
 
-def _down2_rows(layout: str) -> int:
-    """_down2_forward_kernel's ROWS for ``layout``: at 8 the polyphase variant keeps two
-    predicates on the stack (sm_90), so it takes 6."""
-    return min(_ROWS, 6) if layout == "polyphase" else _ROWS
+def _down2_rows(layout: str, jh: int) -> int:
+    """_down2_forward_kernel's ROWS for ``layout`` and jh output rows: at 8 the polyphase variant
+    keeps two predicates on the stack (sm_90), so it takes at most 6."""
+    return _per_thread(jh, min(_ROWS, 6) if layout == "polyphase" else _ROWS)
 
 
 def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
@@ -1251,7 +1259,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-    rows = _down2_rows(layout)
+    rows = _down2_rows(layout, jh)
     nprog = n * c * triton.cdiv(triton.cdiv(jh, rows) * jw, _BLOCK_FUSED)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
@@ -1361,8 +1369,9 @@ def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
     shape[dim % s.dim()] = 2 * length
     x = s.new_empty(shape)
     with _on(s):
-        _unlift_forward_kernel[(planes * triton.cdiv(rows * triton.cdiv(length, _STEPS) * inner, _BLOCK),)](
-            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=_STEPS,
+        steps = _per_thread(length, _STEPS)
+        _unlift_forward_kernel[(planes * triton.cdiv(rows * triton.cdiv(length, steps) * inner, _BLOCK),)](
+            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps,
         )  # fmt: skip
     return x
 
@@ -1372,14 +1381,15 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    tiles = triton.cdiv(rows * triton.cdiv(length, _STEPS) * inner, _BLOCK_BACKWARD)
+    steps = _per_thread(length, _STEPS)
+    tiles = triton.cdiv(rows * triton.cdiv(length, steps) * inner, _BLOCK_BACKWARD)
     acc = _acc(s)[1]
     g = torch.empty_like(bands)
     gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
             s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, STEPS=_STEPS,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, STEPS=steps,
         )  # fmt: skip
     return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
 
@@ -1407,17 +1417,17 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = 
     out = x.new_empty((n, c, oh, ow))
     code = torch.empty((n, c, oh, ow) if winners else (0,), dtype=torch.uint8, device=x.device)
     with _on(x):
-        rows = _max_pool_rows(kh, dh)
+        rows = _max_pool_rows(kh, dh, oh)
         _max_pool_forward_kernel[(n * c * triton.cdiv(triton.cdiv(oh, rows) * ow, _BLOCK),)](
             x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK, ROWS=rows
         )
     return out, code
 
 
-def _max_pool_rows(kh: int, dh: int) -> int:
-    """Rows per thread of the max-pool kernels: _ROWS for 3-row windows of dilation 1 (their sliding
-    window), else 1."""
-    return _ROWS if kh == 3 and dh == 1 else 1
+def _max_pool_rows(kh: int, dh: int, rows: int) -> int:
+    """Rows per thread of the max-pool kernels over ``rows`` rows: up to _ROWS for 3-row windows
+    of dilation 1 (their sliding window), else 1."""
+    return _per_thread(rows, _ROWS) if kh == 3 and dh == 1 else 1
 
 
 def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilation) -> Tensor:
@@ -1427,7 +1437,7 @@ def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilat
     n, c, h, w = (int(v) for v in size)
     gx = g.new_empty((n, c, h, w))
     with _on(g):
-        rows = _max_pool_rows(kh, dh)
+        rows = _max_pool_rows(kh, dh, h)
         _max_pool_backward_kernel[(n * c * triton.cdiv(triton.cdiv(h, rows) * w, _BLOCK),)](
             g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK, ROWS=rows
         )
@@ -1440,9 +1450,10 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     coef = coefficients(output, gamma, 4, y, _acc(y)[1])
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
     with _on(y):
-        _up2_forward_kernel[(n * c * triton.cdiv(jh * triton.cdiv(jw, _STEPS), _BLOCK_FUSED),)](
+        steps = _per_thread(jw, _STEPS)
+        _up2_forward_kernel[(n * c * triton.cdiv(jh * triton.cdiv(jw, steps), _BLOCK_FUSED),)](
             y, details, coef, x, *weights, c, jh, jw,
-            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, STEPS=_STEPS,
+            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, STEPS=steps,
         )  # fmt: skip
     return x
 
