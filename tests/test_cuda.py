@@ -92,6 +92,26 @@ def test_cuda_inverse_is_exact():
     assert norm_rel_err(rec, x) < 1e-6
 
 
+@pytest.mark.parametrize("output", ["gated", "sum"])
+@pytest.mark.parametrize("shape", [(2, 4, 70, 66), (1, 3, 5, 1), (3, 2, 14, 14)])
+def test_cuda_without_details_matches_pytorch_ops(shape, output):
+    """A layer without return_details (the kernel writes y alone) against the PyTorch ops on the
+    same GPU: y, the regulariser and every gradient."""
+    down = randomize(liftswap.LiftDownPool2d(shape[1], init="haar", output=output)).cuda()
+    x = torch.randn(shape, device="cuda", requires_grad=True)
+
+    def run():
+        y = down(x)
+        loss = (y * y.detach().cos()).sum() + liftswap.regularization_loss(down)
+        return [y, liftswap.regularization_loss(down), *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    got = run()
+    with lift_triton.enabled(False):
+        ref = run()
+    for g, r in zip(got, ref):
+        assert norm_rel_err(g, r) < 1e-5
+
+
 def test_cuda_compile_matches_eager(monkeypatch):
     """Compiled, the down and up pools are the kernels' custom operators."""
     down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
