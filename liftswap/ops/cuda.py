@@ -58,7 +58,7 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 _RELIFT_2D = False
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
 # windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
-# row, instead of 8 and 3). 8 rows issue 15 warp-instructions per output, 4 rows 20.
+# row, instead of 8 and 3). 8 rows issue 13 warp-instructions per output, 4 rows 17.
 _ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
 # Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
 # backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
@@ -143,6 +143,11 @@ if triton is not None:
         else:
             out = BASE * t
         return out
+
+    @triton.jit
+    def _band(ptr, p, J, B, mask):
+        """A band's value at position p (clamped: replicate padding)."""
+        return _wide(tl.load(ptr + _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
 
     @triton.jit
     def _even(xp, p, J, B, mask):
@@ -878,16 +883,9 @@ if triton is not None:
         """:func:`_approx` at position p, with U's pre-activation h and residual r there (for p in
         [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
-        d_0 = _wide(tl.load(dp + pc.to(tl.int64) * B, mask=mask, other=0.0))
-        d_m = _wide(tl.load(dp + _clamp(pc - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_p = _wide(tl.load(dp + _clamp(pc + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        h, r = _residual(d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu)
-        return _wide(tl.load(sp + pc.to(tl.int64) * B, mask=mask, other=0.0)) - _lin(BASE_U, d_0) - r, h, r
-
-    @triton.jit
-    def _band(ptr, p, J, B, mask):
-        """A band's value at position p (clamped: replicate padding)."""
-        return _wide(tl.load(ptr + _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_0 = _band(dp, p, J, B, mask)
+        h, r = _residual(_band(dp, pc - 1, J, B, mask), d_0, _band(dp, pc + 1, J, B, mask), wu0, wu1, wu2, bu, pwu, pbu)
+        return _band(sp, p, J, B, mask) - _lin(BASE_U, d_0) - r, h, r
 
     @triton.jit
     def _unlift_forward_kernel(
@@ -1075,9 +1073,7 @@ if triton is not None:
         au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
         au_0 = -ge_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
         au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
-        d_m1 = _wide(tl.load(dp + _clamp(i - 1, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_0 = _wide(tl.load(dp + _clamp(i, J).to(tl.int64) * B, mask=mask, other=0.0))
-        d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+        d_m1, d_0, d_p1 = _band(dp, i - 1, J, B, mask), _band(dp, i, J, B, mask), _band(dp, i + 1, J, B, mask)
         acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
@@ -1097,7 +1093,7 @@ if triton is not None:
                 au_m1, au_0 = au_0, au_p1
                 au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
                 d_m1, d_0 = d_0, d_p1
-                d_p1 = _wide(tl.load(dp + _clamp(i + 1, J).to(tl.int64) * B, mask=mask, other=0.0))
+                d_p1 = _band(dp, i + 1, J, B, mask)
             on = mask & (i < J)
             gp_0 = go_0 * (1.0 - rp_0 * rp_0)
             gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
@@ -1293,15 +1289,16 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     return (bands if layout == "polyphase" else y), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
 
 
-def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params):
-    """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or None)."""
+def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True):
+    """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or
+    None). Without ``with_details`` the one-launch 2-D kernel writes y alone (bands None)."""
     x = x.contiguous()
     n = x.shape[0]
     weights = _flat(params, x)
     order = list(reversed(axes))
     coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
     if x.dim() == 4 and order == [-1, -2] and _FUSED_2D:
-        y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs)
+        y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs, "bands" if with_details else "approximation")
         return y, bands, (None if costs is None else costs.to(x.dtype))
     bands, costs = x, None
     for i, dim in enumerate(order):
@@ -1512,14 +1509,9 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
     band); else one per lift, the last also combining the bands into y and summing the costs.
     """
     params, bases = _operators(predict, update)
-    if not with_details and x.dim() == 4 and [a % 4 for a in axes] == [2, 3] and _FUSED_2D:
-        x = x.contiguous()
-        coef = coefficients(output, gamma if output == "gated" else None, 4, x, _acc(x)[1])
-        y, _, costs = _down2_forward(x, _flat(params, x), bases, coef, with_costs, "approximation")
-        n, c, jh, jw = y.shape
-        return y, y.new_empty((n, 0, c, jh, jw)), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
-    y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params)
-    return y, bands[1:].movedim(0, 1), (x.new_zeros(2) if costs is None else costs)
+    y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params, with_details)
+    details = y.new_empty((y.shape[0], 0) + tuple(y.shape[1:])) if bands is None else bands[1:].movedim(0, 1)
+    return y, details, (x.new_zeros(2) if costs is None else costs)
 
 
 def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,

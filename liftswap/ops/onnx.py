@@ -39,7 +39,7 @@ def onnx_translations() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export``: the operators in standard ONNX ops."""
     from onnxscript import opset18 as op
 
-    from .operators import Args
+    from .operators import Args, _with_details
 
     def ints(values):
         return op.Constant(value_ints=list(values))
@@ -73,8 +73,7 @@ def onnx_translations() -> dict:
         return op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
 
     def lifted_down(x, *args):
-        n = len(Args._fields)  # then with_costs (exports run in eval mode: the costs are zeros), with_details
-        a, with_details = Args(*args[:n]), args[n + 1] if len(args) > n + 1 else True
+        a = Args(*args[: len(Args._fields)])  # then with_costs (exports run in eval mode: the costs are zeros)
         rank, channels = _static(x, None), _static(a.p_dw, 0)
         predict, update = _operator(a, "p"), _operator(a, "u")
         bands = [x]
@@ -93,7 +92,7 @@ def onnx_translations() -> dict:
                 y = op.Add(y, band)
             elif a.output == "gated":
                 y = op.Add(y, op.Mul(gate(a.gamma, i, rank), band))
-        if with_details:
+        if _with_details(args):
             details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
         else:  # (N, 0, C, ...), as the operator returns it
             details = op.Slice(op.Unsqueeze(y, ints([1])), ints([0]), ints([0]), ints([1]))

@@ -165,8 +165,7 @@ def _down_reference(x: Tensor, a: Args, with_costs: bool):
 
 def _down_impl(*backends):
     def impl(x: Tensor, *args):
-        a, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS]
-        with_details = args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
+        a, with_costs, with_details = Args(*args[:_N_ARGS]), args[_N_ARGS], _with_details(args)
         backend = _backend(x, a, *backends)
         if backend is None:
             y, details, costs = _down_reference(x, a, with_costs)
@@ -181,6 +180,11 @@ def _down_impl(*backends):
     return impl
 
 
+def _with_details(args) -> bool:
+    """The operator's with_details argument (graphs leave out its default, True)."""
+    return args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
+
+
 def _no_details(x: Tensor, axes) -> Tensor:
     """The details output of a call without details: (N, 0, C, *pooled)."""
     shape = _pooled_shape(x.shape, axes)
@@ -188,9 +192,9 @@ def _no_details(x: Tensor, axes) -> Tensor:
 
 
 def _down_fake(x: Tensor, *args):
-    axes, with_details = args[9], args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
+    axes = args[9]
     shape = _pooled_shape(x.shape, axes)
-    if not with_details:
+    if not _with_details(args):
         return x.new_empty(shape), _no_details(x, axes), x.new_empty(2)
     bands = x.new_empty([2 ** len(axes)] + shape)  # the details are bands 1.. of one (nb, N, ...) buffer
     return x.new_empty(shape), bands[1:].movedim(0, 1), x.new_empty(2)
