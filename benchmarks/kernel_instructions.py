@@ -7,11 +7,14 @@ tests/test_triton.py does) and its SASS counted with cuobjdump. The kernels have
 layer call's launches and put per output position of a 2-D down pool (one 2x2 window of x),
 this is the arithmetic a GPU must issue per output, next to the bytes it must move.
 
-Two times follow per call at batch 64, 64x112x112 (12.8 M outputs), as a model of an H200 (its
-issue rate: 132 SMs x 4 warp-instructions per clock x 1.98 GHz; its memory: 4.8 TB/s), not a
-measurement: issue-bound (warp-instructions / issue rate) and memory-bound (bytes / bandwidth).
-Where the first is the larger, fewer bytes or launches gain little and fewer instructions gain
-in proportion; ``benchmarks/gpu_goals.py`` measures the real thing on a GPU.
+Three times follow per call at batch 64, 64x112x112 (12.8 M outputs), as a model of an H200 (its
+issue rate: 132 SMs x 4 warp-instructions per clock x 1.98 GHz; its special-function units, which
+run MUFU (2^x, 1/x): 16 lanes per SM per clock, a warp-instruction per 2 clocks; its memory:
+4.8 TB/s), not a measurement: issue-bound (warp-instructions / issue rate), MUFU-bound (MUFU
+warp-instructions / their rate) and memory-bound (bytes / bandwidth). The largest bounds the
+call: where it is an instruction bound, fewer bytes or launches gain little and fewer
+instructions (of that kind) gain in proportion; ``benchmarks/gpu_goals.py`` measures the real
+thing on a GPU.
 
     python benchmarks/kernel_instructions.py [--out benchmarks/results/kernel_instructions.json]
 """
@@ -29,6 +32,7 @@ import tempfile
 from benchutil import write_json
 
 ISSUE_PER_S = 132 * 4 * 1.98e9  # H200: warp-instructions per second, all SMs
+MUFU_PER_S = 132 * 16 / 32 * 1.98e9  # H200: MUFU warp-instructions per second (16 lanes / SM / clock)
 BYTES_PER_S = 4.8e12  # H200: HBM3e
 OUTPUTS = 64 * 64 * 56 * 56  # batch 64, 64x112x112 pooled to 56x56
 
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
 
     acc = triton.language.float32
     rows, cache = [], {}
-    print(f"{'call':<58} {'warp-instr':>10} {'MUFU':>6} {'LDG':>6} {'issue us':>9} {'memory us':>9}")
+    print(f"{'call':<58} {'warp-instr':>10} {'MUFU':>6} {'LDG':>6} {'issue us':>9} {'MUFU us':>8} {'memory us':>9}")
     for call, launches in _launches(lt, acc).items():
         total = collections.Counter()
         for fn, constexprs, block, per_output in launches:
@@ -157,16 +161,17 @@ def main(argv=None) -> int:
             "mufu_per_output": round(total["MUFU"], 2),
             "global_loads_per_output": round(total["LDG"], 2),
             "issue_bound_us": round(instr * OUTPUTS / ISSUE_PER_S * 1e6, 1),
+            "mufu_bound_us": round(total["MUFU"] * OUTPUTS / MUFU_PER_S * 1e6, 1),
             "memory_bound_us": round(_BYTES[call] * OUTPUTS / BYTES_PER_S * 1e6, 1),
             "top_ops": dict(total.most_common(8)),
         }
         rows.append(row)
-        print(f"{call:<58} {instr:10.1f} {total['MUFU']:6.2f} {total['LDG']:6.2f} {row['issue_bound_us']:9.1f} {row['memory_bound_us']:9.1f}")
+        print(f"{call:<58} {instr:10.1f} {total['MUFU']:6.2f} {total['LDG']:6.2f} {row['issue_bound_us']:9.1f} {row['mufu_bound_us']:8.1f} {row['memory_bound_us']:9.1f}")
     for call in ("MaxPool2d(3, 2, 1) fwd, no grad", "MaxPool2d(3, 2, 1) fwd+bwd"):
         us = round(_BYTES[call] * OUTPUTS / BYTES_PER_S * 1e6, 1)
         rows.append({"call": call, "memory_bound_us": us})
-        print(f"{call:<58} {'':>10} {'':>6} {'':>6} {'':>9} {us:9.1f}")
-    write_json(args.out, {"model": {"issue_per_s": ISSUE_PER_S, "bytes_per_s": BYTES_PER_S, "outputs": OUTPUTS},
+        print(f"{call:<58} {'':>10} {'':>6} {'':>6} {'':>9} {'':>8} {us:9.1f}")
+    write_json(args.out, {"model": {"issue_per_s": ISSUE_PER_S, "mufu_per_s": MUFU_PER_S, "bytes_per_s": BYTES_PER_S, "outputs": OUTPUTS},
                           "triton": triton.__version__, "rows": rows})  # fmt: skip
     return 0
 

@@ -41,12 +41,12 @@ __all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_bac
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-# Threads per program: sm_90 builds of the one-axis kernels (_STEPS positions per thread) use 48-62
-# registers forward and 119-142 backward at these sizes, without spilling.
+# Threads per program: sm_90 builds of the one-axis kernels (_STEPS positions per thread) use 56-94
+# registers forward and 123-148 backward at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# The one-launch 2-D kernels: sm_90 builds use 64 (down, _ROWS rows per thread; 128 with costs)
-# and 72 (up, _STEPS positions per thread) registers.
+# The one-launch 2-D kernels: sm_90 builds use 64-80 (down, _ROWS rows per thread) and 56-80 (up,
+# _STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
@@ -58,12 +58,16 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 _RELIFT_2D = False
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
 # windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
-# row, instead of 8 and 3). 8 rows issue 13 warp-instructions per output, 4 rows 17.
-_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
+# row, instead of 8 and 3): the first rows' full windows, once per thread, weigh less the more rows
+# follow. Registers do not grow with rows (sm_90: 8.4 warp-instructions per output at 16, 9.8 at 8).
+_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "16"))
 # Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
 # backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
-# residual per further position, instead of three and one forward, seven and five backward).
-_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
+# residual per further position, instead of three and one forward, seven and five backward). The
+# backward's first window and its 12 weight-gradient reductions cost about seven positions' work,
+# which 16 positions share (sm_90: 15.6 warp-instructions per 2-D output for the H lift's backward
+# at 16, 20.7 at 8).
+_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "16"))
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -119,10 +123,33 @@ if triton is not None:
     def _clamp(p, n):
         return tl.minimum(tl.maximum(p, 0), n - 1)
 
+    # Compiled kernels take 2^x and 1/x as one PTX instruction each (ex2.approx.ftz, 1 ulp
+    # rcp.approx.ftz); Triton's exp and division wrap the same MUFU instructions in subnormal and
+    # range fix-ups, 7 more instructions per tanh, which the tanh's limits below never need. The
+    # interpreter (no PTX) computes the same formula in float arithmetic.
+    _PTX = tl.constexpr(not _INTERPRET)
+
+    @triton.jit
+    def _exp2(v):
+        if _PTX:
+            out = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            out = tl.exp2(v)
+        return out
+
+    @triton.jit
+    def _rcp(v):
+        if _PTX:
+            out = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            out = 1.0 / v
+        return out
+
     @triton.jit
     def _tanh(z):
-        # tanh(z) = 1 - 2 / (exp(2z) + 1): exact limits at +-inf, no libdevice (the interpreter lacks it)
-        return 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+        """tanh(z) = 1 - 2 / (2^(2 z log2(e)) + 1): exact limits at +-inf (2^z overflows to inf, 1/inf
+        is 0), NaN stays NaN; no libdevice (the interpreter lacks it)."""
+        return 1.0 - 2.0 * _rcp(_exp2(z * 2.8853900817779268) + 1.0)
 
     @triton.jit
     def _wide(v):
@@ -568,17 +595,18 @@ if triton is not None:
             h += 1
 
     @triton.jit
-    def _s_grad(gsp, q, J, B, mask, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
-        """s's gradient at position q: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))."""
+    def _s_grad(g_q, q, J, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
+        """s's gradient at position q: the output's (g_q, from :func:`_load_grad`, times cs), plus
+        the cost's 2 (s - x_o) / n (zero off [0, J))."""
         inside = (q >= 0) & (q < J)
-        return cs * _load_grad(gsp, q, J, B, mask) + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
+        return cs * g_q + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
 
     @triton.jit
-    def _d_grad(gdp, q, J, B, mask, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
-        """d's whole gradient at position q: the output's, the cost's 2 d / n, and the update's
-        (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
+    def _d_grad(g_q, q, J, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
+        """d's whole gradient at position q: the output's (g_q times cd), the cost's 2 d / n, and
+        the update's (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
         inside = (q >= 0) & (q < J)
-        g = cd * _load_grad(gdp, q, J, B, mask) + tl.where(inside, KCP * d_q, 0.0)
+        g = cd * g_q + tl.where(inside, KCP * d_q, 0.0)
         return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
 
     @triton.jit
@@ -596,12 +624,12 @@ if triton is not None:
         hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
         hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
         # s's gradient at i-2 .. i+2: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))
-        gs_m2 = _s_grad(gsp, i - 2, J, B, mask, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
-        gs_m1 = _s_grad(gsp, i - 1, J, B, mask, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
+        gs_m2 = _s_grad(_load_grad(gsp, i - 2, J, B, mask), i - 2, J, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
+        gs_m1 = _s_grad(_load_grad(gsp, i - 1, J, B, mask), i - 1, J, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
         s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
-        gs_0 = _s_grad(gsp, i, J, B, mask, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
-        gs_p1 = _s_grad(gsp, i + 1, J, B, mask, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
-        gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+        gs_0 = _s_grad(_load_grad(gsp, i, J, B, mask), i, J, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
+        gs_p1 = _s_grad(_load_grad(gsp, i + 1, J, B, mask), i + 1, J, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
+        gs_p2 = _s_grad(_load_grad(gsp, i + 2, J, B, mask), i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
         # U's gradient at i-2 .. i+2 (at its pointwise output, and at its depthwise output)
         gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
         au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
@@ -610,9 +638,9 @@ if triton is not None:
         au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
         au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
         # d's whole gradient at i-1, i, i+1
-        gD_m1 = _d_grad(gdp, i - 1, J, B, mask, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
-        gD_0 = _d_grad(gdp, i, J, B, mask, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
-        gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
+        gD_m1 = _d_grad(_load_grad(gdp, i - 1, J, B, mask), i - 1, J, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
+        gD_0 = _d_grad(_load_grad(gdp, i, J, B, mask), i, J, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
+        gD_p1 = _d_grad(_load_grad(gdp, i + 1, J, B, mask), i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
         # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
         ap_0, gp_0, hp_0, taps = _residual_backward(
             e_m2, e_m1, e_0, e_p1, e_p2, -gD_m1, -gD_0, -gD_p1, i, J, wp0, wp1, wp2, bp, pwp, pbp
@@ -723,20 +751,26 @@ if triton is not None:
         hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
         hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
         hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
-        gs_m2 = _s_grad(gsp, i - 2, J, B, mask, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
-        gs_m1 = _s_grad(gsp, i - 1, J, B, mask, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
-        gs_0 = _s_grad(gsp, i, J, B, mask, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
-        gs_p1 = _s_grad(gsp, i + 1, J, B, mask, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
-        gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+        # the outputs' gradients at s's positions i-2 .. i+2 (with FROM_GY, y's: d's at i-1 .. i+1
+        # too, and GAMMA's at i, so only y's at i + 2 is loaded per further position)
+        go_m2, go_m1, go_0 = _load_grad(gsp, i - 2, J, B, mask), _load_grad(gsp, i - 1, J, B, mask), _load_grad(gsp, i, J, B, mask)
+        go_p1, go_p2 = _load_grad(gsp, i + 1, J, B, mask), _load_grad(gsp, i + 2, J, B, mask)
+        gs_m2 = _s_grad(go_m2, i - 2, J, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
+        gs_m1 = _s_grad(go_m1, i - 1, J, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
+        gs_0 = _s_grad(go_0, i, J, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
+        gs_p1 = _s_grad(go_p1, i + 1, J, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
+        gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
         au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
         au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
         au_0 = gs_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
         au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
         au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
         # d's whole gradient and P's input gradient at i-1 .. i+1 (d = x_o - base_p x_e - r_P)
-        gD_m1 = _d_grad(gdp, i - 1, J, B, mask, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
-        gD_0 = _d_grad(gdp, i, J, B, mask, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
-        gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
+        if not FROM_GY:
+            go_m1, go_0, go_p1 = _load_grad(gdp, i - 1, J, B, mask), _load_grad(gdp, i, J, B, mask), _load_grad(gdp, i + 1, J, B, mask)
+        gD_m1 = _d_grad(go_m1, i - 1, J, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
+        gD_0 = _d_grad(go_0, i, J, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
+        gD_p1 = _d_grad(go_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
         ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
         ap_0 = -gD_0 * (1.0 - rp_0 * rp_0) * pwp * (hp_0 > 0.0)
         ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
@@ -758,11 +792,18 @@ if triton is not None:
                 hu_m2, ru_m2, hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1 = hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2
                 hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
                 gs_m2, gs_m1, gs_0, gs_p1 = gs_m1, gs_0, gs_p1, gs_p2
-                gs_p2 = _s_grad(gsp, i + 2, J, B, mask, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+                if FROM_GY:
+                    go_0, go_p1 = go_p1, go_p2
+                    go_p2 = _load_grad(gsp, i + 2, J, B, mask)
+                    gd_p1 = go_p1
+                else:
+                    go_p2 = _load_grad(gsp, i + 2, J, B, mask)
+                    gd_p1 = _load_grad(gdp, i + 1, J, B, mask)
+                gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
                 au_m2, au_m1, au_0, au_p1 = au_m1, au_0, au_p1, au_p2
                 au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
                 gD_m1, gD_0 = gD_0, gD_p1
-                gD_p1 = _d_grad(gdp, i + 1, J, B, mask, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
+                gD_p1 = _d_grad(gd_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
                 ap_m1, ap_0 = ap_0, ap_p1
                 ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
             on = mask & (i < J)
@@ -779,7 +820,7 @@ if triton is not None:
                 ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
             )  # fmt: skip
             if GAMMA:
-                gy_0 = _load_grad(gyp, i, J, B, on)
+                gy_0 = go_0 if FROM_GY else _load_grad(gyp, i, J, B, on)
                 sum_s += tl.where(on, gy_0 * s_0, 0.0)
                 sum_d += tl.where(on, gy_0 * d_0, 0.0)
             i += 1
