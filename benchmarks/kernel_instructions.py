@@ -83,20 +83,15 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
     w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w),
              lt._BLOCK_BACKWARD * steps, 2)  # fmt: skip
-    relift_w = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
+    w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
     pool_rows = rows  # (112 rows: whole chunks)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
         "LiftDownPool2d fwd, no grad": [(down_fwd[0], dict(down_fwd[1], COSTS=False), *down_fwd[2:])],
-        "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": [
-            (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
-            (lt._relift_backward_kernel, h_bwd, lt._BLOCK_BACKWARD, 1),
-            w_bwd,
-        ],
         "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": [
             (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
-            relift_w,
+            w_lift,
             (lt._lift_backward_kernel, dict(h_bwd, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),  # a program per group
             w_bwd,
         ],
@@ -118,7 +113,6 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
 # Bytes per 2-D down-pool output (float32) each call must move at least, and MaxPool2d(3, 2, 1)'s.
 _BYTES = {
     "LiftDownPool2d fwd, no grad": 16 + 4,  # x; y (no detail band: return_details=False)
-    "LiftDownPool2d fwd+bwd (backward: 2 launches, RELIFT)": (16 + 4) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftUpPool2d fwd": 16 + 16,  # y and details; x
     "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16),

@@ -80,8 +80,6 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
                                                    BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))  # fmt: skip
-    for from_gy, gamma in [(True, True), (False, False)]:
-        jobs.append(("_relift_backward_kernel", dict(G=2, BASE_P=0.0, BASE_U=0.0, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC", BLOCK=lt._BLOCK_BACKWARD)))
     jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))

@@ -222,32 +222,30 @@ def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
     for kernels in (False, True):
         x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         if kernels:
-            for name in ("_down2_forward_kernel", "_lift_forward_kernel", "_lift_backward_kernel", "_relift_backward_kernel"):
+            for name in ("_down2_forward_kernel", "_lift_forward_kernel", "_lift_backward_kernel"):
                 monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
         with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
             for with_costs in (False, True):
                 out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
             grads = torch.autograd.grad(out.sin().sum() + 3 * c_u + 2 * c_p, [x, *down.parameters()], allow_unused=True)
         outs.append([out, c_u, c_p, *[g for g in grads if g is not None]])
-    # each forward (without, then with costs) one launch; the backward one per axis, after a re-lift of W unless RELIFT
-    assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2, **({} if lift_triton._RELIFT_2D else {"_lift_forward_kernel": 1})}
+    # each forward (without, then with costs) one launch; the backward one per axis, after a re-lift of W
+    assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2, "_lift_forward_kernel": 1}
     assert max_diff(*outs) < 1e-12
 
 
 @pytest.mark.parametrize(
-    "shape,init,output,relift",
+    "shape,init,output",
     _sweep(
-        [(s, i, o, r) for s in [(2, 3, 9, 6), (1, 2, 1, 5), (1, 2, 2, 3), (1, 2, 3, 1), (1, 2, 7, 4), (1, 2, 40, 30)]
-         for i, o in MODES for r in (True, False)],
-        lambda s, i, o, r: ((i, o) == MODES[0] and (s in ((2, 3, 9, 6), (1, 2, 2, 3), (1, 2, 40, 30)) if r else s == (2, 3, 9, 6)))
-        or (r and (i, o) == MODES[2] and s == (1, 2, 7, 4)),  # RELIFT is off by default: a representative subset
+        [(s, i, o) for s in [(2, 3, 9, 6), (1, 2, 1, 5), (1, 2, 2, 3), (1, 2, 3, 1), (1, 2, 7, 4), (1, 2, 40, 30)] for i, o in MODES],
+        lambda s, i, o: (i, o) == MODES[0] or s == (2, 3, 9, 6),
     ),
 )  # fmt: skip
-def test_2d_backward_launches(shape, init, output, relift, monkeypatch):
-    """A 2-D down pool's backward is two launches, the H lift's recomputing the W lift's rows it
-    reads from x (relift), or three, the first re-lifting W into memory: the gradients of x, the
-    weights and gamma from y, the details and the costs equal the PyTorch path's (odd sizes,
-    1- to 3-row planes whose clamps fold most rows together, a plane over several programs)."""
+def test_2d_backward_launches(shape, init, output, monkeypatch):
+    """A 2-D down pool's backward is three launches, the first re-lifting W into memory: the
+    gradients of x, the weights and gamma from y, the details and the costs equal the PyTorch
+    path's (odd sizes, 1- to 3-row planes whose clamps fold most rows together, a plane over
+    several programs)."""
     down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=8).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
 
@@ -259,15 +257,11 @@ def test_2d_backward_launches(shape, init, output, relift, monkeypatch):
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
     counts = {}
-    for name in ("_lift_forward_kernel", "_lift_backward_kernel", "_relift_backward_kernel"):
+    for name in ("_lift_forward_kernel", "_lift_backward_kernel"):
         monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
-    monkeypatch.setattr(lift_triton, "_RELIFT_2D", relift)
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
-    if relift:
-        assert counts == {"_relift_backward_kernel": 1, "_lift_backward_kernel": 1}
-    else:
-        assert counts == {"_lift_forward_kernel": 1, "_lift_backward_kernel": 2}
+    assert counts == {"_lift_forward_kernel": 1, "_lift_backward_kernel": 2}
     assert max_diff(got, ref) < 1e-11
 
 

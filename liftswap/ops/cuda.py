@@ -51,11 +51,6 @@ _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
-# A 2-D down pool's backward in two launches, the H lift's recomputing the W lift of the 16 rows of
-# x each position reads, instead of three (re-lift W into memory, H backward, W backward). Off: a
-# layer's forward+backward then issues over twice the warp-instructions per output (sm_90 SASS,
-# benchmarks/kernel_instructions.py), and the kernels are issue-bound; gpu_goals.py times both.
-_RELIFT_2D = False
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
 # windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
 # row, instead of 8 and 3): the first rows' full windows, once per thread, weigh less the more rows
@@ -610,86 +605,6 @@ if triton is not None:
         return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
 
     @triton.jit
-    def _lift_backward_at(d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3, e_m2, e_m1, e_0, e_p1, e_p2,
-                          o_m2, o_m1, o_0, o_p1, o_p2, gsp, gdp, cs, cd, KCU, KCP, i, J, B, mask,
-                          wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                          BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
-        """Back through one lift at position i, from its d at i-3 .. i+3 and its x_e and x_o at
-        i-2 .. i+2 (each the value at the clamped position) and s's and d's gradients (at gsp and
-        gdp, times cs and cd): (x_e's gradient, x_o's, s at i, and P's and U's terms of the weights'
-        gradient sums at i: ap, gp, hp, au, gu, hu)."""
-        hu_m2, ru_m2 = _residual(d_m3, d_m2, d_m1, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_m1, ru_m1 = _residual(d_m2, d_m1, d_0, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_0, ru_0 = _residual(d_m1, d_0, d_p1, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_p1, ru_p1 = _residual(d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu)
-        hu_p2, ru_p2 = _residual(d_p1, d_p2, d_p3, wu0, wu1, wu2, bu, pwu, pbu)
-        # s's gradient at i-2 .. i+2: the output's, plus the cost's 2 (s - x_o) / n (zero off [0, J))
-        gs_m2 = _s_grad(_load_grad(gsp, i - 2, J, B, mask), i - 2, J, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
-        gs_m1 = _s_grad(_load_grad(gsp, i - 1, J, B, mask), i - 1, J, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
-        s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
-        gs_0 = _s_grad(_load_grad(gsp, i, J, B, mask), i, J, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
-        gs_p1 = _s_grad(_load_grad(gsp, i + 1, J, B, mask), i + 1, J, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
-        gs_p2 = _s_grad(_load_grad(gsp, i + 2, J, B, mask), i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
-        # U's gradient at i-2 .. i+2 (at its pointwise output, and at its depthwise output)
-        gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
-        au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
-        au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
-        au_0 = gu_0 * pwu * (hu_0 > 0.0)
-        au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
-        au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
-        # d's whole gradient at i-1, i, i+1
-        gD_m1 = _d_grad(_load_grad(gdp, i - 1, J, B, mask), i - 1, J, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
-        gD_0 = _d_grad(_load_grad(gdp, i, J, B, mask), i, J, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
-        gD_p1 = _d_grad(_load_grad(gdp, i + 1, J, B, mask), i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
-        # P's gradient at i-1, i, i+1 (d = x_o - base * x_e - r_P)
-        ap_0, gp_0, hp_0, taps = _residual_backward(
-            e_m2, e_m1, e_0, e_p1, e_p2, -gD_m1, -gD_0, -gD_p1, i, J, wp0, wp1, wp2, bp, pwp, pbp
-        )
-        g_e = gs_0 - _lin(BASE_P, gD_0) + taps
-        g_o = gD_0 - KCU * (s_0 - o_0)
-        return g_e, g_o, s_0, ap_0, gp_0, hp_0, au_0, gu_0, hu_0
-
-    @triton.jit
-    def _at7(q, i, v_m3, v_m2, v_m1, v_0, v_p1, v_p2, v_p3):
-        """The value v_k with i + k == q (k in -3..3; v_0 when none)."""
-        out = tl.where(q == i - 3, v_m3, v_0)
-        out = tl.where(q == i - 2, v_m2, out)
-        out = tl.where(q == i - 1, v_m1, out)
-        out = tl.where(q == i + 1, v_p1, out)
-        out = tl.where(q == i + 2, v_p2, out)
-        return tl.where(q == i + 3, v_p3, out)
-
-    @triton.jit
-    def _details_around(e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4, o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3,
-                        i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):  # fmt: skip
-        """d at i-3 .. i+3, each the value at its clamped position, from x_e at clamp(i + k),
-        k = -4..4, and x_o at clamp(i + k), k = -3..3: computed where i + k is in [0, J) (its
-        neighbours' clamps are then i + k - 1 and i + k + 1), picked from position 0 or J - 1 off it."""
-        _, r = _residual(e_m4, e_m3, e_m2, wp0, wp1, wp2, bp, pwp, pbp)
-        d_m3 = o_m3 - _lin(BASE_P, e_m3) - r
-        _, r = _residual(e_m3, e_m2, e_m1, wp0, wp1, wp2, bp, pwp, pbp)
-        d_m2 = o_m2 - _lin(BASE_P, e_m2) - r
-        _, r = _residual(e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp)
-        d_m1 = o_m1 - _lin(BASE_P, e_m1) - r
-        _, r = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
-        d_0 = o_0 - _lin(BASE_P, e_0) - r
-        _, r = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
-        d_p1 = o_p1 - _lin(BASE_P, e_p1) - r
-        _, r = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
-        d_p2 = o_p2 - _lin(BASE_P, e_p2) - r
-        _, r = _residual(e_p2, e_p3, e_p4, wp0, wp1, wp2, bp, pwp, pbp)
-        d_p3 = o_p3 - _lin(BASE_P, e_p3) - r
-        first = _at7(0, i, d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3)
-        last = _at7(J - 1, i, d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3)
-        d_m3 = tl.where(i - 3 < 0, first, d_m3)
-        d_m2 = tl.where(i - 2 < 0, first, d_m2)
-        d_m1 = tl.where(i - 1 < 0, first, d_m1)
-        d_p1 = tl.where(i + 1 >= J, last, d_p1)
-        d_p2 = tl.where(i + 2 >= J, last, d_p2)
-        d_p3 = tl.where(i + 3 >= J, last, d_p3)
-        return d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3
-
-    @triton.jit
     def _lift_backward_kernel(
         x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
@@ -830,92 +745,6 @@ if triton is not None:
         row = c * SUM_ROWS + SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
             gw_ptr + row.to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
-            g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
-        )  # fmt: skip
-
-    @triton.jit
-    def _relift_backward_kernel(
-        x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
-        wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        kc_ptr, C, NC, R, L, J, B, W, COUNT, SUM_ROWS, SUM_ROW0,
-        G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """:func:`_lift_backward_kernel` (one position per thread) for the second (H) lift of a 2-D
-        down pool, whose input [s, d] of the first (W) lift (G = 2, (H, Jw) planes: L = H, B = Jw,
-        R = 1) is not in memory: x_ptr is the layer's (N, C, H, W) input, and each position lifts
-        along W the 16 rows of x it reads (2 clamp(i + k), k = -4..4, and 2 clamp(i + k) + 1,
-        k = -3..3), as :func:`_down2_forward_kernel` does; gx is the gradient of [s, d]."""
-        plane, i, mask, x_in, y_in = _positions(R, L, J, B, BLOCK)
-        c = plane % C
-        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
-            wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
-        )
-        KCU, KCP = tl.load(kc_ptr) / COUNT, tl.load(kc_ptr + 1) / COUNT  # on the device: no wait for the costs' gradient
-        acc = tl.zeros((BLOCK,), ACC)
-        g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
-        g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
-        gyp = gy_ptr + (plane.to(tl.int64) * R * J * B + y_in)
-        ok = mask
-        # the first lift at the rows this position reads: x_in is its column (R = 1)
-        xp = x_ptr + plane.to(tl.int64) * L * W
-        se_m4, de_m4, _ = _row_lift(xp + (2 * _clamp(i - 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_m3, de_m3, _ = _row_lift(xp + (2 * _clamp(i - 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_m2, de_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_m1, de_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_0, de_0, _ = _row_lift(xp + (2 * i).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_p1, de_p1, _ = _row_lift(xp + (2 * _clamp(i + 1, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_p2, de_p2, _ = _row_lift(xp + (2 * _clamp(i + 2, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_p3, de_p3, _ = _row_lift(xp + (2 * _clamp(i + 3, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        se_p4, de_p4, _ = _row_lift(xp + (2 * _clamp(i + 4, J)).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        # odd rows (an odd H repeats its last row)
-        so_m3, do_m3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_m2, do_m2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_m1, do_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_0, do_0, _ = _row_lift(xp + tl.minimum(2 * i + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_p1, do_p1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_p2, do_p2, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 2, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        so_p3, do_p3, _ = _row_lift(xp + tl.minimum(2 * _clamp(i + 3, J) + 1, L - 1).to(tl.int64) * W, x_in, B, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        for g in tl.static_range(G):
-            if FROM_GY:
-                cs, cd = tl.load(coef_ptr + g * C + c), tl.load(coef_ptr + (G + g) * C + c)
-                gsp, gdp = gyp, gyp
-            else:
-                cs, cd = 1.0, 1.0
-                gsp = gout_ptr + ((g * NC + plane).to(tl.int64) * R * J * B + y_in)
-                gdp = gout_ptr + (((G + g) * NC + plane).to(tl.int64) * R * J * B + y_in)
-            # band g of the first lift: s (0) or d (1)
-            if g == 0:
-                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = se_m4, se_m3, se_m2, se_m1, se_0, se_p1, se_p2, se_p3, se_p4
-                o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = so_m3, so_m2, so_m1, so_0, so_p1, so_p2, so_p3
-            else:
-                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4 = de_m4, de_m3, de_m2, de_m1, de_0, de_p1, de_p2, de_p3, de_p4
-                o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3 = do_m3, do_m2, do_m1, do_0, do_p1, do_p2, do_p3
-            d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3 = _details_around(
-                e_m4, e_m3, e_m2, e_m1, e_0, e_p1, e_p2, e_p3, e_p4, o_m3, o_m2, o_m1, o_0, o_p1, o_p2, o_p3,
-                i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P,
-            )  # fmt: skip
-            g_e, g_o, s_0, ap_0, gp_0, hp_0, au_0, gu_0, hu_0 = _lift_backward_at(
-                d_m3, d_m2, d_m1, d_0, d_p1, d_p2, d_p3, e_m2, e_m1, e_0, e_p1, e_p2, o_m2, o_m1, o_0, o_p1, o_p2,
-                gsp, gdp, cs, cd, KCU, KCP, i, J, B, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                BASE_P, BASE_U,
-            )  # fmt: skip
-            last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
-            gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
-            tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=ok)
-            tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=ok & (2 * i + 1 < L))
-            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
-                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, ok,
-                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
-            )  # fmt: skip
-            if GAMMA:
-                gy_0 = _load_grad(gyp, i, J, B, mask)
-                tl.store(gg_ptr + tl.program_id(0) * 2 * G + g, tl.sum(tl.where(ok, gy_0 * s_0, 0.0), axis=0))
-                tl.store(gg_ptr + tl.program_id(0) * 2 * G + G + g, tl.sum(tl.where(ok, gy_0 * d_0, 0.0), axis=0))
-        tiles = tl.cdiv(R * J * B, BLOCK)
-        row = c * SUM_ROWS + SUM_ROW0 + (plane // C) * tiles + tl.program_id(0) % tiles
-        _store_sums(
-            gw_ptr + row.to(tl.int64) * 12, ok, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
@@ -1219,52 +1048,40 @@ def _per_thread(n: int, most: int) -> int:
     return -(-n // -(-n // most)) if n > 0 else most
 
 
-def _tiles(shape, dim: int, relift: bool) -> int:
+def _tiles(shape, dim: int) -> int:
     """Programs per plane of :func:`_backward` of an input of ``shape``: each thread of
-    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS) positions, of
-    :func:`_relift_backward_kernel` one."""
+    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS) positions."""
     _, rows, _, half, inner = _geometry(shape, dim)
-    return triton.cdiv(rows * (half if relift else triton.cdiv(half, _per_thread(half, _STEPS))) * inner, _BLOCK_BACKWARD)
+    return triton.cdiv(rows * triton.cdiv(half, _per_thread(half, _STEPS)) * inner, _BLOCK_BACKWARD)
 
 
-def _sum_rows(shape, dim: int, groups: int, relift: bool) -> int:
+def _sum_rows(shape, dim: int) -> int:
     """Rows of weight-gradient sums per channel that :func:`_backward` of an input of ``shape`` writes: one per program."""
-    return (shape[0] // groups if relift else shape[0]) * _tiles(shape, dim, relift)
+    return shape[0] * _tiles(shape, dim)
 
 
 def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
-              gw: Tensor, row0: int, gamma_sums: bool, relift: bool = False):  # fmt: skip
+              gw: Tensor, row0: int, gamma_sums: bool):  # fmt: skip
     """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
 
     ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band. The
     weights' gradient sums go to rows ``row0 ..`` of each channel of ``gw`` (C, rows, 12), which
-    every lift of the layer shares (one reduction after the last). ``relift``: ``x`` is a 2-D
-    layer's (N, C, H, W) input and this is the backward of its second (H) lift, whose input
-    (the first lift's [s, d], (2N, C, H, ceil(W / 2))) the kernel recomputes from ``x``; gx is
-    that input's gradient.
+    every lift of the layer shares (one reduction after the last).
     """
-    shape = _forward_shape(x, -1) if relift else list(x.shape)
-    if relift:
-        shape[0] *= 2
-    planes, rows, length, half, inner = _geometry(shape, dim)
-    tiles = _tiles(shape, dim, relift)
-    nprog = (planes // groups if relift else planes) * tiles  # _lift_backward_kernel: a program per group's plane
+    planes, rows, length, half, inner = _geometry(x, dim)
+    tiles = _tiles(x.shape, dim)
+    nprog = planes * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
-    gx = x.new_empty(shape)
-    gg = torch.empty((nprog, 2 * groups if relift else 2), dtype=acc, device=x.device) if gamma_sums else None
+    gx = x.new_empty(x.shape)
+    gg = torch.empty((nprog, 2), dtype=acc, device=x.device) if gamma_sums else None
     args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
             gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
                  BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
-        if relift:
-            _relift_backward_kernel[(nprog,)](*args, x.shape[-1], count, gw.shape[1], row0, **modes)
-        else:
-            _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS))
+        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS))
     if gg is None:
         g_sums = None
-    elif relift:
-        g_sums = gg.view((-1, x.shape[1], tiles, 2 * groups)).sum(dim=(0, 2)).t()
     else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
         g_sums = gg.view((groups, -1, x.shape[1], tiles, 2)).sum(dim=(1, 3)).permute(2, 0, 1).reshape(2 * groups, -1)
     return gx, g_sums
@@ -1357,17 +1174,14 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, (C, 12) weight-gradient sums).
 
     Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
-    With ``_RELIFT_2D`` a 2-D layer's is two launches: the H lift's backward recomputes the W lift
-    it reads from x.
     """
     n = x.shape[0]
     x = x.contiguous()
     weights = _flat(params, x)
     order = list(reversed(axes))
-    relift = x.dim() == 4 and order == [-1, -2] and _RELIFT_2D
-    inputs, shapes = [x], [list(x.shape)]  # each lift's input (None: recomputed by the next's backward)
+    inputs, shapes = [x], [list(x.shape)]  # each lift's input
     for dim in order[:-1]:
-        inputs.append(None if relift else _forward(inputs[-1], dim, 1, weights, bases, None, False)[0])
+        inputs.append(_forward(inputs[-1], dim, 1, weights, bases, None, False)[0])
         shapes.append(_forward_shape(shapes[-1], dim))
         shapes[-1][0] *= 2
     acc = _acc(x)[1]
@@ -1384,14 +1198,14 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = grad.flatten(0, 1)
     g_gamma = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
-    rows = [_sum_rows(shapes[i], order[i], lift_groups[i], inputs[i] is None) for i in range(len(order))]
+    rows = [_sum_rows(shapes[i], order[i]) for i in range(len(order))]
     gw = torch.empty((x.shape[1], sum(rows), _N_GRADS), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
         count = math.prod(_forward_shape(shapes[i], order[i])[1:]) * n  # elements of one 1D lift's s
         grad, g_sums = _backward(
-            x if inputs[i] is None else inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
-            coef if last else None, kc, count, gw, sum(rows[:i]), last and want_gamma, relift=inputs[i] is None,
+            inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
+            coef if last else None, kc, count, gw, sum(rows[:i]), last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:].to(gamma.dtype)
