@@ -76,9 +76,9 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     haar = dict(BASE_P=1.0, BASE_U=0.5)
     along_w = dict(B=1)
     rows = int(os.environ.get("LIFTSWAP_TRITON_ROWS", lt._ROWS))
-    # a layer without return_details writes y alone (LAYOUT 2)
+    # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of ROWS rows
     down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, ROWS=rows),
-                lt._BLOCK_FUSED * rows, 1)  # fmt: skip
+                lt._BLOCK_FUSED * rows * 2, 1)  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
     w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w),

@@ -73,10 +73,10 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
                                                   STEPS=steps)))  # fmt: skip
     down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED)
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, ROWS=lt._down2_rows("bands", 56))))
+        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, ROWS=lt._per_thread(56, lt._ROWS))))
     for layout in ("polyphase", "approximation"):  # lift_down_pool_bands
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=layout == "approximation", COSTS=True,
-                                                   LAYOUT=lt._LAYOUT[layout], ROWS=lt._down2_rows(layout, 56))))  # fmt: skip
+                                                   LAYOUT=lt._LAYOUT[layout], ROWS=lt._per_thread(56, lt._ROWS))))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
                                                    BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))  # fmt: skip
@@ -89,7 +89,7 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS)))
     jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
-    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._down2_rows("bands", 14))))
+    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._per_thread(14, lt._ROWS))))
     jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
                                                BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
     return jobs

@@ -45,8 +45,8 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 # registers forward and 123-148 backward at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# The one-launch 2-D kernels: sm_90 builds use 64-80 (down, _ROWS rows per thread) and 56-80 (up,
-# _STEPS positions per thread) registers.
+# The one-launch 2-D kernels: sm_90 builds use 80-168 (down, two columns of _ROWS rows per thread)
+# and 56-80 (up, _STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
@@ -54,7 +54,7 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
 # windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
 # row, instead of 8 and 3): the first rows' full windows, once per thread, weigh less the more rows
-# follow. Registers do not grow with rows (sm_90: 8.4 warp-instructions per output at 16, 9.8 at 8).
+# follow. Registers do not grow with rows (sm_90: 6.4 warp-instructions per output at 16, 7.4 at 8).
 _ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "16"))
 # Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
 # backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
@@ -381,16 +381,85 @@ if triton is not None:
     @triton.jit
     def _row_lift(rowp, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                   BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
-        """The first (W) lift of one row of x at column j: (s, d, x_o). Loads each of the eight
-        samples it reads once (x_e at j-2 .. j+2, x_o at j-1 .. j+1)."""
-        e_m = _even(rowp, j - 1, Jw, 1, mask)
+        """The first (W) lift of one row of x at columns j and j + 1: (s, d, x_o) at j, then at j + 1.
+        Loads each of the ten samples it reads once (x_e at j-2 .. j+3, x_o at j-1 .. j+2) and
+        computes d at j-1 .. j+2: four P residuals for two columns, not six. Past the row's end
+        the values are the edge's (replicate padding; column j + 1 may not exist: its stores are masked)."""
+        e_m2 = _even(rowp, j - 2, Jw, 1, mask)
+        e_m1 = _even(rowp, j - 1, Jw, 1, mask)
         e_0 = _even(rowp, j, Jw, 1, mask)
-        e_p = _even(rowp, j + 1, Jw, 1, mask)
+        e_p1 = _even(rowp, j + 1, Jw, 1, mask)
+        e_p2 = _even(rowp, j + 2, Jw, 1, mask)
+        e_p3 = _even(rowp, j + 3, Jw, 1, mask)
         o_0 = _odd(rowp, j, Jw, W, 1, mask)
-        d_m = _sub_op(_odd(rowp, j - 1, Jw, W, 1, mask), _even(rowp, j - 2, Jw, 1, mask), e_m, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_0 = _sub_op(o_0, e_m, e_0, e_p, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p = _sub_op(_odd(rowp, j + 1, Jw, W, 1, mask), e_0, e_p, _even(rowp, j + 2, Jw, 1, mask), wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        return _add_op(e_0, d_m, d_0, d_p, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), d_0, o_0
+        o_p1 = _odd(rowp, j + 1, Jw, W, 1, mask)
+        d_m1 = _sub_op(_odd(rowp, j - 1, Jw, W, 1, mask), e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_0 = _sub_op(o_0, e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p1 = _sub_op(o_p1, e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p2 = _sub_op(_odd(rowp, j + 2, Jw, W, 1, mask), e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        s_0 = _add_op(e_0, d_m1, d_0, d_p1, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        s_p1 = _add_op(e_p1, d_0, d_p1, d_p2, j + 1, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return s_0, d_0, o_0, s_p1, d_p1, o_p1
+
+    @triton.jit
+    def _row_lifts(xp, r, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
+                   BASE_P: tl.constexpr, BASE_U: tl.constexpr, ODD: tl.constexpr):  # fmt: skip
+        """:func:`_row_lift` of row 2 clamp(r) of x (ODD: the row after it; an odd H repeats its last row)."""
+        row = 2 * _clamp(r, Jh)
+        if ODD:
+            row = tl.minimum(row + 1, H - 1)
+        return _row_lift(xp + row.to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+
+    @triton.jit
+    def _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
+                     wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """The second (H) lift of one column's two bands at output row i, from their windows (rows
+        i .. i + 2 of the first lift's s and d, the odd rows' at i + 1, the second lift's d at i - 1
+        and i): (ll, lh, hl, hh, and the second lift's d at row i + 1 for s's band and d's)."""
+        sd_p = _sub_op(os_p1, s_0, s_p1, s_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_p = _sub_op(od_p1, d_0, d_p1, d_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        ll = _add_op(s_0, sd_m, sd_0, sd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        lh = _add_op(d_0, dd_m, dd_0, dd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        return ll, lh, sd_0, dd_0, sd_p, dd_p
+
+    @triton.jit
+    def _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh,
+                   COMBINE: tl.constexpr, LAYOUT: tl.constexpr):  # fmt: skip
+        """Stores one output position's bands (LAYOUT 0: stacked along the batch; 1: at their
+        polyphase places; 2: none) and with COMBINE y = sum over bands of coef[band, c] * band."""
+        band = Jh * Jw
+        kind = out_ptr.dtype.element_ty
+        at = plane.to(tl.int64) * band + i * Jw + j
+        if LAYOUT == 0:
+            tl.store(out_ptr + at, ll.to(kind), mask=on)
+            tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=on)
+            tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=on)
+            tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=on)
+        elif LAYOUT == 1:
+            z = out_ptr + plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
+            tl.store(z, ll.to(kind), mask=on)
+            tl.store(z + 1, lh.to(kind), mask=on)
+            z += 2 * Jw
+            tl.store(z, hl.to(kind), mask=on)
+            tl.store(z + 1, hh.to(kind), mask=on)
+        if COMBINE:
+            y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
+            y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
+            tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=on)
+
+    @triton.jit
+    def _add_costs(cu1, cp1, cu2, cp2, on, own1, s_0, xo_0, os_0, xo1_0, d_0, od_0, ll, lh, hl, hh):
+        """The costs' sums plus one output position's terms: first lift, the rows it owns (2i, and
+        2i + 1 where own1); second lift, both bands (x_o is the odd row's band value)."""
+        e0 = s_0 - xo_0
+        e1 = os_0 - xo1_0
+        cu1 += tl.where(on, e0 * e0, 0.0) + tl.where(own1, e1 * e1, 0.0)
+        cp1 += tl.where(on, d_0 * d_0, 0.0) + tl.where(own1, od_0 * od_0, 0.0)
+        f0 = ll - os_0
+        f1 = lh - od_0
+        cu2 += tl.where(on, f0 * f0 + f1 * f1, 0.0)
+        cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
+        return cu1, cp1, cu2, cp2
 
     @triton.jit
     def _down2_forward_kernel(
@@ -399,17 +468,19 @@ if triton is not None:
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
         ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
-        """Both lifts of a 2-D down pool in one launch: each thread owns column j of ROWS output
-        rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the eight rows of x the
-        second (H) lift at i0 reads (2 clamp(i0 + k) for k in -2..2, and 2 clamp(i0 + k) + 1 for
-        k in -1..1), then for each next row slides that window down by two rows of x (two more
-        first lifts, not eight) and the second lift's window of d by one row (one P residual per
-        band, not three); the first lift's bands never go to memory. out (LAYOUT 0): the
-        four bands (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at
+        """Both lifts of a 2-D down pool in one launch: each thread owns columns j and j + 1 (a)
+        and (b) of ROWS output rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the
+        eight rows of x the second (H) lift at i0 reads (2 clamp(i0 + k) for k in -2..2, and
+        2 clamp(i0 + k) + 1 for k in -1..1), both columns at once (their row lifts share two of
+        their three P residuals), then for each next row slides that window down by two rows of x
+        (two more first lifts, not eight) and the second lift's window of d by one row (one P
+        residual per band, not three); the first lift's bands never go to memory. out (LAYOUT 0):
+        the four bands (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at
         their polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2:
         no bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first
         lift (rows each position owns) then second."""
-        plane, idx, mask, chunk, j = _grid_positions(tl.cdiv(Jh, ROWS), Jw, BLOCK)
+        plane, idx, mask, chunk, pair = _grid_positions(tl.cdiv(Jh, ROWS), tl.cdiv(Jw, 2), BLOCK)
+        j = 2 * pair
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
@@ -417,68 +488,46 @@ if triton is not None:
         xp = x_ptr + plane.to(tl.int64) * H * W
         i = chunk * ROWS
         # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
-        s_m2, d_m2, _ = _row_lift(xp + (2 * _clamp(i - 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_m1, d_m1, _ = _row_lift(xp + (2 * _clamp(i - 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_0, d_0, xo_0 = _row_lift(xp + (2 * _clamp(i, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_p1, d_p1, xo_p1 = _row_lift(xp + (2 * _clamp(i + 1, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        s_p2, d_p2, xo_p2 = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        # odd rows (an odd H repeats its last row)
-        os_m1, od_m1, _ = _row_lift(xp + tl.minimum(2 * _clamp(i - 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        os_0, od_0, xo1_0 = _row_lift(xp + tl.minimum(2 * _clamp(i, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-        os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        s_m2, d_m2, _, s_m2b, d_m2b, _ = _row_lifts(xp, i - 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+        s_m1, d_m1, _, s_m1b, d_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+        s_0, d_0, xo_0, s_0b, d_0b, xo_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+        s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+        os_m1, od_m1, _, os_m1b, od_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+        os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+        os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
         # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
         sd_m = _sub_op(os_m1, s_m2, s_m1, s_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         dd_m = _sub_op(od_m1, d_m2, d_m1, d_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         sd_0 = _sub_op(os_0, s_m1, s_0, s_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         dd_0 = _sub_op(od_0, d_m1, d_0, d_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * Jw, BLOCK)
-        band = Jh * Jw
-        kind = out_ptr.dtype.element_ty
+        sd_mb = _sub_op(os_m1b, s_m2b, s_m1b, s_0b, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_mb = _sub_op(od_m1b, d_m2b, d_m1b, d_0b, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        sd_0b = _sub_op(os_0b, s_m1b, s_0b, s_p1b, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        dd_0b = _sub_op(od_0b, d_m1b, d_0b, d_p1b, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * tl.cdiv(Jw, 2), BLOCK)
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         for step in tl.static_range(ROWS):
             if step > 0:  # slide the windows down one output row: two more rows of x lifted along W
-                s_0, d_0, s_p1, d_p1 = s_p1, d_p1, s_p2, d_p2
-                os_0, od_0 = os_p1, od_p1
-                xo_0, xo_p1, xo1_0 = xo_p1, xo_p2, xo1_p1
-                sd_m, sd_0, dd_m, dd_0 = sd_0, sd_p, dd_0, dd_p
-                s_p2, d_p2, xo_p2 = _row_lift(xp + (2 * _clamp(i + 2, Jh)).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
-                os_p1, od_p1, xo1_p1 = _row_lift(xp + tl.minimum(2 * _clamp(i + 1, Jh) + 1, H - 1).to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+                s_0, d_0, s_p1, d_p1, s_0b, d_0b, s_p1b, d_p1b = s_p1, d_p1, s_p2, d_p2, s_p1b, d_p1b, s_p2b, d_p2b
+                os_0, od_0, os_0b, od_0b = os_p1, od_p1, os_p1b, od_p1b
+                xo_0, xo_p1, xo1_0, xo_0b, xo_p1b, xo1_0b = xo_p1, xo_p2, xo1_p1, xo_p1b, xo_p2b, xo1_p1b
+                sd_m, sd_0, dd_m, dd_0, sd_mb, sd_0b, dd_mb, dd_0b = sd_0, sd_p, dd_0, dd_p, sd_0b, sd_pb, dd_0b, dd_pb
+                s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+                os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+            ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
+                                                      wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+            llb, lhb, hlb, hhb, sd_pb, dd_pb = _second_lift(s_0b, s_p1b, s_p2b, d_0b, d_p1b, d_p2b, os_p1b, od_p1b, sd_mb, sd_0b, dd_mb, dd_0b, i, Jh,
+                                                            wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
             on = mask & (i < Jh)
-            # the second lift of the first lift's two bands: d at row i + 1, then (s, d) at row i
-            sd_p = _sub_op(os_p1, s_0, s_p1, s_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            dd_p = _sub_op(od_p1, d_0, d_p1, d_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-            ll, hl = _add_op(s_0, sd_m, sd_0, sd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), sd_0
-            lh, hh = _add_op(d_0, dd_m, dd_0, dd_p, i, Jh, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), dd_0
-            at = plane.to(tl.int64) * band + i * Jw + j
-            if LAYOUT == 0:
-                tl.store(out_ptr + at, ll.to(kind), mask=on)
-                tl.store(out_ptr + NC.to(tl.int64) * band + at, lh.to(kind), mask=on)
-                tl.store(out_ptr + 2 * NC.to(tl.int64) * band + at, hl.to(kind), mask=on)
-                tl.store(out_ptr + 3 * NC.to(tl.int64) * band + at, hh.to(kind), mask=on)
-            elif LAYOUT == 1:
-                z = out_ptr + plane.to(tl.int64) * 4 * band + (2 * i).to(tl.int64) * (2 * Jw) + 2 * j
-                tl.store(z, ll.to(kind), mask=on)
-                tl.store(z + 1, lh.to(kind), mask=on)
-                z += 2 * Jw
-                tl.store(z, hl.to(kind), mask=on)
-                tl.store(z + 1, hh.to(kind), mask=on)
-            if COMBINE:
-                y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
-                y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
-                tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=on)
+            onb = on & (j + 1 < Jw)
+            _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh, COMBINE, LAYOUT)
+            _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j + 1, onb, llb, lhb, hlb, hhb, COMBINE, LAYOUT)
             if COSTS:
-                # first lift: the rows this position owns, 2i and 2i + 1 (when it exists)
-                e0 = s_0 - xo_0
-                e1 = os_0 - xo1_0
-                own1 = on & (2 * i + 1 < H)
-                cu1 += tl.where(on, e0 * e0, 0.0) + tl.where(own1, e1 * e1, 0.0)
-                cp1 += tl.where(on, d_0 * d_0, 0.0) + tl.where(own1, od_0 * od_0, 0.0)
-                # second lift, both bands: x_o is the odd row's band value
-                f0 = ll - os_0
-                f1 = lh - od_0
-                cu2 += tl.where(on, f0 * f0 + f1 * f1, 0.0)
-                cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
+                own1 = 2 * i + 1 < H
+                cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, on, on & own1, s_0, xo_0, os_0, xo1_0, d_0, od_0, ll, lh, hl, hh)
+                cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, onb, onb & own1, s_0b, xo_0b, os_0b, xo1_0b, d_0b, od_0b, llb, lhb, hlb, hhb)
             i += 1
         if COSTS:
             tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1, axis=0))
@@ -1098,12 +1147,6 @@ def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
 
 
-def _down2_rows(layout: str, jh: int) -> int:
-    """_down2_forward_kernel's ROWS for ``layout`` and jh output rows: at 8 the polyphase variant
-    keeps two predicates on the stack (sm_90), so it takes at most 6."""
-    return _per_thread(jh, min(_ROWS, 6) if layout == "polyphase" else _ROWS)
-
-
 def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
     or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
@@ -1113,8 +1156,8 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-    rows = _down2_rows(layout, jh)
-    nprog = n * c * triton.cdiv(triton.cdiv(jh, rows) * jw, _BLOCK_FUSED)
+    rows = _per_thread(jh, _ROWS)
+    nprog = n * c * triton.cdiv(triton.cdiv(jh, rows) * triton.cdiv(jw, 2), _BLOCK_FUSED)  # two columns per thread
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
