@@ -45,7 +45,7 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 # registers forward and 123-148 backward at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# The one-launch 2-D kernels: sm_90 builds use 80-168 (down, two columns of _ROWS rows per thread)
+# The one-launch 2-D kernels: sm_90 builds use 80-166 (down, two columns of _ROWS rows per thread)
 # and 56-80 (up, _STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
@@ -54,15 +54,17 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 # Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
 # windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
 # row, instead of 8 and 3): the first rows' full windows, once per thread, weigh less the more rows
-# follow. Registers do not grow with rows (sm_90: 6.4 warp-instructions per output at 16, 7.4 at 8).
-_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "16"))
+# follow. Registers do not grow with rows, but compile time does, faster than the code (sm_90 builds
+# of the variant with costs and bands: 8 rows 49 s, 16 rows over 150 s; 6.4 warp-instructions per
+# output at 16, 7.4 at 8).
+_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
 # Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
 # backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
 # residual per further position, instead of three and one forward, seven and five backward). The
-# backward's first window and its 12 weight-gradient reductions cost about seven positions' work,
-# which 16 positions share (sm_90: 15.6 warp-instructions per 2-D output for the H lift's backward
-# at 16, 20.7 at 8).
-_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "16"))
+# backward's first window and its 12 weight-gradient reductions cost about seven positions' work:
+# 16 positions would share it (sm_90: 15.6 warp-instructions per 2-D output for the H lift's
+# backward, against 20.7 at 8) but compile three times as long (21 s against 7 s).
+_STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -140,11 +142,15 @@ if triton is not None:
             out = 1.0 / v
         return out
 
+    # tanh(z) = 1 - 2 / (2^(z K) + 1) with K = 2 log2(e): the residuals' pointwise weight and bias
+    # are loaded times K (_load_weights), so z K costs no multiply of its own.
+    _K = tl.constexpr(2.8853900817779268)
+
     @triton.jit
-    def _tanh(z):
-        """tanh(z) = 1 - 2 / (2^(2 z log2(e)) + 1): exact limits at +-inf (2^z overflows to inf, 1/inf
-        is 0), NaN stays NaN; no libdevice (the interpreter lacks it)."""
-        return 1.0 - 2.0 * _rcp(_exp2(z * 2.8853900817779268) + 1.0)
+    def _tanh_k(zk):
+        """tanh(z) from zk = z K: 1 - 2 / (2^zk + 1), exact limits at +-inf (2^zk overflows to inf,
+        1/inf is 0), NaN stays NaN; no libdevice (the interpreter lacks it)."""
+        return 1.0 - 2.0 * _rcp(_exp2(zk) + 1.0)
 
     @triton.jit
     def _wide(v):
@@ -221,10 +227,11 @@ if triton is not None:
         return _wide(tl.load(gp + tl.where(ok, j, 0).to(tl.int64) * B, mask=ok, other=0.0))
 
     @triton.jit
-    def _residual(t_m, t_0, t_p, w0, w1, w2, b, pw, pb):
-        """P's or U's pre-activation h and residual r at one position from its three taps."""
+    def _residual(t_m, t_0, t_p, w0, w1, w2, b, pwk, pbk):
+        """P's or U's pre-activation h and residual r = tanh(pw relu(h) + pb) at one position from
+        its three taps (pwk, pbk: pw and pb times K, as _load_weights gives them)."""
         h = b + w0 * t_m + w1 * t_0 + w2 * t_p
-        return h, _tanh(pw * tl.maximum(h, 0.0) + pb)
+        return h, _tanh_k(pwk * tl.maximum(h, 0.0) + pbk)
 
     @triton.jit
     def _gather(a_m, a_0, a_p, q, J, w0, w1, w2):
@@ -234,20 +241,6 @@ if triton is not None:
         t = tl.where(q > 0, a_m * w2, 0.0) + tl.where(q + 1 < J, a_p * w0, 0.0)
         t += a_0 * (w1 + tl.where(q == 0, w0, 0.0) + tl.where(q == J - 1, w2, 0.0))
         return tl.where((q >= 0) & (q < J), t, 0.0)
-
-    @triton.jit
-    def _residual_backward(t_m2, t_m1, t_0, t_p1, t_p2, g_m1, g_0, g_p1, i, J, w0, w1, w2, b, pw, pb):
-        """Back through r(t) = tanh(pw relu(dw(t)) + pb) at i-1, i, i+1, given the gradient g reaching r
-        there: (gradient at the depthwise output at i, at the pointwise output at i, h at i, and what
-        the taps pass back to t at i)."""
-        h_m1, r_m1 = _residual(t_m2, t_m1, t_0, w0, w1, w2, b, pw, pb)
-        h_0, r_0 = _residual(t_m1, t_0, t_p1, w0, w1, w2, b, pw, pb)
-        h_p1, r_p1 = _residual(t_0, t_p1, t_p2, w0, w1, w2, b, pw, pb)
-        gz_0 = g_0 * (1.0 - r_0 * r_0)
-        a_m1 = g_m1 * (1.0 - r_m1 * r_m1) * pw * (h_m1 > 0.0)
-        a_0 = gz_0 * pw * (h_0 > 0.0)
-        a_p1 = g_p1 * (1.0 - r_p1 * r_p1) * pw * (h_p1 > 0.0)
-        return a_0, gz_0, h_0, _gather(a_m1, a_0, a_p1, i, J, w0, w1, w2)
 
     @triton.jit
     def _positions(R, L, J, B, BLOCK: tl.constexpr):
@@ -278,11 +271,13 @@ if triton is not None:
 
     @triton.jit
     def _load_weights(wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c):
+        """Channel c's weights of P, then of U: three taps, dw bias, and pw and pw bias times K
+        (what :func:`_residual` takes; a derivative takes pw itself)."""
         return (
             tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2),
-            tl.load(bp_ptr + c), tl.load(pwp_ptr + c), tl.load(pbp_ptr + c),
+            tl.load(bp_ptr + c), tl.load(pwp_ptr + c) * _K, tl.load(pbp_ptr + c) * _K,
             tl.load(wu_ptr + 3 * c), tl.load(wu_ptr + 3 * c + 1), tl.load(wu_ptr + 3 * c + 2),
-            tl.load(bu_ptr + c), tl.load(pwu_ptr + c), tl.load(pbu_ptr + c),
+            tl.load(bu_ptr + c), tl.load(pwu_ptr + c) * _K, tl.load(pbu_ptr + c) * _K,
         )  # fmt: skip
 
     @triton.jit
@@ -681,6 +676,7 @@ if triton is not None:
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
+        slope_p, slope_u = tl.load(pwp_ptr + c), tl.load(pwu_ptr + c)  # pw: r's slope in relu(h) is (1 - r^2) pw
         KCU, KCP = tl.load(kc_ptr) / COUNT, tl.load(kc_ptr + 1) / COUNT  # on the device: no wait for the costs' gradient
         acc = tl.zeros((BLOCK,), ACC)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
@@ -724,20 +720,20 @@ if triton is not None:
         gs_0 = _s_grad(go_0, i, J, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
         gs_p1 = _s_grad(go_p1, i + 1, J, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
         gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
-        au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * pwu * (hu_m2 > 0.0)
-        au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
-        au_0 = gs_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
-        au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
-        au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
+        au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * slope_u * (hu_m2 > 0.0)
+        au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * slope_u * (hu_m1 > 0.0)
+        au_0 = gs_0 * (1.0 - ru_0 * ru_0) * slope_u * (hu_0 > 0.0)
+        au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
+        au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * slope_u * (hu_p2 > 0.0)
         # d's whole gradient and P's input gradient at i-1 .. i+1 (d = x_o - base_p x_e - r_P)
         if not FROM_GY:
             go_m1, go_0, go_p1 = _load_grad(gdp, i - 1, J, B, mask), _load_grad(gdp, i, J, B, mask), _load_grad(gdp, i + 1, J, B, mask)
         gD_m1 = _d_grad(go_m1, i - 1, J, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
         gD_0 = _d_grad(go_0, i, J, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
         gD_p1 = _d_grad(go_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
-        ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
-        ap_0 = -gD_0 * (1.0 - rp_0 * rp_0) * pwp * (hp_0 > 0.0)
-        ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+        ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * slope_p * (hp_m1 > 0.0)
+        ap_0 = -gD_0 * (1.0 - rp_0 * rp_0) * slope_p * (hp_0 > 0.0)
+        ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
         sum_s = acc
         sum_d = acc
         for step in tl.static_range(STEPS):
@@ -765,11 +761,11 @@ if triton is not None:
                     gd_p1 = _load_grad(gdp, i + 1, J, B, mask)
                 gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
                 au_m2, au_m1, au_0, au_p1 = au_m1, au_0, au_p1, au_p2
-                au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * pwu * (hu_p2 > 0.0)
+                au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * slope_u * (hu_p2 > 0.0)
                 gD_m1, gD_0 = gD_0, gD_p1
                 gD_p1 = _d_grad(gd_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
                 ap_m1, ap_0 = ap_0, ap_p1
-                ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
+                ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
             on = mask & (i < J)
             gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
             gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
@@ -960,6 +956,7 @@ if triton is not None:
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
+        slope_p, slope_u = tl.load(pwp_ptr + plane % C), tl.load(pwu_ptr + plane % C)  # r's slope in relu(h): (1 - r^2) pw
         gxp = gx_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
         i = i0
         # x_e at i-3 .. i+3 (clamped), with U's h and r; P's residual and input gradient at i-2 .. i+2
@@ -980,18 +977,18 @@ if triton is not None:
         hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
-        ap_m2 = go_m2 * (1.0 - rp_m2 * rp_m2) * pwp * (hp_m2 > 0.0)
-        ap_m1 = go_m1 * (1.0 - rp_m1 * rp_m1) * pwp * (hp_m1 > 0.0)
-        ap_0 = go_0 * (1.0 - rp_0 * rp_0) * pwp * (hp_0 > 0.0)
-        ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * pwp * (hp_p1 > 0.0)
-        ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
+        ap_m2 = go_m2 * (1.0 - rp_m2 * rp_m2) * slope_p * (hp_m2 > 0.0)
+        ap_m1 = go_m1 * (1.0 - rp_m1 * rp_m1) * slope_p * (hp_m1 > 0.0)
+        ap_0 = go_0 * (1.0 - rp_0 * rp_0) * slope_p * (hp_0 > 0.0)
+        ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
+        ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * slope_p * (hp_p2 > 0.0)
         # x_e's gradient, U's input gradient (x_e = s - base_u d - r_U(d)) and d at i-1 .. i+1
         ge_m1 = _even_grad(gxp, go_m1, ap_m2, ap_m1, ap_0, i - 1, J, B, mask, wp0, wp1, wp2, BASE_P)
         ge_0 = _even_grad(gxp, go_0, ap_m1, ap_0, ap_p1, i, J, B, mask, wp0, wp1, wp2, BASE_P)
         ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
-        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * pwu * (hu_m1 > 0.0)
-        au_0 = -ge_0 * (1.0 - ru_0 * ru_0) * pwu * (hu_0 > 0.0)
-        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
+        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * slope_u * (hu_m1 > 0.0)
+        au_0 = -ge_0 * (1.0 - ru_0 * ru_0) * slope_u * (hu_0 > 0.0)
+        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
         d_m1, d_0, d_p1 = _band(dp, i - 1, J, B, mask), _band(dp, i, J, B, mask), _band(dp, i + 1, J, B, mask)
         acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
@@ -1006,11 +1003,11 @@ if triton is not None:
                 hp_0, rp_0, hp_p1, rp_p1 = hp_p1, rp_p1, hp_p2, rp_p2
                 hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
                 ap_0, ap_p1 = ap_p1, ap_p2
-                ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * pwp * (hp_p2 > 0.0)
+                ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * slope_p * (hp_p2 > 0.0)
                 ge_m1, ge_0 = ge_0, ge_p1
                 ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
                 au_m1, au_0 = au_0, au_p1
-                au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * pwu * (hu_p1 > 0.0)
+                au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
                 d_m1, d_0 = d_0, d_p1
                 d_p1 = _band(dp, i + 1, J, B, mask)
             on = mask & (i < J)
