@@ -198,12 +198,6 @@ if triton is not None:
         return _odd(xp, pc, J, L, B, mask) - _lin(BASE_P, e_0) - r, h, r
 
     @triton.jit
-    def _detail(xp, p, J, L, B, mask, w0, w1, w2, b, pw, pb, BASE_P: tl.constexpr):
-        """d at position p (clamped)."""
-        d, _, _ = _detail_hr(xp, p, J, L, B, mask, w0, w1, w2, b, pw, pb, BASE_P)
-        return d
-
-    @triton.jit
     def _sub_op(a, t_m, t_0, t_p, w0, w1, w2, b, pw, pb, BASE: tl.constexpr):
         """a - O(t) at a position, O the lift operator (BASE t_0 + r(t)) and t its taps around it
         (replicate-padded): the forward's d = x_o - P(x_e), the inverse's x_e = s - U(d)."""
@@ -243,23 +237,10 @@ if triton is not None:
         return tl.where((q >= 0) & (q < J), t, 0.0)
 
     @triton.jit
-    def _positions(R, L, J, B, BLOCK: tl.constexpr):
-        """This program's plane (of one group) and its BLOCK output positions; a 1D grid has no 65535 limit."""
-        tiles = tl.cdiv(R * J * B, BLOCK)
-        plane = tl.program_id(0) // tiles
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < R * J * B
-        b = idx % B
-        j = (idx // B) % J
-        r = idx // (B * J)
-        x_in = r.to(tl.int64) * L * B + b  # offset inside an input plane, and inside an output plane
-        y_in = r.to(tl.int64) * J * B + b
-        return plane, j, mask, x_in, y_in
-
-    @triton.jit
     def _chunk_positions(R, L, J, B, STEPS: tl.constexpr, BLOCK: tl.constexpr):
-        """:func:`_positions` for threads that own STEPS consecutive positions along the axis:
-        (plane, first position, mask, x_in, y_in, programs per plane)."""
+        """This program's plane (of one group) and its BLOCK threads, each owning STEPS consecutive
+        positions along the axis (a 1D grid has no 65535 limit): (plane, first position, mask,
+        x_in, y_in, programs per plane)."""
         chunks = tl.cdiv(J, STEPS)
         tiles = tl.cdiv(R * chunks * B, BLOCK)
         idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
