@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._compat import is_exporting
-from . import cpu, cuda, reference
+from . import cpu, cuda, cuda_residual, reference
 from .onnx import onnx_exporting
 from .reference import OperatorWeights
 
@@ -155,8 +155,15 @@ def _autograd_inside_operator():
 # --- liftswap::lift_down_pool ------------------------------------------------------------------
 
 
+def _residual(x: Tensor, a: Args):
+    """What computes the reference's residuals on x's device: on CUDA one Triton kernel each way
+    for any kernel size (:mod:`.cuda_residual`), else None (the PyTorch ops)."""
+    return cuda_residual.residual if cuda_residual.usable(x, *a.tensors()) else None
+
+
 def _down_reference(x: Tensor, a: Args, with_costs: bool):
-    y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+    y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs,
+                                               residual=_residual(x, a))  # fmt: skip
     costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_zeros(2)
     # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
     y, details = y.to(x.dtype), details.to(x.dtype)
@@ -310,7 +317,8 @@ def _bands_grad(ctx, g_out, g_costs):
 
 
 def _up_reference(y: Tensor, details: Tensor, a: Args) -> Tensor:
-    return reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma).to(y.dtype)
+    up = reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, residual=_residual(y, a))
+    return up.to(y.dtype)
 
 
 def _up_impl(*backends):

@@ -119,9 +119,10 @@ def _residual(t: Tensor, dim: int, w: OperatorWeights, export: bool = False) -> 
     return torch.sigmoid(h).mul(2.0).sub_(1.0)
 
 
-def apply_operator(t: Tensor, dim: int, w: OperatorWeights, export: bool = False) -> Tensor:
-    """P(t) or U(t) along axis ``dim`` (negative) of ``t`` with shape (N, C, *spatial)."""
-    r = _residual(t, dim, w, export)
+def apply_operator(t: Tensor, dim: int, w: OperatorWeights, export: bool = False, residual=None) -> Tensor:
+    """P(t) or U(t) along axis ``dim`` (negative) of ``t`` with shape (N, C, *spatial).
+    ``residual``: what computes r in place of :func:`_residual` (same arguments), or None."""
+    r = (residual or _residual)(t, dim, w, export)
     return r if w.base == 0.0 else r + w.base * t
 
 
@@ -134,30 +135,33 @@ def _odd_half(x: Tensor, dim: int) -> Tensor:
 
 
 def _lift_step(x_e: Tensor, x_o: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
-               export: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+               export: bool = False, residual=None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """``d = x_o - P(x_e)``, ``s = x_e + U(d)`` for halves already split: ``(s, d)``."""
-    d = x_o - _residual(x_e, dim, predict, export)
+    residual = residual or _residual
+    d = x_o - residual(x_e, dim, predict, export)
     if predict.base != 0.0:
         d.sub_(x_e, alpha=predict.base)
-    s = x_e + _residual(d, dim, update, export)
+    s = x_e + residual(d, dim, update, export)
     if update.base != 0.0:
         s.add_(d, alpha=update.base)
     return s, d
 
 
-def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> tuple[Tensor, Tensor, Tensor]:
-    """One lifting step of ``x`` along ``dim`` (negative): ``(s, d, x_o)``."""
+def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, residual=None) -> tuple[Tensor, Tensor, Tensor]:
+    """One lifting step of ``x`` along ``dim`` (negative): ``(s, d, x_o)``; ``residual`` as
+    :func:`apply_operator` takes it."""
     # Contiguous halves keep the element-wise ops below vectorised.
     x_e = _along(x, dim, slice(0, None, 2)).contiguous()
     x_o = _odd_half(x, dim)
-    s, d = _lift_step(x_e, x_o, dim, predict, update)
+    s, d = _lift_step(x_e, x_o, dim, predict, update, residual=residual)
     return s, d, x_o
 
 
-def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, export: bool = False) -> Tensor:
+def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights, export: bool = False,
+           residual=None) -> Tensor:  # fmt: skip
     """Exact inverse of :func:`lift`: interleaves ``x_e = s - U(d)`` and ``x_o = d + P(x_e)`` (even length)."""
-    x_e = s - apply_operator(d, dim, update, export)
-    x_o = d + apply_operator(x_e, dim, predict, export)
+    x_e = s - apply_operator(d, dim, update, export, residual)
+    x_o = d + apply_operator(x_e, dim, predict, export, residual)
     pos = x_e.dim() + dim
     return torch.stack((x_e, x_o), dim=pos + 1).flatten(pos, pos + 1)
 
@@ -182,15 +186,16 @@ def detail_term(details, output: str, gamma: Tensor | None) -> Tensor | None:
 
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str,
-              gamma: Tensor | None, with_costs: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+              gamma: Tensor | None, with_costs: bool, residual=None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:  # fmt: skip
     """``(y, details (N, nd, C, *pooled), c_u, c_p)``: lifts innermost axis first, all bands so
-    far stacked along the batch in one call per axis (band order: innermost letter lowest bit)."""
+    far stacked along the batch in one call per axis (band order: innermost letter lowest bit);
+    ``residual`` as :func:`apply_operator` takes it."""
     n = x.shape[0]
     bands = x
     c_u = c_p = None
     for i, dim in enumerate(reversed(tuple(axes))):
         count = 2**i  # bands lifted in this call; the costs are per 1D lift
-        s, d, x_o = lift(bands, dim, predict, update)
+        s, d, x_o = lift(bands, dim, predict, update, residual)
         bands = torch.cat((s, d), dim=0)
         if with_costs:
             cu, cp = (s - x_o).square().mean() * count, d.square().mean() * count
@@ -300,16 +305,17 @@ def down_pool_for_export(x: Tensor, predict, update, axes, output: str, gamma: T
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
-            output: str, gamma: Tensor | None, export: bool = False) -> Tensor:  # fmt: skip
+            output: str, gamma: Tensor | None, export: bool = False, residual=None) -> Tensor:  # fmt: skip
     """Inverse of :func:`down_pool`, before cropping: the approximation band recovered from ``y``
-    by undoing ``output``, then the lifts undone outermost axis first (even sizes)."""
+    by undoing ``output``, then the lifts undone outermost axis first (even sizes); ``residual``
+    as :func:`apply_operator` takes it."""
     det = details.movedim(1, 0)  # (nd, N, C, *pooled)
     term = detail_term(det, output, gamma)
     approx = y if term is None else y - term
     bands = torch.cat((approx.unsqueeze(0), det), dim=0).flatten(0, 1)
     for dim in axes:
         half = bands.shape[0] // 2
-        bands = unlift(bands[:half], bands[half:], dim, predict, update, export)
+        bands = unlift(bands[:half], bands[half:], dim, predict, update, export, residual)
     return bands
 
 
