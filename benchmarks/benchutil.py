@@ -64,23 +64,27 @@ class _NoLaunch:
 LAUNCHES: collections.Counter = collections.Counter()
 
 
-TRITON_KERNELS = (
-    "_lift_forward_kernel", "_down2_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel", "_up2_forward_kernel",
-    "_unlift_backward_kernel",
-)
+TRITON_KERNELS = {  # module of liftswap.ops: its kernels
+    "cuda": ("_lift_forward_kernel", "_down2_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel",
+             "_up2_forward_kernel", "_unlift_backward_kernel", "_max_pool_forward_kernel", "_max_pool_backward_kernel"),
+    "cuda_residual": ("_residual_forward_kernel", "_residual_backward_kernel"),
+}  # fmt: skip
 
 
 @contextmanager
 def stubbed_launches():
     """liftswap's Triton kernels launch nothing inside: what is left of a call's host time is the
     rest (Python, ATen ops, allocations). Outputs are garbage meanwhile."""
-    from liftswap.ops import cuda as lift_triton
+    import importlib
 
-    kept = {name: getattr(lift_triton, name) for name in TRITON_KERNELS}
+    kept = []
     try:
-        for name in TRITON_KERNELS:
-            setattr(lift_triton, name, _NoLaunch(name))
+        for module, names in TRITON_KERNELS.items():
+            module = importlib.import_module(f"liftswap.ops.{module}")
+            for name in names:
+                kept.append((module, name, getattr(module, name)))
+                setattr(module, name, _NoLaunch(name))
         yield
     finally:
-        for name, kernel in kept.items():
-            setattr(lift_triton, name, kernel)
+        for module, name, kernel in kept:
+            setattr(module, name, kernel)

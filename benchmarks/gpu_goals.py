@@ -65,8 +65,8 @@ def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None
 
 
 def _switched(fn, switch: str, value: bool):
-    """``fn`` with one of the 2-D down pool's paths switched (``_FUSED_2D`` off: its forward lift
-    by lift, one launch per axis)."""
+    """``fn`` with a switch of liftswap.ops.cuda set to ``value`` (``_FUSED_2D`` off: the 2-D
+    down pool's forward lift by lift, one launch per axis; ``_enabled`` off: the PyTorch ops)."""
     from liftswap.ops import cuda
 
     def run():
@@ -95,11 +95,15 @@ def layer_rows(args, device: str) -> list[dict]:
                 x_cl = x.contiguous(memory_format=torch.channels_last)
                 calls["max, channels_last"] = _layer_calls(nn.MaxPool2d(3, 2, 1), x_cl)
                 calls["down, channels_last"] = _layer_calls(down, x_cl)
+                # 5 taps, as the resnet50 recipe's stem: the residual kernels inside the reference's composition
+                calls["down K=5"] = _layer_calls(liftswap.LiftDownPool2d(c, kernel_size=5).to(device), x)
             for part in parts:
                 index = 0 if part == "fwd" else 1
                 fns = {k: v[index] for k, v in calls.items()}
                 if part == "fwd":  # the one-launch forward against the lift-by-lift kernels, for the record
                     fns["down, one launch per axis"] = _switched(fns["down"], "_FUSED_2D", False)
+                if "down K=5" in fns:
+                    fns["down K=5, PyTorch ops"] = _switched(fns["down K=5"], "_enabled", False)
                 times = interleaved_times(fns, args.repeats, device, inner=args.inner)
                 if part == "fwd":
                     rows.append(_row(f"LiftDownPool2d fwd batch {batch} {shape}, one launch per axis (not a goal)",
@@ -113,6 +117,11 @@ def layer_rows(args, device: str) -> list[dict]:
                     rows.append(_row(f"LiftDownPool2d {part} batch {batch} {shape}, channels_last input (not a goal)",
                                      times["down, channels_last"] / times["max, channels_last"], goal, args))  # fmt: skip
                     print(_line(rows[-1]), flush=True)
+                if "down K=5" in fns:
+                    rows.append(_row(f"LiftDownPool2d kernel_size 5 {part} batch {batch} {shape} (not a goal)",
+                                     times["down K=5"] / times["max"], goal, args,
+                                     pytorch_ops=round(times["down K=5, PyTorch ops"] / times["max"], 4)))  # fmt: skip
+                    print(_line(rows[-1]) + f"  (PyTorch ops: {rows[-1]['pytorch_ops']:.3f}x)", flush=True)
                 if "up" in calls and part == "fwd+bwd":
                     rows.append(_row(f"LiftUpPool2d fwd+bwd batch {batch} {shape}", times["up"] / times["max"], 2.0, args,
                                      lift_ms=times["up"] * 1e3, maxpool_ms=times["max"] * 1e3))  # fmt: skip

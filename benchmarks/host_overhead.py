@@ -2,10 +2,13 @@
 
 On CUDA a small layer is bound by what the host does per call (Python, dispatch, one launch per
 op), not by the device. This counts the ops a LiftDownPool2d / LiftUpPool2d call dispatches
-(TorchDispatchMode: a ``liftswap::`` operator counts as one, what runs inside it is not seen) and
-the Triton launches it makes, and times the call on tiny CPU tensors with the Triton launches stubbed out,
-for the PyTorch implementation against the Triton path (run on CPU tensors through
-lift_triton.on_cpu, which needs TRITON_INTERPRET=1: set here before liftswap is imported).
+(TorchDispatchMode: a ``liftswap::`` operator counts as one, what runs inside it is not seen),
+the ATen ops that do work, inside the operators too (the profiler's outermost ATen ops, views,
+allocations and no-op conversions left out: on CUDA each is about one launch) and the Triton launches, and times
+the call on tiny CPU tensors with the Triton launches stubbed out, for the PyTorch
+implementation against the Triton path (run on CPU tensors through lift_triton.on_cpu, which
+needs TRITON_INTERPRET=1: set here before liftswap is imported), at kernel size 3 (the fused
+kernels) and 5 (the residual kernels inside the reference's composition).
 
     python benchmarks/host_overhead.py [--repeats 200] [--out benchmarks/results/host_overhead.json]
 """
@@ -40,6 +43,32 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+# ATen ops that move no data or launch nothing on CUDA
+_NO_WORK = {
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "slice", "select", "unsqueeze", "squeeze", "permute",
+    "expand", "t", "transpose", "detach", "alias", "narrow", "empty", "empty_like", "new_empty", "empty_strided", "unbind",
+    "split", "split_with_sizes", "movedim", "flatten", "lift_fresh", "resize_", "result_type", "promote_types",
+    "is_nonzero", "requires_grad_", "detach_", "set_",
+}  # fmt: skip
+_IF_THEY_COPY = {"to", "contiguous", "type_as"}  # work only when they call another op
+
+
+def _working_ops(prof) -> int:
+    """ATen ops that do work, inside liftswap's operators too: the outermost ATen op of each
+    call (a mean or a stack counts once, as on CUDA, though on CPU it calls others), views,
+    allocations and conversions to what a tensor already is left out."""
+    n = 0
+    for e in prof.events():
+        if not e.name.startswith("aten::") or e.name[6:] in _NO_WORK:
+            continue
+        parent = e.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        inner = any(c.name.startswith("aten::") for c in e.cpu_children)
+        n += parent is None and (inner or e.name[6:] not in _IF_THEY_COPY)
+    return n
+
+
 def _step(down, up, x, train: bool):
     def run():
         if not train:
@@ -60,29 +89,33 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    down = liftswap.LiftDownPool2d(4, return_details=True).train()
-    up = liftswap.LiftUpPool2d(down)
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
-    paths = {"PyTorch ops": lift_triton.enabled(False), "Triton kernels (launches stubbed)": lift_triton.on_cpu()}
+    paths = {"PyTorch ops": lambda: lift_triton.enabled(False), "Triton kernels (launches stubbed)": lift_triton.on_cpu}
     rows = []
-    for path, context in paths.items():
-        with native.enabled(False), stubbed_launches(), context:
-            for what, train in (("down + up, no grad", False), ("down + up, forward+backward", True)):
-                step = _step(down, up, x, train)
-                for _ in range(5):
-                    step()
-                benchutil.LAUNCHES.clear()
-                with _CountOps() as counter:
-                    step()
-                launches = sum(benchutil.LAUNCHES.values())
-                t0 = time.perf_counter()
-                for _ in range(args.repeats):
-                    step()
-                host_ms = (time.perf_counter() - t0) / args.repeats * 1e3
-                ops = sum(counter.ops.values())
-                rows.append({"path": path, "call": what, "aten_ops": ops, "triton_launches": launches, "host_ms": host_ms,
-                             "ops": dict(counter.ops)})  # fmt: skip
-                print(f"{path:<36} {what:<30} {ops:4d} ops  {launches:3d} Triton launches  {host_ms:6.3f} ms host", flush=True)
+    for k in (3, 5):
+        down = liftswap.LiftDownPool2d(4, kernel_size=k, return_details=True).train()
+        up = liftswap.LiftUpPool2d(down)
+        for path, context in paths.items():
+            with native.enabled(False), stubbed_launches(), context():
+                for what, train in (("down + up, no grad", False), ("down + up, forward+backward", True)):
+                    step = _step(down, up, x, train)
+                    for _ in range(5):
+                        step()
+                    benchutil.LAUNCHES.clear()
+                    with _CountOps() as counter:
+                        step()
+                    launches = sum(benchutil.LAUNCHES.values())
+                    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                        step()
+                    t0 = time.perf_counter()
+                    for _ in range(args.repeats):
+                        step()
+                    host_ms = (time.perf_counter() - t0) / args.repeats * 1e3
+                    ops, working = sum(counter.ops.values()), _working_ops(prof)
+                    rows.append({"path": path, "kernel_size": k, "call": what, "aten_ops": ops, "working_aten_ops": working,
+                                 "triton_launches": launches, "host_ms": host_ms, "ops": dict(counter.ops)})  # fmt: skip
+                    print(f"K={k} {path:<34} {what:<28} {ops:4d} ops ({working:3d} working, operators' insides too)"
+                          f"  {launches:3d} Triton launches  {host_ms:6.3f} ms host", flush=True)  # fmt: skip
     write_json(args.out, {"torch": torch.__version__, "shape": list(x.shape), "repeats": args.repeats, "rows": rows})
     return 0
 

@@ -40,10 +40,10 @@ def _compile_for_hopper(job) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from liftswap.ops import cuda as lt
+    from liftswap.ops import cuda as lt, cuda_residual
 
     name, constexprs, dtype = job
-    fn = getattr(lt, name)
+    fn = getattr(lt, name, None) or getattr(cuda_residual, name)
     constexprs = {k: triton.language.float32 if v == "ACC" else v for k, v in constexprs.items()}
     names = fn.arg_names
     signature = {n: "constexpr" if n in constexprs else ("*" + dtype if n.endswith("_ptr") else "i32") for n in names}
@@ -92,6 +92,9 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._per_thread(14, lt._ROWS))))
     jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
                                                BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
+    for k in (5, 7):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
+        jobs.append(("_residual_forward_kernel", dict(K=k, BLOCK=256)))
+        jobs.append(("_residual_backward_kernel", dict(K=k, ACC="ACC", BLOCK=256)))
     return jobs
 
 

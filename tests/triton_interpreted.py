@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import liftswap
-from liftswap.ops import cpu as native, cuda as lift_triton
+from liftswap.ops import cpu as native, cuda as lift_triton, cuda_residual
 from liftswap.layers import lift, unlift
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator
 from liftswap.ops import reference
@@ -350,8 +350,61 @@ def test_float32_and_kernel_size_5():
         ref = down(x)
     with native.enabled(False), lift_triton.on_cpu():
         got = down(x)
-        assert not lift_triton.usable(x, torch.zeros(3, 1, 5))  # only 3 taps are served
+        assert not lift_triton.usable(x, torch.zeros(3, 1, 5))  # the fused kernels: 3 taps
+        assert cuda_residual.usable(x, torch.zeros(3, 1, 5))  # the residual kernel: any
     assert max_diff(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("k", [1, 5, 7])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [((2, 3, 9, 10), -1), ((2, 3, 9, 10), -2), ((1, 2, 1, 6), -2), ((1, 2, 3, 2), -1), ((2, 3, 4, 5, 7), -3), ((2, 3, 11), -1),
+     ((1, 2, 40, 30), -1)],
+)  # fmt: skip
+@pytest.mark.parametrize("biases", [True, False])
+def test_residual_any_kernel_size_float64(k, shape, dim, biases):
+    """The residual kernel (K taps, replicate padding: at lengths under K every outer tap folds
+    onto an end) against the reference's PyTorch ops: r and the gradients of t and every weight."""
+    c = shape[1]
+    op = randomize(LiftOperator(c, kernel_size=k, zero_init=False), seed=k).double()
+    if not biases:
+        op.dw.bias, op.pw.bias = None, None
+    w = op.weights()
+    t = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    leaves = [t] + [v for v in (w.dw_weight, w.dw_bias, w.pw_weight, w.pw_bias) if v is not None]
+    ref = reference._residual(t, dim, w)
+    with lift_triton.on_cpu():
+        got = cuda_residual.residual(t, dim, w)
+    g = torch.randn_like(ref)
+    assert max_diff([got], [ref]) < 1e-13
+    assert max_diff(torch.autograd.grad(got, leaves, g), torch.autograd.grad(ref, leaves, g)) < 1e-12
+
+
+@pytest.mark.parametrize("dims,k,output", [(2, 5, "gated"), (1, 7, "sum"), (2, 1, "LL"), pytest.param(3, 5, "gated", marks=pytest.mark.slow)])
+def test_kernel_sizes_other_than_3(dims, k, output, monkeypatch):
+    """Down and up pools of K != 3 taps run the residual kernel (never the reference's PyTorch
+    residual): outputs, costs, the exact inverse and every gradient as the PyTorch path's."""
+    down = randomize(LIFT_DOWN_POOLS[dims](2, kernel_size=k, init="paper", output=output, return_details=True), seed=k).double()
+    up = LIFT_UP_POOLS[dims](down)
+    x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y, details = down(x)
+        rec = up(y, details, output_size=x.shape[2:])
+        loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+        return [y, details, rec, liftswap.regularization_loss(down), *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run()
+    assert max_diff([ref[2]], [x]) < 1e-12  # the inverse is exact
+    counts = {}
+    for name in ("_residual_forward_kernel", "_residual_backward_kernel"):
+        monkeypatch.setattr(cuda_residual, name, _Counted(getattr(cuda_residual, name), counts, name))
+    monkeypatch.setattr(reference, "_residual", lambda *a: pytest.fail("the reference's residual ran"))
+    with native.enabled(False), lift_triton.on_cpu():
+        got = run()
+    assert counts["_residual_forward_kernel"] > 0 and counts["_residual_backward_kernel"] > 0
+    assert max_diff(got, ref) < 1e-10
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ program into buffers that PyTorch adds up (no atomics: the results do not depend
 CUDA kernels of the operators in :mod:`.operators`, which own autograd.
 
 Serves CUDA float32/float16/bfloat16 tensors (arithmetic in float32) with ``kernel_size=3``;
-the operators run the PyTorch reference for the rest. ``LIFTSWAP_TRITON=0`` turns it off. Under
+for other kernel sizes the operators run the reference's composition with its residual as a
+Triton kernel (:mod:`.cuda_residual`). ``LIFTSWAP_TRITON=0`` turns both off. Under
 ``TRITON_INTERPRET=1`` the kernels also run on CPU tensors (float64 too, see :func:`on_cpu`),
 which is how CI tests them without a GPU."""
 

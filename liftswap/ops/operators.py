@@ -11,7 +11,8 @@ Each has a fake (shape) rule, an autograd rule that saves only the inputs and we
 backward is one more operator, ``*_backward``, which recomputes the forward), and kernels
 registered per device: CPU runs the fused C++ kernel (:mod:`.cpu`), CUDA the Triton kernels
 (:mod:`.cuda`), and every other device, dtype or size those do not serve runs the PyTorch
-reference (:mod:`.reference`), forward and backward. torch.compile keeps each operator whole,
+reference (:mod:`.reference`), forward and backward (on CUDA, with kernel sizes other than 3,
+its residuals as Triton kernels: :mod:`.cuda_residual`). torch.compile keeps each operator whole,
 so compiled models run the same kernels. CPU autocast runs the operators in float32 (the kernel's
 precision); CUDA autocast hands the Triton kernels half-precision inputs as they are.
 
