@@ -83,6 +83,27 @@ def test_cuda_bands_for_lifted_convolutions(layout):
             assert norm_rel_err(g, r) < 1e-5
 
 
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_kernel_size_5_matches_float64_cpu(dims, dtype, monkeypatch):
+    """5 taps: the reference's composition with the residual kernels (liftswap/ops/cuda_residual.py),
+    in float32 and in bfloat16 (float32 arithmetic in the kernel, the composition's additions in
+    bfloat16), against float64 on the CPU."""
+    from liftswap.ops import cuda_residual
+
+    down = randomize(LIFT_DOWN_POOLS[dims](4, kernel_size=5, init="paper", output="gated", return_details=True), seed=dims)
+    x = torch.randn((2, 4) + (33, 30)[:dims], dtype=torch.float64)
+    ref = forward_backward(down.double(), LIFT_UP_POOLS[dims](down), x)
+    counts = []
+    kernel = cuda_residual._residual_forward_kernel
+    monkeypatch.setattr(cuda_residual, "_residual_forward_kernel", type("K", (), {"__getitem__": lambda _, g: counts.append(1) or kernel[g]})())
+    down_cuda = down.to("cuda", dtype)
+    got = forward_backward(down_cuda, LIFT_UP_POOLS[dims](down_cuda), x.to("cuda", dtype))
+    assert counts
+    for g, r in zip(got, ref):
+        assert norm_rel_err(g, r) < (1e-5 if dtype == torch.float32 else 3e-2)
+
+
 def test_cuda_inverse_is_exact():
     down = randomize(liftswap.LiftDownPool2d(8, init="paper", return_details=True)).cuda()
     up = liftswap.LiftUpPool2d(down)
