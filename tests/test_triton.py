@@ -92,7 +92,7 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._per_thread(14, lt._ROWS))))
     jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
                                                BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
-    for k in (5, 7):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
+    for k in (5, 7, 15):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
         jobs.append(("_residual_forward_kernel", dict(K=k, BLOCK=256)))
         jobs.append(("_residual_backward_kernel", dict(K=k, ACC="ACC", BLOCK=256)))
     return jobs

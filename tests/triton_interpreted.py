@@ -474,10 +474,12 @@ def test_axes_subsets(dims, axes):
     assert max_diff(got, ref) < 1e-10
 
 
-def test_torch_compile_keeps_the_kernels(monkeypatch):
+@pytest.mark.parametrize("k", [3, 5])
+def test_torch_compile_keeps_the_kernels(k, monkeypatch):
     """Under torch.compile the down and up pools are custom operators (the kernels, only inputs
-    saved for backward): compiled == eager PyTorch ops, and torch.library.opcheck accepts them."""
-    down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True), seed=7).double()
+    saved for backward; at 5 taps the residual kernels inside): compiled == eager PyTorch ops,
+    and torch.library.opcheck accepts them."""
+    down = randomize(liftswap.LiftDownPool2d(3, kernel_size=k, init="paper", return_details=True), seed=7).double()
     up = LIFT_UP_POOLS[2](down)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
 
@@ -490,8 +492,10 @@ def test_torch_compile_keeps_the_kernels(monkeypatch):
     with native.enabled(False), lift_triton.enabled(False):
         ref = run(down, up)
     calls = []
-    for name in ("down_forward", "up_forward"):
-        monkeypatch.setattr(lift_triton, name, lambda *a, _f=getattr(lift_triton, name), _n=name: calls.append(_n) or _f(*a))
+    kernels = {lift_triton: ("down_forward", "up_forward")} if k == 3 else {cuda_residual: ("residual",)}
+    for module, names in kernels.items():
+        for name in names:
+            monkeypatch.setattr(module, name, lambda *a, _f=getattr(module, name), _n=name: calls.append(_n) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run(torch.compile(down, fullgraph=True), torch.compile(up, fullgraph=True))
         args = Args.of(down.predict.weights(), down.update.weights(), down.gamma, down.axes, "gated")
@@ -503,7 +507,7 @@ def test_torch_compile_keeps_the_kernels(monkeypatch):
             got_eval = torch.compile(down.eval(), fullgraph=True)(x)
     with native.enabled(False), lift_triton.enabled(False), torch.no_grad():
         ref_eval = down(x)
-    assert {"down_forward", "up_forward"} <= set(calls)  # the compiled graphs ran the kernels
+    assert set(sum(kernels.values(), ())) <= set(calls)  # the compiled graphs ran the kernels
     assert max_diff(got, ref) < 1e-10
     assert max_diff(got_eval, ref_eval) < 1e-12
 
