@@ -1,9 +1,10 @@
 """What the Triton kernels cost in instructions, counted without a GPU: sm_90 builds' SASS.
 
 Each kernel variant a 2-D layer launches is compiled for sm_90 (Triton's own ptxas, as
-tests/test_triton.py does) and its SASS counted with cuobjdump. The kernels have no loops (every
-``static_range`` unrolls), so a program runs each instruction once per warp: a launch costs
-``instructions x warps / elements per program`` warp-instructions per element. Summed over a
+tests/test_triton.py does) and its SASS counted with cuobjdump. A program runs each instruction
+once per warp, those inside a loop (a backward branch: the one-axis backward kernels loop over
+their positions) once per trip: a launch costs ``instructions x warps / elements per program``
+warp-instructions per element. Summed over a
 layer call's launches and put per output position of a 2-D down pool (one 2x2 window of x),
 this is the arithmetic a GPU must issue per output, next to the bytes it must move.
 
@@ -51,7 +52,8 @@ def _build(fn, constexprs: dict):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32))
 
 
-def _sass_counts(kernel) -> collections.Counter:
+def _sass_counts(kernel, trips: int = 1) -> collections.Counter:
+    """Instructions by opcode, each inside a loop (from a backward branch's target to it) ``trips`` times."""
     import triton
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -59,18 +61,27 @@ def _sass_counts(kernel) -> collections.Counter:
         f.write(kernel.asm["cubin"])
         f.flush()
         sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
-    ops = collections.Counter()
+    code = []  # (address, opcode, operands)
     for line in sass.splitlines():
-        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
-        if m and m.group(1) not in ("NOP", "EXIT", "BRA"):
-            ops[m.group(1)] += 1
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(.*)", line)
+        if m:
+            code.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    loops = []
+    for address, op, rest in code:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
+        if target and int(target.group(1), 16) < address:
+            loops.append((int(target.group(1), 16), address))
+    ops = collections.Counter()
+    for address, op, _ in code:
+        if op not in ("NOP", "EXIT", "BRA"):
+            ops[op] += trips if any(a <= address <= b for a, b in loops) else 1
     return ops
 
 
 def _launches(lt, acc) -> dict[str, list[tuple]]:
     """Each layer call: its launches as (kernel, constexprs, elements per program, launched
-    elements per 2-D down-pool output). Haar init (bases 1, 0.5), gated output, no details returned,
-    training with costs.
+    elements per 2-D down-pool output[, trips of its loop]). Haar init (bases 1, 0.5), gated
+    output, no details returned, training with costs.
     Launches along W have B = 1 (the stride between neighbours), which Triton's launcher compiles
     as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
@@ -80,9 +91,11 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, ROWS=rows),
                 lt._BLOCK_FUSED * rows * 2, 1)  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
+    back = lt._STEPS_BACKWARD  # (positions of a 56-long axis: whole chunks up to 56)
+    trips = -(-back // lt._UNROLL_STEPS)
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
-    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w),
-             lt._BLOCK_BACKWARD * steps, 2)  # fmt: skip
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=back, **along_w),
+             lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
     w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
     pool_rows = rows  # (112 rows: whole chunks)
@@ -92,15 +105,15 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
         "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": [
             (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
             w_lift,
-            (lt._lift_backward_kernel, dict(h_bwd, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),  # a program per group
+            (lt._lift_backward_kernel, dict(h_bwd, STEPS=back), lt._BLOCK_BACKWARD * back, 2, trips),  # a program per group
             w_bwd,
         ],
         "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1)],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1),
             (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps), lt._BLOCK * steps, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps, **along_w), lt._BLOCK_BACKWARD * steps, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=steps), lt._BLOCK_BACKWARD * steps, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=back, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=back), lt._BLOCK_BACKWARD * back, 2, trips),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
         "stride-1 max pool 3x3 fwd+bwd (preserve)": [
@@ -139,11 +152,11 @@ def main(argv=None) -> int:
     print(f"{'call':<58} {'warp-instr':>10} {'MUFU':>6} {'LDG':>6} {'issue us':>9} {'MUFU us':>8} {'memory us':>9}")
     for call, launches in _launches(lt, acc).items():
         total = collections.Counter()
-        for fn, constexprs, block, per_output in launches:
+        for fn, constexprs, block, per_output, *loop in launches:
             key = (fn.__name__, tuple(sorted((k, str(v)) for k, v in constexprs.items())))
             if key not in cache:
                 kernel = _build(fn, constexprs)
-                cache[key] = (_sass_counts(kernel), kernel.metadata.num_warps)
+                cache[key] = (_sass_counts(kernel, *loop), kernel.metadata.num_warps)
             ops, warps = cache[key]
             for op, n in ops.items():
                 total[op] += n * warps / block * per_output

@@ -79,7 +79,7 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
                                                    LAYOUT=lt._LAYOUT[layout], ROWS=lt._per_thread(56, lt._ROWS))))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
-                                                   BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))  # fmt: skip
+                                                   BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS_BACKWARD)))  # fmt: skip
     jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))
@@ -87,11 +87,11 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS)))
-    jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS)))
+    jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS_BACKWARD)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._per_thread(14, lt._ROWS))))
     jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
-                                               BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
+                                               BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS_BACKWARD))))  # fmt: skip
     for k in (5, 7, 15):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
         jobs.append(("_residual_forward_kernel", dict(K=k, BLOCK=256)))
         jobs.append(("_residual_backward_kernel", dict(K=k, ACC="ACC", BLOCK=256)))

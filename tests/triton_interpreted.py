@@ -83,6 +83,7 @@ def test_positions_per_thread(steps, shape, dim, monkeypatch):
         ref_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         ref = torch.autograd.grad(loss(), params)
     monkeypatch.setattr(lift_triton, "_STEPS", steps)
+    monkeypatch.setattr(lift_triton, "_STEPS_BACKWARD", steps)
     with native.enabled(False), lift_triton.on_cpu():
         got_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         got = torch.autograd.grad(loss(), params)

@@ -66,6 +66,13 @@ _ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
 # 16 positions would share it (sm_90: 15.6 warp-instructions per 2-D output for the H lift's
 # backward, against 20.7 at 8) but compile three times as long (21 s against 7 s).
 _STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
+# Positions per thread of the one-axis backward kernels (the lift's and the inverse lift's), which
+# loop over them (not unrolled: their build's time and registers do not grow with it), _UNROLL_STEPS
+# positions unrolled per trip. Their first window and 12 weight-gradient reductions cost about
+# seven positions' work: 32 positions share it (sm_90: 29.3 warp-instructions per 2-D output for
+# the down pool's two backward lifts, against 37.1 for 8 unrolled positions).
+_STEPS_BACKWARD = int(os.environ.get("LIFTSWAP_TRITON_STEPS_BACKWARD", "32"))
+_UNROLL_STEPS = 2
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -126,6 +133,7 @@ if triton is not None:
     # range fix-ups, 7 more instructions per tanh, which the tanh's limits below never need. The
     # interpreter (no PTX) computes the same formula in float arithmetic.
     _PTX = tl.constexpr(not _INTERPRET)
+    _UNROLL = tl.constexpr(_UNROLL_STEPS)
 
     @triton.jit
     def _exp2(v):
@@ -485,27 +493,29 @@ if triton is not None:
         NC = tl.num_programs(0) // tl.cdiv(tl.cdiv(Jh, ROWS) * tl.cdiv(Jw, 2), BLOCK)
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
-        for step in tl.static_range(ROWS):
-            if step > 0:  # slide the windows down one output row: two more rows of x lifted along W
+        end = tl.minimum(i + ROWS, Jh)  # this thread's output rows: i .. end - 1
+        for _ in range((ROWS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with ROWS
+            for _u in tl.static_range(_UNROLL):
+                ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
+                                                          wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                llb, lhb, hlb, hhb, sd_pb, dd_pb = _second_lift(s_0b, s_p1b, s_p2b, d_0b, d_p1b, d_p2b, os_p1b, od_p1b, sd_mb, sd_0b, dd_mb, dd_0b, i, Jh,
+                                                                wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                on = mask & (i < end)
+                onb = on & (j + 1 < Jw)
+                _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh, COMBINE, LAYOUT)
+                _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j + 1, onb, llb, lhb, hlb, hhb, COMBINE, LAYOUT)
+                if COSTS:
+                    own1 = 2 * i + 1 < H
+                    cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, on, on & own1, s_0, xo_0, os_0, xo1_0, d_0, od_0, ll, lh, hl, hh)
+                    cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, onb, onb & own1, s_0b, xo_0b, os_0b, xo1_0b, d_0b, od_0b, llb, lhb, hlb, hhb)
+                i += 1
+                # slide the windows down one output row: two more rows of x lifted along W
                 s_0, d_0, s_p1, d_p1, s_0b, d_0b, s_p1b, d_p1b = s_p1, d_p1, s_p2, d_p2, s_p1b, d_p1b, s_p2b, d_p2b
                 os_0, od_0, os_0b, od_0b = os_p1, od_p1, os_p1b, od_p1b
                 xo_0, xo_p1, xo1_0, xo_0b, xo_p1b, xo1_0b = xo_p1, xo_p2, xo1_p1, xo_p1b, xo_p2b, xo1_p1b
                 sd_m, sd_0, dd_m, dd_0, sd_mb, sd_0b, dd_mb, dd_0b = sd_0, sd_p, dd_0, dd_p, sd_0b, sd_pb, dd_0b, dd_pb
                 s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
                 os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
-            ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
-                                                      wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-            llb, lhb, hlb, hhb, sd_pb, dd_pb = _second_lift(s_0b, s_p1b, s_p2b, d_0b, d_p1b, d_p2b, os_p1b, od_p1b, sd_mb, sd_0b, dd_mb, dd_0b, i, Jh,
-                                                            wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-            on = mask & (i < Jh)
-            onb = on & (j + 1 < Jw)
-            _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh, COMBINE, LAYOUT)
-            _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j + 1, onb, llb, lhb, hlb, hhb, COMBINE, LAYOUT)
-            if COSTS:
-                own1 = 2 * i + 1 < H
-                cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, on, on & own1, s_0, xo_0, os_0, xo1_0, d_0, od_0, ll, lh, hl, hh)
-                cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, onb, onb & own1, s_0b, xo_0b, os_0b, xo1_0b, d_0b, od_0b, llb, lhb, hlb, hhb)
-            i += 1
         if COSTS:
             tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1, axis=0))
             tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1, axis=0))
@@ -718,8 +728,28 @@ if triton is not None:
         ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
         sum_s = acc
         sum_d = acc
-        for step in tl.static_range(STEPS):
-            if step > 0:  # slide every window one position: one new value of each at its far end
+        end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
+        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(_UNROLL):
+                on = mask & (i < end)
+                gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
+                gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
+                s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
+                g_e = gs_0 - _lin(BASE_P, gD_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
+                g_o = gD_0 - KCU * (s_0 - o_0)
+                last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
+                tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
+                tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
+                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
+                    g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
+                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+                )  # fmt: skip
+                if GAMMA:
+                    gy_0 = go_0 if FROM_GY else _load_grad(gyp, i, J, B, on)
+                    sum_s += tl.where(on, gy_0 * s_0, 0.0)
+                    sum_d += tl.where(on, gy_0 * d_0, 0.0)
+                i += 1
+                # slide every window one position: one new value of each at its far end
                 d_m3, d_m2, d_m1, d_0, d_p1, d_p2 = d_m2, d_m1, d_0, d_p1, d_p2, d_p3
                 hp_m1, rp_m1, hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2 = hp_0, rp_0, hp_p1, rp_p1, hp_p2, rp_p2, hp_p3, rp_p3
                 e_m2, e_m1, e_0, e_p1, e_p2, e_p3 = e_m1, e_0, e_p1, e_p2, e_p3, e_p4
@@ -748,24 +778,6 @@ if triton is not None:
                 gD_p1 = _d_grad(gd_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
                 ap_m1, ap_0 = ap_0, ap_p1
                 ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
-            on = mask & (i < J)
-            gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
-            gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
-            s_0 = e_0 + _lin(BASE_U, d_0) + ru_0
-            g_e = gs_0 - _lin(BASE_P, gD_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
-            g_o = gD_0 - KCU * (s_0 - o_0)
-            last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
-            tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
-            tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
-            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
-                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
-                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
-            )  # fmt: skip
-            if GAMMA:
-                gy_0 = go_0 if FROM_GY else _load_grad(gyp, i, J, B, on)
-                sum_s += tl.where(on, gy_0 * s_0, 0.0)
-                sum_d += tl.where(on, gy_0 * d_0, 0.0)
-            i += 1
         if GAMMA:
             tl.store(gg_ptr + tl.program_id(0) * 2, tl.sum(sum_s, axis=0))
             tl.store(gg_ptr + tl.program_id(0) * 2 + 1, tl.sum(sum_d, axis=0))
@@ -975,8 +987,22 @@ if triton is not None:
         acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
-        for step in tl.static_range(STEPS):
-            if step > 0:  # slide every window one position: one new value of each at its far end
+        end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
+        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(_UNROLL):
+                on = mask & (i < end)
+                gp_0 = go_0 * (1.0 - rp_0 * rp_0)
+                gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
+                g_d = go_0 - _lin(BASE_U, ge_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
+                at = offset + i.to(tl.int64) * B
+                tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
+                tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
+                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
+                    g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
+                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+                )  # fmt: skip
+                i += 1
+                # slide every window one position: one new value of each at its far end
                 e_m1, e_0, e_p1, e_p2 = e_0, e_p1, e_p2, e_p3
                 hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2 = hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2, hu_p3, ru_p3
                 e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
@@ -992,18 +1018,6 @@ if triton is not None:
                 au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
                 d_m1, d_0 = d_0, d_p1
                 d_p1 = _band(dp, i + 1, J, B, mask)
-            on = mask & (i < J)
-            gp_0 = go_0 * (1.0 - rp_0 * rp_0)
-            gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
-            g_d = go_0 - _lin(BASE_U, ge_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-            at = offset + i.to(tl.int64) * B
-            tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
-            tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
-            g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
-                g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
-                ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
-            )  # fmt: skip
-            i += 1
         _store_sums(
             gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
@@ -1078,9 +1092,9 @@ def _per_thread(n: int, most: int) -> int:
 
 def _tiles(shape, dim: int) -> int:
     """Programs per plane of :func:`_backward` of an input of ``shape``: each thread of
-    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS) positions."""
+    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS_BACKWARD) positions."""
     _, rows, _, half, inner = _geometry(shape, dim)
-    return triton.cdiv(rows * triton.cdiv(half, _per_thread(half, _STEPS)) * inner, _BLOCK_BACKWARD)
+    return triton.cdiv(rows * triton.cdiv(half, _per_thread(half, _STEPS_BACKWARD)) * inner, _BLOCK_BACKWARD)
 
 
 def _sum_rows(shape, dim: int) -> int:
@@ -1107,7 +1121,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
                  BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
-        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS))
+        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS_BACKWARD))
     if gg is None:
         g_sums = None
     else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
@@ -1255,7 +1269,7 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    steps = _per_thread(length, _STEPS)
+    steps = _per_thread(length, _STEPS_BACKWARD)
     tiles = triton.cdiv(rows * triton.cdiv(length, steps) * inner, _BLOCK_BACKWARD)
     acc = _acc(s)[1]
     g = torch.empty_like(bands)
