@@ -86,34 +86,35 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
     along_w = dict(B=1)
-    rows = int(os.environ.get("LIFTSWAP_TRITON_ROWS", lt._ROWS))
-    # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of ROWS rows
-    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, ROWS=rows),
-                lt._BLOCK_FUSED * rows * 2, 1)  # fmt: skip
+    unroll = lt._UNROLL_STEPS  # rows or positions per trip of the loop kernels
+    rows = lt._per_thread(56, lt._ROWS)  # (56 output rows: at batch 64, as many as fill an H200)
+    # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of `rows` rows
+    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2),
+                lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll))  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
-    back = lt._STEPS_BACKWARD  # (positions of a 56-long axis: whole chunks up to 56)
-    trips = -(-back // lt._UNROLL_STEPS)
+    back = lt._per_thread(56, lt._STEPS_BACKWARD)  # (either axis has 56 positions)
+    trips = -(-back // unroll)
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
-    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, STEPS=back, **along_w),
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, **along_w),
              lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
     w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
-    pool_rows = rows  # (112 rows: whole chunks)
+    pool_rows = lt._per_thread(112, lt._POOL_ROWS)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
         "LiftDownPool2d fwd, no grad": [(down_fwd[0], dict(down_fwd[1], COSTS=False), *down_fwd[2:])],
         "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": [
             (down_fwd[0], dict(down_fwd[1], COSTS=True), *down_fwd[2:]),
             w_lift,
-            (lt._lift_backward_kernel, dict(h_bwd, STEPS=back), lt._BLOCK_BACKWARD * back, 2, trips),  # a program per group
+            (lt._lift_backward_kernel, h_bwd, lt._BLOCK_BACKWARD * back, 2, trips),  # a program per group
             w_bwd,
         ],
         "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1)],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1),
             (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps), lt._BLOCK * steps, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=back, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, STEPS=back), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD * back, 2, trips),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
         "stride-1 max pool 3x3 fwd+bwd (preserve)": [

@@ -73,13 +73,13 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
                                                   STEPS=steps)))  # fmt: skip
     down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED)
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, ROWS=lt._per_thread(56, lt._ROWS))))
+        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0)))
     for layout in ("polyphase", "approximation"):  # lift_down_pool_bands
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=layout == "approximation", COSTS=True,
-                                                   LAYOUT=lt._LAYOUT[layout], ROWS=lt._per_thread(56, lt._ROWS))))  # fmt: skip
+                                                   LAYOUT=lt._LAYOUT[layout])))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
-                                                   BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS_BACKWARD)))  # fmt: skip
+                                                   BLOCK=lt._BLOCK_BACKWARD)))  # fmt: skip
     jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))
@@ -87,11 +87,11 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS)))
-    jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._STEPS_BACKWARD)))
+    jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
-    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=1.0, BASE_U=0.5, COMBINE=True, COSTS=True, LAYOUT=2, ROWS=lt._per_thread(14, lt._ROWS))))
-    jobs.append(("_lift_backward_kernel", dict(G=2, BASE_P=1.0, BASE_U=0.5, FROM_GY=True, GAMMA=True, ACC="ACC",
-                                               BLOCK=lt._BLOCK_BACKWARD, STEPS=lt._per_thread(7, lt._STEPS_BACKWARD))))  # fmt: skip
+    # (the loop kernels take their rows and positions per thread as an argument: one build serves all)
+    jobs.append(("_lift_forward_kernel", dict(G=1, BASE_P=1.0, BASE_U=0.5, COMBINE=False, COSTS=False, ACC="ACC", BLOCK=lt._BLOCK,
+                                              STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
     for k in (5, 7, 15):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
         jobs.append(("_residual_forward_kernel", dict(K=k, BLOCK=256)))
         jobs.append(("_residual_backward_kernel", dict(K=k, ACC="ACC", BLOCK=256)))
@@ -129,3 +129,26 @@ def test_positions_per_thread_spread_evenly():
             chunks = -(-n // k)
             assert k <= most and chunks == -(-n // most), (n, most, k)
             assert chunks * k - n < chunks, (n, most, k)
+
+
+def test_positions_per_thread_fill_the_gpu(monkeypatch):
+    """The loop kernels' rows / positions per thread: as many as allowed (28 of an axis of 56 at
+    most 32) where the grid fills the GPU, halved (down to 4) while it has fewer programs than
+    _PROGRAMS_PER_SM per SM; no halving where there is no GPU to fill (the interpreter's CPU)."""
+    import torch
+
+    from liftswap.ops import cuda as lt
+
+    monkeypatch.setattr(lt, "_sm_count", lambda device: 132 if device.type == "cuda" else 0)
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    target = lt._PROGRAMS_PER_SM * 132
+    for planes in (1, 8, 64, 512, 4096):
+        def programs(k, planes=planes):
+            return planes * -(-56 // k)
+
+        k = lt._per_thread_filling(56, 32, programs, gpu)
+        assert 4 <= k <= 28 and (programs(k) >= target or k <= 4), (planes, k)
+        if k < 28:  # halved only as far as needed: twice as many per thread had too few programs
+            assert programs(lt._per_thread(56, 2 * k)) < target, (planes, k)
+        assert lt._per_thread_filling(56, 32, programs, cpu) == 28
+    assert lt._per_thread_filling(3, 32, lambda k: 1, gpu) == 3  # an axis shorter than 4 stays whole

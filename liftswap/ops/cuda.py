@@ -20,6 +20,7 @@ which is how CI tests them without a GPU."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from contextlib import contextmanager, nullcontext
@@ -42,23 +43,25 @@ __all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_bac
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on_cpu)
-# Threads per program: sm_90 builds of the one-axis kernels (_STEPS positions per thread) use 56-94
-# registers forward and 123-148 backward at these sizes, without spilling.
+# Threads per program: sm_90 builds of the one-axis kernels use 56-96 registers forward and
+# 96-146 backward at these sizes, without spilling.
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
-# The one-launch 2-D kernels: sm_90 builds use 80-166 (down, two columns of _ROWS rows per thread)
-# and 56-80 (up, _STEPS positions per thread) registers.
+# The one-launch 2-D kernels: sm_90 builds use 72-115 (down, two columns of up to _ROWS rows per
+# thread) and 56-72 (up, _STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
-# Output rows per thread of the 2-D down pool's forward (and of the stride-1 max pool's): its
-# windows slide down (2 rows of x lifted along W and one second-lift d per band per further output
-# row, instead of 8 and 3): the first rows' full windows, once per thread, weigh less the more rows
-# follow. Registers do not grow with rows, but compile time does, faster than the code (sm_90 builds
-# of the variant with costs and bands: 8 rows 49 s, 16 rows over 150 s; 6.4 warp-instructions per
-# output at 16, 7.4 at 8).
-_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "8"))
+# Output rows per thread of the 2-D down pool's forward: its windows slide down (2 rows of x lifted
+# along W and one second-lift d per band per further output row, instead of 8 and 3), so the first
+# rows' full windows, once per thread, weigh less the more rows follow. The kernel loops over its
+# rows (two unrolled per trip): registers and build time do not grow with them. At most _ROWS, fewer
+# where the grid would leave the GPU idle (_per_thread_filling). sm_90 model: 6.3 warp-instructions
+# per output at 28 rows (a 56-row output in two chunks), 7.9 at 8.
+_ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "32"))
+# Rows per thread of the stride-1 max pool (3-row windows of dilation 1), whose kernels unroll them.
+_POOL_ROWS = 8
 # Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
 # backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
 # residual per further position, instead of three and one forward, seven and five backward). The
@@ -70,8 +73,12 @@ _STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
 # loop over them (not unrolled: their build's time and registers do not grow with it), _UNROLL_STEPS
 # positions unrolled per trip. Their first window and 12 weight-gradient reductions cost about
 # seven positions' work: 32 positions share it (sm_90: 29.3 warp-instructions per 2-D output for
-# the down pool's two backward lifts, against 37.1 for 8 unrolled positions).
+# the down pool's two backward lifts, against 37.1 for 8 unrolled positions). At most
+# _STEPS_BACKWARD, fewer where the grid would leave the GPU idle.
 _STEPS_BACKWARD = int(os.environ.get("LIFTSWAP_TRITON_STEPS_BACKWARD", "32"))
+# A loop kernel's positions per thread halve (down to 4) while its grid has fewer programs than
+# this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
+_PROGRAMS_PER_SM = 8
 _UNROLL_STEPS = 2
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
@@ -246,7 +253,7 @@ if triton is not None:
         return tl.where((q >= 0) & (q < J), t, 0.0)
 
     @triton.jit
-    def _chunk_positions(R, L, J, B, STEPS: tl.constexpr, BLOCK: tl.constexpr):
+    def _chunk_positions(R, L, J, B, STEPS, BLOCK: tl.constexpr):
         """This program's plane (of one group) and its BLOCK threads, each owning STEPS consecutive
         positions along the axis (a 1D grid has no 65535 limit): (plane, first position, mask,
         x_in, y_in, programs per plane)."""
@@ -446,12 +453,12 @@ if triton is not None:
         cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
         return cu1, cp1, cu2, cp2
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["ROWS"])  # (one build for every ROWS: it bounds a loop)
     def _down2_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, H, W, Jh, Jw,
+        C, H, W, Jh, Jw, ROWS,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, ROWS: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each thread owns columns j and j + 1 (a)
         and (b) of ROWS output rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the
@@ -640,13 +647,13 @@ if triton is not None:
         g = cd * g_q + tl.where(inside, KCP * d_q, 0.0)
         return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["STEPS"])
     def _lift_backward_kernel(
         x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROWS, SUM_ROW0,
+        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROWS, SUM_ROW0, STEPS,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
@@ -933,11 +940,11 @@ if triton is not None:
         g = _load_grad(gxp, 2 * q, 2 * J, B, mask) + _lin(BASE_P, go) + _gather(a_m, a_0, a_p, q, J, wp0, wp1, wp2)
         return tl.where((q >= 0) & (q < J), g, 0.0)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+        C, R, J, B, STEPS,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
         sums. Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
@@ -1090,16 +1097,42 @@ def _per_thread(n: int, most: int) -> int:
     return -(-n // -(-n // most)) if n > 0 else most
 
 
-def _tiles(shape, dim: int) -> int:
-    """Programs per plane of :func:`_backward` of an input of ``shape``: each thread of
-    :func:`_lift_backward_kernel` owns _per_thread(half, _STEPS_BACKWARD) positions."""
-    _, rows, _, half, inner = _geometry(shape, dim)
-    return triton.cdiv(rows * triton.cdiv(half, _per_thread(half, _STEPS_BACKWARD)) * inner, _BLOCK_BACKWARD)
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    """The SMs of a CUDA device; 0 elsewhere (the interpreter's CPU tensors: no grid to fill)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
-def _sum_rows(shape, dim: int) -> int:
+def _per_thread_filling(n: int, most: int, programs, device: torch.device) -> int:
+    """:func:`_per_thread` of an axis of n, at most ``most``, halved (down to 4) while the grid
+    at that many per thread, ``programs(k)``, has fewer than _PROGRAMS_PER_SM programs per SM of
+    ``device``: a small batch then fills the GPU with more, shorter threads."""
+    k = _per_thread(n, most)
+    target = _PROGRAMS_PER_SM * _sm_count(device)
+    while k > 4 and programs(k) < target:
+        k = _per_thread(n, max(4, k // 2))
+    return k
+
+
+def _steps_backward(planes: int, rows: int, length: int, inner: int, device: torch.device) -> tuple[int, int]:
+    """(positions per thread, programs per plane) of a one-axis backward kernel over ``planes``
+    planes of (rows, length, inner)."""
+    def tiles(k):
+        return triton.cdiv(rows * triton.cdiv(length, k) * inner, _BLOCK_BACKWARD)
+
+    steps = _per_thread_filling(length, _STEPS_BACKWARD, lambda k: planes * tiles(k), device)
+    return steps, tiles(steps)
+
+
+def _tiles(shape, dim: int, device: torch.device) -> tuple[int, int]:
+    """(positions per thread, programs per plane) of :func:`_backward` of an input of ``shape``."""
+    planes, rows, _, half, inner = _geometry(shape, dim)
+    return _steps_backward(planes, rows, half, inner, device)
+
+
+def _sum_rows(shape, dim: int, device: torch.device) -> int:
     """Rows of weight-gradient sums per channel that :func:`_backward` of an input of ``shape`` writes: one per program."""
-    return shape[0] * _tiles(shape, dim)
+    return shape[0] * _tiles(shape, dim, device)[1]
 
 
 def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
@@ -1111,7 +1144,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     every lift of the layer shares (one reduction after the last).
     """
     planes, rows, length, half, inner = _geometry(x, dim)
-    tiles = _tiles(x.shape, dim)
+    steps, tiles = _tiles(x.shape, dim, x.device)
     nprog = planes * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
     gx = x.new_empty(x.shape)
@@ -1121,7 +1154,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
                  BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
-        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, **modes, STEPS=_per_thread(half, _STEPS_BACKWARD))
+        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, steps, **modes)
     if gg is None:
         g_sums = None
     else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
@@ -1149,16 +1182,19 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-    rows = _per_thread(jh, _ROWS)
-    nprog = n * c * triton.cdiv(triton.cdiv(jh, rows) * triton.cdiv(jw, 2), _BLOCK_FUSED)  # two columns per thread
+    def programs(k):  # two columns of k rows per thread
+        return n * c * triton.cdiv(triton.cdiv(jh, k) * triton.cdiv(jw, 2), _BLOCK_FUSED)
+
+    rows = _per_thread_filling(jh, _ROWS, programs, x.device)
+    nprog = programs(rows)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
     with _on(x):
         _down2_forward_kernel[(nprog,)](
-            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw,
+            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw, rows,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], ROWS=rows,
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
@@ -1234,7 +1270,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = grad.flatten(0, 1)
     g_gamma = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
-    rows = [_sum_rows(shapes[i], order[i]) for i in range(len(order))]
+    rows = [_sum_rows(shapes[i], order[i], x.device) for i in range(len(order))]
     gw = torch.empty((x.shape[1], sum(rows), _N_GRADS), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
@@ -1269,15 +1305,14 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tu
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    steps = _per_thread(length, _STEPS_BACKWARD)
-    tiles = triton.cdiv(rows * triton.cdiv(length, steps) * inner, _BLOCK_BACKWARD)
+    steps, tiles = _steps_backward(planes, rows, length, inner, s.device)
     acc = _acc(s)[1]
     g = torch.empty_like(bands)
     gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
-            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, STEPS=steps,
+            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, steps,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
         )  # fmt: skip
     return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
 
@@ -1313,9 +1348,9 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = 
 
 
 def _max_pool_rows(kh: int, dh: int, rows: int) -> int:
-    """Rows per thread of the max-pool kernels over ``rows`` rows: up to _ROWS for 3-row windows
+    """Rows per thread of the max-pool kernels over ``rows`` rows: up to _POOL_ROWS for 3-row windows
     of dilation 1 (their sliding window), else 1."""
-    return _per_thread(rows, _ROWS) if kh == 3 and dh == 1 else 1
+    return _per_thread(rows, _POOL_ROWS) if kh == 3 and dh == 1 else 1
 
 
 def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilation) -> Tensor:
