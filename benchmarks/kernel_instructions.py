@@ -92,13 +92,14 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2),
                 lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll))  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
-    back = lt._per_thread(56, lt._STEPS_BACKWARD)  # (either axis has 56 positions)
+    back = lt._per_thread(56, lt._LOOP_STEPS)  # (either axis has 56 positions)
     trips = -(-back // unroll)
     h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD)
     w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, **along_w),
              lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
     w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
+    up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED * back, 1, trips)
     pool_rows = lt._per_thread(112, lt._POOL_ROWS)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
@@ -109,9 +110,9 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
             (lt._lift_backward_kernel, h_bwd, lt._BLOCK_BACKWARD * back, 2, trips),  # a program per group
             w_bwd,
         ],
-        "LiftUpPool2d fwd": [(lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1)],
+        "LiftUpPool2d fwd": [up_fwd],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
-            (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, STEPS=steps), lt._BLOCK_FUSED * steps, 1),
+            up_fwd,
             (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps), lt._BLOCK * steps, 2),
             (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
             (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD * back, 2, trips),

@@ -86,7 +86,7 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
         jobs += [("_max_pool_forward_kernel", dict(pool, CODES=codes)) for codes in (True, False)]
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
-        jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED, STEPS=lt._STEPS)))
+        jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED)))
     jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     # (the loop kernels take their rows and positions per thread as an argument: one build serves all)

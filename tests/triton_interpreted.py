@@ -83,7 +83,7 @@ def test_positions_per_thread(steps, shape, dim, monkeypatch):
         ref_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         ref = torch.autograd.grad(loss(), params)
     monkeypatch.setattr(lift_triton, "_STEPS", steps)
-    monkeypatch.setattr(lift_triton, "_STEPS_BACKWARD", steps)
+    monkeypatch.setattr(lift_triton, "_LOOP_STEPS", steps)
     with native.enabled(False), lift_triton.on_cpu():
         got_bands = lift(x, dim, p.weights(), u.weights(), with_costs=True)
         got = torch.autograd.grad(loss(), params)
@@ -204,7 +204,7 @@ def test_2d_forwards_outputs_per_thread(rows, shape, monkeypatch):
         ref = [*down(x), liftswap.regularization_loss(down)]
         ref.append(up(ref[0], ref[1], output_size=shape[2:]))
     monkeypatch.setattr(lift_triton, "_ROWS", rows)
-    monkeypatch.setattr(lift_triton, "_STEPS", rows)
+    monkeypatch.setattr(lift_triton, "_LOOP_STEPS", rows)
     with native.enabled(False), lift_triton.on_cpu():
         got = [*down(x), liftswap.regularization_loss(down)]
         got.append(up(got[0], got[1], output_size=shape[2:]))

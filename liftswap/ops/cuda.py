@@ -48,7 +48,7 @@ _on_cpu = False  # serve CPU tensors through the interpreter: tests only (see on
 _BLOCK = 256
 _BLOCK_BACKWARD = 128
 # The one-launch 2-D kernels: sm_90 builds use 72-115 (down, two columns of up to _ROWS rows per
-# thread) and 56-72 (up, _STEPS positions per thread) registers.
+# thread) and 56-72 (up, up to _LOOP_STEPS positions per thread) registers.
 _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
@@ -62,24 +62,21 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 _ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "32"))
 # Rows per thread of the stride-1 max pool (3-row windows of dilation 1), whose kernels unroll them.
 _POOL_ROWS = 8
-# Positions per thread of the 1-D kernels (lift forward and backward, inverse lift forward and
-# backward) and of the 2-D up pool's forward: their windows slide along the axis (one P and one U
-# residual per further position, instead of three and one forward, seven and five backward). The
-# backward's first window and its 12 weight-gradient reductions cost about seven positions' work:
-# 16 positions would share it (sm_90: 15.6 warp-instructions per 2-D output for the H lift's
-# backward, against 20.7 at 8) but compile three times as long (21 s against 7 s).
+# Positions per thread of the one-axis forward kernels (the lift's and the inverse lift's), which
+# unroll them: their windows slide along the axis (one P and one U residual per further position,
+# instead of three and one).
 _STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
-# Positions per thread of the one-axis backward kernels (the lift's and the inverse lift's), which
-# loop over them (not unrolled: their build's time and registers do not grow with it), _UNROLL_STEPS
-# positions unrolled per trip. Their first window and 12 weight-gradient reductions cost about
-# seven positions' work: 32 positions share it (sm_90: 29.3 warp-instructions per 2-D output for
-# the down pool's two backward lifts, against 37.1 for 8 unrolled positions). At most
-# _STEPS_BACKWARD, fewer where the grid would leave the GPU idle.
-_STEPS_BACKWARD = int(os.environ.get("LIFTSWAP_TRITON_STEPS_BACKWARD", "32"))
-# A loop kernel's positions per thread halve (down to 4) while its grid has fewer programs than
-# this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
-_PROGRAMS_PER_SM = 8
+# Positions per thread of the kernels that loop over them (not unrolled: their build's time and
+# registers do not grow with it), _UNROLL_STEPS positions unrolled per trip: the one-axis backward
+# kernels (the lift's and the inverse lift's), whose first window and 12 weight-gradient
+# reductions cost about seven positions' work (sm_90: 29.3 warp-instructions per 2-D output for
+# the down pool's two backward lifts at 32 positions, against 37.1 for 8 unrolled), and the 2-D up
+# pool's forward. At most _LOOP_STEPS, fewer where the grid would leave the GPU idle.
+_LOOP_STEPS = int(os.environ.get("LIFTSWAP_TRITON_LOOP_STEPS", "32"))
 _UNROLL_STEPS = 2
+# A loop kernel's rows or positions per thread halve (down to 4) while its grid has fewer programs
+# than this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
+_PROGRAMS_PER_SM = 8
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -882,11 +879,11 @@ if triton is not None:
         e_p = _sub_op(s_p1, d_0, d_p1, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         return e_0, _add_op(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["STEPS"])
     def _up2_forward_kernel(
         y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, Jh, Jw,
-        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+        C, Jh, Jw, STEPS,
+        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """A 2-D up pool in one launch, from y and the details: each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
@@ -912,26 +909,28 @@ if triton is not None:
         se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
-        for step in tl.static_range(STEPS):
-            if step > 0:  # slide the columns one position: the d band's at clamp(j + 2), the s band's at clamp(j + 1)
+        end = tl.minimum(j + STEPS, Jw)  # this thread's positions: j .. end - 1
+        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(_UNROLL):
+                on = mask & (j < end)
+                for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
+                    if parity == 0:
+                        s_m1, s_0, s_p1 = se_m1, se_0, se_p1
+                        d_m2, d_m1, d_0, d_p1, d_p2 = de_m2, de_m1, de_0, de_p1, de_p2
+                    else:
+                        s_m1, s_0, s_p1 = so_m1, so_0, so_p1
+                        d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
+                    e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
+                                          wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                    row = (2 * i + parity).to(tl.int64) * 2 * Jw
+                    tl.store(xp + row + 2 * j, e_0.to(kind), mask=on)
+                    tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=on)
+                j += 1
+                # slide the columns one position: the d band's at clamp(j + 2), the s band's at clamp(j + 1)
                 de_m2, do_m2, de_m1, do_m1, de_0, do_0, de_p1, do_p1 = de_m1, do_m1, de_0, do_0, de_p1, do_p1, de_p2, do_p2
                 de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
                 se_m1, so_m1, se_0, so_0 = se_0, so_0, se_p1, so_p1
                 se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-            on = mask & (j < Jw)
-            for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
-                if parity == 0:
-                    s_m1, s_0, s_p1 = se_m1, se_0, se_p1
-                    d_m2, d_m1, d_0, d_p1, d_p2 = de_m2, de_m1, de_0, de_p1, de_p2
-                else:
-                    s_m1, s_0, s_p1 = so_m1, so_0, so_p1
-                    d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
-                e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
-                                      wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-                row = (2 * i + parity).to(tl.int64) * 2 * Jw
-                tl.store(xp + row + 2 * j, e_0.to(kind), mask=on)
-                tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=on)
-            j += 1
 
     @triton.jit
     def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
@@ -1120,7 +1119,7 @@ def _steps_backward(planes: int, rows: int, length: int, inner: int, device: tor
     def tiles(k):
         return triton.cdiv(rows * triton.cdiv(length, k) * inner, _BLOCK_BACKWARD)
 
-    steps = _per_thread_filling(length, _STEPS_BACKWARD, lambda k: planes * tiles(k), device)
+    steps = _per_thread_filling(length, _LOOP_STEPS, lambda k: planes * tiles(k), device)
     return steps, tiles(steps)
 
 
@@ -1372,11 +1371,15 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     n, c, jh, jw = y.shape
     coef = coefficients(output, gamma, 4, y, _acc(y)[1])
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
+
+    def programs(k):
+        return n * c * triton.cdiv(jh * triton.cdiv(jw, k), _BLOCK_FUSED)
+
+    steps = _per_thread_filling(jw, _LOOP_STEPS, programs, y.device)
     with _on(y):
-        steps = _per_thread(jw, _STEPS)
-        _up2_forward_kernel[(n * c * triton.cdiv(jh * triton.cdiv(jw, steps), _BLOCK_FUSED),)](
-            y, details, coef, x, *weights, c, jh, jw,
-            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, STEPS=steps,
+        _up2_forward_kernel[(programs(steps),)](
+            y, details, coef, x, *weights, c, jh, jw, steps,
+            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
         )  # fmt: skip
     return x
 
