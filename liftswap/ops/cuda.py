@@ -314,7 +314,7 @@ if triton is not None:
         one U residual per further position (not fourteen, three and one). COMBINE: also y = sum
         over bands of coef[band, c] * band (several groups: STEPS 1). COSTS: this program's sums
         of (s - x_o)^2 and d^2."""
-        tl.static_assert(G == 1 or STEPS == 1 or not COMBINE)
+        tl.static_assert((G == 1 or STEPS == 1) or not COMBINE)  # (Triton 3.2 rejects a chain of three)
         plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, L, J, B, STEPS, BLOCK)
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
