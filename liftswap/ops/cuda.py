@@ -276,9 +276,15 @@ if triton is not None:
 
     @triton.jit
     def _add_sums(g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
-                  ap, e_m1, e_0, e_p1, gp, hp, au, d_m1, d_0, d_p1, gu, hu):  # fmt: skip
+                  ap, e_m1, e_0, e_p1, gp, hp, au, d_m1, d_0, d_p1, gu, hu, FOUR: tl.constexpr):  # fmt: skip
         """The 12 weight-gradient sums plus one position's terms where ``on``: P's taps (its input
-        gradient ap times x_e at the taps), dw bias, pw (gp times relu(h)), pw bias; then U's."""
+        gradient ap times x_e at the taps), dw bias, pw (gp times relu(h)), pw bias; then U's.
+        FOUR: off ``on`` the four gradients are zeroed (4 selects, not one per term, 12): the window
+        values there are those of positions inside (clamped), so an Inf or NaN among them is in the
+        sums already. (The inverse lift's backward in bfloat16 then keeps predicates on the stack.)"""
+        if FOUR:
+            ap, gp, au, gu = tl.where(on, ap, 0.0), tl.where(on, gp, 0.0), tl.where(on, au, 0.0), tl.where(on, gu, 0.0)
+            on = True
         return (
             g_wp0 + tl.where(on, ap * e_m1, 0.0), g_wp1 + tl.where(on, ap * e_0, 0.0), g_wp2 + tl.where(on, ap * e_p1, 0.0),
             g_bp + tl.where(on, ap, 0.0), g_pwp + tl.where(on, gp * tl.maximum(hp, 0.0), 0.0), g_pbp + tl.where(on, gp, 0.0),
@@ -746,7 +752,7 @@ if triton is not None:
                 tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
                 g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
                     g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
-                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0, True,
                 )  # fmt: skip
                 if GAMMA:
                     gy_0 = go_0 if FROM_GY else _load_grad(gyp, i, J, B, on)
@@ -1005,7 +1011,7 @@ if triton is not None:
                 tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
                 g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
                     g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
-                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0,
+                    ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0, False,
                 )  # fmt: skip
                 i += 1
                 # slide every window one position: one new value of each at its far end
