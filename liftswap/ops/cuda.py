@@ -1187,6 +1187,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
+
     def programs(k):  # two columns of k rows per thread
         return n * c * triton.cdiv(triton.cdiv(jh, k) * triton.cdiv(jw, 2), _BLOCK_FUSED)
 

@@ -16,8 +16,6 @@ CPU tensors under :func:`.cuda.on_cpu`, for tests), with the weights on the same
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -31,16 +29,7 @@ _BLOCK = 256  # threads per program: one position each
 if triton is not None:
     import triton.language as tl
 
-    from .cuda import _K, _clamp, _tanh_k, _wide
-
-    @triton.jit
-    def _positions(R, J, B, BLOCK: tl.constexpr):
-        """This program's plane and its BLOCK threads' positions in (R, J, B) planes, the lifted axis
-        J: (plane, position q, mask, offset of the line's position 0 inside the plane)."""
-        tiles = tl.cdiv(R * J * B, BLOCK)
-        idx = (tl.program_id(0) % tiles) * BLOCK + tl.arange(0, BLOCK)
-        line = (idx // (J * B)).to(tl.int64) * J * B + idx % B
-        return tl.program_id(0) // tiles, (idx // B) % J, idx < R * J * B, line
+    from .cuda import _K, _chunk_positions, _clamp, _tanh_k, _wide
 
     @triton.jit
     def _pre_activation(tp, j, J, B, mask, w_ptr, bias, c, K: tl.constexpr):
@@ -55,7 +44,7 @@ if triton is not None:
     def _residual_forward_kernel(t_ptr, r_ptr, w_ptr, b_ptr, pw_ptr, pb_ptr, C, R, J, B,
                                  K: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
         """r = tanh(pw relu(h) + pb) at every position of (N C) planes of (R, J, B), t replicate-padded."""
-        plane, q, on, line = _positions(R, J, B, BLOCK)
+        plane, q, on, line, _, _ = _chunk_positions(R, J, J, B, 1, BLOCK)  # a position per thread
         c = plane % C
         at = plane.to(tl.int64) * R * J * B + line
         h = _pre_activation(t_ptr + at, q, J, B, on, w_ptr, _wide(tl.load(b_ptr + c)), c, K)
@@ -70,7 +59,7 @@ if triton is not None:
         reads it (clamp(j + k - K // 2) == q: at the ends replicate padding folds the outer taps
         onto the end sample), a_j = g_j (1 - r_j^2) pw [h_j > 0], r_j recomputed from t: K
         residuals per position, no buffer of a and one launch."""
-        plane, q, on, line = _positions(R, J, B, BLOCK)
+        plane, q, on, line, _, _ = _chunk_positions(R, J, J, B, 1, BLOCK)  # a position per thread
         c = plane % C
         at = plane.to(tl.int64) * R * J * B + line
         tp = t_ptr + at
@@ -103,20 +92,8 @@ def usable(t: Tensor, *weights: Tensor | None) -> bool:
     return cuda.usable(t) and all(w is None or w.device == t.device for w in weights)
 
 
-def _lines(t: Tensor, dim: int) -> tuple[int, int, int, int]:
-    """(planes, R, J, B): t as (N C) planes of (R, J, B), J the length along ``dim``."""
-    dim = dim % t.dim()
-    return t.shape[0] * t.shape[1], math.prod(t.shape[2:dim]), t.shape[dim], math.prod(t.shape[dim + 1 :])
-
-
 def _programs(planes: int, r: int, j: int, b: int) -> int:
     return planes * triton.cdiv(r * j * b, _BLOCK)
-
-
-def _weights(t: Tensor, dw: Tensor, db: Tensor | None, pw: Tensor, pb: Tensor | None) -> list[Tensor]:
-    """The kernels' weight pointers: contiguous, a missing bias as zeros."""
-    zeros = None if db is not None and pb is not None else torch.zeros(t.shape[1], dtype=pw.dtype, device=t.device)
-    return [v.contiguous() if v is not None else zeros for v in (dw, db, pw, pb)]
 
 
 class _Residual(torch.autograd.Function):
@@ -127,18 +104,18 @@ class _Residual(torch.autograd.Function):
         t = t.contiguous()
         ctx.save_for_backward(t, dw, db, pw, pb)
         ctx.dim = dim
-        planes, r, j, b = _lines(t, dim)
+        planes, r, j, _, b = cuda._geometry(t, dim)  # (N C) planes of (r, j, b), j the length along dim
         out = torch.empty_like(t)
         with cuda._on(t):
             _residual_forward_kernel[(_programs(planes, r, j, b),)](
-                t, out, *_weights(t, dw, db, pw, pb), t.shape[1], r, j, b, K=dw.shape[-1], BLOCK=_BLOCK
+                t, out, *cuda._flat((dw, db, pw, pb), t), t.shape[1], r, j, b, K=dw.shape[-1], BLOCK=_BLOCK
             )
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
         t, dw, db, pw, pb = ctx.saved_tensors
-        planes, r, j, b = _lines(t, ctx.dim)
+        planes, r, j, _, b = cuda._geometry(t, ctx.dim)
         k = dw.shape[-1]
         nprog = _programs(planes, r, j, b)
         tl_acc, acc = cuda._acc(t)
@@ -146,7 +123,7 @@ class _Residual(torch.autograd.Function):
         sums = torch.empty((nprog, k + 3), dtype=acc, device=t.device)
         with cuda._on(t):
             _residual_backward_kernel[(nprog,)](
-                t, g.contiguous(), gt, sums, *_weights(t, dw, db, pw, pb), t.shape[1], r, j, b, K=k, ACC=tl_acc, BLOCK=_BLOCK
+                t, g.contiguous(), gt, sums, *cuda._flat((dw, db, pw, pb), t), t.shape[1], r, j, b, K=k, ACC=tl_acc, BLOCK=_BLOCK
             )
         sums = sums.view(t.shape[0], t.shape[1], -1, k + 3).sum(dim=(0, 2))  # (C, K + 3)
         grads = [sums[:, :k].reshape(dw.shape), sums[:, k], sums[:, k + 1].reshape(pw.shape), sums[:, k + 2]]
