@@ -110,7 +110,10 @@ def main(argv=None) -> int:
     if distributed:
         dist.destroy_process_group()
     if args.json:
-        print(json.dumps(summary), flush=True)
+        # one write of the line and its newline: under torchrun's unbuffered stdout, print's two
+        # writes let another rank's line land between them
+        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.flush()
     elif rank == 0:
         print(f"test accuracy {summary['test_accuracy']:.4f}")
     return 0
