@@ -571,3 +571,15 @@ def test_infinite_input_gives_the_pytorch_paths_inf_and_nan(init):
         # which the kernels' per-position order may not spread; equal wherever the reference is finite
         finite = r.isfinite()
         assert g[finite].isfinite().all() and (g[finite] - r[finite]).abs().max() < 1e-10
+
+
+def test_planes_past_the_int32_offsets_take_the_pytorch_path():
+    """The kernels' offsets inside a channel's plane are int32: usable() refuses a plane that,
+    doubled along each axis (an up pool's output), passes 2^30 elements (views: no memory)."""
+    one = torch.empty(1, dtype=torch.float32)
+    with lift_triton.on_cpu():
+        assert lift_triton.usable(one.expand(1, 1, 2**14, 2**14))
+        assert not lift_triton.usable(one.expand(1, 1, 2**14, 2**14 + 1))
+        assert lift_triton.usable(one.expand(1, 1, 2**9, 2**9, 2**9))
+        assert not lift_triton.usable(one.expand(1, 1, 2**9, 2**9, 2**9 + 1))
+        assert not lift_triton.usable(one.expand(1, 1, 2**29 + 1))

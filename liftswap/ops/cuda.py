@@ -77,6 +77,11 @@ _UNROLL_STEPS = 2
 # A loop kernel's rows or positions per thread halve (down to 4) while its grid has fewer programs
 # than this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
 _PROGRAMS_PER_SM = 8
+# Offsets inside one channel's plane are int32 (a 64-bit offset costs each load and store about
+# four more instructions): usable() bounds the plane, doubled along each axis (an up pool's
+# output), by 2^30 elements (2^31 less a margin for a thread's masked positions past the end);
+# larger planes (a 2-D down pool's input over 16384 x 16384) take the PyTorch path.
+_PLANE_LIMIT = 2**30
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
 
 
@@ -113,13 +118,16 @@ def on_cpu():
 
 def usable(x: Tensor, *weights: Tensor | None) -> bool:
     """Whether the kernels serve these tensors: CUDA (or, under :func:`on_cpu`, CPU) float32,
-    float16 or bfloat16, non-empty, P and U with 3 taps on the same device."""
+    float16 or bfloat16, non-empty, P and U with 3 taps on the same device, and x (N, C, ...)
+    with a channel's plane of at most _PLANE_LIMIT elements once upsampled along every axis."""
     if not available():
         return False
     dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
     if not (x.is_cuda or _on_cpu) or x.dtype not in dtypes:
         return False
     if x.numel() == 0:  # no grid to launch: empty inputs take the reference
+        return False
+    if math.prod(x.shape[2:]) << max(x.dim() - 2, 0) > _PLANE_LIMIT:
         return False
     if weights and (weights[0] is None or weights[0].shape[-1] != 3):
         return False
@@ -188,18 +196,18 @@ if triton is not None:
     @triton.jit
     def _band(ptr, p, J, B, mask):
         """A band's value at position p (clamped: replicate padding)."""
-        return _wide(tl.load(ptr + _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
+        return _wide(tl.load(ptr + _clamp(p, J) * B, mask=mask, other=0.0))
 
     @triton.jit
     def _even(xp, p, J, B, mask):
         """x_e at position p (clamped: replicate padding)."""
-        return _wide(tl.load(xp + 2 * _clamp(p, J).to(tl.int64) * B, mask=mask, other=0.0))
+        return _wide(tl.load(xp + 2 * _clamp(p, J) * B, mask=mask, other=0.0))
 
     @triton.jit
     def _odd(xp, p, J, L, B, mask):
         """x_o at position p (clamped); an odd axis repeats its last sample."""
         q = tl.minimum(2 * _clamp(p, J) + 1, L - 1)
-        return _wide(tl.load(xp + q.to(tl.int64) * B, mask=mask, other=0.0))
+        return _wide(tl.load(xp + q * B, mask=mask, other=0.0))
 
     @triton.jit
     def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
@@ -231,7 +239,7 @@ if triton is not None:
     def _load_grad(gp, j, J, B, mask):
         """An output gradient at position j; zero outside [0, J) (no clamping: each j counts once)."""
         ok = mask & (j >= 0) & (j < J)
-        return _wide(tl.load(gp + tl.where(ok, j, 0).to(tl.int64) * B, mask=ok, other=0.0))
+        return _wide(tl.load(gp + tl.where(ok, j, 0) * B, mask=ok, other=0.0))
 
     @triton.jit
     def _residual(t_m, t_0, t_p, w0, w1, w2, b, pwk, pbk):
@@ -241,13 +249,19 @@ if triton is not None:
         return h, _tanh_k(pwk * tl.maximum(h, 0.0) + pbk)
 
     @triton.jit
+    def _input_grad(g, r, h, slope, q, J):
+        """An operator's input gradient at position q of J from its residual's gradient g: g (1 - r^2) pw
+        where h > 0 (relu's, as PyTorch's: a select), zero off [0, J). Zeroed once here, the window
+        values past the ends (copies of the edge's) need no tests where :func:`_gather` reads them."""
+        return tl.where((q >= 0) & (q < J) & (h > 0.0), g * (1.0 - r * r) * slope, 0.0)
+
+    @triton.jit
     def _gather(a_m, a_0, a_p, q, J, w0, w1, w2):
-        """What the taps of positions q-1, q, q+1 (input gradients a_m, a_0, a_p) pass back to
-        position q of J (zero off [0, J)): tap k of position p reads clamp(p + k - 1), so at the
-        ends replicate padding folds the outer tap onto the end."""
-        t = tl.where(q > 0, a_m * w2, 0.0) + tl.where(q + 1 < J, a_p * w0, 0.0)
-        t += a_0 * (w1 + tl.where(q == 0, w0, 0.0) + tl.where(q == J - 1, w2, 0.0))
-        return tl.where((q >= 0) & (q < J), t, 0.0)
+        """What the taps of positions q-1, q, q+1 (input gradients a_m, a_0, a_p from
+        :func:`_input_grad`: zero off [0, J)) pass back to position q in [0, J) (off it, no value
+        that matters): tap k of position p reads clamp(p + k - 1), so at the ends replicate padding
+        folds the outer tap onto the end."""
+        return a_m * w2 + a_p * w0 + a_0 * (w1 + tl.where(q == 0, w0, 0.0) + tl.where(q == J - 1, w2, 0.0))
 
     @triton.jit
     def _chunk_positions(R, L, J, B, STEPS, BLOCK: tl.constexpr):
@@ -347,7 +361,7 @@ if triton is not None:
                 d_p = _sub_op(o_p, e_0, e_p, e_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
                 s, d = _add_op(e_0, d_m, d_0, d_p, i, J, wu0, wu1, wu2, bu, pwu, pbu, BASE_U), d_0
                 on = mask & (i < J)
-                at = i.to(tl.int64) * B + y_in
+                at = i * B + y_in
                 tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(kind), mask=on)
                 tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d.to(kind), mask=on)
                 if COMBINE:
@@ -403,7 +417,7 @@ if triton is not None:
         row = 2 * _clamp(r, Jh)
         if ODD:
             row = tl.minimum(row + 1, H - 1)
-        return _row_lift(xp + row.to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        return _row_lift(xp + row * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
 
     @triton.jit
     def _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
@@ -636,19 +650,18 @@ if triton is not None:
             h += 1
 
     @triton.jit
-    def _s_grad(g_q, q, J, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
-        """s's gradient at position q: the output's (g_q, from :func:`_load_grad`, times cs), plus
-        the cost's 2 (s - x_o) / n (zero off [0, J))."""
-        inside = (q >= 0) & (q < J)
-        return cs * g_q + tl.where(inside, KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q), 0.0)
+    def _s_grad(g_q, cs, KCU, e_q, d_q, ru_q, o_q, BASE_U: tl.constexpr):
+        """s's gradient at a position in [0, J): the output's (g_q, from :func:`_load_grad`, times
+        cs), plus the cost's 2 (s - x_o) / n. (Off [0, J) no value that matters: what the kernel
+        makes of it there, U's input gradient, :func:`_input_grad` zeroes.)"""
+        return cs * g_q + KCU * (e_q + _lin(BASE_U, d_q) + ru_q - o_q)
 
     @triton.jit
     def _d_grad(g_q, q, J, cd, KCP, gs_q, d_q, au_m, au_0, au_p, wu0, wu1, wu2, BASE_U: tl.constexpr):
-        """d's whole gradient at position q: the output's (g_q times cd), the cost's 2 d / n, and
-        the update's (base_u gs, and U's taps at q - 1 .. q + 1 landing on q)."""
-        inside = (q >= 0) & (q < J)
-        g = cd * g_q + tl.where(inside, KCP * d_q, 0.0)
-        return g + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
+        """d's whole gradient at position q in [0, J): the output's (g_q times cd), the cost's
+        2 d / n, and the update's (base_u gs, and U's taps at q - 1 .. q + 1 landing on q). (Off
+        [0, J), as :func:`_s_grad`: P's input gradient made of it is zeroed.)"""
+        return cd * g_q + KCP * d_q + _lin(BASE_U, gs_q) + _gather(au_m, au_0, au_p, q, J, wu0, wu1, wu2)
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _lift_backward_kernel(
@@ -717,25 +730,25 @@ if triton is not None:
         # too, and GAMMA's at i, so only y's at i + 2 is loaded per further position)
         go_m2, go_m1, go_0 = _load_grad(gsp, i - 2, J, B, mask), _load_grad(gsp, i - 1, J, B, mask), _load_grad(gsp, i, J, B, mask)
         go_p1, go_p2 = _load_grad(gsp, i + 1, J, B, mask), _load_grad(gsp, i + 2, J, B, mask)
-        gs_m2 = _s_grad(go_m2, i - 2, J, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
-        gs_m1 = _s_grad(go_m1, i - 1, J, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
-        gs_0 = _s_grad(go_0, i, J, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
-        gs_p1 = _s_grad(go_p1, i + 1, J, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
-        gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
-        au_m2 = gs_m2 * (1.0 - ru_m2 * ru_m2) * slope_u * (hu_m2 > 0.0)
-        au_m1 = gs_m1 * (1.0 - ru_m1 * ru_m1) * slope_u * (hu_m1 > 0.0)
-        au_0 = gs_0 * (1.0 - ru_0 * ru_0) * slope_u * (hu_0 > 0.0)
-        au_p1 = gs_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
-        au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * slope_u * (hu_p2 > 0.0)
+        gs_m2 = _s_grad(go_m2, cs, KCU, e_m2, d_m2, ru_m2, o_m2, BASE_U)
+        gs_m1 = _s_grad(go_m1, cs, KCU, e_m1, d_m1, ru_m1, o_m1, BASE_U)
+        gs_0 = _s_grad(go_0, cs, KCU, e_0, d_0, ru_0, o_0, BASE_U)
+        gs_p1 = _s_grad(go_p1, cs, KCU, e_p1, d_p1, ru_p1, o_p1, BASE_U)
+        gs_p2 = _s_grad(go_p2, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+        au_m2 = _input_grad(gs_m2, ru_m2, hu_m2, slope_u, i - 2, J)
+        au_m1 = _input_grad(gs_m1, ru_m1, hu_m1, slope_u, i - 1, J)
+        au_0 = _input_grad(gs_0, ru_0, hu_0, slope_u, i, J)
+        au_p1 = _input_grad(gs_p1, ru_p1, hu_p1, slope_u, i + 1, J)
+        au_p2 = _input_grad(gs_p2, ru_p2, hu_p2, slope_u, i + 2, J)
         # d's whole gradient and P's input gradient at i-1 .. i+1 (d = x_o - base_p x_e - r_P)
         if not FROM_GY:
             go_m1, go_0, go_p1 = _load_grad(gdp, i - 1, J, B, mask), _load_grad(gdp, i, J, B, mask), _load_grad(gdp, i + 1, J, B, mask)
         gD_m1 = _d_grad(go_m1, i - 1, J, cd, KCP, gs_m1, d_m1, au_m2, au_m1, au_0, wu0, wu1, wu2, BASE_U)
         gD_0 = _d_grad(go_0, i, J, cd, KCP, gs_0, d_0, au_m1, au_0, au_p1, wu0, wu1, wu2, BASE_U)
         gD_p1 = _d_grad(go_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
-        ap_m1 = -gD_m1 * (1.0 - rp_m1 * rp_m1) * slope_p * (hp_m1 > 0.0)
-        ap_0 = -gD_0 * (1.0 - rp_0 * rp_0) * slope_p * (hp_0 > 0.0)
-        ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
+        ap_m1 = _input_grad(-gD_m1, rp_m1, hp_m1, slope_p, i - 1, J)
+        ap_0 = _input_grad(-gD_0, rp_0, hp_0, slope_p, i, J)
+        ap_p1 = _input_grad(-gD_p1, rp_p1, hp_p1, slope_p, i + 1, J)
         sum_s = acc
         sum_d = acc
         end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
@@ -748,8 +761,8 @@ if triton is not None:
                 g_e = gs_0 - _lin(BASE_P, gD_0) + _gather(ap_m1, ap_0, ap_p1, i, J, wp0, wp1, wp2)
                 g_o = gD_0 - KCU * (s_0 - o_0)
                 last_odd = 2 * i + 1 >= L  # odd length: x_e and x_o of the last position are one sample
-                tl.store(gxp + (2 * i).to(tl.int64) * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
-                tl.store(gxp + (2 * i + 1).to(tl.int64) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
+                tl.store(gxp + 2 * i * B, (g_e + tl.where(last_odd, g_o, 0.0)).to(gx_ptr.dtype.element_ty), mask=on)
+                tl.store(gxp + (2 * i + 1) * B, g_o.to(gx_ptr.dtype.element_ty), mask=on & (2 * i + 1 < L))
                 g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
                     g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
                     ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0, True,
@@ -781,13 +794,13 @@ if triton is not None:
                 else:
                     go_p2 = _load_grad(gsp, i + 2, J, B, mask)
                     gd_p1 = _load_grad(gdp, i + 1, J, B, mask)
-                gs_p2 = _s_grad(go_p2, i + 2, J, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
+                gs_p2 = _s_grad(go_p2, cs, KCU, e_p2, d_p2, ru_p2, o_p2, BASE_U)
                 au_m2, au_m1, au_0, au_p1 = au_m1, au_0, au_p1, au_p2
-                au_p2 = gs_p2 * (1.0 - ru_p2 * ru_p2) * slope_u * (hu_p2 > 0.0)
+                au_p2 = _input_grad(gs_p2, ru_p2, hu_p2, slope_u, i + 2, J)
                 gD_m1, gD_0 = gD_0, gD_p1
                 gD_p1 = _d_grad(gd_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
                 ap_m1, ap_0 = ap_0, ap_p1
-                ap_p1 = -gD_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
+                ap_p1 = _input_grad(-gD_p1, rp_p1, hp_p1, slope_p, i + 1, J)
         if GAMMA:
             tl.store(gg_ptr + tl.program_id(0) * 2, tl.sum(sum_s, axis=0))
             tl.store(gg_ptr + tl.program_id(0) * 2 + 1, tl.sum(sum_d, axis=0))
@@ -837,15 +850,15 @@ if triton is not None:
             e_p = _sub_op(_band(sp, i + 1, J, B, mask), d_0, d_p, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
             o_0 = _add_op(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             on = mask & (i < J)
-            tl.store(xp + (2 * i).to(tl.int64) * B, e_0.to(kind), mask=on)
-            tl.store(xp + (2 * i + 1).to(tl.int64) * B, o_0.to(kind), mask=on)
+            tl.store(xp + 2 * i * B, e_0.to(kind), mask=on)
+            tl.store(xp + (2 * i + 1) * B, o_0.to(kind), mask=on)
 
     @triton.jit
     def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, row, col, Jh, Jw, mask, BAND: tl.constexpr,
                  DETAIL_TERM: tl.constexpr):  # fmt: skip
         """Band BAND of an up pool's input at (row, col): 0 the approximation y - sum_b coef_b det_b
         (DETAIL_TERM), else detail band BAND (details: (N, 3, C, Jh, Jw) contiguous)."""
-        at = row.to(tl.int64) * Jw + col
+        at = row * Jw + col
         size = Jh * Jw
         if BAND == 0:
             v = _wide(tl.load(y_ptr + plane.to(tl.int64) * size + at, mask=mask, other=0.0))
@@ -928,7 +941,7 @@ if triton is not None:
                         d_m2, d_m1, d_0, d_p1, d_p2 = do_m2, do_m1, do_0, do_p1, do_p2
                     e_0, o_0 = _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
                                           wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-                    row = (2 * i + parity).to(tl.int64) * 2 * Jw
+                    row = (2 * i + parity) * 2 * Jw
                     tl.store(xp + row + 2 * j, e_0.to(kind), mask=on)
                     tl.store(xp + row + 2 * j + 1, o_0.to(kind), mask=on)
                 j += 1
@@ -940,10 +953,10 @@ if triton is not None:
 
     @triton.jit
     def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
-        """x_e's whole gradient at position q (zero off [0, J)): the output's, base_p times x_o's,
-        and P's taps at q - 1 .. q + 1 landing on q."""
-        g = _load_grad(gxp, 2 * q, 2 * J, B, mask) + _lin(BASE_P, go) + _gather(a_m, a_0, a_p, q, J, wp0, wp1, wp2)
-        return tl.where((q >= 0) & (q < J), g, 0.0)
+        """x_e's whole gradient at position q in [0, J): the output's, base_p times x_o's, and P's
+        taps at q - 1 .. q + 1 landing on q. (Off [0, J) no value that matters: U's input gradient
+        made of it is zeroed there.)"""
+        return _load_grad(gxp, 2 * q, 2 * J, B, mask) + _lin(BASE_P, go) + _gather(a_m, a_0, a_p, q, J, wp0, wp1, wp2)
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
@@ -983,18 +996,18 @@ if triton is not None:
         hp_0, rp_0 = _residual(e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p1, rp_p1 = _residual(e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp)
         hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
-        ap_m2 = go_m2 * (1.0 - rp_m2 * rp_m2) * slope_p * (hp_m2 > 0.0)
-        ap_m1 = go_m1 * (1.0 - rp_m1 * rp_m1) * slope_p * (hp_m1 > 0.0)
-        ap_0 = go_0 * (1.0 - rp_0 * rp_0) * slope_p * (hp_0 > 0.0)
-        ap_p1 = go_p1 * (1.0 - rp_p1 * rp_p1) * slope_p * (hp_p1 > 0.0)
-        ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * slope_p * (hp_p2 > 0.0)
+        ap_m2 = _input_grad(go_m2, rp_m2, hp_m2, slope_p, i - 2, J)
+        ap_m1 = _input_grad(go_m1, rp_m1, hp_m1, slope_p, i - 1, J)
+        ap_0 = _input_grad(go_0, rp_0, hp_0, slope_p, i, J)
+        ap_p1 = _input_grad(go_p1, rp_p1, hp_p1, slope_p, i + 1, J)
+        ap_p2 = _input_grad(go_p2, rp_p2, hp_p2, slope_p, i + 2, J)
         # x_e's gradient, U's input gradient (x_e = s - base_u d - r_U(d)) and d at i-1 .. i+1
         ge_m1 = _even_grad(gxp, go_m1, ap_m2, ap_m1, ap_0, i - 1, J, B, mask, wp0, wp1, wp2, BASE_P)
         ge_0 = _even_grad(gxp, go_0, ap_m1, ap_0, ap_p1, i, J, B, mask, wp0, wp1, wp2, BASE_P)
         ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
-        au_m1 = -ge_m1 * (1.0 - ru_m1 * ru_m1) * slope_u * (hu_m1 > 0.0)
-        au_0 = -ge_0 * (1.0 - ru_0 * ru_0) * slope_u * (hu_0 > 0.0)
-        au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
+        au_m1 = _input_grad(-ge_m1, ru_m1, hu_m1, slope_u, i - 1, J)
+        au_0 = _input_grad(-ge_0, ru_0, hu_0, slope_u, i, J)
+        au_p1 = _input_grad(-ge_p1, ru_p1, hu_p1, slope_u, i + 1, J)
         d_m1, d_0, d_p1 = _band(dp, i - 1, J, B, mask), _band(dp, i, J, B, mask), _band(dp, i + 1, J, B, mask)
         acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
@@ -1006,7 +1019,7 @@ if triton is not None:
                 gp_0 = go_0 * (1.0 - rp_0 * rp_0)
                 gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
                 g_d = go_0 - _lin(BASE_U, ge_0) + _gather(au_m1, au_0, au_p1, i, J, wu0, wu1, wu2)
-                at = offset + i.to(tl.int64) * B
+                at = offset + i * B
                 tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
                 tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
                 g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
@@ -1023,11 +1036,11 @@ if triton is not None:
                 hp_0, rp_0, hp_p1, rp_p1 = hp_p1, rp_p1, hp_p2, rp_p2
                 hp_p2, rp_p2 = _residual(e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp)
                 ap_0, ap_p1 = ap_p1, ap_p2
-                ap_p2 = go_p2 * (1.0 - rp_p2 * rp_p2) * slope_p * (hp_p2 > 0.0)
+                ap_p2 = _input_grad(go_p2, rp_p2, hp_p2, slope_p, i + 2, J)
                 ge_m1, ge_0 = ge_0, ge_p1
                 ge_p1 = _even_grad(gxp, go_p1, ap_0, ap_p1, ap_p2, i + 1, J, B, mask, wp0, wp1, wp2, BASE_P)
                 au_m1, au_0 = au_0, au_p1
-                au_p1 = -ge_p1 * (1.0 - ru_p1 * ru_p1) * slope_u * (hu_p1 > 0.0)
+                au_p1 = _input_grad(-ge_p1, ru_p1, hu_p1, slope_u, i + 1, J)
                 d_m1, d_0 = d_0, d_p1
                 d_p1 = _band(dp, i + 1, J, B, mask)
         _store_sums(

@@ -326,7 +326,7 @@ def _up_impl(*backends):
     def impl(y: Tensor, details: Tensor, *args):
         a = Args(*args)
         backend = _backend(y, a, *backends)
-        if backend is None or not backend.usable(details):
+        if backend is None or not backend.usable(details[:, 0]):
             return _up_reference(y, details, a)
         return backend.up_forward(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma)
 
@@ -346,7 +346,7 @@ def _up_backward_impl(*backends):
         g_x, needs = args[_N_ARGS:]
         tensors = (y, details) + a.tensors()
         backend = _backend(y, a, *backends)
-        if backend is None or not backend.usable(details):
+        if backend is None or not backend.usable(details[:, 0]):
 
             def fn(y, details, *ts):
                 return (_up_reference(y, details, a._replace(**dict(zip(Args._fields[:_N_TENSORS], ts)))),)
