@@ -86,11 +86,11 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
     along_w = dict(B=1)
-    unroll = lt._UNROLL_STEPS  # rows or positions per trip of the loop kernels
+    unroll, unroll_2d = lt._UNROLL_STEPS, lt._UNROLL_ROWS  # positions per trip of the backward loops; rows or positions of the 2-D forwards'
     rows = lt._per_thread(56, lt._ROWS)  # (56 output rows: at batch 64, as many as fill an H200)
     # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of `rows` rows
     down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2),
-                lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll))  # fmt: skip
+                lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll_2d))  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     back = lt._per_thread(56, lt._LOOP_STEPS)  # (either axis has 56 positions)
     trips = -(-back // unroll)
@@ -99,7 +99,7 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
              lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
     w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
-    up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED * back, 1, trips)
+    up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED), lt._BLOCK_FUSED * back, 1, -(-back // unroll_2d))
     pool_rows = lt._per_thread(112, lt._POOL_ROWS)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {

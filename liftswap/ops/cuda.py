@@ -56,7 +56,7 @@ _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
 # Output rows per thread of the 2-D down pool's forward: its windows slide down (2 rows of x lifted
 # along W and one second-lift d per band per further output row, instead of 8 and 3), so the first
 # rows' full windows, once per thread, weigh less the more rows follow. The kernel loops over its
-# rows (two unrolled per trip): registers and build time do not grow with them. At most _ROWS, fewer
+# rows (_UNROLL_ROWS per trip): registers and build time do not grow with them. At most _ROWS, fewer
 # where the grid would leave the GPU idle (_per_thread_filling). sm_90 model: 6.3 warp-instructions
 # per output at 28 rows (a 56-row output in two chunks), 7.9 at 8.
 _ROWS = int(os.environ.get("LIFTSWAP_TRITON_ROWS", "32"))
@@ -66,14 +66,21 @@ _POOL_ROWS = 8
 # unroll them: their windows slide along the axis (one P and one U residual per further position,
 # instead of three and one).
 _STEPS = int(os.environ.get("LIFTSWAP_TRITON_STEPS", "8"))
-# Positions per thread of the kernels that loop over them (not unrolled: their build's time and
-# registers do not grow with it), _UNROLL_STEPS positions unrolled per trip: the one-axis backward
-# kernels (the lift's and the inverse lift's), whose first window and 12 weight-gradient
-# reductions cost about seven positions' work (sm_90: 29.3 warp-instructions per 2-D output for
-# the down pool's two backward lifts at 32 positions, against 37.1 for 8 unrolled), and the 2-D up
-# pool's forward. At most _LOOP_STEPS, fewer where the grid would leave the GPU idle.
+# Positions per thread of the kernels that loop over them (their build's time and registers do
+# not grow with it): the one-axis backward kernels (the lift's and the inverse lift's), whose
+# first window and 12 weight-gradient reductions cost about seven positions' work (sm_90: 29.3
+# warp-instructions per 2-D output for the down pool's two backward lifts at 32 positions, against
+# 37.1 for 8 unrolled), and the 2-D up pool's forward. At most _LOOP_STEPS, fewer where the grid
+# would leave the GPU idle.
 _LOOP_STEPS = int(os.environ.get("LIFTSWAP_TRITON_LOOP_STEPS", "32"))
-_UNROLL_STEPS = 2
+# Positions the one-axis backward loops unroll per trip (_UNROLL_STEPS), and rows or positions the
+# 2-D forwards' loops do (_UNROLL_ROWS): inside a trip the windows slide by renaming registers, at
+# its end each window value moves once (sm_90 model, down fwd+bwd: 36.4 warp-instructions per
+# output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 138 registers (12 or
+# 16 warps per SM) and 4-5 s to build; the 2-D forwards gain little at 4 (6.3 -> 6.2) and the down
+# forward then builds in 60 s, not 22; at 7 it spills.
+_UNROLL_STEPS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL", "4"))
+_UNROLL_ROWS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL_ROWS", "2"))
 # A loop kernel's rows or positions per thread halve (down to 4) while its grid has fewer programs
 # than this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
 _PROGRAMS_PER_SM = 8
@@ -146,6 +153,7 @@ if triton is not None:
     # interpreter (no PTX) computes the same formula in float arithmetic.
     _PTX = tl.constexpr(not _INTERPRET)
     _UNROLL = tl.constexpr(_UNROLL_STEPS)
+    _UNROLL_2D = tl.constexpr(_UNROLL_ROWS)
 
     @triton.jit
     def _exp2(v):
@@ -208,6 +216,18 @@ if triton is not None:
         """x_o at position p (clamped); an odd axis repeats its last sample."""
         q = tl.minimum(2 * _clamp(p, J) + 1, L - 1)
         return _wide(tl.load(xp + q * B, mask=mask, other=0.0))
+
+    @triton.jit
+    def _even_w(rowp, p, J, mask):
+        """:func:`_even` along a row (B = 1) with 64-bit offsets: the 2-D down forward, with
+        32-bit ones, takes 137 registers for 109 (sm_90; 12 warps per SM, not 16)."""
+        return _wide(tl.load(rowp + 2 * _clamp(p, J).to(tl.int64), mask=mask, other=0.0))
+
+    @triton.jit
+    def _odd_w(rowp, p, J, L, mask):
+        """:func:`_odd` along a row, as :func:`_even_w`."""
+        q = tl.minimum(2 * _clamp(p, J) + 1, L - 1)
+        return _wide(tl.load(rowp + q.to(tl.int64), mask=mask, other=0.0))
 
     @triton.jit
     def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
@@ -394,18 +414,18 @@ if triton is not None:
         Loads each of the ten samples it reads once (x_e at j-2 .. j+3, x_o at j-1 .. j+2) and
         computes d at j-1 .. j+2: four P residuals for two columns, not six. Past the row's end
         the values are the edge's (replicate padding; column j + 1 may not exist: its stores are masked)."""
-        e_m2 = _even(rowp, j - 2, Jw, 1, mask)
-        e_m1 = _even(rowp, j - 1, Jw, 1, mask)
-        e_0 = _even(rowp, j, Jw, 1, mask)
-        e_p1 = _even(rowp, j + 1, Jw, 1, mask)
-        e_p2 = _even(rowp, j + 2, Jw, 1, mask)
-        e_p3 = _even(rowp, j + 3, Jw, 1, mask)
-        o_0 = _odd(rowp, j, Jw, W, 1, mask)
-        o_p1 = _odd(rowp, j + 1, Jw, W, 1, mask)
-        d_m1 = _sub_op(_odd(rowp, j - 1, Jw, W, 1, mask), e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        e_m2 = _even_w(rowp, j - 2, Jw, mask)
+        e_m1 = _even_w(rowp, j - 1, Jw, mask)
+        e_0 = _even_w(rowp, j, Jw, mask)
+        e_p1 = _even_w(rowp, j + 1, Jw, mask)
+        e_p2 = _even_w(rowp, j + 2, Jw, mask)
+        e_p3 = _even_w(rowp, j + 3, Jw, mask)
+        o_0 = _odd_w(rowp, j, Jw, W, mask)
+        o_p1 = _odd_w(rowp, j + 1, Jw, W, mask)
+        d_m1 = _sub_op(_odd_w(rowp, j - 1, Jw, W, mask), e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         d_0 = _sub_op(o_0, e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         d_p1 = _sub_op(o_p1, e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p2 = _sub_op(_odd(rowp, j + 2, Jw, W, 1, mask), e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p2 = _sub_op(_odd_w(rowp, j + 2, Jw, W, mask), e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         s_0 = _add_op(e_0, d_m1, d_0, d_p1, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         s_p1 = _add_op(e_p1, d_0, d_p1, d_p2, j + 1, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         return s_0, d_0, o_0, s_p1, d_p1, o_p1
@@ -417,7 +437,7 @@ if triton is not None:
         row = 2 * _clamp(r, Jh)
         if ODD:
             row = tl.minimum(row + 1, H - 1)
-        return _row_lift(xp + row * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
+        return _row_lift(xp + row.to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
 
     @triton.jit
     def _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
@@ -518,8 +538,8 @@ if triton is not None:
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         end = tl.minimum(i + ROWS, Jh)  # this thread's output rows: i .. end - 1
-        for _ in range((ROWS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with ROWS
-            for _u in tl.static_range(_UNROLL):
+        for _ in range((ROWS + _UNROLL_2D - 1) // _UNROLL_2D):  # a loop: the build's time does not grow with ROWS
+            for _u in tl.static_range(_UNROLL_2D):
                 ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
                                                           wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
                 llb, lhb, hlb, hhb, sd_pb, dd_pb = _second_lift(s_0b, s_p1b, s_p2b, d_0b, d_p1b, d_p2b, os_p1b, od_p1b, sd_mb, sd_0b, dd_mb, dd_0b, i, Jh,
@@ -929,8 +949,8 @@ if triton is not None:
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
         end = tl.minimum(j + STEPS, Jw)  # this thread's positions: j .. end - 1
-        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
-            for _u in tl.static_range(_UNROLL):
+        for _ in range((STEPS + _UNROLL_2D - 1) // _UNROLL_2D):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(_UNROLL_2D):
                 on = mask & (j < end)
                 for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
                     if parity == 0:
