@@ -343,6 +343,45 @@ if triton is not None:
         tl.store(out + 11, tl.sum(tl.where(ok, a11, 0.0), axis=0))
 
     @triton.jit
+    def _weight_grads_kernel(gw_ptr, ROWS, dwp_ptr, bp_ptr, pwp_ptr, pbp_ptr, dwu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+                             ACC: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+        """Channel c's (program c's) 12 weight-gradient sums over its ROWS rows of gw (C, ROWS, 12),
+        each stored in its parameter's gradient (P's dw taps at 3c .. 3c + 2, dw bias, pw, pw bias
+        at c; then U's): one launch for the reduction and the eight gradients, in a fixed order."""
+        c = tl.program_id(0)
+        k = tl.arange(0, 16)
+        rows = gw_ptr + c.to(tl.int64) * ROWS * 12
+        acc = tl.zeros((BLOCK, 16), ACC)
+        for r0 in range(0, ROWS, BLOCK):
+            r = r0 + tl.arange(0, BLOCK)
+            acc += tl.load(rows + r[:, None] * 12 + k[None, :], mask=(r < ROWS)[:, None] & (k < 12)[None, :], other=0.0)
+        s = tl.sum(acc, axis=0)  # (16,): sum k at s[k]
+        kind = dwp_ptr.dtype.element_ty
+        tl.store(dwp_ptr + 3 * c + k, s.to(kind), mask=k < 3)
+        tl.store(bp_ptr + c + k - 3, s.to(kind), mask=k == 3)
+        tl.store(pwp_ptr + c + k - 4, s.to(kind), mask=k == 4)
+        tl.store(pbp_ptr + c + k - 5, s.to(kind), mask=k == 5)
+        tl.store(dwu_ptr + 3 * c + k - 6, s.to(kind), mask=(k >= 6) & (k < 9))
+        tl.store(bu_ptr + c + k - 9, s.to(kind), mask=k == 9)
+        tl.store(pwu_ptr + c + k - 10, s.to(kind), mask=k == 10)
+        tl.store(pbu_ptr + c + k - 11, s.to(kind), mask=k == 11)
+
+    @triton.jit
+    def _costs_kernel(sums_ptr, ROWS, N1, N2, out_ptr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+        """The two costs from the 2-D forward's per-program sums (ROWS, 4) (first lift's u and p
+        sums, then the second's): out = (u1 / N1 + u2 / N2, p1 / N1 + p2 / N2), one program in a
+        fixed order: one launch, not a sum, two divisions and an addition."""
+        k = tl.arange(0, 4)
+        acc = tl.zeros((BLOCK, 4), ACC)
+        for r0 in range(0, ROWS, BLOCK):
+            r = r0 + tl.arange(0, BLOCK)
+            acc += tl.load(sums_ptr + r[:, None].to(tl.int64) * 4 + k[None, :], mask=(r < ROWS)[:, None], other=0.0)
+        t = tl.sum(acc, axis=0) / tl.where(k < 2, N1, N2).to(ACC)  # (4,)
+        kind = out_ptr.dtype.element_ty
+        tl.store(out_ptr + k, tl.sum(tl.where(k % 2 == 0, t, 0.0), axis=0).to(kind), mask=k == 0)
+        tl.store(out_ptr + k, tl.sum(tl.where(k % 2 == 1, t, 0.0), axis=0).to(kind), mask=k == 1)
+
+    @triton.jit
     def _lift_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, NC, R, L, J, B,
@@ -981,11 +1020,11 @@ if triton is not None:
     @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, J, B, STEPS,
+        C, R, J, B, SUM_ROWS, SUM_ROW0, STEPS,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
-        sums. Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
+        sums (at row SUM_ROW0 + (n, tile) of channel c's SUM_ROWS rows). Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
         residual and input gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
         i-1 .. i+1, each a function of its own position: after the first, every window slides
         (one U and one P residual per position instead of ten and five)."""
@@ -1063,8 +1102,9 @@ if triton is not None:
                 au_p1 = _input_grad(-ge_p1, ru_p1, hu_p1, slope_u, i + 1, J)
                 d_m1, d_0 = d_0, d_p1
                 d_p1 = _band(dp, i + 1, J, B, mask)
+        row = (plane % C) * SUM_ROWS + SUM_ROW0 + (plane // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
-            gw_ptr + tl.program_id(0).to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            gw_ptr + row.to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
@@ -1200,12 +1240,16 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     return gx, g_sums
 
 
-def _weight_grads(sums: Tensor, params, needs) -> list[Tensor | None]:
-    """(C, 12) sums -> one gradient per parameter (P: taps, dw bias, pw, pw bias; then U), shaped like it."""
-    grads = []
-    for p, cols, need in zip(params, ((0, 3), (3, 4), (4, 5), (5, 6), (6, 9), (9, 10), (10, 11), (11, 12)), needs):
-        grads.append(None if p is None or not need else sums[:, cols[0] : cols[1]].reshape(p.shape).to(p.dtype))
-    return grads
+def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
+    """The 8 weights' gradients (P: dw taps, dw bias, pw, pw bias; then U; None for a missing bias)
+    from the per-program sums gw (C, rows, 12), in one launch: fresh tensors shaped like the
+    weights (an operator's returns may not alias one another), not a reduction and eight copies."""
+    c = gw.shape[0]
+    like = next(p for p in params if p is not None)
+    outs = [torch.empty((3 * c if i % 4 == 0 else c,), dtype=like.dtype, device=gw.device) for i in range(len(params))]
+    with _on(gw):
+        _weight_grads_kernel[(c,)](gw, gw.shape[1], *outs, ACC=_acc(gw)[0], BLOCK=32)
+    return [None if p is None else g.view(p.shape).to(p.dtype) for p, g in zip(params, outs)]
 
 
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
@@ -1213,7 +1257,7 @@ _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_ker
 
 def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
-    or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
+    (2,) in x's dtype or None, one more launch). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
     polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone."""
     n, c, h, w = x.shape
     jh, jw = (h + 1) // 2, (w + 1) // 2
@@ -1237,8 +1281,9 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
         )  # fmt: skip
     costs = None
     if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
-        totals = sums.sum(0)
-        costs = totals[:2] / (n * c * h * jw) + totals[2:] / (n * c * jh * jw)
+        costs = x.new_empty(2)
+        with _on(x):
+            _costs_kernel[(1,)](sums, nprog, n * c * h * jw, n * c * jh * jw, costs, ACC=tl_acc, BLOCK=128)
     return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), costs
 
 
@@ -1282,7 +1327,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
 
 
 def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g_costs, want_gamma: bool):
-    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, (C, 12) weight-gradient sums).
+    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, per-program weight-gradient sums (C, rows, 12)).
 
     Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
     """
@@ -1320,7 +1365,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:].to(gamma.dtype)
-    return grad, g_gamma, gw.sum(1)
+    return grad, g_gamma, gw
 
 
 def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
@@ -1339,21 +1384,27 @@ def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
     return x
 
 
-def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor) -> tuple[Tensor, Tensor]:
-    """Backward of :func:`_unlift`: (gradient of the stacked bands, (C, 12) weight-gradient sums)."""
+def _unlift_tiles(bands_shape, dim: int, device: torch.device) -> tuple[int, int]:
+    """(positions per thread, programs per plane) of :func:`_unlift_backward` of stacked bands of ``bands_shape``."""
+    planes, rows, length, _, inner = _geometry(bands_shape, dim)
+    return _steps_backward(planes // 2, rows, length, inner, device)
+
+
+def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int) -> Tensor:
+    """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
+    go to rows ``row0 ..`` of each channel of ``gw`` (C, rows, 12), shared by every inverse lift of
+    the layer (one reduction after the last)."""
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    steps, tiles = _steps_backward(planes, rows, length, inner, s.device)
-    acc = _acc(s)[1]
+    steps, tiles = _unlift_tiles(bands.shape, dim, s.device)
     g = torch.empty_like(bands)
-    gw = torch.empty((planes * tiles, _N_GRADS), dtype=acc, device=s.device)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
-            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, steps,
+            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, gw.shape[1], row0, steps,
             BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
         )  # fmt: skip
-    return g, gw.view(-1, s.shape[1], tiles, _N_GRADS).sum(dim=(0, 2))
+    return g
 
 
 def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
@@ -1436,17 +1487,19 @@ def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
 
 
 def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_gamma: bool):
-    """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None, (C, 12) weight sums)."""
+    """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
+    per-program weight-gradient sums (C, rows, 12))."""
     weights = _flat(params, y)
     inputs = [_up_bands(y.contiguous(), details.contiguous(), output, gamma)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
-    grad, sums = g_x.contiguous(), 0
+    rows = [inputs[i].shape[0] // 2 * _unlift_tiles(inputs[i].shape, axes[i], y.device)[1] for i in range(len(axes))]  # s's planes x tiles
+    gw = torch.empty((y.shape[1], sum(rows), _N_GRADS), dtype=_acc(y)[1], device=y.device)
+    grad = g_x.contiguous()
     for i in reversed(range(len(axes))):
-        grad, w_sums = _unlift_backward(inputs[i], axes[i], weights, bases, grad)
-        sums = sums + w_sums
+        grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]))
     g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
-    return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), sums)
+    return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), gw)
 
 
 def _forward_shape(x: Tensor | list[int], dim: int) -> list[int]:
@@ -1461,13 +1514,6 @@ def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float,
     params = (predict.dw_weight, predict.dw_bias, predict.pw_weight, predict.pw_bias)
     params += (update.dw_weight, update.dw_bias, update.pw_weight, update.pw_bias)
     return params, (float(predict.base), float(update.base))
-
-
-def _fresh_weight_grads(sums: Tensor, params) -> list[Tensor | None]:
-    """The weights' gradients as fresh contiguous tensors (an operator's returns may not alias
-    one another; :func:`_weight_grads` gives views of one buffer)."""
-    grads = _weight_grads(sums, params, [True] * len(params))
-    return [None if g is None else g.clone(memory_format=torch.contiguous_format) for g in grads]
 
 
 def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool,
@@ -1493,7 +1539,7 @@ def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor |
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
     grad, g_gamma, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
-    return grad, g_gamma, _fresh_weight_grads(sums, params)
+    return grad, g_gamma, _weight_grads(sums, params)
 
 
 def up_forward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
@@ -1508,4 +1554,4 @@ def up_backward(y: Tensor, details: Tensor, predict, update, axes, output: str, 
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
     g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, bases, gamma, params, g_x, want_gamma)
-    return g_y, g_details, g_gamma, _fresh_weight_grads(sums, params)
+    return g_y, g_details, g_gamma, _weight_grads(sums, params)
