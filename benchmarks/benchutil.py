@@ -66,8 +66,7 @@ LAUNCHES: collections.Counter = collections.Counter()
 
 TRITON_KERNELS = {  # module of liftswap.ops: its kernels
     "cuda": ("_lift_forward_kernel", "_down2_forward_kernel", "_lift_backward_kernel", "_unlift_forward_kernel",
-             "_up2_forward_kernel", "_unlift_backward_kernel", "_weight_grads_kernel", "_costs_kernel",
-             "_max_pool_forward_kernel", "_max_pool_backward_kernel"),
+             "_up2_forward_kernel", "_unlift_backward_kernel", "_max_pool_forward_kernel", "_max_pool_backward_kernel"),
     "cuda_residual": ("_residual_forward_kernel", "_residual_backward_kernel"),
 }  # fmt: skip
 

@@ -109,8 +109,6 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED)))
     jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD)))
-    jobs.append(("_weight_grads_kernel", dict(ACC="ACC", BLOCK=32)))
-    jobs.append(("_costs_kernel", dict(ACC="ACC", BLOCK=128)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     # (the loop kernels take their rows and positions per thread as an argument: one build serves all)
     jobs.append(("_lift_forward_kernel", dict(G=1, BASE_P=1.0, BASE_U=0.5, COMBINE=False, COSTS=False, ACC="ACC", BLOCK=lt._BLOCK,

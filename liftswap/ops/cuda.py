@@ -327,59 +327,23 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
-    def _store_sums(out, ok, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
-        """This program's 12 weight-gradient sums (P: taps, dw bias, pw, pw bias; then U) at out[0:12]."""
-        tl.store(out + 0, tl.sum(tl.where(ok, a0, 0.0), axis=0))
-        tl.store(out + 1, tl.sum(tl.where(ok, a1, 0.0), axis=0))
-        tl.store(out + 2, tl.sum(tl.where(ok, a2, 0.0), axis=0))
-        tl.store(out + 3, tl.sum(tl.where(ok, a3, 0.0), axis=0))
-        tl.store(out + 4, tl.sum(tl.where(ok, a4, 0.0), axis=0))
-        tl.store(out + 5, tl.sum(tl.where(ok, a5, 0.0), axis=0))
-        tl.store(out + 6, tl.sum(tl.where(ok, a6, 0.0), axis=0))
-        tl.store(out + 7, tl.sum(tl.where(ok, a7, 0.0), axis=0))
-        tl.store(out + 8, tl.sum(tl.where(ok, a8, 0.0), axis=0))
-        tl.store(out + 9, tl.sum(tl.where(ok, a9, 0.0), axis=0))
-        tl.store(out + 10, tl.sum(tl.where(ok, a10, 0.0), axis=0))
-        tl.store(out + 11, tl.sum(tl.where(ok, a11, 0.0), axis=0))
-
-    @triton.jit
-    def _weight_grads_kernel(gw_ptr, ROWS, dwp_ptr, bp_ptr, pwp_ptr, pbp_ptr, dwu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-                             ACC: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-        """Channel c's (program c's) 12 weight-gradient sums over its ROWS rows of gw (C, ROWS, 12),
-        each stored in its parameter's gradient (P's dw taps at 3c .. 3c + 2, dw bias, pw, pw bias
-        at c; then U's): one launch for the reduction and the eight gradients, in a fixed order."""
-        c = tl.program_id(0)
-        k = tl.arange(0, 16)
-        rows = gw_ptr + c.to(tl.int64) * ROWS * 12
-        acc = tl.zeros((BLOCK, 16), ACC)
-        for r0 in range(0, ROWS, BLOCK):
-            r = r0 + tl.arange(0, BLOCK)
-            acc += tl.load(rows + r[:, None] * 12 + k[None, :], mask=(r < ROWS)[:, None] & (k < 12)[None, :], other=0.0)
-        s = tl.sum(acc, axis=0)  # (16,): sum k at s[k]
-        kind = dwp_ptr.dtype.element_ty
-        tl.store(dwp_ptr + 3 * c + k, s.to(kind), mask=k < 3)
-        tl.store(bp_ptr + c + k - 3, s.to(kind), mask=k == 3)
-        tl.store(pwp_ptr + c + k - 4, s.to(kind), mask=k == 4)
-        tl.store(pbp_ptr + c + k - 5, s.to(kind), mask=k == 5)
-        tl.store(dwu_ptr + 3 * c + k - 6, s.to(kind), mask=(k >= 6) & (k < 9))
-        tl.store(bu_ptr + c + k - 9, s.to(kind), mask=k == 9)
-        tl.store(pwu_ptr + c + k - 10, s.to(kind), mask=k == 10)
-        tl.store(pbu_ptr + c + k - 11, s.to(kind), mask=k == 11)
-
-    @triton.jit
-    def _costs_kernel(sums_ptr, ROWS, N1, N2, out_ptr, ACC: tl.constexpr, BLOCK: tl.constexpr):
-        """The two costs from the 2-D forward's per-program sums (ROWS, 4) (first lift's u and p
-        sums, then the second's): out = (u1 / N1 + u2 / N2, p1 / N1 + p2 / N2), one program in a
-        fixed order: one launch, not a sum, two divisions and an addition."""
-        k = tl.arange(0, 4)
-        acc = tl.zeros((BLOCK, 4), ACC)
-        for r0 in range(0, ROWS, BLOCK):
-            r = r0 + tl.arange(0, BLOCK)
-            acc += tl.load(sums_ptr + r[:, None].to(tl.int64) * 4 + k[None, :], mask=(r < ROWS)[:, None], other=0.0)
-        t = tl.sum(acc, axis=0) / tl.where(k < 2, N1, N2).to(ACC)  # (4,)
-        kind = out_ptr.dtype.element_ty
-        tl.store(out_ptr + k, tl.sum(tl.where(k % 2 == 0, t, 0.0), axis=0).to(kind), mask=k == 0)
-        tl.store(out_ptr + k, tl.sum(tl.where(k % 2 == 1, t, 0.0), axis=0).to(kind), mask=k == 1)
+    def _store_sums(out, c, C, ok, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
+        """This program's 12 weight-gradient sums (P: taps, dw bias, pw, pw bias; then U) for
+        channel c, each at its place in the row ``out`` of the gradients laid end to end (P's dw
+        (C, 3), dw bias, pw, pw bias, then U's: 12 C values): a column sum of the rows is every
+        gradient, and one copy splits it into the eight."""
+        tl.store(out + 3 * c, tl.sum(tl.where(ok, a0, 0.0), axis=0))
+        tl.store(out + 3 * c + 1, tl.sum(tl.where(ok, a1, 0.0), axis=0))
+        tl.store(out + 3 * c + 2, tl.sum(tl.where(ok, a2, 0.0), axis=0))
+        tl.store(out + 3 * C + c, tl.sum(tl.where(ok, a3, 0.0), axis=0))
+        tl.store(out + 4 * C + c, tl.sum(tl.where(ok, a4, 0.0), axis=0))
+        tl.store(out + 5 * C + c, tl.sum(tl.where(ok, a5, 0.0), axis=0))
+        tl.store(out + 6 * C + 3 * c, tl.sum(tl.where(ok, a6, 0.0), axis=0))
+        tl.store(out + 6 * C + 3 * c + 1, tl.sum(tl.where(ok, a7, 0.0), axis=0))
+        tl.store(out + 6 * C + 3 * c + 2, tl.sum(tl.where(ok, a8, 0.0), axis=0))
+        tl.store(out + 9 * C + c, tl.sum(tl.where(ok, a9, 0.0), axis=0))
+        tl.store(out + 10 * C + c, tl.sum(tl.where(ok, a10, 0.0), axis=0))
+        tl.store(out + 11 * C + c, tl.sum(tl.where(ok, a11, 0.0), axis=0))
 
     @triton.jit
     def _lift_forward_kernel(
@@ -529,10 +493,10 @@ if triton is not None:
         cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
         return cu1, cp1, cu2, cp2
 
-    @triton.jit(do_not_specialize=["ROWS"])  # (one build for every ROWS: it bounds a loop)
+    @triton.jit(do_not_specialize=["ROWS", "N1", "N2"])  # (one build for every ROWS and count: no variant per divisibility)
     def _down2_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, H, W, Jh, Jw, ROWS,
+        C, H, W, Jh, Jw, ROWS, N1, N2,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
         ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr,
     ):  # fmt: skip
@@ -545,8 +509,9 @@ if triton is not None:
         residual per band, not three); the first lift's bands never go to memory. out (LAYOUT 0):
         the four bands (band = 2 * H bit + W bit) stacked along the batch; LAYOUT 1: the bands at
         their polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2:
-        no bands. COMBINE: y as well; COSTS: this program's sums of (s - x_o)^2 and d^2, first
-        lift (rows each position owns) then second."""
+        no bands. COMBINE: y as well; COSTS: this program's parts of the two costs, the sums of
+        (s - x_o)^2 and of d^2 over the first lift's positions (the rows each position owns) over N1
+        plus those of the second's over N2 (the costs are then one column sum)."""
         plane, idx, mask, chunk, pair = _grid_positions(tl.cdiv(Jh, ROWS), tl.cdiv(Jw, 2), BLOCK)
         j = 2 * pair
         c = plane % C
@@ -600,10 +565,9 @@ if triton is not None:
                 s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
                 os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
         if COSTS:
-            tl.store(cost_ptr + tl.program_id(0) * 4, tl.sum(cu1, axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 1, tl.sum(cp1, axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 2, tl.sum(cu2, axis=0))
-            tl.store(cost_ptr + tl.program_id(0) * 4 + 3, tl.sum(cp2, axis=0))
+            n1, n2 = N1.to(ACC), N2.to(ACC)
+            tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu1, axis=0) / n1 + tl.sum(cu2, axis=0) / n2)
+            tl.store(cost_ptr + tl.program_id(0) * 2 + 1, tl.sum(cp1, axis=0) / n1 + tl.sum(cp2, axis=0) / n2)
 
     @triton.jit
     def _first_max(best, code, v, tap):
@@ -726,15 +690,15 @@ if triton is not None:
     def _lift_backward_kernel(
         x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROWS, SUM_ROW0, STEPS,
+        kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROW0, STEPS,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
         ACC: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
         costs' gradients: kc_ptr holds 2 dcost_u, 2 dcost_p, divided here by COUNT, the elements of
-        one 1-D lift's s). Per program: the weights' gradient sums, at row SUM_ROW0 + (n, tile) of
-        channel c's SUM_ROWS rows (one buffer, one reduction for every lift of a layer), and with
+        one 1-D lift's s). Per program: the weights' gradient sums, in row SUM_ROW0 + (n, tile) of
+        gw (:func:`_store_sums`: one buffer, one reduction for every lift of a layer), and with
         GAMMA sum(gy * band).
 
         A program serves one group's plane (the grid covers G * NC planes). Each thread owns
@@ -863,9 +827,9 @@ if triton is not None:
         if GAMMA:
             tl.store(gg_ptr + tl.program_id(0) * 2, tl.sum(sum_s, axis=0))
             tl.store(gg_ptr + tl.program_id(0) * 2 + 1, tl.sum(sum_d, axis=0))
-        row = c * SUM_ROWS + SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
+        row = SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
-            gw_ptr + row.to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            gw_ptr + row.to(tl.int64) * 12 * C, c, C, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
@@ -1020,11 +984,11 @@ if triton is not None:
     @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
         s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, J, B, SUM_ROWS, SUM_ROW0, STEPS,
+        C, R, J, B, SUM_ROW0, STEPS,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
-        sums (at row SUM_ROW0 + (n, tile) of channel c's SUM_ROWS rows). Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
+        sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
         residual and input gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
         i-1 .. i+1, each a function of its own position: after the first, every window slides
         (one U and one P residual per position instead of ten and five)."""
@@ -1102,9 +1066,9 @@ if triton is not None:
                 au_p1 = _input_grad(-ge_p1, ru_p1, hu_p1, slope_u, i + 1, J)
                 d_m1, d_0 = d_0, d_p1
                 d_p1 = _band(dp, i + 1, J, B, mask)
-        row = (plane % C) * SUM_ROWS + SUM_ROW0 + (plane // C) * tiles + tl.program_id(0) % tiles
+        row = SUM_ROW0 + (plane // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
-            gw_ptr + row.to(tl.int64) * 12, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
+            gw_ptr + row.to(tl.int64) * 12 * C, plane % C, C, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
 
@@ -1218,7 +1182,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
 
     ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band. The
-    weights' gradient sums go to rows ``row0 ..`` of each channel of ``gw`` (C, rows, 12), which
+    weights' gradient sums go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), which
     every lift of the layer shares (one reduction after the last).
     """
     planes, rows, length, half, inner = _geometry(x, dim)
@@ -1232,7 +1196,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
                  BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
-        _lift_backward_kernel[(nprog,)](*args, count, gw.shape[1], row0, steps, **modes)
+        _lift_backward_kernel[(nprog,)](*args, count, row0, steps, **modes)
     if gg is None:
         g_sums = None
     else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
@@ -1242,13 +1206,13 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
 
 def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
     """The 8 weights' gradients (P: dw taps, dw bias, pw, pw bias; then U; None for a missing bias)
-    from the per-program sums gw (C, rows, 12), in one launch: fresh tensors shaped like the
-    weights (an operator's returns may not alias one another), not a reduction and eight copies."""
-    c = gw.shape[0]
-    like = next(p for p in params if p is not None)
-    outs = [torch.empty((3 * c if i % 4 == 0 else c,), dtype=like.dtype, device=gw.device) for i in range(len(params))]
-    with _on(gw):
-        _weight_grads_kernel[(c,)](gw, gw.shape[1], *outs, ACC=_acc(gw)[0], BLOCK=32)
+    from the per-program sums gw (rows, 12 C) (:func:`_store_sums`): a column sum and one copy into
+    tensors of their own (an operator's returns may not alias one another), not a reduction and
+    eight copies."""
+    c = gw.shape[1] // _N_GRADS
+    sizes = [3 * c if i % 4 == 0 else c for i in range(len(params))]
+    outs = [gw.new_empty(n) for n in sizes]
+    torch.split_with_sizes_copy(gw.sum(0), sizes, 0, out=outs)
     return [None if p is None else g.view(p.shape).to(p.dtype) for p, g in zip(params, outs)]
 
 
@@ -1257,7 +1221,7 @@ _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_ker
 
 def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
-    (2,) in x's dtype or None, one more launch). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
+    or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
     polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone."""
     n, c, h, w = x.shape
     jh, jw = (h + 1) // 2, (w + 1) // 2
@@ -1271,20 +1235,16 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     rows = _per_thread_filling(jh, _ROWS, programs, x.device)
     nprog = programs(rows)
     tl_acc, acc = _acc(x)
-    sums = torch.empty((nprog, 4), dtype=acc, device=x.device) if with_costs else None
+    sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
+    counts = (n * c * h * jw, n * c * jh * jw)  # per element of one 1-D lift's s, as the lift-by-lift path counts
     with _on(x):
         _down2_forward_kernel[(nprog,)](
-            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw, rows,
+            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw, rows, *counts,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
             BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
         )  # fmt: skip
-    costs = None
-    if with_costs:  # per element of one 1-D lift's s, as the lift-by-lift path counts
-        costs = x.new_empty(2)
-        with _on(x):
-            _costs_kernel[(1,)](sums, nprog, n * c * h * jw, n * c * jh * jw, costs, ACC=tl_acc, BLOCK=128)
-    return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), costs
+    return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), (None if sums is None else sums.sum(0))
 
 
 def bands_usable(x: Tensor, axes) -> bool:
@@ -1327,7 +1287,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
 
 
 def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g_costs, want_gamma: bool):
-    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, per-program weight-gradient sums (C, rows, 12)).
+    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, per-program weight-gradient sums (rows, 12 C)).
 
     Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
     """
@@ -1355,7 +1315,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     g_gamma = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
     rows = [_sum_rows(shapes[i], order[i], x.device) for i in range(len(order))]
-    gw = torch.empty((x.shape[1], sum(rows), _N_GRADS), dtype=acc, device=x.device)
+    gw = torch.empty((sum(rows), _N_GRADS * x.shape[1]), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
         count = math.prod(_forward_shape(shapes[i], order[i])[1:]) * n  # elements of one 1D lift's s
@@ -1392,7 +1352,7 @@ def _unlift_tiles(bands_shape, dim: int, device: torch.device) -> tuple[int, int
 
 def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int) -> Tensor:
     """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
-    go to rows ``row0 ..`` of each channel of ``gw`` (C, rows, 12), shared by every inverse lift of
+    go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
     the layer (one reduction after the last)."""
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
@@ -1401,7 +1361,7 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: T
     g = torch.empty_like(bands)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
-            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, gw.shape[1], row0, steps,
+            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, row0, steps,
             BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
         )  # fmt: skip
     return g
@@ -1488,13 +1448,13 @@ def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
 
 def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_gamma: bool):
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
-    per-program weight-gradient sums (C, rows, 12))."""
+    per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
     inputs = [_up_bands(y.contiguous(), details.contiguous(), output, gamma)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
     rows = [inputs[i].shape[0] // 2 * _unlift_tiles(inputs[i].shape, axes[i], y.device)[1] for i in range(len(axes))]  # s's planes x tiles
-    gw = torch.empty((y.shape[1], sum(rows), _N_GRADS), dtype=_acc(y)[1], device=y.device)
+    gw = torch.empty((sum(rows), _N_GRADS * y.shape[1]), dtype=_acc(y)[1], device=y.device)
     grad = g_x.contiguous()
     for i in reversed(range(len(axes))):
         grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]))
