@@ -76,7 +76,7 @@ _LOOP_STEPS = int(os.environ.get("LIFTSWAP_TRITON_LOOP_STEPS", "32"))
 # Positions the one-axis backward loops unroll per trip (_UNROLL_STEPS), and rows or positions the
 # 2-D forwards' loops do (_UNROLL_ROWS): inside a trip the windows slide by renaming registers, at
 # its end each window value moves once (sm_90 model, down fwd+bwd: 36.4 warp-instructions per
-# output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 138 registers (12 or
+# output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 155 registers (12 or
 # 16 warps per SM) and 4-5 s to build; the 2-D forwards gain little at 4 (6.3 -> 6.2) and the down
 # forward then builds in 60 s, not 22; at 7 it spills.
 _UNROLL_STEPS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL", "4"))
