@@ -76,7 +76,7 @@ _LOOP_STEPS = int(os.environ.get("LIFTSWAP_TRITON_LOOP_STEPS", "32"))
 # Positions the one-axis backward loops unroll per trip (_UNROLL_STEPS), and rows or positions the
 # 2-D forwards' loops do (_UNROLL_ROWS): inside a trip the windows slide by renaming registers, at
 # its end each window value moves once (sm_90 model, down fwd+bwd: 36.4 warp-instructions per
-# output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 155 registers (12 or
+# output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 139 registers (12 or
 # 16 warps per SM) and 4-5 s to build; the 2-D forwards gain little at 4 (6.3 -> 6.2) and the down
 # forward then builds in 60 s, not 22; at 7 it spills.
 _UNROLL_STEPS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL", "4"))
@@ -231,7 +231,7 @@ if triton is not None:
 
     @triton.jit
     def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
-        """d at position p (clamped), with P's pre-activation h and residual r there (for p in
+        """d at position p (clamped), with relu of P's pre-activation h and residual r there (for p in
         [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
         e_0 = _even(xp, pc, J, B, mask)
@@ -263,15 +263,16 @@ if triton is not None:
 
     @triton.jit
     def _residual(t_m, t_0, t_p, w0, w1, w2, b, pwk, pbk):
-        """P's or U's pre-activation h and residual r = tanh(pw relu(h) + pb) at one position from
-        its three taps (pwk, pbk: pw and pb times K, as _load_weights gives them)."""
-        h = b + w0 * t_m + w1 * t_0 + w2 * t_p
-        return h, _tanh_k(pwk * tl.maximum(h, 0.0) + pbk)
+        """P's or U's relu(h), h its pre-activation, and residual r = tanh(pw relu(h) + pb) at one
+        position from its three taps (pwk, pbk: pw and pb times K, as _load_weights gives them).
+        The backward keeps relu(h): pw's gradient term and relu's derivative (relu(h) > 0) read it."""
+        hr = tl.maximum(b + w0 * t_m + w1 * t_0 + w2 * t_p, 0.0)
+        return hr, _tanh_k(pwk * hr + pbk)
 
     @triton.jit
     def _input_grad(g, r, h, slope, q, J):
         """An operator's input gradient at position q of J from its residual's gradient g: g (1 - r^2) pw
-        where h > 0 (relu's, as PyTorch's: a select), zero off [0, J). Zeroed once here, the window
+        where h > 0 (h: relu of the pre-activation; relu's derivative, as PyTorch's: a select), zero off [0, J). Zeroed once here, the window
         values past the ends (copies of the edge's) need no tests where :func:`_gather` reads them."""
         return tl.where((q >= 0) & (q < J) & (h > 0.0), g * (1.0 - r * r) * slope, 0.0)
 
@@ -312,7 +313,7 @@ if triton is not None:
     def _add_sums(g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
                   ap, e_m1, e_0, e_p1, gp, hp, au, d_m1, d_0, d_p1, gu, hu, FOUR: tl.constexpr):  # fmt: skip
         """The 12 weight-gradient sums plus one position's terms where ``on``: P's taps (its input
-        gradient ap times x_e at the taps), dw bias, pw (gp times relu(h)), pw bias; then U's.
+        gradient ap times x_e at the taps), dw bias, pw (gp times hp, relu(h)), pw bias; then U's.
         FOUR: off ``on`` the four gradients are zeroed (4 selects, not one per term, 12): the window
         values there are those of positions inside (clamped), so an Inf or NaN among them is in the
         sums already. (The inverse lift's backward in bfloat16 then keeps predicates on the stack.)"""
@@ -321,9 +322,9 @@ if triton is not None:
             on = True
         return (
             g_wp0 + tl.where(on, ap * e_m1, 0.0), g_wp1 + tl.where(on, ap * e_0, 0.0), g_wp2 + tl.where(on, ap * e_p1, 0.0),
-            g_bp + tl.where(on, ap, 0.0), g_pwp + tl.where(on, gp * tl.maximum(hp, 0.0), 0.0), g_pbp + tl.where(on, gp, 0.0),
+            g_bp + tl.where(on, ap, 0.0), g_pwp + tl.where(on, gp * hp, 0.0), g_pbp + tl.where(on, gp, 0.0),
             g_wu0 + tl.where(on, au * d_m1, 0.0), g_wu1 + tl.where(on, au * d_0, 0.0), g_wu2 + tl.where(on, au * d_p1, 0.0),
-            g_bu + tl.where(on, au, 0.0), g_pwu + tl.where(on, gu * tl.maximum(hu, 0.0), 0.0), g_pbu + tl.where(on, gu, 0.0),
+            g_bu + tl.where(on, au, 0.0), g_pwu + tl.where(on, gu * hu, 0.0), g_pbu + tl.where(on, gu, 0.0),
         )  # fmt: skip
 
     @triton.jit
@@ -835,7 +836,7 @@ if triton is not None:
 
     @triton.jit
     def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """:func:`_approx` at position p, with U's pre-activation h and residual r there (for p in
+        """:func:`_approx` at position p, with relu of U's pre-activation h and residual r there (for p in
         [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
         d_0 = _band(dp, p, J, B, mask)
