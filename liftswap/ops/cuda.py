@@ -231,8 +231,8 @@ if triton is not None:
 
     @triton.jit
     def _detail_hr(xp, p, J, L, B, mask, wp0, wp1, wp2, bp, pwp, pbp, BASE_P: tl.constexpr):
-        """d at position p (clamped), with relu of P's pre-activation h and residual r there (for p in
-        [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
+        """d at position p (clamped), with relu of P's pre-activation and residual r there (for p
+        in [0, J) those of the P residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
         e_0 = _even(xp, pc, J, B, mask)
         h, r = _residual(_even(xp, pc - 1, J, B, mask), e_0, _even(xp, pc + 1, J, B, mask), wp0, wp1, wp2, bp, pwp, pbp)
@@ -271,9 +271,10 @@ if triton is not None:
 
     @triton.jit
     def _input_grad(g, r, h, slope, q, J):
-        """An operator's input gradient at position q of J from its residual's gradient g: g (1 - r^2) pw
-        where h > 0 (h: relu of the pre-activation; relu's derivative, as PyTorch's: a select), zero off [0, J). Zeroed once here, the window
-        values past the ends (copies of the edge's) need no tests where :func:`_gather` reads them."""
+        """An operator's input gradient at position q of J from its residual's gradient g:
+        g (1 - r^2) pw where h (relu of the pre-activation) > 0, a select like PyTorch's relu
+        backward; zero off [0, J). Zeroed once here, the window values past the ends (copies of the
+        edge's) need no tests where :func:`_gather` reads them."""
         return tl.where((q >= 0) & (q < J) & (h > 0.0), g * (1.0 - r * r) * slope, 0.0)
 
     @triton.jit
@@ -494,7 +495,7 @@ if triton is not None:
         cp2 += tl.where(on, hl * hl + hh * hh, 0.0)
         return cu1, cp1, cu2, cp2
 
-    @triton.jit(do_not_specialize=["ROWS", "N1", "N2"])  # (one build for every ROWS and count: no variant per divisibility)
+    @triton.jit(do_not_specialize=["ROWS", "N1", "N2"])  # (one build for every size: no variant per divisibility)
     def _down2_forward_kernel(
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw, ROWS, N1, N2,
@@ -836,8 +837,8 @@ if triton is not None:
 
     @triton.jit
     def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
-        """:func:`_approx` at position p, with relu of U's pre-activation h and residual r there (for p in
-        [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
+        """:func:`_approx` at position p, with relu of U's pre-activation and residual r there (for
+        p in [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
         pc = _clamp(p, J)
         d_0 = _band(dp, p, J, B, mask)
         h, r = _residual(_band(dp, pc - 1, J, B, mask), d_0, _band(dp, pc + 1, J, B, mask), wu0, wu1, wu2, bu, pwu, pbu)
