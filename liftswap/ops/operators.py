@@ -317,6 +317,12 @@ def _bands_grad(ctx, g_out, g_costs):
 # --- liftswap::lift_up_pool --------------------------------------------------------------------
 
 
+def _one_band(details: Tensor) -> Tensor:
+    """One band of details (N, nb, C, ...), shaped as y, for a backend's usable() (which bounds a
+    channel's plane); details without a band as they are (no backend serves them)."""
+    return details[:, 0] if details.dim() > 2 and details.shape[1] > 0 else details
+
+
 def _up_reference(y: Tensor, details: Tensor, a: Args) -> Tensor:
     up = reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, residual=_residual(y, a))
     return up.to(y.dtype)
@@ -326,7 +332,7 @@ def _up_impl(*backends):
     def impl(y: Tensor, details: Tensor, *args):
         a = Args(*args)
         backend = _backend(y, a, *backends)
-        if backend is None or not backend.usable(details[:, 0]):
+        if backend is None or not backend.usable(_one_band(details)):
             return _up_reference(y, details, a)
         return backend.up_forward(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma)
 
@@ -346,7 +352,7 @@ def _up_backward_impl(*backends):
         g_x, needs = args[_N_ARGS:]
         tensors = (y, details) + a.tensors()
         backend = _backend(y, a, *backends)
-        if backend is None or not backend.usable(details[:, 0]):
+        if backend is None or not backend.usable(_one_band(details)):
 
             def fn(y, details, *ts):
                 return (_up_reference(y, details, a._replace(**dict(zip(Args._fields[:_N_TENSORS], ts)))),)
