@@ -79,7 +79,7 @@ _LOOP_STEPS = int(os.environ.get("LIFTSWAP_TRITON_LOOP_STEPS", "32"))
 # output at 2, 34.1 at 4, 33.2 at 7). At 4 the backward kernels take 96 to 139 registers (12 or
 # 16 warps per SM) and 4-5 s to build; the 2-D forwards gain little at 4 (6.3 -> 6.2) and the down
 # forward then builds in 60 s, not 22; at 7 it spills.
-_UNROLL_STEPS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL", "4"))
+_UNROLL_STEPS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL_STEPS", "4"))
 _UNROLL_ROWS = int(os.environ.get("LIFTSWAP_TRITON_UNROLL_ROWS", "2"))
 # A loop kernel's rows or positions per thread halve (down to 4) while its grid has fewer programs
 # than this per SM: a small batch would otherwise leave SMs idle (an SM holds 3 to 8 such programs).
@@ -990,8 +990,9 @@ if triton is not None:
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
-        sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's
-        residual and input gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
+        sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns
+        STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's residual and input
+        gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
         i-1 .. i+1, each a function of its own position: after the first, every window slides
         (one U and one P residual per position instead of ten and five)."""
         plane, i0, mask, x_in, y_in, tiles = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
