@@ -8,7 +8,11 @@ allocations and no-op conversions left out: on CUDA each is about one launch) an
 the call on tiny CPU tensors with the Triton launches stubbed out, for the PyTorch
 implementation against the Triton path (run on CPU tensors through lift_triton.on_cpu, which
 needs TRITON_INTERPRET=1: set here before liftswap is imported), at kernel size 3 (the fused
-kernels) and 5 (the residual kernels inside the reference's composition).
+kernels) and 5 (the residual kernels inside the reference's composition). Last, the calls
+``gpu_goals.py`` times for its layer rows (a no-grad forward; a forward, ``.sum()`` and
+``autograd.grad``) of a LiftDownPool2d against MaxPool2d(3, 2, 1), timed in turns: at batch 8 a
+GPU runs those rows about as fast as the host issues them, so this ratio (Triton launches
+stubbed, their own host cost not in it) is a floor under theirs.
 
     python benchmarks/host_overhead.py [--repeats 200] [--out benchmarks/results/host_overhead.json]
 """
@@ -26,7 +30,8 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 import benchutil  # noqa: E402
-from benchutil import stubbed_launches, write_json  # noqa: E402
+from benchutil import interleaved_times, stubbed_launches, write_json  # noqa: E402
+from gpu_goals import _layer_calls  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import liftswap  # noqa: E402
@@ -116,7 +121,18 @@ def main(argv=None) -> int:
                                  "triton_launches": launches, "host_ms": host_ms, "ops": dict(counter.ops)})  # fmt: skip
                     print(f"K={k} {path:<34} {what:<28} {ops:4d} ops ({working:3d} working, operators' insides too)"
                           f"  {launches:3d} Triton launches  {host_ms:6.3f} ms host", flush=True)  # fmt: skip
-    write_json(args.out, {"torch": torch.__version__, "shape": list(x.shape), "repeats": args.repeats, "rows": rows})
+    goal_rows = []
+    with native.enabled(False), stubbed_launches(), lift_triton.on_cpu():
+        down, pool = liftswap.LiftDownPool2d(4).train(), torch.nn.MaxPool2d(3, 2, 1)
+        calls = {"down": _layer_calls(down, x.detach()), "max": _layer_calls(pool, x.detach())}
+        for index, part in enumerate(("fwd", "fwd+bwd")):
+            times = interleaved_times({k: v[index] for k, v in calls.items()}, args.repeats * 5)
+            goal_rows.append({"call": part, "lift_us": times["down"] * 1e6, "maxpool_us": times["max"] * 1e6,
+                              "ratio": times["down"] / times["max"]})  # fmt: skip
+            print(f"gpu_goals' {part:<8} call, host: LiftDownPool2d {times['down'] * 1e6:6.1f} us, MaxPool2d "
+                  f"{times['max'] * 1e6:5.1f} us: {goal_rows[-1]['ratio']:5.2f}x", flush=True)  # fmt: skip
+    write_json(args.out, {"torch": torch.__version__, "shape": list(x.shape), "repeats": args.repeats, "rows": rows,
+                          "gpu_goals_calls": goal_rows})  # fmt: skip
     return 0
 
 

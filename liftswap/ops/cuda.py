@@ -1122,7 +1122,7 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     out = x.new_empty(shape)
     y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if coef is not None else None
     steps = 1 if coef is not None and groups > 1 else _per_thread(half, _STEPS)  # (several groups' y sums in registers)
-    nprog = planes // groups * triton.cdiv(rows * triton.cdiv(half, steps) * inner, _BLOCK)
+    nprog = planes // groups * _cdiv(rows * _cdiv(half, steps) * inner, _BLOCK)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
     with _on(x):
@@ -1133,6 +1133,12 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
             STEPS=steps,
         )  # fmt: skip
     return out, y, sums
+
+
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) on the host: triton.cdiv is a constexpr function (Triton >= 3.4), a Python
+    wrapper around every call."""
+    return -(-a // b)
 
 
 def _per_thread(n: int, most: int) -> int:
@@ -1163,7 +1169,7 @@ def _steps_backward(planes: int, rows: int, length: int, inner: int, device: tor
     """(positions per thread, programs per plane) of a one-axis backward kernel over ``planes``
     planes of (rows, length, inner)."""
     def tiles(k):
-        return triton.cdiv(rows * triton.cdiv(length, k) * inner, _BLOCK_BACKWARD)
+        return _cdiv(rows * _cdiv(length, k) * inner, _BLOCK_BACKWARD)
 
     steps = _per_thread_filling(length, _LOOP_STEPS, lambda k: planes * tiles(k), device)
     return steps, tiles(steps)
@@ -1175,21 +1181,17 @@ def _tiles(shape, dim: int, device: torch.device) -> tuple[int, int]:
     return _steps_backward(planes, rows, half, inner, device)
 
 
-def _sum_rows(shape, dim: int, device: torch.device) -> int:
-    """Rows of weight-gradient sums per channel that :func:`_backward` of an input of ``shape`` writes: one per program."""
-    return shape[0] * _tiles(shape, dim, device)[1]
-
-
 def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
-              gw: Tensor, row0: int, gamma_sums: bool):  # fmt: skip
+              gw: Tensor, row0: int, tiling: tuple[int, int], gamma_sums: bool):  # fmt: skip
     """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
 
     ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band. The
     weights' gradient sums go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), which
-    every lift of the layer shares (one reduction after the last).
+    every lift of the layer shares (one reduction after the last); ``tiling``: :func:`_tiles` of x,
+    whose programs write one row each.
     """
     planes, rows, length, half, inner = _geometry(x, dim)
-    steps, tiles = _tiles(x.shape, dim, x.device)
+    steps, tiles = tiling
     nprog = planes * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
     gx = x.new_empty(x.shape)
@@ -1216,7 +1218,13 @@ def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
     sizes = [3 * c if i % 4 == 0 else c for i in range(len(params))]
     outs = [gw.new_empty(n) for n in sizes]
     torch.split_with_sizes_copy(gw.sum(0), sizes, 0, out=outs)
-    return [None if p is None else g.view(p.shape).to(p.dtype) for p, g in zip(params, outs)]
+    grads = []
+    for p, g in zip(params, outs):  # (a view or cast that changes nothing still costs the host ~1 us)
+        if p is not None:
+            g = g if p.dim() == 1 else g.view(p.shape)
+            g = g if g.dtype == p.dtype else g.to(p.dtype)
+        grads.append(None if p is None else g)
+    return grads
 
 
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
@@ -1233,7 +1241,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
 
     def programs(k):  # two columns of k rows per thread
-        return n * c * triton.cdiv(triton.cdiv(jh, k) * triton.cdiv(jw, 2), _BLOCK_FUSED)
+        return n * c * _cdiv(_cdiv(jh, k) * _cdiv(jw, 2), _BLOCK_FUSED)
 
     rows = _per_thread_filling(jh, _ROWS, programs, x.device)
     nprog = programs(rows)
@@ -1317,14 +1325,15 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = grad.flatten(0, 1)
     g_gamma = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
-    rows = [_sum_rows(shapes[i], order[i], x.device) for i in range(len(order))]
+    tiling = [_tiles(shapes[i], order[i], x.device) for i in range(len(order))]
+    rows = [shapes[i][0] * tiling[i][1] for i in range(len(order))]  # a row of sums per program
     gw = torch.empty((sum(rows), _N_GRADS * x.shape[1]), dtype=acc, device=x.device)
     for i in reversed(range(len(order))):
         last = i == len(order) - 1
         count = math.prod(_forward_shape(shapes[i], order[i])[1:]) * n  # elements of one 1D lift's s
         grad, g_sums = _backward(
             inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
-            coef if last else None, kc, count, gw, sum(rows[:i]), last and want_gamma,
+            coef if last else None, kc, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:].to(gamma.dtype)
@@ -1341,7 +1350,7 @@ def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
     x = s.new_empty(shape)
     with _on(s):
         steps = _per_thread(length, _STEPS)
-        _unlift_forward_kernel[(planes * triton.cdiv(rows * triton.cdiv(length, steps) * inner, _BLOCK),)](
+        _unlift_forward_kernel[(planes * _cdiv(rows * _cdiv(length, steps) * inner, _BLOCK),)](
             s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps,
         )  # fmt: skip
     return x
@@ -1353,14 +1362,15 @@ def _unlift_tiles(bands_shape, dim: int, device: torch.device) -> tuple[int, int
     return _steps_backward(planes // 2, rows, length, inner, device)
 
 
-def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int) -> Tensor:
+def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int,
+                     tiling: tuple[int, int]) -> Tensor:  # fmt: skip
     """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
     go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
-    the layer (one reduction after the last)."""
+    the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands."""
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     planes, rows, length, _, inner = _geometry(s, dim)
-    steps, tiles = _unlift_tiles(bands.shape, dim, s.device)
+    steps, tiles = tiling
     g = torch.empty_like(bands)
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
@@ -1394,7 +1404,7 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = 
     code = torch.empty((n, c, oh, ow) if winners else (0,), dtype=torch.uint8, device=x.device)
     with _on(x):
         rows = _max_pool_rows(kh, dh, oh)
-        _max_pool_forward_kernel[(n * c * triton.cdiv(triton.cdiv(oh, rows) * ow, _BLOCK),)](
+        _max_pool_forward_kernel[(n * c * _cdiv(_cdiv(oh, rows) * ow, _BLOCK),)](
             x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK, ROWS=rows
         )
     return out, code
@@ -1414,7 +1424,7 @@ def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilat
     gx = g.new_empty((n, c, h, w))
     with _on(g):
         rows = _max_pool_rows(kh, dh, h)
-        _max_pool_backward_kernel[(n * c * triton.cdiv(triton.cdiv(h, rows) * w, _BLOCK),)](
+        _max_pool_backward_kernel[(n * c * _cdiv(_cdiv(h, rows) * w, _BLOCK),)](
             g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK, ROWS=rows
         )
     return gx
@@ -1427,7 +1437,7 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
 
     def programs(k):
-        return n * c * triton.cdiv(jh * triton.cdiv(jw, k), _BLOCK_FUSED)
+        return n * c * _cdiv(jh * _cdiv(jw, k), _BLOCK_FUSED)
 
     steps = _per_thread_filling(jw, _LOOP_STEPS, programs, y.device)
     with _on(y):
@@ -1456,11 +1466,12 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     inputs = [_up_bands(y.contiguous(), details.contiguous(), output, gamma)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
-    rows = [inputs[i].shape[0] // 2 * _unlift_tiles(inputs[i].shape, axes[i], y.device)[1] for i in range(len(axes))]  # s's planes x tiles
+    tiling = [_unlift_tiles(inputs[i].shape, axes[i], y.device) for i in range(len(axes))]
+    rows = [inputs[i].shape[0] // 2 * tiling[i][1] for i in range(len(axes))]  # s's planes x tiles: a row of sums per program
     gw = torch.empty((sum(rows), _N_GRADS * y.shape[1]), dtype=_acc(y)[1], device=y.device)
     grad = g_x.contiguous()
     for i in reversed(range(len(axes))):
-        grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]))
+        grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]), tiling[i])
     g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
     return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), gw)
 

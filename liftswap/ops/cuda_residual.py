@@ -93,7 +93,7 @@ def usable(t: Tensor, *weights: Tensor | None) -> bool:
 
 
 def _programs(planes: int, r: int, j: int, b: int) -> int:
-    return planes * triton.cdiv(r * j * b, _BLOCK)
+    return planes * cuda._cdiv(r * j * b, _BLOCK)
 
 
 class _Residual(torch.autograd.Function):

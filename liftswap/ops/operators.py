@@ -466,12 +466,41 @@ def _max_pool_grad(ctx, g, _):
 # --- registration ------------------------------------------------------------------------------
 
 
+# Registered with torch.library.Library, not torch.library.custom_op: custom_op's Python
+# wrappers (argument defaults refilled from the schema, aliasing checks, dynamo guards) cost
+# the host ~90 us per forward+backward, more than the layer's own launches (benchmarks/host_overhead.py).
+_LIB = torch.library.Library("liftswap", "DEF")
+
+
 def _define(name: str, schema: str, default, fake, kernels: dict):
-    op = torch.library.custom_op(f"liftswap::{name}", default, mutates_args=(), schema=schema)
-    op.register_fake(fake)
+    """Operator ``liftswap::name``: ``default`` on every device, ``kernels`` per device type,
+    ``fake`` for meta tensors and tracing."""
+    _LIB.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
+    torch.library.register_fake(f"liftswap::{name}", fake, lib=_LIB)
+    _LIB.impl(name, default, "CompositeExplicitAutograd")
     for device, fn in kernels.items():
-        op.register_kernel(device, fn)
-    return op
+        _LIB.impl(name, fn, device.upper())
+    return getattr(torch.ops.liftswap, name).default
+
+
+def _register_autograd(op, grad, setup) -> None:
+    """The autograd rule of ``op``: an autograd.Function whose forward runs the operator below
+    autograd and calls ``setup(ctx, inputs, outputs)``, and whose backward is ``grad``."""
+
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch._C._AutoDispatchBelowAutograd():
+                out = op(*args)
+            setup(ctx, args, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return grad(ctx, *grads)
+
+    Rule.__name__ = Rule.__qualname__ = f"{op._opname}_autograd"
+    _LIB.impl(op._opname, Rule.apply, "Autograd")
 
 
 def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backward_impl, backward_fake, grad, setup):
@@ -481,7 +510,7 @@ def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backw
     op = _define(name, schema, impl(), fake, {"cpu": impl(cpu, cuda), "cuda": impl(cuda)})
     _define(f"{name}_backward", backward_schema, backward_impl(), backward_fake,
             {"cpu": backward_impl(cpu, cuda), "cuda": backward_impl(cuda)})  # fmt: skip
-    op.register_autograd(grad, setup_context=setup)
+    _register_autograd(op, grad, setup)
     return op
 
 
@@ -503,7 +532,7 @@ def _register() -> None:
             "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
             _max_pool_backward_default, _max_pool_backward_fake,
             {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda})  # fmt: skip
-    pool.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
+    _register_autograd(pool, _max_pool_grad, _max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
         for op in (down, bands, up, pool):
