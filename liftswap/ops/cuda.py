@@ -701,7 +701,8 @@ if triton is not None:
         costs' gradients: kc_ptr holds 2 dcost_u, 2 dcost_p, divided here by COUNT, the elements of
         one 1-D lift's s). Per program: the weights' gradient sums, in row SUM_ROW0 + (n, tile) of
         gw (:func:`_store_sums`: one buffer, one reduction for every lift of a layer), and with
-        GAMMA sum(gy * band).
+        GAMMA sum(gy * band) for s and d in row (n, tile) of gg (N tiles, 2 G C), at columns
+        (band G + g) C + c: a column sum gives them as the (2 G, C) gradient of the coefficients.
 
         A program serves one group's plane (the grid covers G * NC planes). Each thread owns
         STEPS consecutive positions i0 .. i0 + STEPS - 1 along the lifted axis.
@@ -827,8 +828,9 @@ if triton is not None:
                 ap_m1, ap_0 = ap_0, ap_p1
                 ap_p1 = _input_grad(-gD_p1, rp_p1, hp_p1, slope_p, i + 1, J)
         if GAMMA:
-            tl.store(gg_ptr + tl.program_id(0) * 2, tl.sum(sum_s, axis=0))
-            tl.store(gg_ptr + tl.program_id(0) * 2 + 1, tl.sum(sum_d, axis=0))
+            ggp = gg_ptr + ((plane // C) * tiles + tl.program_id(0) % tiles).to(tl.int64) * 2 * G * C + g * C + c
+            tl.store(ggp, tl.sum(sum_s, axis=0))
+            tl.store(ggp + G * C, tl.sum(sum_d, axis=0))
         row = SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
         _store_sums(
             gw_ptr + row.to(tl.int64) * 12 * C, c, C, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
@@ -1165,6 +1167,7 @@ def _per_thread_filling(n: int, most: int, programs, device: torch.device) -> in
     return k
 
 
+@functools.lru_cache(maxsize=1024)  # (a model's layers see few sizes: the host does this once per size)
 def _steps_backward(planes: int, rows: int, length: int, inner: int, device: torch.device) -> tuple[int, int]:
     """(positions per thread, programs per plane) of a one-axis backward kernel over ``planes``
     planes of (rows, length, inner)."""
@@ -1195,18 +1198,15 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     nprog = planes * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
     gx = x.new_empty(x.shape)
-    gg = torch.empty((nprog, 2), dtype=acc, device=x.device) if gamma_sums else None
+    c = x.shape[1]
+    gg = torch.empty((planes // (groups * c) * tiles, 2 * groups * c), dtype=acc, device=x.device) if gamma_sums else None
     args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
             gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
                  BLOCK=_BLOCK_BACKWARD)  # fmt: skip
     with _on(x):
         _lift_backward_kernel[(nprog,)](*args, count, row0, steps, **modes)
-    if gg is None:
-        g_sums = None
-    else:  # (group, n, c, tile, [s, d]) -> [s of each group, d of each group] per channel
-        g_sums = gg.view((groups, -1, x.shape[1], tiles, 2)).sum(dim=(1, 3)).permute(2, 0, 1).reshape(2 * groups, -1)
-    return gx, g_sums
+    return gx, (None if gg is None else gg.sum(0).view(2 * groups, -1))
 
 
 def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
@@ -1239,12 +1239,7 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
     y = None if layout == "polyphase" else x.new_empty((n, c, jh, jw))
-
-    def programs(k):  # two columns of k rows per thread
-        return n * c * _cdiv(_cdiv(jh, k) * _cdiv(jw, 2), _BLOCK_FUSED)
-
-    rows = _per_thread_filling(jh, _ROWS, programs, x.device)
-    nprog = programs(rows)
+    rows, nprog = _down2_tiling(n * c, jh, jw, x.device)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if with_costs else None
     some = y if out is None else out  # stands in for the pointers a variant does not use
@@ -1256,6 +1251,17 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
             BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
         )  # fmt: skip
     return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), (None if sums is None else sums.sum(0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _down2_tiling(planes: int, jh: int, jw: int, device: torch.device) -> tuple[int, int]:
+    """(rows per thread, programs) of :func:`_down2_forward` over ``planes`` planes of (Jh, Jw) outputs."""
+
+    def programs(k):  # two columns of k rows per thread
+        return planes * _cdiv(_cdiv(jh, k) * _cdiv(jw, 2), _BLOCK_FUSED)
+
+    rows = _per_thread_filling(jh, _ROWS, programs, device)
+    return rows, programs(rows)
 
 
 def bands_usable(x: Tensor, axes) -> bool:
@@ -1336,7 +1342,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
             coef if last else None, kc, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
-            g_gamma = g_sums[1:].to(gamma.dtype)
+            g_gamma = g_sums[1:] if g_sums.dtype == gamma.dtype else g_sums[1:].to(gamma.dtype)
     return grad, g_gamma, gw
 
 
@@ -1435,17 +1441,24 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     n, c, jh, jw = y.shape
     coef = coefficients(output, gamma, 4, y, _acc(y)[1])
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
-
-    def programs(k):
-        return n * c * _cdiv(jh * _cdiv(jw, k), _BLOCK_FUSED)
-
-    steps = _per_thread_filling(jw, _LOOP_STEPS, programs, y.device)
+    steps, nprog = _up2_tiling(n * c, jh, jw, y.device)
     with _on(y):
-        _up2_forward_kernel[(programs(steps),)](
+        _up2_forward_kernel[(nprog,)](
             y, details, coef, x, *weights, c, jh, jw, steps,
             DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
         )  # fmt: skip
     return x
+
+
+@functools.lru_cache(maxsize=1024)
+def _up2_tiling(planes: int, jh: int, jw: int, device: torch.device) -> tuple[int, int]:
+    """(positions of a row per thread, programs) of :func:`_up2_forward` over ``planes`` planes of (Jh, Jw) inputs."""
+
+    def programs(k):
+        return planes * _cdiv(jh * _cdiv(jw, k), _BLOCK_FUSED)
+
+    steps = _per_thread_filling(jw, _LOOP_STEPS, programs, device)
+    return steps, programs(steps)
 
 
 def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:

@@ -499,8 +499,14 @@ def _register_autograd(op, grad, setup) -> None:
         def backward(ctx, *grads):
             return grad(ctx, *grads)
 
+    def autograd_kernel(*args):
+        if torch.is_grad_enabled():
+            return Rule.apply(*args)
+        with torch._C._AutoDispatchBelowAutograd():  # nothing to record: no Function and its context
+            return op(*args)
+
     Rule.__name__ = Rule.__qualname__ = f"{op._opname}_autograd"
-    _LIB.impl(op._opname, Rule.apply, "Autograd")
+    _LIB.impl(op._opname, autograd_kernel, "Autograd")
 
 
 def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backward_impl, backward_fake, grad, setup):
