@@ -306,6 +306,28 @@ def test_module_equals_functional(dims, backend):
     ref_rec = reference.up_pool(y, details, p, u, down.axes, "sum", None)[(...,) + (slice(0, 7),) * dims]
     assert rel_err([up(y, details, output_size=x.shape[2:]), rec], [ref_rec] * 2) < 1e-12
 
+def test_parametrized_weights_are_read(backend):
+    """A weight under torch.nn.utils.parametrize (not a registered parameter) is what the layer
+    uses: its output equals a plain layer's holding the parametrized values."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    down = randomize(liftswap.LiftDownPool2d(3, init="paper")).double().eval()
+    plain = liftswap.LiftDownPool2d(3, init="paper").double().eval()
+    plain.load_state_dict(down.state_dict())
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    before = down(x)
+    with torch.no_grad():
+        plain.predict.pw.weight.mul_(2)
+        plain.update.dw.weight.mul_(2)
+    parametrize.register_parametrization(down.predict.pw, "weight", Double())
+    parametrize.register_parametrization(down.update.dw, "weight", Double())
+    assert rel_err(down(x), plain(x)) < 1e-12 and rel_err(down(x), before) > 1e-3
+
+
 
 class _TinyNet(torch.nn.Module):
     def __init__(self):

@@ -1290,7 +1290,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
     coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
     if x.dim() == 4 and order == [-1, -2] and _FUSED_2D:
         y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs, "bands" if with_details else "approximation")
-        return y, bands, (None if costs is None else costs.to(x.dtype))
+        return y, bands, (costs if costs is None or costs.dtype == x.dtype else costs.to(x.dtype))
     bands, costs = x, None
     for i, dim in enumerate(order):
         last = i == len(order) - 1

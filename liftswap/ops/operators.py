@@ -97,18 +97,23 @@ def _pooled_shape(shape, axes) -> list[int]:
     return shape
 
 
-def _grads_out(tensors: Sequence[Tensor | None], grads: Sequence[Tensor | None], needs: Sequence[bool], like: Tensor) -> list[Tensor]:
+def _grads_out(tensors: Sequence[Tensor | None], grads: Sequence[Tensor | None], needs: Sequence[bool], like: Tensor,
+               fresh: bool = False) -> list[Tensor]:  # fmt: skip
     """A backward operator's returns: each needed gradient (zeros where the input had no
-    effect), an empty tensor for the others."""
-    out, storages = [], {t.untyped_storage().data_ptr() for t in tensors if t is not None}
+    effect), an empty tensor for the others. ``fresh``: the gradients are new contiguous
+    tensors, none a view of another (the kernels'): nothing to check."""
+    out, storages = [], None if fresh else {t.untyped_storage().data_ptr() for t in tensors if t is not None}
     for t, g, need in zip(tensors, grads, needs):
         if not need or t is None:
             out.append(like.new_empty(0))
             continue
-        g = torch.zeros_like(t) if g is None else g.contiguous()  # the fake rule says contiguous
-        if g.untyped_storage().data_ptr() in storages:  # views of one buffer: an operator's returns may not alias
-            g = g.clone()
-        storages.add(g.untyped_storage().data_ptr())
+        if g is None:
+            g = torch.zeros_like(t)
+        elif not fresh:
+            g = g.contiguous()  # the fake rule says contiguous
+            if g.untyped_storage().data_ptr() in storages:  # views of one buffer: an operator's returns may not alias
+                g = g.clone()
+            storages.add(g.untyped_storage().data_ptr())
         out.append(g)
     return out
 
@@ -228,7 +233,8 @@ def _down_backward_impl(*backends):
             g_x, g_gamma, g_weights = backend.down_backward(
                 x, a.predict(), a.update(), a.axes, a.output, a.gamma, g_y, g_details, g_costs, want_gamma
             )
-            grads = [g_x, *g_weights, g_gamma]
+            # the Triton path's gradients are tensors of their own; the C++ kernel's weights' are views of one
+            return _grads_out(tensors, [g_x, *g_weights, g_gamma], needs, x, fresh=backend is cuda)
         return _grads_out(tensors, grads, needs, x)
 
     return impl
@@ -363,7 +369,7 @@ def _up_backward_impl(*backends):
             g_y, g_details, g_gamma, g_weights = backend.up_backward(
                 y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, g_x, want_gamma
             )
-            grads = [g_y, g_details, *g_weights, g_gamma]
+            grads = [g_y, g_details, *g_weights, g_gamma]  # (y's and the details' are views of one buffer)
         return _grads_out(tensors, grads, needs, y)
 
     return impl
