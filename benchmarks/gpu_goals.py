@@ -18,6 +18,7 @@ any machine; its numbers are not the goals'.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import os
 import sys
@@ -37,7 +38,9 @@ MODEL_GOALS = {"resnet50": 1.05, "vgg13_bn": 1.10}
 
 
 def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None):
-    """(no-grad forward, forward+backward) of a pool, or of ``up`` after ``module`` (untimed)."""
+    """(no-grad forward, forward+backward) of a pool, or of ``up`` after ``module`` (untimed).
+    The no-grad forward is inference: a LiftDownPool in eval mode, as the model rows run it (in
+    training mode it would also sum the regulariser's costs, which no gradient reads)."""
     if up is not None:
         with torch.no_grad():
             y, details = module(x)
@@ -47,16 +50,22 @@ def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None
 
         def run():
             return up(y, details, output_size=x.shape[2:])
+
+        infer = run
     else:
         xg = x.clone().requires_grad_(True)
         inputs = (xg,)
+        evaluated = copy.deepcopy(module).eval()
 
         def run():
             return module(xg)
 
+        def infer():
+            return evaluated(x)
+
     def fwd():
         with torch.no_grad():
-            run()
+            infer()
 
     def fwd_bwd():
         torch.autograd.grad(run().sum(), inputs)

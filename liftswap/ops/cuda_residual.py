@@ -54,19 +54,20 @@ if triton is not None:
     @triton.jit
     def _residual_backward_kernel(t_ptr, g_ptr, gt_ptr, sums_ptr, w_ptr, b_ptr, pw_ptr, pb_ptr, C, R, J, B,
                                   K: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-        """t's gradient from r's (g), and this program's K + 3 weight-gradient sums (taps, dw bias,
-        pw, pw bias) at sums[program]. Position q gathers w_k a_j from each position j whose tap k
+        """t's gradient from r's (g), and this program's K + 3 weight-gradient sums in row (n, tile)
+        of sums (N tiles, (K + 3) C), laid out as the gradients end to end (taps (C, K), dw bias,
+        pw, pw bias: a column sum gives each as a view). Position q gathers w_k a_j from each position j whose tap k
         reads it (clamp(j + k - K // 2) == q: at the ends replicate padding folds the outer taps
         onto the end sample), a_j = g_j (1 - r_j^2) pw [h_j > 0], r_j recomputed from t: K
         residuals per position, no buffer of a and one launch."""
-        plane, q, on, line, _, _ = _chunk_positions(R, J, J, B, 1, BLOCK)  # a position per thread
+        plane, q, on, line, _, tiles = _chunk_positions(R, J, J, B, 1, BLOCK)  # a position per thread
         c = plane % C
         at = plane.to(tl.int64) * R * J * B + line
         tp = t_ptr + at
         bias, slope = _wide(tl.load(b_ptr + c)), _wide(tl.load(pw_ptr + c))
         pbk = _wide(tl.load(pb_ptr + c)) * _K
         gt = tl.zeros((BLOCK,), ACC)
-        sums = sums_ptr + tl.program_id(0).to(tl.int64) * (K + 3)
+        sums = sums_ptr + ((plane // C) * tiles + tl.program_id(0) % tiles).to(tl.int64) * (K + 3) * C
         for jj in range(K):  # a loop, not unrolled: the build's time grows with K, not K^2
             j = q + jj - K // 2
             inside = on & (j >= 0) & (j < J)
@@ -80,10 +81,10 @@ if triton is not None:
             if jj == K // 2:  # q's own residual: its terms of the weights' gradients
                 for k in tl.static_range(K):
                     t = _wide(tl.load(tp + _clamp(q + k - K // 2, J).to(tl.int64) * B, mask=on, other=0.0))
-                    tl.store(sums + k, tl.sum(tl.where(on, a * t, 0.0), axis=0))
-                tl.store(sums + K, tl.sum(tl.where(on, a, 0.0), axis=0))
-                tl.store(sums + K + 1, tl.sum(tl.where(on, gr * tl.maximum(h, 0.0), 0.0), axis=0))
-                tl.store(sums + K + 2, tl.sum(tl.where(on, gr, 0.0), axis=0))
+                    tl.store(sums + c * K + k, tl.sum(tl.where(on, a * t, 0.0), axis=0))
+                tl.store(sums + K * C + c, tl.sum(tl.where(on, a, 0.0), axis=0))
+                tl.store(sums + (K + 1) * C + c, tl.sum(tl.where(on, gr * tl.maximum(h, 0.0), 0.0), axis=0))
+                tl.store(sums + (K + 2) * C + c, tl.sum(tl.where(on, gr, 0.0), axis=0))
         tl.store(gt_ptr + at + q.to(tl.int64) * B, gt.to(gt_ptr.dtype.element_ty), mask=on)
 
 
@@ -120,14 +121,14 @@ class _Residual(torch.autograd.Function):
         nprog = _programs(planes, r, j, b)
         tl_acc, acc = cuda._acc(t)
         gt = torch.empty_like(t)
-        sums = torch.empty((nprog, k + 3), dtype=acc, device=t.device)
+        c = t.shape[1]
+        sums = torch.empty((nprog // c, (k + 3) * c), dtype=acc, device=t.device)  # a row per (n, tile)
         with cuda._on(t):
             _residual_backward_kernel[(nprog,)](
                 t, g.contiguous(), gt, sums, *cuda._flat((dw, db, pw, pb), t), t.shape[1], r, j, b, K=k, ACC=tl_acc, BLOCK=_BLOCK
             )
-        sums = sums.view(t.shape[0], t.shape[1], -1, k + 3).sum(dim=(0, 2))  # (C, K + 3)
-        grads = [sums[:, :k].reshape(dw.shape), sums[:, k], sums[:, k + 1].reshape(pw.shape), sums[:, k + 2]]
-        grads = [None if w is None else v.to(w.dtype) for v, w in zip(grads, (dw, db, pw, pb))]
+        grads = sums.sum(0).split([k * c, c, c, c])  # one op: the rest are views
+        grads = [None if w is None else v.view(w.shape).to(w.dtype) for v, w in zip(grads, (dw, db, pw, pb))]
         return gt, None, *grads
 
 
