@@ -233,6 +233,11 @@ def test_regularization_closed_form_haar(backend):
         c_u, c_p = c_u + (diff_h**2).mean() / 4, c_p + (diff_h**2).mean()
     expected = 0.3 * c_u + 0.7 * c_p
     torch.testing.assert_close(liftswap.regularization_loss(pool), expected, rtol=1e-12, atol=1e-12)
+    pool.lambda_u, pool.lambda_p = 2.0, 0.0  # weights set after construction are the ones used
+    pool(x)
+    torch.testing.assert_close(liftswap.regularization_loss(pool), 2 * c_u, rtol=1e-12, atol=1e-12)
+    assert (pool.lambda_u, pool.lambda_p) == (2.0, 0.0) and "lambda_u=2.0" in repr(pool)
+    assert "_lambdas" not in pool.state_dict()  # (the tensor the layer keeps them in)
 
 
 def test_regularization_zero_after_eval_and_none_without_layers():
@@ -439,7 +444,8 @@ def test_extra_repr():
 
 
 def test_backward_saves_only_inputs_and_parameters(backend):
-    """The layers recompute their intermediates in backward: autograd keeps x (and the weights)."""
+    """The layers recompute their intermediates in backward: autograd keeps x (and the weights,
+    and the regulariser's two, which its backward reads)."""
     check_saved_bytes_and_gradients()
 
 
@@ -454,7 +460,7 @@ def check_saved_bytes_and_gradients(shape=(2, 8, 32, 32)):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y, details = pool(x)
-    params = sum(p.numel() * p.element_size() for p in pool.parameters())
+    params = sum(p.numel() * p.element_size() for p in [*pool.parameters(), pool._lambdas])
     assert sum(saved.values()) == x.numel() * x.element_size() + params
     # and the gradients are those of autograd through the reference's ops
     (y.sum() + details.square().sum() + liftswap.regularization_loss(pool)).backward()

@@ -406,7 +406,8 @@ def test_kernel_layers_save_only_inputs_and_parameters():
     x = torch.randn(2, 8, 32, 30, requires_grad=True)
     y, details = (t.detach().requires_grad_(True) for t in down(x))
     params = sum(p.numel() * p.element_size() for p in down.parameters())
-    assert saved_bytes(lambda: down(x)) == x.numel() * x.element_size() + params
+    lambdas = down._lambdas.numel() * down._lambdas.element_size()  # the regulariser's two weights
+    assert saved_bytes(lambda: down(x)) == x.numel() * x.element_size() + params + lambdas
     # the inputs themselves, not copies: details is a view into the down pool's band buffer
     storages = y.untyped_storage().nbytes() + details.untyped_storage().nbytes()
     assert saved_bytes(lambda: up(y, details, output_size=x.shape[2:])) == storages + params

@@ -227,9 +227,9 @@ def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
                 monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
         with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
             for with_costs in (False, True):
-                out, c_u, c_p = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
-            grads = torch.autograd.grad(out.sin().sum() + 3 * c_u + 2 * c_p, [x, *down.parameters()], allow_unused=True)
-        outs.append([out, c_u, c_p, *[g for g in grads if g is not None]])
+                out, costs = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
+            grads = torch.autograd.grad(out.sin().sum() + 3 * costs[0] + 2 * costs[1], [x, *down.parameters()], allow_unused=True)
+        outs.append([out, costs, *[g for g in grads if g is not None]])
     # each forward (without, then with costs) one launch; the backward one per axis, after a re-lift of W
     assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2, "_lift_forward_kernel": 1}
     assert max_diff(*outs) < 1e-12

@@ -70,8 +70,8 @@ def lift(x: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights,
         >>> s.tolist(), d.tolist()
         ([[[2.0, 5.0]]], [[[2.0, 0.0]]])
     """
-    s, details, c_u, c_p = operators.down_pool(x, predict, update, (dim,), "LL", None, with_costs)
-    return LiftResult(s, details[:, 0], c_u, c_p)
+    s, details, costs = operators.down_pool(x, predict, update, (dim,), "LL", None, with_costs)
+    return LiftResult(s, details[:, 0], *_split(costs))
 
 
 def unlift(s: Tensor, d: Tensor, dim: int, predict: OperatorWeights, update: OperatorWeights) -> Tensor:
@@ -106,6 +106,11 @@ class DownPoolResult(NamedTuple):
     c_p: Tensor | None  # sum over the 1D lifts of mean(d^2)
 
 
+def _split(costs: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """(c_u, c_p) of the operators' (2,) costs."""
+    return (None, None) if costs is None else (costs[0], costs[1])
+
+
 def _check_output(output: str, gamma: Tensor | None) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -136,7 +141,8 @@ def lift_down_pool(
         (True, (1, 3, 2, 2, 3))
     """
     _check_output(output, gamma)
-    return DownPoolResult(*operators.down_pool(x, predict, update, tuple(axes), output, gamma, with_costs))
+    y, details, costs = operators.down_pool(x, predict, update, tuple(axes), output, gamma, with_costs)
+    return DownPoolResult(y, details, *_split(costs))
 
 
 def lift_up_pool(
@@ -299,8 +305,11 @@ class _LiftDownPoolNd(nn.Module):
         self.kernel_size = kernel_size
         self.init = init
         self.output = output
-        self.lambda_u = float(lambda_u)
-        self.lambda_p = float(lambda_p)
+        # (lambda_u, lambda_p) as a tensor too, on the layer's device (a buffer kept out of the
+        # state dict): the regulariser is one dot product, whose backward is one op
+        self.register_buffer("_lambdas", torch.empty(2), persistent=False)
+        self.lambda_u = lambda_u
+        self.lambda_p = lambda_p
         self.return_details = bool(return_details)
         self.axes = _normalize_axes(axes, self._spatial, cls)
         p_base, u_base = _BASES[init]
@@ -319,6 +328,35 @@ class _LiftDownPoolNd(nn.Module):
     def band_names(self) -> list[str]:
         return band_names(len(self.axes))
 
+    @property
+    def lambda_u(self) -> float:
+        return self._lambda_u
+
+    @lambda_u.setter
+    def lambda_u(self, value: float) -> None:
+        self._lambda_u = float(value)
+        self._write_lambdas()
+
+    @property
+    def lambda_p(self) -> float:
+        return self._lambda_p
+
+    @lambda_p.setter
+    def lambda_p(self, value: float) -> None:
+        self._lambda_p = float(value)
+        self._write_lambdas()
+
+    def _write_lambdas(self) -> None:
+        if hasattr(self, "_lambda_u") and hasattr(self, "_lambda_p"):
+            with torch.no_grad():  # (element by element: a fill each, no copy from the host)
+                self._lambdas[0], self._lambdas[1] = self._lambda_u, self._lambda_p
+
+    def _apply(self, fn, *args, **kwargs):
+        # .double(), .half(), .to(device), .to_empty() round or drop the buffer's values: written again
+        out = super()._apply(fn, *args, **kwargs)
+        self._write_lambdas()
+        return out
+
     def forward(self, x: Tensor):
         if _is_fx_proxy(x):
             return _fx_leaf_call(self, x)
@@ -330,7 +368,7 @@ class _LiftDownPoolNd(nn.Module):
             x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training,
             with_details=self.return_details,
         )
-        self._keep_regularization(x, out[0].dtype, out[2], out[3])
+        self._keep_regularization(x, out[0].dtype, out[2])
         if self.return_details:
             return out[0], out[1]
         return out[0]
@@ -341,15 +379,15 @@ class _LiftDownPoolNd(nn.Module):
         ``"approximation"`` that band alone. The regulariser is kept as :meth:`forward` keeps it."""
         _check_input(x, self._spatial, self.channels, type(self).__name__)
         w = self.predict.weights(), self.update.weights()
-        out, c_u, c_p = operators.down_pool_bands(x, *w, self.axes, layout, self.training)
-        self._keep_regularization(x, out.dtype, c_u, c_p)
+        out, costs = operators.down_pool_bands(x, *w, self.axes, layout, self.training)
+        self._keep_regularization(x, out.dtype, costs)
         return out
 
-    def _keep_regularization(self, x: Tensor, dtype: torch.dtype, c_u: Tensor | None, c_p: Tensor | None) -> None:
+    def _keep_regularization(self, x: Tensor, dtype: torch.dtype, costs: Tensor | None) -> None:
         if self.training and x.shape[0] == 0:  # an empty batch costs nothing (the means would be NaN)
             self.last_regularization = x.new_zeros((), dtype=dtype)
-        elif self.training:
-            self.last_regularization = torch.add(c_u * self.lambda_u, c_p, alpha=self.lambda_p)  # (two ops, not three)
+        elif self.training:  # lambda_u c_u + lambda_p c_p
+            self.last_regularization = torch.dot(costs, self._lambdas.to(costs.dtype))
         elif self.last_regularization is not None:
             self.last_regularization = None
 

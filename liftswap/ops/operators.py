@@ -575,23 +575,25 @@ def _route(*tensors: Tensor | None, onnx_graph: bool = True) -> str:
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str = "LL",
               gamma: Tensor | None = None, with_costs: bool = False, with_details: bool = True):  # fmt: skip
-    """``(y, details (N, nd, C, *pooled), c_u, c_p)`` of a LiftDownPool layer (costs None
-    unless ``with_costs``); see :func:`liftswap.layers.lift_down_pool`. Without ``with_details``
-    the operator may skip writing them (details then has no band, or all where no operator runs)."""
+    """``(y, details (N, nd, C, *pooled), costs)`` of a LiftDownPool layer, ``costs`` the
+    regulariser's (c_u, c_p) as one (2,) tensor, None unless ``with_costs``; see
+    :func:`liftswap.layers.lift_down_pool`. Without ``with_details`` the operator may skip
+    writing them (details then has no band, or all where no operator runs)."""
     a = Args.of(predict, update, gamma, axes, output)
     route = _route(x, *a.tensors())
     if route == "export" and not with_costs:
         y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
-        return y, details, None, None
+        return y, details, None
     if route != "op":
-        return reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
+        y, details, c_u, c_p = reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
+        return y, details, (torch.stack((c_u, c_p)) if with_costs else None)
     y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs, with_details)
-    return (y, details, costs[0], costs[1]) if with_costs else (y, details, None, None)
+    return y, details, (costs if with_costs else None)
 
 
 def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], layout: str,
                     with_costs: bool = False):  # fmt: skip
-    """``(out, c_u, c_p)``: a LiftDownPool layer's bands, unscaled, laid out as ``layout`` says:
+    """``(out, costs)``: a LiftDownPool layer's bands, unscaled, laid out as ``layout`` says:
     ``"polyphase"``, every band in its polyphase place (:func:`reference.polyphase`), or
     ``"approximation"``, the approximation band alone (costs None unless ``with_costs``).
     Exports record the down pool (and the depth-to-space) as standard ops."""
@@ -600,9 +602,9 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
     a = Args.of(predict, update, None, axes, "LL")
     if _route(x, *a.tensors(), onnx_graph=False) == "op":
         out, costs = torch.ops.liftswap.lift_down_pool_bands(x, *a, layout, with_costs)
-        return (out, costs[0], costs[1]) if with_costs else (out, None, None)
-    y, details, c_u, c_p = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
-    return reference.lay_out_bands(y, details, a.axes, layout), c_u, c_p
+        return out, (costs if with_costs else None)
+    y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
+    return reference.lay_out_bands(y, details, a.axes, layout), costs
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
