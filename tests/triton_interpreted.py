@@ -270,7 +270,9 @@ def test_2d_backward_launches(shape, init, output, monkeypatch):
 @pytest.mark.parametrize("init,output", MODES)
 def test_2d_up_pool_forward_is_one_launch(shape, init, output, monkeypatch):
     """A 2-D up pool's forward is one launch from y and the details (the approximation band
-    recovered inside), equal to the PyTorch path and inverting the down pool."""
+    recovered inside), equal to the PyTorch path and inverting the down pool, with the details
+    laid out as given, contiguous, band-major (as a down pool's kernel returns them: read in
+    place) or with strided planes (copied first)."""
     down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=7).double()
     up = liftswap.LiftUpPool2d(down)
     x = torch.randn(shape, dtype=torch.float64)
@@ -280,11 +282,18 @@ def test_2d_up_pool_forward_is_one_launch(shape, init, output, monkeypatch):
     counts = {}
     for name in ("_up2_forward_kernel", "_unlift_forward_kernel"):
         monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    layouts = {
+        "as given": details,
+        "contiguous": details.contiguous(),
+        "band-major": details.movedim(1, 0).contiguous().movedim(0, 1),
+        "strided planes": details.transpose(-1, -2).contiguous().transpose(-1, -2),
+    }
     with native.enabled(False), lift_triton.on_cpu():
-        got = up(y, details, output_size=x.shape[2:])
-    assert counts == {"_up2_forward_kernel": 1}
-    assert max_diff([got], [ref]) < 1e-12
-    assert max_diff([got], [x]) < 1e-10
+        for layout, d in layouts.items():
+            got = up(y, d, output_size=x.shape[2:])
+            assert max_diff([got], [ref]) < 1e-12, layout
+            assert max_diff([got], [x]) < 1e-10, layout
+    assert counts == {"_up2_forward_kernel": len(layouts)}
 
 
 @pytest.mark.parametrize(

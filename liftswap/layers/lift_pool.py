@@ -183,7 +183,8 @@ def _crop_to(x: Tensor, axes: Sequence[int], output_size: Sequence[int] | None) 
     if len(size) != spatial:
         raise ValueError(f"output_size must give {spatial} spatial sizes, got {tuple(output_size)}")
     for dim in axes:
-        x = x.narrow(dim, 0, size[spatial + dim])
+        if x.shape[dim] != size[spatial + dim]:  # (a full-size narrow's backward fills zeros and copies)
+            x = x.narrow(dim, 0, size[spatial + dim])
     return x
 
 

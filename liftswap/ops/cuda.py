@@ -881,37 +881,39 @@ if triton is not None:
             tl.store(xp + (2 * i + 1) * B, o_0.to(kind), mask=on)
 
     @triton.jit
-    def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, row, col, Jh, Jw, mask, BAND: tl.constexpr,
+    def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, row, col, Jh, Jw, mask, BAND: tl.constexpr,
                  DETAIL_TERM: tl.constexpr):  # fmt: skip
         """Band BAND of an up pool's input at (row, col): 0 the approximation y - sum_b coef_b det_b
-        (DETAIL_TERM), else detail band BAND (details: (N, 3, C, Jh, Jw) contiguous)."""
+        (DETAIL_TERM), else detail band BAND (details: (N, 3, C, Jh, Jw), each channel's plane
+        contiguous, DN and DB planes apart along N and the bands: a down pool's band-major view
+        is read in place)."""
         at = row * Jw + col
         size = Jh * Jw
         if BAND == 0:
             v = _wide(tl.load(y_ptr + plane.to(tl.int64) * size + at, mask=mask, other=0.0))
             if DETAIL_TERM:
                 for b in tl.static_range(1, 4):
-                    det = _wide(tl.load(det_ptr + ((n * 3 + b - 1) * C + c).to(tl.int64) * size + at, mask=mask, other=0.0))
+                    det = _wide(tl.load(det_ptr + (n * DN + (b - 1) * DB + c).to(tl.int64) * size + at, mask=mask, other=0.0))
                     v -= tl.load(coef_ptr + b * C + c) * det
         else:
-            v = _wide(tl.load(det_ptr + ((n * 3 + BAND - 1) * C + c).to(tl.int64) * size + at, mask=mask, other=0.0))
+            v = _wide(tl.load(det_ptr + (n * DN + (BAND - 1) * DB + c).to(tl.int64) * size + at, mask=mask, other=0.0))
         return v
 
     @triton.jit
-    def _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask,
+    def _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask,
                      wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                      S_BAND: tl.constexpr, D_BAND: tl.constexpr, DETAIL_TERM: tl.constexpr,
                      BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
         """The inverse of the second (H) lift at column col: rows 2i and 2i + 1 of one band of the
         first lift, from bands S_BAND (s) and D_BAND (d) at rows clamp(i - 2) .. clamp(i + 2)."""
-        d_m2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_p2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        s_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i - 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
-        s_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
-        s_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, _clamp(i + 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        d_m2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        d_p2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
+        s_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        s_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        s_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
         return _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, i, Jh, wp0, wp1, wp2, bp, pwp, pbp,
                           wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
 
@@ -928,10 +930,10 @@ if triton is not None:
     @triton.jit(do_not_specialize=["STEPS"])
     def _up2_forward_kernel(
         y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, Jh, Jw, STEPS,
+        C, DN, DB, Jh, Jw, STEPS,
         DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """A 2-D up pool in one launch, from y and the details: each position (i, j) writes the 2x2
+        """A 2-D up pool in one launch, from y and the details (:func:`_band_at`): each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
         lift's inverse reads (clamp(j - 2) .. clamp(j + 2)) in registers. Each thread owns STEPS
         consecutive positions of a row and slides that window of columns: two more columns undone
@@ -944,15 +946,15 @@ if triton is not None:
         )
         j = chunk * STEPS
         # the first lift's d band (bands 1 and 3) at columns clamp(j - 2) .. clamp(j + 2), rows 2i and 2i + 1
-        de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
         # its s band (bands 0 and 2) at columns clamp(j - 1) .. clamp(j + 1)
-        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
         end = tl.minimum(j + STEPS, Jw)  # this thread's positions: j .. end - 1
@@ -974,9 +976,9 @@ if triton is not None:
                 j += 1
                 # slide the columns one position: the d band's at clamp(j + 2), the s band's at clamp(j + 1)
                 de_m2, do_m2, de_m1, do_m1, de_0, do_0, de_p1, do_p1 = de_m1, do_m1, de_0, do_0, de_p1, do_p1, de_p2, do_p2
-                de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+                de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
                 se_m1, so_m1, se_0, so_0 = se_0, so_0, se_p1, so_p1
-                se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+                se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
 
     @triton.jit
     def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
@@ -1444,10 +1446,21 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     steps, nprog = _up2_tiling(n * c, jh, jw, y.device)
     with _on(y):
         _up2_forward_kernel[(nprog,)](
-            y, details, coef, x, *weights, c, jh, jw, steps,
+            y, details, coef, x, *weights, c, details.stride(0) // (jh * jw), details.stride(1) // (jh * jw), jh, jw, steps,
             DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
         )  # fmt: skip
     return x
+
+
+def _detail_planes(details: Tensor) -> Tensor:
+    """Details (N, 3, C, Jh, Jw) as :func:`_up2_forward` reads them: each channel's plane
+    contiguous and C planes in a row, N and the bands any whole number of planes apart (a down
+    pool's details, a band-major view of its band buffer, are read in place), else a copy."""
+    size = details.shape[3] * details.shape[4]
+    st = details.stride()
+    if st[4] == 1 and st[3] == details.shape[4] and st[2] == size and st[0] % size == 0 and st[1] % size == 0:
+        return details
+    return details.contiguous()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1465,7 +1478,7 @@ def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
     """The up pool's forward through the kernels: the even-size output, before cropping."""
     weights = _flat(params, y)
     if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:
-        return _up2_forward(y.contiguous(), details.contiguous(), output, bases, gamma, weights)
+        return _up2_forward(y.contiguous(), _detail_planes(details), output, bases, gamma, weights)
     bands = _up_bands(y.contiguous(), details.contiguous(), output, gamma)
     for dim in axes:
         bands = _unlift(bands, dim, weights, bases)
@@ -1476,7 +1489,7 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
     per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
-    inputs = [_up_bands(y.contiguous(), details.contiguous(), output, gamma)]
+    inputs = [_up_bands(y.contiguous(), details, output, gamma)]  # (stacked by a copy: details may be a view)
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
     tiling = [_unlift_tiles(inputs[i].shape, axes[i], y.device) for i in range(len(axes))]

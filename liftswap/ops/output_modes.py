@@ -30,15 +30,19 @@ def up_bands_backward(
 
     The up pool recovers the approximation band as y - sum_b coef_b det_b. ``g_bands``: (nb, N, C, ...),
     approximation band first; ``det``: the details band first, (nb - 1, N, C, ...). Returns the
-    gradients of y, of the details (N, nb - 1, C, ...) and of gamma (None unless ``want_gamma``).
+    gradients of y, of the details (N, nb - 1, C, ...; contiguous except for "LL") and of gamma
+    (None unless ``want_gamma``).
     """
     g_approx, g_det = g_bands[0], g_bands[1:]
     g_gamma = None
-    if output == "sum":
-        g_det = g_det - g_approx
-    elif output == "gated":
-        view = gamma.view(gamma.shape + (1,) * (g_approx.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
-        g_det = g_det - view * g_approx
-        if want_gamma:
-            g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
+    if output != "LL":  # g_det - coef g_approx, written in the details' layout (one pass, no transposing copy)
+        out = g_det.new_empty((g_det.shape[1], g_det.shape[0]) + tuple(g_det.shape[2:]))
+        if output == "sum":
+            torch.sub(g_det, g_approx, out=out.movedim(1, 0))
+        else:
+            view = gamma.view(gamma.shape + (1,) * (g_approx.dim() - 2)).unsqueeze(1)  # (nd, 1, C, 1...)
+            torch.addcmul(g_det, view, g_approx, value=-1, out=out.movedim(1, 0))
+            if want_gamma:
+                g_gamma = -(det * g_approx).sum(dim=[1] + list(range(3, det.dim())))
+        return g_approx, out, g_gamma
     return g_approx, g_det.movedim(0, 1), g_gamma
