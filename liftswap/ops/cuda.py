@@ -28,8 +28,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 
-from . import reference
-from .output_modes import coefficients, up_bands_backward
+from .output_modes import coefficients, up_bands, up_bands_backward
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
     import triton
@@ -1388,13 +1387,6 @@ def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: T
     return g
 
 
-def _up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
-    """(nb * N, C, ...): the approximation band recovered from y, then the detail bands."""
-    det = details.movedim(1, 0)
-    term = reference.detail_term(det, output, None if gamma is None else gamma.detach())
-    return torch.cat(((y if term is None else y - term).unsqueeze(0), det)).flatten(0, 1)
-
-
 def max_pool_usable(x: Tensor, kernel_size) -> bool:
     """Whether the max-pool kernels serve ``x``: a 2-D pool of a CUDA (or, under :func:`on_cpu`, CPU) tensor."""
     return x.dim() == 4 and len(kernel_size) == 2 and usable(x)
@@ -1479,7 +1471,7 @@ def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
     weights = _flat(params, y)
     if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:
         return _up2_forward(y.contiguous(), _detail_planes(details), output, bases, gamma, weights)
-    bands = _up_bands(y.contiguous(), details.contiguous(), output, gamma)
+    bands = up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)
     for dim in axes:
         bands = _unlift(bands, dim, weights, bases)
     return bands
@@ -1489,7 +1481,7 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
     per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
-    inputs = [_up_bands(y.contiguous(), details, output, gamma)]  # (stacked by a copy: details may be a view)
+    inputs = [up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
     tiling = [_unlift_tiles(inputs[i].shape, axes[i], y.device) for i in range(len(axes))]

@@ -23,6 +23,26 @@ def coefficients(output: str, gamma: Tensor | None, nb: int, like: Tensor, dtype
     return torch.cat((torch.ones((1, c), dtype=dtype, device=like.device), gamma.detach().to(dtype)))
 
 
+def up_bands(y: Tensor, details: Tensor, output: str, gamma: Tensor | None) -> Tensor:
+    """(nb, N, C, ...): the bands an up pool inverts, the approximation recovered from y
+    (y - sum_b coef_b det_b) then the details (N, nb - 1, C, ...), written into one buffer: a
+    copy of the details and one op per detail band (not a product and a sum per band and a
+    concatenation)."""
+    det = details.movedim(1, 0)
+    bands = y.new_empty((det.shape[0] + 1,) + tuple(y.shape))
+    bands[1:].copy_(det)
+    approx, src = bands[0], y
+    if output == "LL":
+        approx.copy_(y)
+    for b in range(det.shape[0] if output != "LL" else 0):
+        if output == "sum":
+            torch.sub(src, det[b], out=approx)
+        else:
+            torch.addcmul(src, gamma[b].detach().view((-1,) + (1,) * (y.dim() - 2)), det[b], value=-1, out=approx)
+        src = approx
+    return bands
+
+
 def up_bands_backward(
     g_bands: Tensor, det: Tensor, output: str, gamma: Tensor | None, want_gamma: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
