@@ -130,7 +130,10 @@ _BYTES = {
     "LiftDownPool2d fwd, no grad": 16 + 4,  # x; y (no detail band: return_details=False)
     "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftUpPool2d fwd": 16 + 16,  # y and details; x
-    "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16),
+    # the kernels', then the PyTorch ops around them: the bands stacked for the backward (a copy of the
+    # details, an addcmul per band), the details' gradient (one addcmul) and gamma's (a product, a sum)
+    "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16)
+    + (24 + 3 * 12) + (16 + 12) + (16 + 12 + 12),
     "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,
     "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
     "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,

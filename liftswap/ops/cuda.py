@@ -826,11 +826,12 @@ if triton is not None:
                 gD_p1 = _d_grad(gd_p1, i + 1, J, cd, KCP, gs_p1, d_p1, au_0, au_p1, au_p2, wu0, wu1, wu2, BASE_U)
                 ap_m1, ap_0 = ap_0, ap_p1
                 ap_p1 = _input_grad(-gD_p1, rp_p1, hp_p1, slope_p, i + 1, J)
+        n_tile = (plane // C) * tiles + tl.program_id(0) % tiles
         if GAMMA:
-            ggp = gg_ptr + ((plane // C) * tiles + tl.program_id(0) % tiles).to(tl.int64) * 2 * G * C + g * C + c
+            ggp = gg_ptr + n_tile.to(tl.int64) * 2 * G * C + g * C + c
             tl.store(ggp, tl.sum(sum_s, axis=0))
             tl.store(ggp + G * C, tl.sum(sum_d, axis=0))
-        row = SUM_ROW0 + ((g * NC + plane) // C) * tiles + tl.program_id(0) % tiles
+        row = SUM_ROW0 + g * (NC // C) * tiles + n_tile  # (g N + n) tiles + tile
         _store_sums(
             gw_ptr + row.to(tl.int64) * 12 * C, c, C, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
