@@ -113,9 +113,10 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
         "LiftUpPool2d fwd": [up_fwd],
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             up_fwd,
-            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps), lt._BLOCK * steps, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD), lt._BLOCK_BACKWARD * back, 2, trips),
+            # (the H inverses read y and the details in place, with the gated detail term: UP 2)
+            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps, UP=2), lt._BLOCK * steps, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=0, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=2), lt._BLOCK_BACKWARD * back, 2, trips),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
         "stride-1 max pool 3x3 fwd+bwd (preserve)": [
@@ -130,10 +131,10 @@ _BYTES = {
     "LiftDownPool2d fwd, no grad": 16 + 4,  # x; y (no detail band: return_details=False)
     "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftUpPool2d fwd": 16 + 16,  # y and details; x
-    # the kernels', then the PyTorch ops around them: the bands stacked for the backward (a copy of the
-    # details, an addcmul per band), the details' gradient (one addcmul) and gamma's (a product, a sum)
+    # the kernels' (the H inverses read y and the details in place), then the PyTorch ops after them:
+    # the details' gradient (one addcmul) and gamma's (a product, a sum)
     "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16)
-    + (24 + 3 * 12) + (16 + 12) + (16 + 12 + 12),
+    + (16 + 12) + (16 + 12 + 12),
     "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,
     "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
     "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,

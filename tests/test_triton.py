@@ -101,14 +101,16 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
                                                    BLOCK=lt._BLOCK_BACKWARD)))  # fmt: skip
-    jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS)))
+    for up in (0, 1, 2):  # the stacked bands; a 2-D up pool's, read in place (2: with the detail term)
+        jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS, UP=up)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))
         jobs += [("_max_pool_forward_kernel", dict(pool, CODES=codes)) for codes in (True, False)]
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED)))
-    jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD)))
+    for up in (0, 1, 2):
+        jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, UP=up)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     # (the loop kernels take their rows and positions per thread as an argument: one build serves all)
     jobs.append(("_lift_forward_kernel", dict(G=1, BASE_P=1.0, BASE_U=0.5, COMBINE=False, COSTS=False, ACC="ACC", BLOCK=lt._BLOCK,

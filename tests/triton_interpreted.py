@@ -422,7 +422,9 @@ def test_kernel_sizes_other_than_3(dims, k, output, monkeypatch):
     _sweep([(d, i, o) for d in (1, 2, 3) for i, o in MODES[:3]], lambda d, i, o: d < 3 or i == "paper"),
 )
 def test_up_pool_matches_pytorch_float64(dims, init, output, monkeypatch):
-    """LiftUpPool through the unlift kernels: the exact inverse, and gradients equal to PyTorch's."""
+    """LiftUpPool through the unlift kernels: the exact inverse, and gradients equal to PyTorch's;
+    a 2-D one's inverse lifts read y and the details in place (no stacked copy), also details
+    laid out band-major, as a down pool's kernel returns them."""
     down = randomize(LIFT_DOWN_POOLS[dims](2, init=init, output=output, return_details=True), seed=dims).double()
     up = LIFT_UP_POOLS[dims](down)
     x = torch.randn((2, 2) + (9, 6, 5)[:dims], dtype=torch.float64)
@@ -431,19 +433,22 @@ def test_up_pool_matches_pytorch_float64(dims, init, output, monkeypatch):
     y.requires_grad_(True)
     details.requires_grad_(True)
 
-    def run():
+    def run(details=details):
         rec = up(y, details, output_size=x.shape[2:])
         return [rec, *torch.autograd.grad(rec.sin().sum(), [y, details, *down.parameters()])]
 
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
-    calls = []
+    calls, stacked = [], []
     monkeypatch.setattr(lift_triton, "up_backward", lambda *a, _f=lift_triton.up_backward: calls.append(1) or _f(*a))
+    monkeypatch.setattr(lift_triton, "up_bands", lambda *a, _f=lift_triton.up_bands: stacked.append(1) or _f(*a))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
-    assert calls
+        band_major = details.detach().movedim(1, 0).contiguous().movedim(0, 1).requires_grad_(True)
+        got_band_major = run(band_major) if dims == 2 else got
+    assert calls and bool(stacked) == (dims != 2)
     assert max_diff([got[0]], [x]) < 1e-12  # the inverse is exact
-    assert max_diff(got, ref) < 1e-10
+    assert max_diff(got, ref) < 1e-10 and max_diff(got_band_major, ref) < 1e-10
 
 
 def test_half_input_and_channels_last():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import NamedTuple
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -838,27 +839,65 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
-    def _approx_hr(sp, dp, p, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U: tl.constexpr):
+    def _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, size, y_in, mask, UP: tl.constexpr):
+        """Where an inverse lift's program reads its s and d bands: (sp, dp, t1p, t2p, t3p, k1, k2,
+        k3, tmask). UP 0: planes of the stacked bands (s_ptr, d_ptr). UP 1 and 2: a 2-D up pool's
+        H inverse, reading y (s_ptr) and the details (d_ptr: (N, 3, C, ...) DN and DB planes apart,
+        as :func:`_band_at`) in place, no stacked copy: group 0 (planes below NC) inverts (the
+        approximation, HL), group 1 (LH, HH); with UP 2 the approximation is y - sum_b k_b t_b, the
+        detail bands at t1p .. t3p loaded where tmask (group 0), their coefficients k1 .. k3."""
+        if UP == 0:
+            offset = plane.to(tl.int64) * size + y_in
+            sp, dp = s_ptr + offset, d_ptr + offset
+            return sp, dp, dp, dp, dp, 0.0, 0.0, 0.0, mask
+        g = plane // NC
+        q = plane % NC
+        c = q % C
+        lh = (q // C) * DN + c  # (n, LH)'s plane in the details
+        t1p = d_ptr + lh.to(tl.int64) * size + y_in
+        t2p = d_ptr + (lh + DB).to(tl.int64) * size + y_in
+        t3p = d_ptr + (lh + 2 * DB).to(tl.int64) * size + y_in
+        sp = tl.where(g == 0, s_ptr + q.to(tl.int64) * size + y_in, t1p)
+        dp = tl.where(g == 0, t2p, t3p)
+        if UP == 2:
+            k1 = tl.where(g == 0, tl.load(coef_ptr + C + c), 0.0)
+            k2 = tl.where(g == 0, tl.load(coef_ptr + 2 * C + c), 0.0)
+            k3 = tl.where(g == 0, tl.load(coef_ptr + 3 * C + c), 0.0)
+        else:
+            k1, k2, k3 = 0.0, 0.0, 0.0
+        return sp, dp, t1p, t2p, t3p, k1, k2, k3, mask & (g == 0)
+
+    @triton.jit
+    def _s_band(sp, t1p, t2p, t3p, k1, k2, k3, p, J, B, mask, tmask, TERM: tl.constexpr):
+        """s at position p (clamped), from :func:`_sources`: with TERM minus sum_b k_b t_b."""
+        v = _band(sp, p, J, B, mask)
+        if TERM:
+            v -= k1 * _band(t1p, p, J, B, tmask) + k2 * _band(t2p, p, J, B, tmask) + k3 * _band(t3p, p, J, B, tmask)
+        return v
+
+    @triton.jit
+    def _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, p, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu,
+                   BASE_U: tl.constexpr, TERM: tl.constexpr):  # fmt: skip
         """:func:`_approx` at position p, with relu of U's pre-activation and residual r there (for
-        p in [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0)."""
+        p in [0, J) those of the U residual at p; off it the clamped position's, whose gradient is 0);
+        s read as :func:`_s_band` reads it."""
         pc = _clamp(p, J)
         d_0 = _band(dp, p, J, B, mask)
         h, r = _residual(_band(dp, pc - 1, J, B, mask), d_0, _band(dp, pc + 1, J, B, mask), wu0, wu1, wu2, bu, pwu, pbu)
-        return _band(sp, p, J, B, mask) - _lin(BASE_U, d_0) - r, h, r
+        return _s_band(sp, t1p, t2p, t3p, k1, k2, k3, p, J, B, mask, tmask, TERM) - _lin(BASE_U, d_0) - r, h, r
 
     @triton.jit
     def _unlift_forward_kernel(
-        s_ptr, d_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, J, B,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+        s_ptr, d_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, R, J, B, NC, DN, DB,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr, UP: tl.constexpr,
     ):  # fmt: skip
         """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis.
         Each thread owns STEPS consecutive positions and slides its window: two loads and one U
-        and one P residual per further position (not eight, three and one)."""
+        and one P residual per further position (not eight, three and one). s and d: as
+        :func:`_sources` finds them."""
         plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
-        offset = plane.to(tl.int64) * R * J * B + y_in
-        sp = s_ptr + offset
-        dp = d_ptr + offset
+        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
@@ -867,14 +906,16 @@ if triton is not None:
         d_m = _band(dp, i0 - 1, J, B, mask)
         d_0 = _band(dp, i0, J, B, mask)
         d_p = _band(dp, i0 + 1, J, B, mask)
-        e_m = _sub_op(_band(sp, i0 - 1, J, B, mask), _band(dp, i0 - 2, J, B, mask), d_m, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0 = _sub_op(_band(sp, i0, J, B, mask), d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        s_m = _s_band(sp, t1p, t2p, t3p, k1, k2, k3, i0 - 1, J, B, mask, tmask, UP == 2)
+        e_m = _sub_op(s_m, _band(dp, i0 - 2, J, B, mask), d_m, d_0, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_0 = _sub_op(_s_band(sp, t1p, t2p, t3p, k1, k2, k3, i0, J, B, mask, tmask, UP == 2), d_m, d_0, d_p, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         for step in tl.static_range(STEPS):
             i = i0 + step
             if step > 0:  # slide one position: s at i + 1 and d at i + 2 are new
                 d_0, d_p, e_m, e_0 = d_p, d_p2, e_0, e_p
             d_p2 = _band(dp, i + 2, J, B, mask)
-            e_p = _sub_op(_band(sp, i + 1, J, B, mask), d_0, d_p, d_p2, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+            e_p = _sub_op(_s_band(sp, t1p, t2p, t3p, k1, k2, k3, i + 1, J, B, mask, tmask, UP == 2), d_0, d_p, d_p2,
+                          wu0, wu1, wu2, bu, pwu, pbu, BASE_U)  # fmt: skip
             o_0 = _add_op(d_0, e_m, e_0, e_p, i, J, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
             on = mask & (i < J)
             tl.store(xp + 2 * i * B, e_0.to(kind), mask=on)
@@ -989,9 +1030,9 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
-        s_ptr, d_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, R, J, B, SUM_ROW0, STEPS,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        s_ptr, d_ptr, coef_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        C, R, J, B, NC, DN, DB, SUM_ROW0, STEPS,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UP: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
         sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns
@@ -1000,8 +1041,8 @@ if triton is not None:
         i-1 .. i+1, each a function of its own position: after the first, every window slides
         (one U and one P residual per position instead of ten and five)."""
         plane, i0, mask, x_in, y_in, tiles = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
-        offset = plane.to(tl.int64) * R * J * B + y_in
-        sp, dp = s_ptr + offset, d_ptr + offset
+        offset = plane.to(tl.int64) * R * J * B + y_in  # (the gradients' stacked bands)
+        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
@@ -1009,13 +1050,13 @@ if triton is not None:
         gxp = gx_ptr + (plane.to(tl.int64) * R * 2 * J * B + x_in)
         i = i0
         # x_e at i-3 .. i+3 (clamped), with U's h and r; P's residual and input gradient at i-2 .. i+2
-        e_m3, _, _ = _approx_hr(sp, dp, i - 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_m2, _, _ = _approx_hr(sp, dp, i - 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_m1, hu_m1, ru_m1 = _approx_hr(sp, dp, i - 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_0, hu_0, ru_0 = _approx_hr(sp, dp, i, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p1, hu_p1, ru_p1 = _approx_hr(sp, dp, i + 1, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p2, hu_p2, ru_p2 = _approx_hr(sp, dp, i + 2, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
-        e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+        e_m3, _, _ = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i - 3, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_m2, _, _ = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i - 2, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_m1, hu_m1, ru_m1 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i - 1, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_0, hu_0, ru_0 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_p1, hu_p1, ru_p1 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i + 1, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_p2, hu_p2, ru_p2 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i + 2, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
+        e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i + 3, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
         go_m2 = _load_grad(gxp + B, 2 * (i - 2), 2 * J, B, mask)  # x_o at position j is row 2j + 1
         go_m1 = _load_grad(gxp + B, 2 * (i - 1), 2 * J, B, mask)
         go_0 = _load_grad(gxp + B, 2 * i, 2 * J, B, mask)
@@ -1060,7 +1101,7 @@ if triton is not None:
                 # slide every window one position: one new value of each at its far end
                 e_m1, e_0, e_p1, e_p2 = e_0, e_p1, e_p2, e_p3
                 hu_m1, ru_m1, hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2 = hu_0, ru_0, hu_p1, ru_p1, hu_p2, ru_p2, hu_p3, ru_p3
-                e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, i + 3, J, B, mask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
+                e_p3, hu_p3, ru_p3 = _approx_hr(sp, dp, t1p, t2p, t3p, k1, k2, k3, i + 3, J, B, mask, tmask, wu0, wu1, wu2, bu, pwu, pbu, BASE_U, UP == 2)
                 go_0, go_p1 = go_p1, go_p2
                 go_p2 = _load_grad(gxp + B, 2 * (i + 2), 2 * J, B, mask)
                 hp_0, rp_0, hp_p1, rp_p1 = hp_p1, rp_p1, hp_p2, rp_p2
@@ -1348,18 +1389,48 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     return grad, g_gamma, gw
 
 
-def _unlift(bands: Tensor, dim: int, weights, bases) -> Tensor:
-    """The inverse lift: ``bands`` stacks s then d along the batch; the output has twice their length along ``dim``."""
+class _UpBands(NamedTuple):
+    """A 2-D up pool's stacked bands (4 N, C, Jh, Jw: the approximation, LH, HL, HH) as the
+    inverse lift kernels read them in place (:func:`_sources`): y, the details (N, 3, C, Jh, Jw;
+    :func:`_detail_planes`) and the coefficients of the approximation's detail term (``term``:
+    the output mode has one), not copied into one buffer."""
+
+    y: Tensor
+    details: Tensor
+    coef: Tensor
+    term: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n, c, jh, jw = self.y.shape
+        return (4 * n, c, jh, jw)
+
+
+def _unlift_sources(bands, dim: int):
+    """(s, d, coef, (NC, DN, DB), UP, s's shape) of stacked bands or :class:`_UpBands`, as the
+    inverse lift kernels take them (:func:`_sources`)."""
+    if isinstance(bands, _UpBands):
+        n, c, jh, jw = bands.y.shape
+        planes = (bands.details.stride(0) // (jh * jw), bands.details.stride(1) // (jh * jw))
+        return bands.y, bands.details, bands.coef, (n * c, *planes), 1 + bands.term, (2 * n, c, jh, jw)
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
-    planes, rows, length, _, inner = _geometry(s, dim)
-    shape = list(s.shape)
-    shape[dim % s.dim()] = 2 * length
+    return s, d, s, (1, 0, 0), 0, tuple(s.shape)  # (coef and the planes: not read)
+
+
+def _unlift(bands, dim: int, weights, bases) -> Tensor:
+    """The inverse lift: ``bands`` stacks s then d along the batch (or is :class:`_UpBands`); the
+    output has twice their length along ``dim``."""
+    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands, dim)
+    planes, rows, length, _, inner = _geometry(s_shape, dim)
+    shape = list(s_shape)
+    shape[dim % len(shape)] = 2 * length
     x = s.new_empty(shape)
     with _on(s):
         steps = _per_thread(length, _STEPS)
         _unlift_forward_kernel[(planes * _cdiv(rows * _cdiv(length, steps) * inner, _BLOCK),)](
-            s, d, x, *weights, s.shape[1], rows, length, inner, BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps,
+            s, d, coef, x, *weights, s_shape[1], rows, length, inner, *planes_apart,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps, UP=up,
         )  # fmt: skip
     return x
 
@@ -1370,20 +1441,20 @@ def _unlift_tiles(bands_shape, dim: int, device: torch.device) -> tuple[int, int
     return _steps_backward(planes // 2, rows, length, inner, device)
 
 
-def _unlift_backward(bands: Tensor, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int,
+def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int,
                      tiling: tuple[int, int]) -> Tensor:  # fmt: skip
     """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
     go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
     the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands."""
-    half = bands.shape[0] // 2
-    s, d = bands[:half], bands[half:]
-    planes, rows, length, _, inner = _geometry(s, dim)
+    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands, dim)
+    planes, rows, length, _, inner = _geometry(s_shape, dim)
     steps, tiles = tiling
-    g = torch.empty_like(bands)
+    g = s.new_empty(bands.shape)
+    half = s_shape[0]
     with _on(s):
         _unlift_backward_kernel[(planes * tiles,)](
-            s, d, g_x, g[:half], g[half:], gw, *weights, s.shape[1], rows, length, inner, row0, steps,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD,
+            s, d, coef, g_x, g[:half], g[half:], gw, *weights, s_shape[1], rows, length, inner, *planes_apart, row0, steps,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up,
         )  # fmt: skip
     return g
 
@@ -1482,7 +1553,11 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
     per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
-    inputs = [up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)]
+    if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:  # the H inverse reads y and the details in place
+        coef = coefficients(output, gamma, 4, y, _acc(y)[1])
+        inputs = [_UpBands(y.contiguous(), _detail_planes(details), coef, output != "LL")]
+    else:
+        inputs = [up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
     tiling = [_unlift_tiles(inputs[i].shape, axes[i], y.device) for i in range(len(axes))]
