@@ -56,10 +56,10 @@ if triton is not None:
                                   K: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
         """t's gradient from r's (g), and this program's K + 3 weight-gradient sums in row (n, tile)
         of sums (N tiles, (K + 3) C), laid out as the gradients end to end (taps (C, K), dw bias,
-        pw, pw bias: a column sum gives each as a view). Position q gathers w_k a_j from each position j whose tap k
-        reads it (clamp(j + k - K // 2) == q: at the ends replicate padding folds the outer taps
-        onto the end sample), a_j = g_j (1 - r_j^2) pw [h_j > 0], r_j recomputed from t: K
-        residuals per position, no buffer of a and one launch."""
+        pw, pw bias: a column sum gives each as a view). Position q gathers w_k a_j from each
+        position j whose tap k reads it (clamp(j + k - K // 2) == q: at the ends replicate
+        padding folds the outer taps onto the end sample), a_j = g_j (1 - r_j^2) pw [h_j > 0],
+        r_j recomputed from t: K residuals per position, no buffer of a and one launch."""
         plane, q, on, line, _, tiles = _chunk_positions(R, J, J, B, 1, BLOCK)  # a position per thread
         c = plane % C
         at = plane.to(tl.int64) * R * J * B + line

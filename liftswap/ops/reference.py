@@ -170,7 +170,7 @@ def detail_term(details, output: str, gamma: Tensor | None) -> Tensor | None:
     """What ``output`` adds to the approximation band: None for "LL", else the sum of the detail
     bands, each scaled by its row of ``gamma`` for "gated". ``details`` is a sequence of
     (N, C, *pooled) bands or a tensor (nd, N, C, *pooled). The one place the output modes are
-    written for the reference, its export graph and the CUDA up pool."""
+    written for the reference and its export graph (the kernel backends': :mod:`.output_modes`)."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if output == "LL":
