@@ -31,7 +31,7 @@ def test_opcheck_down_and_up_pool(dims, output, backend):
     x = torch.randn((2, 2) + (5, 6, 3)[:dims], dtype=torch.float64, requires_grad=True)
     for with_costs in (False, True):
         torch.library.opcheck(torch.ops.liftswap.lift_down_pool.default, (x, *a, with_costs))
-    y, details, _ = torch.ops.liftswap.lift_down_pool(x.detach(), *a, False)
+    y, details, _ = (t.detach() for t in torch.ops.liftswap.lift_down_pool(x, *a, False))  # (leaves: the up pool's inputs)
     torch.library.opcheck(torch.ops.liftswap.lift_up_pool.default, (y.requires_grad_(), details.requires_grad_(), *a))
 
 

@@ -12,27 +12,30 @@ Concat, Reshape), so the file runs on every onnxruntime execution provider and n
 from __future__ import annotations
 
 import contextlib
-import contextvars
 
 import torch
 
 __all__ = ["onnx_export_mode", "onnx_exporting", "onnx_translations"]
 
-_ACTIVE = contextvars.ContextVar("liftswap_onnx_export", default=False)
+# Open onnx_export_mode blocks. A module global, not a ContextVar: torch.compile reads the flag
+# in every layer's forward, and dynamo before torch 2.5 cannot trace ContextVar.get (it guards on
+# a global). A block in one thread also routes another thread's traced exports to the operators.
+_ACTIVE = 0
 
 
 @contextlib.contextmanager
 def onnx_export_mode():
     """Within this block LiftPool layers call the ``liftswap::`` operators (export_onnx sets it)."""
-    token = _ACTIVE.set(True)
+    global _ACTIVE
+    _ACTIVE += 1
     try:
         yield
     finally:
-        _ACTIVE.reset(token)
+        _ACTIVE -= 1
 
 
 def onnx_exporting() -> bool:
-    return _ACTIVE.get()
+    return _ACTIVE > 0
 
 
 def onnx_translations() -> dict:

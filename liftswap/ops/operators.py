@@ -490,29 +490,32 @@ def _define(name: str, schema: str, default, fake, kernels: dict):
 
 
 def _register_autograd(op, grad, setup) -> None:
-    """The autograd rule of ``op``: an autograd.Function whose forward runs the operator below
-    autograd and calls ``setup(ctx, inputs, outputs)``, and whose backward is ``grad``."""
+    """The autograd rule of ``op``: an autograd.Function whose forward runs the operator's kernel
+    below autograd (redispatching with the keyset it came with, as custom_op does: tracers such
+    as AOTAutograd's see one call) and calls ``setup(ctx, inputs, outputs)``, and whose backward
+    is ``grad``."""
 
     class Rule(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *args):
+            *args, keyset = args
             with torch._C._AutoDispatchBelowAutograd():
-                out = op(*args)
+                out = op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
             setup(ctx, args, out)
             return out
 
         @staticmethod
         def backward(ctx, *grads):
-            return grad(ctx, *grads)
+            return (*grad(ctx, *grads), None)  # (the keyset's: trailing Nones past the inputs are dropped)
 
-    def autograd_kernel(*args):
+    def autograd_kernel(keyset, *args):
         if torch.is_grad_enabled():
-            return Rule.apply(*args)
+            return Rule.apply(*args, keyset)
         with torch._C._AutoDispatchBelowAutograd():  # nothing to record: no Function and its context
-            return op(*args)
+            return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
 
     Rule.__name__ = Rule.__qualname__ = f"{op._opname}_autograd"
-    _LIB.impl(op._opname, autograd_kernel, "Autograd")
+    _LIB.impl(op._opname, autograd_kernel, "Autograd", with_keyset=True)
 
 
 def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backward_impl, backward_fake, grad, setup):
