@@ -174,6 +174,8 @@ def test_compile_keeps_each_operator_whole(backend, monkeypatch):
     assert set(calls) == ({"down_forward", "down_backward", "up_forward", "up_backward"} if backend == "cpu" else set())
 
 
+@pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5),
+                    reason="torch 2.4's exporter stops at the layer's parameters (docs/versions.md)")
 def test_export_records_standard_ops(backend):
     """torch.export records the reference's standard ops: the program runs where liftswap is not installed."""
     down = layer(2).eval()
