@@ -1307,9 +1307,14 @@ def _down2_tiling(planes: int, jh: int, jw: int, device: torch.device) -> tuple[
     return rows, programs(rows)
 
 
-def bands_usable(x: Tensor, axes) -> bool:
-    """Whether :func:`down_forward_bands` writes the layout in the one-launch kernel: a 2-D layer over (H, W)."""
+def _fused_2d(x: Tensor, axes) -> bool:
+    """Whether a layer over ``axes`` of ``x`` runs the one-launch 2-D kernels: a 2-D layer over (H, W)."""
     return x.dim() == 4 and [int(a) for a in axes] == [-2, -1] and _FUSED_2D
+
+
+def bands_usable(x: Tensor, axes) -> bool:
+    """Whether :func:`down_forward_bands` writes the layout in the one-launch kernel."""
+    return _fused_2d(x, axes)
 
 
 def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool):
@@ -1331,7 +1336,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
     weights = _flat(params, x)
     order = list(reversed(axes))
     coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
-    if x.dim() == 4 and order == [-1, -2] and _FUSED_2D:
+    if _fused_2d(x, axes):
         y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs, "bands" if with_details else "approximation")
         return y, bands, (costs if costs is None or costs.dtype == x.dtype else costs.to(x.dtype))
     bands, costs = x, None
@@ -1406,13 +1411,12 @@ class _UpBands(NamedTuple):
         return (4 * n, c, jh, jw)
 
 
-def _unlift_sources(bands, dim: int):
+def _unlift_sources(bands):
     """(s, d, coef, (NC, DN, DB), UP, s's shape) of stacked bands or :class:`_UpBands`, as the
     inverse lift kernels take them (:func:`_sources`)."""
     if isinstance(bands, _UpBands):
         n, c, jh, jw = bands.y.shape
-        planes = (bands.details.stride(0) // (jh * jw), bands.details.stride(1) // (jh * jw))
-        return bands.y, bands.details, bands.coef, (n * c, *planes), 1 + bands.term, (2 * n, c, jh, jw)
+        return bands.y, bands.details, bands.coef, (n * c, *_planes_apart(bands.details)), 1 + bands.term, (2 * n, c, jh, jw)
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
     return s, d, s, (1, 0, 0), 0, tuple(s.shape)  # (coef and the planes: not read)
@@ -1421,7 +1425,7 @@ def _unlift_sources(bands, dim: int):
 def _unlift(bands, dim: int, weights, bases) -> Tensor:
     """The inverse lift: ``bands`` stacks s then d along the batch (or is :class:`_UpBands`); the
     output has twice their length along ``dim``."""
-    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands, dim)
+    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands)
     planes, rows, length, _, inner = _geometry(s_shape, dim)
     shape = list(s_shape)
     shape[dim % len(shape)] = 2 * length
@@ -1446,7 +1450,7 @@ def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, r
     """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
     go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
     the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands."""
-    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands, dim)
+    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands)
     planes, rows, length, _, inner = _geometry(s_shape, dim)
     steps, tiles = tiling
     g = s.new_empty(bands.shape)
@@ -1510,7 +1514,7 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     steps, nprog = _up2_tiling(n * c, jh, jw, y.device)
     with _on(y):
         _up2_forward_kernel[(nprog,)](
-            y, details, coef, x, *weights, c, details.stride(0) // (jh * jw), details.stride(1) // (jh * jw), jh, jw, steps,
+            y, details, coef, x, *weights, c, *_planes_apart(details), jh, jw, steps,
             DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
         )  # fmt: skip
     return x
@@ -1527,6 +1531,12 @@ def _detail_planes(details: Tensor) -> Tensor:
     return details.contiguous()
 
 
+def _planes_apart(details: Tensor) -> tuple[int, int]:
+    """(DN, DB): how many planes apart :func:`_detail_planes`' details are along N and the bands."""
+    size = details.shape[3] * details.shape[4]
+    return details.stride(0) // size, details.stride(1) // size
+
+
 @functools.lru_cache(maxsize=1024)
 def _up2_tiling(planes: int, jh: int, jw: int, device: torch.device) -> tuple[int, int]:
     """(positions of a row per thread, programs) of :func:`_up2_forward` over ``planes`` planes of (Jh, Jw) inputs."""
@@ -1541,7 +1551,7 @@ def _up2_tiling(planes: int, jh: int, jw: int, device: torch.device) -> tuple[in
 def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
     """The up pool's forward through the kernels: the even-size output, before cropping."""
     weights = _flat(params, y)
-    if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:
+    if _fused_2d(y, axes):
         return _up2_forward(y.contiguous(), _detail_planes(details), output, bases, gamma, weights)
     bands = up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)
     for dim in axes:
@@ -1553,7 +1563,7 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
     per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
-    if y.dim() == 4 and list(axes) == [-2, -1] and _FUSED_2D:  # the H inverse reads y and the details in place
+    if _fused_2d(y, axes):  # the H inverse reads y and the details in place
         coef = coefficients(output, gamma, 4, y, _acc(y)[1])
         inputs = [_UpBands(y.contiguous(), _detail_planes(details), coef, output != "LL")]
     else:
