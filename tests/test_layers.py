@@ -279,6 +279,31 @@ def test_regularization_holds_no_old_graph():
 # ---------------------------------------------------------------- gradients, functional, compile, fx
 
 
+def test_copies_mid_training_leave_the_regulariser_behind():
+    # copy.deepcopy(model) after a training step (best-model keeping, EMA, SWA) and pickling: the
+    # recorded regulariser is a graph of that step, a non-leaf that deepcopy refuses
+    import copy
+    import io
+    import pickle
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), liftswap.LiftDownPool2d(4, init="paper"))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = net.eval()(x)
+    (net.train()(x).mean() + liftswap.regularization_loss(net)).backward()
+    kept = liftswap.regularization_loss(net)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    buf.seek(0)
+    for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net)), torch.load(buf, weights_only=False)):
+        assert twin[1].last_regularization is None
+        assert net[1].last_regularization is kept  # the original keeps its own
+        with torch.no_grad():
+            assert torch.equal(twin.eval()(x), expected)
+        twin.train()(x)  # and a copy records its own
+        assert torch.allclose(liftswap.regularization_loss(twin), kept.detach())
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_gradcheck_down_and_up_after_down(dims, backend):
     down, up = make_pair(dims, channels=2, dtype=torch.float64, init="paper", output="gated")

@@ -352,6 +352,14 @@ class _LiftDownPoolNd(nn.Module):
             with torch.no_grad():  # (element by element: a fill each, no copy from the host)
                 self._lambdas[0], self._lambdas[1] = self._lambda_u, self._lambda_p
 
+    def __getstate__(self):
+        # The last regulariser belongs to the step that made it (a graph), not to the layer: a copy
+        # (copy.deepcopy mid-training, as best-model and EMA code do; pickling) starts without one.
+        # Kept, deepcopy fails on the non-leaf tensor.
+        state = super().__getstate__()
+        state["last_regularization"] = None
+        return state
+
     def _apply(self, fn, *args, **kwargs):
         # .double(), .half(), .to(device), .to_empty() round or drop the buffer's values: written again
         out = super()._apply(fn, *args, **kwargs)
