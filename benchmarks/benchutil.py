@@ -88,3 +88,70 @@ def stubbed_launches():
     finally:
         for module, name, kernel in kept:
             setattr(module, name, kernel)
+
+
+class NoOpLauncher:
+    """Stands in for Triton's launcher (its CudaLauncher and the driver's cuLaunchKernelEx): takes
+    a launch's arguments, launches nothing; ``calls`` keeps them when ``record`` is set."""
+
+    record = False
+    calls: list = []
+
+    def __init__(self, src, metadata):
+        pass
+
+    def __call__(self, *args):
+        if NoOpLauncher.record:
+            NoOpLauncher.calls.append(args)
+
+
+@contextmanager
+def noop_driver():
+    """Triton's host launch path without a GPU: kernels build for sm_90 (Triton's ptxas) and
+    ``kernel[grid]`` runs all of ``JITFunction.run`` (binding, specialisation, cache lookup), on
+    CPU tensors, up to a launcher that does nothing (:class:`NoOpLauncher`). liftswap serves CPU
+    tensors through its CUDA path inside (as under ``on_cpu``). Needs ``TRITON_INTERPRET`` unset."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.driver import CudaDriver
+    from triton.runtime import driver
+
+    from liftswap.ops import cuda as lift_triton
+
+    class _Utils:
+        @staticmethod
+        def load_binary(name, kernel, shared, device):
+            return 1, 2, 64, 0, 1024  # module, function, registers, spills, most threads per block
+
+        @staticmethod
+        def get_device_properties(device):
+            return {"max_shared_mem": 232448, "multiprocessor_count": 132, "max_num_regs": 65536, "warpSize": 32}
+
+    class _NoOpDriver(CudaDriver):
+        def __init__(self):  # (CudaDriver's builds its C utilities against libcuda)
+            self.utils = _Utils()
+            self.launcher_cls = NoOpLauncher
+            self.get_current_device = lambda: 0
+            self.get_current_stream = lambda device=0: 0
+            self.get_device_capability = lambda device=0: (9, 0)
+            self.set_current_device = lambda device: None
+
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+    if not isinstance(lift_triton._lift_forward_kernel, triton.runtime.jit.JITFunction):
+        raise RuntimeError("noop_driver() needs TRITON_INTERPRET unset before liftswap is imported")
+    kept = (lift_triton._on_cpu, torch.cuda.current_device, torch._C._cuda_getCurrentRawStream)
+    active = driver._active  # (reset_active() would look for a GPU)
+    driver.set_active(_NoOpDriver())
+    lift_triton._on_cpu = True
+    torch.cuda.current_device = lambda: 0
+    torch._C._cuda_getCurrentRawStream = lambda device: 0
+    try:
+        yield
+    finally:
+        lift_triton._on_cpu, torch.cuda.current_device, torch._C._cuda_getCurrentRawStream = kept
+        driver._active = active

@@ -57,6 +57,10 @@ for shape in 8,64,112,112; do  # file names without commas: the device tool retu
         > "$RES/profile_${shape//,/x}.log" 2>&1
     grep "^==" "$RES/profile_${shape//,/x}.log"
 done
+# the same with every launch through Triton's JITFunction.run (ops/triton_launch.py's shortcut off)
+(cd benchmarks && LIFTSWAP_TRITON_FAST_LAUNCH=0 timeout 30 python3 profile_layer.py --device "$DEVICE" --shape 8,64,112,112 \
+    --out "$RES/profile_8x64x112x112_run.json") > "$RES/profile_8x64x112x112_run.log" 2>&1
+grep "^==" "$RES/profile_8x64x112x112_run.log"
 
 stage serving
 # onnxruntime-gpu is larger than one device call carries: its wheel travels as .whl/NAME.whl.part-* pieces

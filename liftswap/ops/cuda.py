@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .output_modes import coefficients, up_bands, up_bands_backward
+from .triton_launch import launch
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; elsewhere this module stays unused.
     import triton
@@ -150,30 +151,35 @@ if triton is not None:
     # Compiled kernels take 2^x and 1/x as one PTX instruction each (ex2.approx.ftz, 1 ulp
     # rcp.approx.ftz); Triton's exp and division wrap the same MUFU instructions in subnormal and
     # range fix-ups, 7 more instructions per tanh, which the tanh's limits below never need. The
-    # interpreter (no PTX) computes the same formula in float arithmetic.
-    _PTX = tl.constexpr(not _INTERPRET)
-    _UNROLL = tl.constexpr(_UNROLL_STEPS)
-    _UNROLL_2D = tl.constexpr(_UNROLL_ROWS)
+    # interpreter (no PTX) computes the same formula in float arithmetic. Chosen here, not by a
+    # global constexpr inside the kernels: Triton's launcher compares each global a kernel reads
+    # with its value at build time on every launch (~2 us each); the unroll factors are kernel
+    # arguments (UNROLL) for the same reason.
+    if _INTERPRET:
 
-    @triton.jit
-    def _exp2(v):
-        if _PTX:
-            out = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
-        else:
-            out = tl.exp2(v)
-        return out
+        @triton.jit
+        def _exp2(v):
+            return tl.exp2(v)
 
-    @triton.jit
-    def _rcp(v):
-        if _PTX:
-            out = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
-        else:
-            out = 1.0 / v
-        return out
+        @triton.jit
+        def _rcp(v):
+            return 1.0 / v
+
+    else:
+
+        @triton.jit
+        def _exp2(v):
+            return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
+
+        @triton.jit
+        def _rcp(v):
+            return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1)
 
     # tanh(z) = 1 - 2 / (2^(z K) + 1) with K = 2 log2(e): the residuals' pointwise weight and bias
     # are loaded times K (_load_weights), so z K costs no multiply of its own.
-    _K = tl.constexpr(2.8853900817779268)
+    @triton.jit
+    def _times_k(v):
+        return v * 2.8853900817779268
 
     @triton.jit
     def _tanh_k(zk):
@@ -305,9 +311,9 @@ if triton is not None:
         (what :func:`_residual` takes; a derivative takes pw itself)."""
         return (
             tl.load(wp_ptr + 3 * c), tl.load(wp_ptr + 3 * c + 1), tl.load(wp_ptr + 3 * c + 2),
-            tl.load(bp_ptr + c), tl.load(pwp_ptr + c) * _K, tl.load(pbp_ptr + c) * _K,
+            tl.load(bp_ptr + c), _times_k(tl.load(pwp_ptr + c)), _times_k(tl.load(pbp_ptr + c)),
             tl.load(wu_ptr + 3 * c), tl.load(wu_ptr + 3 * c + 1), tl.load(wu_ptr + 3 * c + 2),
-            tl.load(bu_ptr + c), tl.load(pwu_ptr + c) * _K, tl.load(pbu_ptr + c) * _K,
+            tl.load(bu_ptr + c), _times_k(tl.load(pwu_ptr + c)), _times_k(tl.load(pbu_ptr + c)),
         )  # fmt: skip
 
     @triton.jit
@@ -500,7 +506,7 @@ if triton is not None:
         x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw, ROWS, N1, N2,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each thread owns columns j and j + 1 (a)
         and (b) of ROWS output rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the
@@ -544,8 +550,8 @@ if triton is not None:
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         end = tl.minimum(i + ROWS, Jh)  # this thread's output rows: i .. end - 1
-        for _ in range((ROWS + _UNROLL_2D - 1) // _UNROLL_2D):  # a loop: the build's time does not grow with ROWS
-            for _u in tl.static_range(_UNROLL_2D):
+        for _ in range((ROWS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with ROWS
+            for _u in tl.static_range(UNROLL):
                 ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
                                                           wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
                 llb, lhb, hlb, hhb, sd_pb, dd_pb = _second_lift(s_0b, s_p1b, s_p2b, d_0b, d_p1b, d_p2b, os_p1b, od_p1b, sd_mb, sd_0b, dd_mb, dd_0b, i, Jh,
@@ -694,7 +700,7 @@ if triton is not None:
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROW0, STEPS,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
@@ -778,8 +784,8 @@ if triton is not None:
         sum_s = acc
         sum_d = acc
         end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
-        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
-            for _u in tl.static_range(_UNROLL):
+        for _ in range((STEPS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(UNROLL):
                 on = mask & (i < end)
                 gp_0 = -gD_0 * (1.0 - rp_0 * rp_0)
                 gu_0 = gs_0 * (1.0 - ru_0 * ru_0)
@@ -972,7 +978,7 @@ if triton is not None:
     def _up2_forward_kernel(
         y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, DN, DB, Jh, Jw, STEPS,
-        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr,
+        DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         """A 2-D up pool in one launch, from y and the details (:func:`_band_at`): each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
@@ -999,8 +1005,8 @@ if triton is not None:
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
         end = tl.minimum(j + STEPS, Jw)  # this thread's positions: j .. end - 1
-        for _ in range((STEPS + _UNROLL_2D - 1) // _UNROLL_2D):  # a loop: the build's time does not grow with STEPS
-            for _u in tl.static_range(_UNROLL_2D):
+        for _ in range((STEPS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(UNROLL):
                 on = mask & (j < end)
                 for parity in tl.static_range(2):  # row 2i (the H inverse's x_e), then 2i + 1 (its x_o)
                     if parity == 0:
@@ -1032,7 +1038,7 @@ if triton is not None:
     def _unlift_backward_kernel(
         s_ptr, d_ptr, coef_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B, NC, DN, DB, SUM_ROW0, STEPS,
-        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UP: tl.constexpr,
+        BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UP: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
         sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns
@@ -1084,8 +1090,8 @@ if triton is not None:
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
         end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
-        for _ in range((STEPS + _UNROLL - 1) // _UNROLL):  # a loop: the build's time does not grow with STEPS
-            for _u in tl.static_range(_UNROLL):
+        for _ in range((STEPS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with STEPS
+            for _u in tl.static_range(UNROLL):
                 on = mask & (i < end)
                 gp_0 = go_0 * (1.0 - rp_0 * rp_0)
                 gu_0 = -ge_0 * (1.0 - ru_0 * ru_0)
@@ -1171,7 +1177,8 @@ def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coe
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
     with _on(x):
-        _lift_forward_kernel[(nprog,)](
+        launch(
+            _lift_forward_kernel, nprog,
             x, out, out if y is None else y, out if coef is None else coef, out if sums is None else sums, *weights,
             x.shape[1], planes // groups, rows, length, half, inner,
             G=groups, BASE_P=bases[0], BASE_U=bases[1], COMBINE=coef is not None, COSTS=costs, ACC=tl_acc, BLOCK=_BLOCK,
@@ -1246,9 +1253,9 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
             gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
-                 BLOCK=_BLOCK_BACKWARD)  # fmt: skip
+                 BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS)  # fmt: skip
     with _on(x):
-        _lift_backward_kernel[(nprog,)](*args, count, row0, steps, **modes)
+        launch(_lift_backward_kernel, nprog, *args, count, row0, steps, **modes)
     return gx, (None if gg is None else gg.sum(0).view(2 * groups, -1))
 
 
@@ -1288,10 +1295,11 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     some = y if out is None else out  # stands in for the pointers a variant does not use
     counts = (n * c * h * jw, n * c * jh * jw)  # per element of one 1-D lift's s, as the lift-by-lift path counts
     with _on(x):
-        _down2_forward_kernel[(nprog,)](
+        launch(
+            _down2_forward_kernel, nprog,
             x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw, rows, *counts,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout],
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], UNROLL=_UNROLL_ROWS,
         )  # fmt: skip
     return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), (None if sums is None else sums.sum(0))
 
@@ -1432,7 +1440,8 @@ def _unlift(bands, dim: int, weights, bases) -> Tensor:
     x = s.new_empty(shape)
     with _on(s):
         steps = _per_thread(length, _STEPS)
-        _unlift_forward_kernel[(planes * _cdiv(rows * _cdiv(length, steps) * inner, _BLOCK),)](
+        launch(
+            _unlift_forward_kernel, planes * _cdiv(rows * _cdiv(length, steps) * inner, _BLOCK),
             s, d, coef, x, *weights, s_shape[1], rows, length, inner, *planes_apart,
             BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps, UP=up,
         )  # fmt: skip
@@ -1456,9 +1465,10 @@ def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, r
     g = s.new_empty(bands.shape)
     half = s_shape[0]
     with _on(s):
-        _unlift_backward_kernel[(planes * tiles,)](
+        launch(
+            _unlift_backward_kernel, planes * tiles,
             s, d, coef, g_x, g[:half], g[half:], gw, *weights, s_shape[1], rows, length, inner, *planes_apart, row0, steps,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up, UNROLL=_UNROLL_STEPS,
         )  # fmt: skip
     return g
 
@@ -1480,7 +1490,8 @@ def max_pool_forward(x: Tensor, kernel_size, padding, dilation, winners: bool = 
     code = torch.empty((n, c, oh, ow) if winners else (0,), dtype=torch.uint8, device=x.device)
     with _on(x):
         rows = _max_pool_rows(kh, dh, oh)
-        _max_pool_forward_kernel[(n * c * _cdiv(_cdiv(oh, rows) * ow, _BLOCK),)](
+        launch(
+            _max_pool_forward_kernel, n * c * _cdiv(_cdiv(oh, rows) * ow, _BLOCK),
             x, out, code, h, w, oh, ow, KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, CODES=winners, BLOCK=_BLOCK, ROWS=rows
         )
     return out, code
@@ -1500,7 +1511,8 @@ def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilat
     gx = g.new_empty((n, c, h, w))
     with _on(g):
         rows = _max_pool_rows(kh, dh, h)
-        _max_pool_backward_kernel[(n * c * _cdiv(_cdiv(h, rows) * w, _BLOCK),)](
+        launch(
+            _max_pool_backward_kernel, n * c * _cdiv(_cdiv(h, rows) * w, _BLOCK),
             g, code, gx, h, w, g.shape[2], g.shape[3], KH=kh, KW=kw, PH=ph, PW=pw, DH=dh, DW=dw, BLOCK=_BLOCK, ROWS=rows
         )
     return gx
@@ -1513,9 +1525,10 @@ def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights)
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
     steps, nprog = _up2_tiling(n * c, jh, jw, y.device)
     with _on(y):
-        _up2_forward_kernel[(nprog,)](
+        launch(
+            _up2_forward_kernel, nprog,
             y, details, coef, x, *weights, c, *_planes_apart(details), jh, jw, steps,
-            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED,
+            DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, UNROLL=_UNROLL_ROWS,
         )  # fmt: skip
     return x
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import cuda
 from .cuda import triton
+from .triton_launch import launch
 
 __all__ = ["usable", "residual"]
 
@@ -29,7 +30,7 @@ _BLOCK = 256  # threads per program: one position each
 if triton is not None:
     import triton.language as tl
 
-    from .cuda import _K, _chunk_positions, _clamp, _tanh_k, _wide
+    from .cuda import _chunk_positions, _clamp, _tanh_k, _times_k, _wide
 
     @triton.jit
     def _pre_activation(tp, j, J, B, mask, w_ptr, bias, c, K: tl.constexpr):
@@ -48,7 +49,7 @@ if triton is not None:
         c = plane % C
         at = plane.to(tl.int64) * R * J * B + line
         h = _pre_activation(t_ptr + at, q, J, B, on, w_ptr, _wide(tl.load(b_ptr + c)), c, K)
-        r = _tanh_k(_wide(tl.load(pw_ptr + c)) * _K * tl.maximum(h, 0.0) + _wide(tl.load(pb_ptr + c)) * _K)
+        r = _tanh_k(_times_k(_wide(tl.load(pw_ptr + c))) * tl.maximum(h, 0.0) + _times_k(_wide(tl.load(pb_ptr + c))))
         tl.store(r_ptr + at + q.to(tl.int64) * B, r.to(r_ptr.dtype.element_ty), mask=on)
 
     @triton.jit
@@ -65,7 +66,7 @@ if triton is not None:
         at = plane.to(tl.int64) * R * J * B + line
         tp = t_ptr + at
         bias, slope = _wide(tl.load(b_ptr + c)), _wide(tl.load(pw_ptr + c))
-        pbk = _wide(tl.load(pb_ptr + c)) * _K
+        pbk = _times_k(_wide(tl.load(pb_ptr + c)))
         gt = tl.zeros((BLOCK,), ACC)
         sums = sums_ptr + ((plane // C) * tiles + tl.program_id(0) % tiles).to(tl.int64) * (K + 3) * C
         for jj in range(K):  # a loop, not unrolled: the build's time grows with K, not K^2
@@ -73,7 +74,7 @@ if triton is not None:
             inside = on & (j >= 0) & (j < J)
             jc = _clamp(j, J)
             h = _pre_activation(tp, jc, J, B, on, w_ptr, bias, c, K)
-            r = _tanh_k(slope * _K * tl.maximum(h, 0.0) + pbk)
+            r = _tanh_k(_times_k(slope) * tl.maximum(h, 0.0) + pbk)
             gr = _wide(tl.load(g_ptr + at + jc.to(tl.int64) * B, mask=inside, other=0.0)) * (1.0 - r * r)
             a = gr * slope * (h > 0.0)
             for k in tl.static_range(K):
@@ -108,7 +109,8 @@ class _Residual(torch.autograd.Function):
         planes, r, j, _, b = cuda._geometry(t, dim)  # (N C) planes of (r, j, b), j the length along dim
         out = torch.empty_like(t)
         with cuda._on(t):
-            _residual_forward_kernel[(_programs(planes, r, j, b),)](
+            launch(
+                _residual_forward_kernel, _programs(planes, r, j, b),
                 t, out, *cuda._flat((dw, db, pw, pb), t), t.shape[1], r, j, b, K=dw.shape[-1], BLOCK=_BLOCK
             )
         return out
@@ -124,7 +126,8 @@ class _Residual(torch.autograd.Function):
         c = t.shape[1]
         sums = torch.empty((nprog // c, (k + 3) * c), dtype=acc, device=t.device)  # a row per (n, tile)
         with cuda._on(t):
-            _residual_backward_kernel[(nprog,)](
+            launch(
+                _residual_backward_kernel, nprog,
                 t, g.contiguous(), gt, sums, *cuda._flat((dw, db, pw, pb), t), t.shape[1], r, j, b, K=k, ACC=tl_acc, BLOCK=_BLOCK
             )
         grads = sums.sum(0).split([k * c, c, c, c])  # one op: the rest are views

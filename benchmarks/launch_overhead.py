@@ -1,0 +1,108 @@
+"""What launching liftswap's Triton kernels costs the host, measured without a GPU.
+
+``benchutil.noop_driver`` lets Triton build the kernels for sm_90 and run its whole host launch
+path on CPU tensors, up to a launcher that launches nothing: what is timed is everything a call
+costs the host but Triton's CudaLauncher and the driver's launch call (the same for both paths
+compared). The calls ``gpu_goals.py`` times for its layer rows (a no-grad forward; a forward,
+``.sum()`` and ``autograd.grad``) of LiftDownPool2d (haar, gated, 3 taps) and LiftUpPool2d, with the
+kernels launched through ``kernel[grid]`` (``JITFunction.run``) and through
+``liftswap.ops.triton_launch.launch``'s direct path, against MaxPool2d(3, 2, 1), timed in turns;
+then one launch of the backward kernel (25 arguments) alone both ways. The first run builds the
+kernels (about a minute; Triton caches them).
+
+    python benchmarks/launch_overhead.py [--repeats 1000] [--out benchmarks/results/launch_overhead.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    raise SystemExit("error: unset TRITON_INTERPRET: this measures the compiled kernels' launch path")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from benchutil import interleaved_times, noop_driver, write_json  # noqa: E402
+from gpu_goals import _layer_calls  # noqa: E402
+
+import liftswap  # noqa: E402
+from liftswap.ops import cpu as native, cuda as lift_triton, triton_launch  # noqa: E402
+
+
+def _paths(fn):
+    """fn through run() and through the direct path (the module flag, set around each call)."""
+
+    def through_run():
+        triton_launch._FAST = False
+        try:
+            return fn()
+        finally:
+            triton_launch._FAST = True
+
+    return through_run, fn
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=1000)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "launch_overhead.json"))
+    args = ap.parse_args(argv)
+    if not triton_launch._FAST:
+        print("error: LIFTSWAP_TRITON_FAST_LAUNCH=0 or a Triton without knobs (< 3.4): no direct path to compare", file=sys.stderr)
+        return 2
+    import triton
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8)
+    rows = []
+    with noop_driver(), native.enabled(False):
+        down, pool = liftswap.LiftDownPool2d(4).train(), torch.nn.MaxPool2d(3, 2, 1)
+        up = liftswap.LiftUpPool2d(liftswap.LiftDownPool2d(4, return_details=True))
+        calls = {"LiftDownPool2d": _layer_calls(down, x), "LiftUpPool2d": _layer_calls(up.down, x, up=up), "MaxPool2d": _layer_calls(pool, x)}
+        print(f"{'call':<8} {'layer':<16} {'run() us':>9} {'direct us':>10} {'MaxPool2d us':>13} {'run()/max':>10} {'direct/max':>11}")
+        for index, part in enumerate(("fwd", "fwd+bwd")):
+            fns = {"MaxPool2d": calls["MaxPool2d"][index]}
+            for layer in ("LiftDownPool2d", "LiftUpPool2d"):
+                fns[layer + " run()"], fns[layer + " direct"] = _paths(calls[layer][index])
+            times = interleaved_times(fns, args.repeats)
+            for layer in ("LiftDownPool2d", "LiftUpPool2d"):
+                slow, fast, base = times[layer + " run()"], times[layer + " direct"], times["MaxPool2d"]
+                rows.append({"call": part, "layer": layer, "run_us": slow * 1e6, "direct_us": fast * 1e6, "maxpool_us": base * 1e6,
+                             "run_ratio": slow / base, "direct_ratio": fast / base})  # fmt: skip
+                print(f"{part:<8} {layer:<16} {slow * 1e6:9.1f} {fast * 1e6:10.1f} {base * 1e6:13.1f} {slow / base:10.2f} {fast / base:11.2f}")
+        # one launch of the backward kernel, captured from a layer's backward
+        seen = []
+        kernel = lift_triton._lift_backward_kernel
+
+        class _Capture:
+            def __getitem__(self, grid):
+                def capture(*a, **kw):
+                    seen.append((grid[0], a, kw))
+                    return kernel[grid](*a, **kw)
+
+                return capture
+
+        lift_triton._lift_backward_kernel = _Capture()
+        try:
+            triton_launch._FAST = False
+            calls["LiftDownPool2d"][1]()
+        finally:
+            lift_triton._lift_backward_kernel = kernel
+            triton_launch._FAST = True
+        grid, a, kw = seen[0]
+        one = {"run()": lambda: kernel[(grid,)](*a, **kw), "direct": lambda: triton_launch.launch(kernel, grid, *a, **kw)}
+        times = interleaved_times({k: (lambda f=f: [f() for _ in range(10)]) for k, f in one.items()}, args.repeats // 5)
+        launch_us = {k: v / 10 * 1e6 for k, v in times.items()}
+        print(f"one backward-kernel launch ({len(a) + len(kw)} arguments): run() {launch_us['run()']:.1f} us, "
+              f"direct {launch_us['direct']:.1f} us")  # fmt: skip
+    write_json(args.out, {"torch": torch.__version__, "triton": triton.__version__, "shape": list(x.shape), "repeats": args.repeats,
+                          "date": time.strftime("%Y-%m-%d"), "rows": rows, "backward_kernel_launch_us": launch_us})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
