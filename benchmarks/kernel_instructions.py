@@ -85,21 +85,22 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     Launches along W have B = 1 (the stride between neighbours), which Triton's launcher compiles
     as a constant (it specialises integer arguments equal to 1), so the builds here do too."""
     haar = dict(BASE_P=1.0, BASE_U=0.5)
+    gated = lt._OUT["gated"]
     along_w = dict(B=1)
     unroll, unroll_2d = lt._UNROLL_STEPS, lt._UNROLL_ROWS  # positions per trip of the backward loops; rows or positions of the 2-D forwards'
     rows = lt._per_thread(56, lt._ROWS)  # (56 output rows: at batch 64, as many as fill an H200)
     # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of `rows` rows
-    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, UNROLL=unroll_2d),
+    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, UNROLL=unroll_2d, OUT=gated),
                 lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll_2d))  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     back = lt._per_thread(56, lt._LOOP_STEPS)  # (either axis has 56 positions)
     trips = -(-back // unroll)
-    h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll)
-    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, **along_w),
+    h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated)
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated, **along_w),
              lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
-    w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, **along_w),
+    w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, OUT=gated, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip
-    up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, UNROLL=unroll_2d), lt._BLOCK_FUSED * back, 1, -(-back // unroll_2d))
+    up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, UNROLL=unroll_2d, OUT=gated), lt._BLOCK_FUSED * back, 1, -(-back // unroll_2d))
     pool_rows = lt._per_thread(112, lt._POOL_ROWS)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
     return {
@@ -114,9 +115,9 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
         "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": [
             up_fwd,
             # (the H inverses read y and the details in place, with the gated detail term: UP 2)
-            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps, UP=2), lt._BLOCK * steps, 2),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=0, UNROLL=unroll, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
-            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=2, UNROLL=unroll), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_forward_kernel, dict(**haar, BLOCK=lt._BLOCK, STEPS=steps, UP=2, OUT=gated), lt._BLOCK * steps, 2),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=0, UNROLL=unroll, OUT=gated, GAMMA=False, **along_w), lt._BLOCK_BACKWARD * back, 2, trips),
+            (lt._unlift_backward_kernel, dict(**haar, BLOCK=lt._BLOCK_BACKWARD, UP=2, UNROLL=unroll, OUT=gated, GAMMA=True), lt._BLOCK_BACKWARD * back, 2, trips),
         ],
         "stride-1 max pool 3x3 fwd, no grad (preserve)": [(lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4)],
         "stride-1 max pool 3x3 fwd+bwd (preserve)": [
@@ -131,10 +132,10 @@ _BYTES = {
     "LiftDownPool2d fwd, no grad": 16 + 4,  # x; y (no detail band: return_details=False)
     "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": (16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16),
     "LiftUpPool2d fwd": 16 + 16,  # y and details; x
-    # the kernels' (the H inverses read y and the details in place), then the PyTorch ops after them:
-    # the details' gradient (one addcmul) and gamma's (a product, a sum)
+    # the kernels' (the H inverses read y and the details in place; the last one sums gamma's gradient
+    # too), then the PyTorch op after them: the details' gradient (one addcmul)
     "LiftUpPool2d fwd+bwd (backward: re-unlift H, W, H)": (16 + 16) + (16 + 16) + (16 + 16 + 16) + (16 + 16 + 16)
-    + (16 + 12) + (16 + 12 + 12),
+    + (16 + 12),
     "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,
     "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
     "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,

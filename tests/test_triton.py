@@ -91,31 +91,32 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     jobs = []
     for groups, combine, costs, steps in [(1, False, False, lt._STEPS), (1, True, True, lt._STEPS), (2, True, True, 1), (4, True, False, 1)]:
         jobs.append(("_lift_forward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC="ACC", BLOCK=lt._BLOCK,
-                                                  STEPS=steps)))  # fmt: skip
+                                                  STEPS=steps, OUT=2)))  # fmt: skip
     down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED, UNROLL=lt._UNROLL_ROWS)
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
-        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0)))
+        jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, OUT=2)))
     for layout in ("polyphase", "approximation"):  # lift_down_pool_bands
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=layout == "approximation", COSTS=True,
-                                                   LAYOUT=lt._LAYOUT[layout])))  # fmt: skip
+                                                   LAYOUT=lt._LAYOUT[layout], OUT=0)))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
-                                                   BLOCK=lt._BLOCK_BACKWARD, UNROLL=lt._UNROLL_STEPS)))  # fmt: skip
+                                                   BLOCK=lt._BLOCK_BACKWARD, UNROLL=lt._UNROLL_STEPS, OUT=2)))  # fmt: skip
     for up in (0, 1, 2):  # the stacked bands; a 2-D up pool's, read in place (2: with the detail term)
-        jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS, UP=up)))
+        jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS, UP=up, OUT=2)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):
         pool = dict(KH=k[0], KW=k[1], PH=pad[0], PW=pad[1], DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=lt._max_pool_rows(k[0], 1, 112))
         jobs += [("_max_pool_forward_kernel", dict(pool, CODES=codes)) for codes in (True, False)]
         jobs.append(("_max_pool_backward_kernel", pool))
     for detail_term in (True, False):
         jobs.append(("_up2_forward_kernel", dict(DETAIL_TERM=detail_term, BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_FUSED,
-                                                 UNROLL=lt._UNROLL_ROWS)))
+                                                 UNROLL=lt._UNROLL_ROWS, OUT=2 if detail_term else 0)))
     for up in (0, 1, 2):
-        jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, UP=up, UNROLL=lt._UNROLL_STEPS)))
+        jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, UP=up, UNROLL=lt._UNROLL_STEPS, OUT=2,
+                                                     GAMMA=up == 2)))  # fmt: skip
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     # (the loop kernels take their rows and positions per thread as an argument: one build serves all)
     jobs.append(("_lift_forward_kernel", dict(G=1, BASE_P=1.0, BASE_U=0.5, COMBINE=False, COSTS=False, ACC="ACC", BLOCK=lt._BLOCK,
-                                              STEPS=lt._per_thread(7, lt._STEPS))))  # fmt: skip
+                                              STEPS=lt._per_thread(7, lt._STEPS), OUT=0)))  # fmt: skip
     for k in (5, 7, 15):  # kernel sizes other than 3: the residual kernels (liftswap/ops/cuda_residual.py)
         jobs.append(("_residual_forward_kernel", dict(K=k, BLOCK=256)))
         jobs.append(("_residual_backward_kernel", dict(K=k, ACC="ACC", BLOCK=256)))

@@ -208,6 +208,21 @@ if triton is not None:
         return out
 
     @triton.jit
+    def _coef(gamma_ptr, b, c, C, OUT: tl.constexpr):
+        """Band b's coefficient in y for channel c, SPEC 2's output modes (OUT 0 "LL", 1 "sum",
+        2 "gated"): 1 for the approximation band (b == 0); for the others 0, 1 or gamma[b - 1, c]
+        (gamma_ptr: (nb - 1, C), read for "gated" only). b is a constexpr or a tensor. The layers'
+        gamma is read in place: no (nb, C) coefficient tensor made per call (two ops, each a
+        launch on CUDA, forward and backward)."""
+        if OUT == 2:
+            k = tl.where(b == 0, 1.0, _wide(tl.load(gamma_ptr + (b - 1) * C + c, mask=b > 0, other=0.0)))
+        elif OUT == 1:
+            k = tl.where(b == 0, 1.0, 1.0)
+        else:
+            k = tl.where(b == 0, 1.0, 0.0)
+        return k
+
+    @triton.jit
     def _band(ptr, p, J, B, mask):
         """A band's value at position p (clamped: replicate padding)."""
         return _wide(tl.load(ptr + _clamp(p, J) * B, mask=mask, other=0.0))
@@ -355,15 +370,15 @@ if triton is not None:
 
     @triton.jit
     def _lift_forward_kernel(
-        x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        x_ptr, out_ptr, y_ptr, gamma_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, NC, R, L, J, B,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr, OUT: tl.constexpr,
     ):  # fmt: skip
         """Lift G groups of NC planes; out is [s of each group, d of each group]. Each thread owns
         STEPS consecutive positions and slides its window along the axis: two loads and one P and
         one U residual per further position (not fourteen, three and one). COMBINE: also y = sum
-        over bands of coef[band, c] * band (several groups: STEPS 1). COSTS: this program's sums
+        over bands of coef[band, c] * band (:func:`_coef`; several groups: STEPS 1). COSTS: this program's sums
         of (s - x_o)^2 and d^2."""
         tl.static_assert((G == 1 or STEPS == 1) or not COMBINE)  # (Triton 3.2 rejects a chain of three)
         plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, L, J, B, STEPS, BLOCK)
@@ -396,7 +411,7 @@ if triton is not None:
                 tl.store(out_ptr + (g * NC + plane).to(tl.int64) * R * J * B + at, s.to(kind), mask=on)
                 tl.store(out_ptr + ((G + g) * NC + plane).to(tl.int64) * R * J * B + at, d.to(kind), mask=on)
                 if COMBINE:
-                    y += tl.load(coef_ptr + g * C + c) * s + tl.load(coef_ptr + (G + g) * C + c) * d
+                    y += _coef(gamma_ptr, g, c, C, OUT) * s + _coef(gamma_ptr, G + g, c, C, OUT) * d
                     if G == 1:
                         tl.store(y_ptr + plane.to(tl.int64) * R * J * B + at, y.to(y_ptr.dtype.element_ty), mask=on)
                         y = tl.zeros((BLOCK,), ACC)
@@ -463,10 +478,10 @@ if triton is not None:
         return ll, lh, sd_0, dd_0, sd_p, dd_p
 
     @triton.jit
-    def _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh,
-                   COMBINE: tl.constexpr, LAYOUT: tl.constexpr):  # fmt: skip
+    def _put_bands(out_ptr, y_ptr, gamma_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh,
+                   COMBINE: tl.constexpr, LAYOUT: tl.constexpr, OUT: tl.constexpr):  # fmt: skip
         """Stores one output position's bands (LAYOUT 0: stacked along the batch; 1: at their
-        polyphase places; 2: none) and with COMBINE y = sum over bands of coef[band, c] * band."""
+        polyphase places; 2: none) and with COMBINE y = sum over bands of coef[band, c] * band (:func:`_coef`)."""
         band = Jh * Jw
         kind = out_ptr.dtype.element_ty
         at = plane.to(tl.int64) * band + i * Jw + j
@@ -483,8 +498,8 @@ if triton is not None:
             tl.store(z, hl.to(kind), mask=on)
             tl.store(z + 1, hh.to(kind), mask=on)
         if COMBINE:
-            y = tl.load(coef_ptr + c) * ll + tl.load(coef_ptr + C + c) * lh
-            y += tl.load(coef_ptr + 2 * C + c) * hl + tl.load(coef_ptr + 3 * C + c) * hh
+            y = _coef(gamma_ptr, 0, c, C, OUT) * ll + _coef(gamma_ptr, 1, c, C, OUT) * lh
+            y += _coef(gamma_ptr, 2, c, C, OUT) * hl + _coef(gamma_ptr, 3, c, C, OUT) * hh
             tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=on)
 
     @triton.jit
@@ -503,10 +518,10 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["ROWS", "N1", "N2"])  # (one build for every size: no variant per divisibility)
     def _down2_forward_kernel(
-        x_ptr, out_ptr, y_ptr, coef_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        x_ptr, out_ptr, y_ptr, gamma_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, H, W, Jh, Jw, ROWS, N1, N2,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, UNROLL: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, UNROLL: tl.constexpr, OUT: tl.constexpr,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each thread owns columns j and j + 1 (a)
         and (b) of ROWS output rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the
@@ -558,8 +573,8 @@ if triton is not None:
                                                                 wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
                 on = mask & (i < end)
                 onb = on & (j + 1 < Jw)
-                _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh, COMBINE, LAYOUT)
-                _put_bands(out_ptr, y_ptr, coef_ptr, plane, c, C, NC, Jh, Jw, i, j + 1, onb, llb, lhb, hlb, hhb, COMBINE, LAYOUT)
+                _put_bands(out_ptr, y_ptr, gamma_ptr, plane, c, C, NC, Jh, Jw, i, j, on, ll, lh, hl, hh, COMBINE, LAYOUT, OUT)
+                _put_bands(out_ptr, y_ptr, gamma_ptr, plane, c, C, NC, Jh, Jw, i, j + 1, onb, llb, lhb, hlb, hhb, COMBINE, LAYOUT, OUT)
                 if COSTS:
                     own1 = 2 * i + 1 < H
                     cu1, cp1, cu2, cp2 = _add_costs(cu1, cp1, cu2, cp2, on, on & own1, s_0, xo_0, os_0, xo1_0, d_0, od_0, ll, lh, hl, hh)
@@ -696,14 +711,14 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _lift_backward_kernel(
-        x_ptr, gout_ptr, gy_ptr, coef_ptr, gx_ptr, gw_ptr, gg_ptr,
+        x_ptr, gout_ptr, gy_ptr, gamma_ptr, gx_ptr, gw_ptr, gg_ptr,
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROW0, STEPS,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, OUT: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
-        (s_g's is coef[g] * gy, d_g's coef[G + g] * gy), plus KCU * (s - x_o) and KCP * d (the
+        (s_g's is coef[g] * gy, d_g's coef[G + g] * gy: :func:`_coef`), plus KCU * (s - x_o) and KCP * d (the
         costs' gradients: kc_ptr holds 2 dcost_u, 2 dcost_p, divided here by COUNT, the elements of
         one 1-D lift's s). Per program: the weights' gradient sums, in row SUM_ROW0 + (n, tile) of
         gw (:func:`_store_sums`: one buffer, one reduction for every lift of a layer), and with
@@ -732,7 +747,7 @@ if triton is not None:
         xp = x_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
         gxp = gx_ptr + ((g * NC + plane).to(tl.int64) * R * L * B + x_in)
         if FROM_GY:
-            cs, cd = tl.load(coef_ptr + g * C + c), tl.load(coef_ptr + (G + g) * C + c)
+            cs, cd = _coef(gamma_ptr, g, c, C, OUT), _coef(gamma_ptr, G + g, c, C, OUT)
             gsp, gdp = gyp, gyp
         else:
             cs, cd = 1.0, 1.0
@@ -845,13 +860,13 @@ if triton is not None:
         )  # fmt: skip
 
     @triton.jit
-    def _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, size, y_in, mask, UP: tl.constexpr):
+    def _sources(s_ptr, d_ptr, gamma_ptr, plane, C, NC, DN, DB, size, y_in, mask, UP: tl.constexpr, OUT: tl.constexpr):
         """Where an inverse lift's program reads its s and d bands: (sp, dp, t1p, t2p, t3p, k1, k2,
         k3, tmask). UP 0: planes of the stacked bands (s_ptr, d_ptr). UP 1 and 2: a 2-D up pool's
         H inverse, reading y (s_ptr) and the details (d_ptr: (N, 3, C, ...) DN and DB planes apart,
         as :func:`_band_at`) in place, no stacked copy: group 0 (planes below NC) inverts (the
         approximation, HL), group 1 (LH, HH); with UP 2 the approximation is y - sum_b k_b t_b, the
-        detail bands at t1p .. t3p loaded where tmask (group 0), their coefficients k1 .. k3."""
+        detail bands at t1p .. t3p loaded where tmask (group 0), their coefficients k1 .. k3 (:func:`_coef`)."""
         if UP == 0:
             offset = plane.to(tl.int64) * size + y_in
             sp, dp = s_ptr + offset, d_ptr + offset
@@ -866,9 +881,9 @@ if triton is not None:
         sp = tl.where(g == 0, s_ptr + q.to(tl.int64) * size + y_in, t1p)
         dp = tl.where(g == 0, t2p, t3p)
         if UP == 2:
-            k1 = tl.where(g == 0, tl.load(coef_ptr + C + c), 0.0)
-            k2 = tl.where(g == 0, tl.load(coef_ptr + 2 * C + c), 0.0)
-            k3 = tl.where(g == 0, tl.load(coef_ptr + 3 * C + c), 0.0)
+            k1 = tl.where(g == 0, _coef(gamma_ptr, 1, c, C, OUT), 0.0)
+            k2 = tl.where(g == 0, _coef(gamma_ptr, 2, c, C, OUT), 0.0)
+            k3 = tl.where(g == 0, _coef(gamma_ptr, 3, c, C, OUT), 0.0)
         else:
             k1, k2, k3 = 0.0, 0.0, 0.0
         return sp, dp, t1p, t2p, t3p, k1, k2, k3, mask & (g == 0)
@@ -894,16 +909,17 @@ if triton is not None:
 
     @triton.jit
     def _unlift_forward_kernel(
-        s_ptr, d_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        s_ptr, d_ptr, gamma_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B, NC, DN, DB,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr, UP: tl.constexpr,
+        OUT: tl.constexpr,
     ):  # fmt: skip
         """x_e = s - U(d), x_o = d + P(x_e), interleaved: the output has 2J rows along the axis.
         Each thread owns STEPS consecutive positions and slides its window: two loads and one U
         and one P residual per further position (not eight, three and one). s and d: as
         :func:`_sources` finds them."""
         plane, i0, mask, x_in, y_in, _ = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
-        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP)
+        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, gamma_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP, OUT)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
@@ -928,10 +944,10 @@ if triton is not None:
             tl.store(xp + (2 * i + 1) * B, o_0.to(kind), mask=on)
 
     @triton.jit
-    def _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, row, col, Jh, Jw, mask, BAND: tl.constexpr,
-                 DETAIL_TERM: tl.constexpr):  # fmt: skip
+    def _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, row, col, Jh, Jw, mask, BAND: tl.constexpr,
+                 DETAIL_TERM: tl.constexpr, OUT: tl.constexpr):  # fmt: skip
         """Band BAND of an up pool's input at (row, col): 0 the approximation y - sum_b coef_b det_b
-        (DETAIL_TERM), else detail band BAND (details: (N, 3, C, Jh, Jw), each channel's plane
+        (DETAIL_TERM; :func:`_coef`), else detail band BAND (details: (N, 3, C, Jh, Jw), each channel's plane
         contiguous, DN and DB planes apart along N and the bands: a down pool's band-major view
         is read in place)."""
         at = row * Jw + col
@@ -941,26 +957,26 @@ if triton is not None:
             if DETAIL_TERM:
                 for b in tl.static_range(1, 4):
                     det = _wide(tl.load(det_ptr + (n * DN + (b - 1) * DB + c).to(tl.int64) * size + at, mask=mask, other=0.0))
-                    v -= tl.load(coef_ptr + b * C + c) * det
+                    v -= _coef(gamma_ptr, b, c, C, OUT) * det
         else:
             v = _wide(tl.load(det_ptr + (n * DN + (BAND - 1) * DB + c).to(tl.int64) * size + at, mask=mask, other=0.0))
         return v
 
     @triton.jit
-    def _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask,
+    def _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask,
                      wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                      S_BAND: tl.constexpr, D_BAND: tl.constexpr, DETAIL_TERM: tl.constexpr,
-                     BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+                     BASE_P: tl.constexpr, BASE_U: tl.constexpr, OUT: tl.constexpr):  # fmt: skip
         """The inverse of the second (H) lift at column col: rows 2i and 2i + 1 of one band of the
         first lift, from bands S_BAND (s) and D_BAND (d) at rows clamp(i - 2) .. clamp(i + 2)."""
-        d_m2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        d_p2 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM)
-        s_m1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
-        s_0 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
-        s_p1 = _band_at(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM)
+        d_m2 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i - 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM, OUT)
+        d_m1 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM, OUT)
+        d_0 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, D_BAND, DETAIL_TERM, OUT)
+        d_p1 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM, OUT)
+        d_p2 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i + 2, Jh), col, Jh, Jw, mask, D_BAND, DETAIL_TERM, OUT)
+        s_m1 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i - 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM, OUT)
+        s_0 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, col, Jh, Jw, mask, S_BAND, DETAIL_TERM, OUT)
+        s_p1 = _band_at(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, _clamp(i + 1, Jh), col, Jh, Jw, mask, S_BAND, DETAIL_TERM, OUT)
         return _unlift_at(s_m1, s_0, s_p1, d_m2, d_m1, d_0, d_p1, d_p2, i, Jh, wp0, wp1, wp2, bp, pwp, pbp,
                           wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
 
@@ -976,9 +992,10 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _up2_forward_kernel(
-        y_ptr, det_ptr, coef_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        y_ptr, det_ptr, gamma_ptr, x_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, DN, DB, Jh, Jw, STEPS,
         DETAIL_TERM: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+        OUT: tl.constexpr,
     ):  # fmt: skip
         """A 2-D up pool in one launch, from y and the details (:func:`_band_at`): each position (i, j) writes the 2x2
         outputs x[2i : 2i + 2, 2j : 2j + 2], undoing the second (H) lift at the columns the first
@@ -993,15 +1010,15 @@ if triton is not None:
         )
         j = chunk * STEPS
         # the first lift's d band (bands 1 and 3) at columns clamp(j - 2) .. clamp(j + 2), rows 2i and 2i + 1
-        de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
-        de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+        de_m2, do_m2 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        de_m1, do_m1 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        de_0, do_0 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        de_p1, do_p1 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
         # its s band (bands 0 and 2) at columns clamp(j - 1) .. clamp(j + 1)
-        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
-        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+        se_m1, so_m1 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j - 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        se_0, so_0 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U, OUT)
+        se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U, OUT)
         xp = x_ptr + plane.to(tl.int64) * 4 * Jh * Jw
         kind = x_ptr.dtype.element_ty
         end = tl.minimum(j + STEPS, Jw)  # this thread's positions: j .. end - 1
@@ -1023,9 +1040,9 @@ if triton is not None:
                 j += 1
                 # slide the columns one position: the d band's at clamp(j + 2), the s band's at clamp(j + 1)
                 de_m2, do_m2, de_m1, do_m1, de_0, do_0, de_p1, do_p1 = de_m1, do_m1, de_0, do_0, de_p1, do_p1, de_p2, do_p2
-                de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U)
+                de_p2, do_p2 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 2, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 1, 3, DETAIL_TERM, BASE_P, BASE_U, OUT)
                 se_m1, so_m1, se_0, so_0 = se_0, so_0, se_p1, so_p1
-                se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, coef_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U)
+                se_p1, so_p1 = _rows_unlift(y_ptr, det_ptr, gamma_ptr, plane, n, c, C, DN, DB, i, _clamp(j + 1, Jw), Jh, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, 0, 2, DETAIL_TERM, BASE_P, BASE_U, OUT)
 
     @triton.jit
     def _even_grad(gxp, go, a_m, a_0, a_p, q, J, B, mask, wp0, wp1, wp2, BASE_P: tl.constexpr):
@@ -1036,19 +1053,25 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["STEPS"])
     def _unlift_backward_kernel(
-        s_ptr, d_ptr, coef_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
+        s_ptr, d_ptr, gamma_ptr, gx_ptr, gs_ptr, gd_ptr, gw_ptr, gg_ptr,
+        wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         C, R, J, B, NC, DN, DB, SUM_ROW0, STEPS,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, BLOCK: tl.constexpr, UP: tl.constexpr, UNROLL: tl.constexpr,
+        OUT: tl.constexpr, GAMMA: tl.constexpr,
     ):  # fmt: skip
         """Gradients of s and d from that of the interleaved output, and this program's weight-gradient
-        sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). Each thread owns
+        sums (in row SUM_ROW0 + (n, tile) of gw, as :func:`_lift_backward_kernel`). With GAMMA (UP 2,
+        gated), the approximation's programs also write minus their sums of t_b g_s for each detail
+        band b (s = y - sum_b gamma_b t_b) in row (n, tile) of gg (N tiles, 3 C), at column
+        (b - 1) C + c: gamma's gradient is a column sum, not a product and a reduction over the
+        details after the kernel (40 bytes per output less, float32). Each thread owns
         STEPS consecutive positions; position i reads x_e at i-3 .. i+3, P's residual and input
         gradient at i-2 .. i+2, x_e's gradient and U's input gradient at
         i-1 .. i+1, each a function of its own position: after the first, every window slides
         (one U and one P residual per position instead of ten and five)."""
         plane, i0, mask, x_in, y_in, tiles = _chunk_positions(R, 2 * J, J, B, STEPS, BLOCK)
         offset = plane.to(tl.int64) * R * J * B + y_in  # (the gradients' stacked bands)
-        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, coef_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP)
+        sp, dp, t1p, t2p, t3p, k1, k2, k3, tmask = _sources(s_ptr, d_ptr, gamma_ptr, plane, C, NC, DN, DB, R * J * B, y_in, mask, UP, OUT)
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, plane % C
         )
@@ -1089,6 +1112,7 @@ if triton is not None:
         acc = tl.zeros((BLOCK,), tl.float32).to(e_0.dtype)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
+        gt1, gt2, gt3 = acc, acc, acc
         end = tl.minimum(i0 + STEPS, J)  # this thread's positions: i0 .. end - 1
         for _ in range((STEPS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with STEPS
             for _u in tl.static_range(UNROLL):
@@ -1099,6 +1123,11 @@ if triton is not None:
                 at = offset + i * B
                 tl.store(gs_ptr + at, ge_0.to(gs_ptr.dtype.element_ty), mask=on)
                 tl.store(gd_ptr + at, g_d.to(gd_ptr.dtype.element_ty), mask=on)
+                if GAMMA:  # (the detail bands at i again: L1 hits, three registers each were they kept)
+                    tm = on & tmask
+                    gt1 += tl.where(tm, _band(t1p, i, J, B, tm) * ge_0, 0.0)
+                    gt2 += tl.where(tm, _band(t2p, i, J, B, tm) * ge_0, 0.0)
+                    gt3 += tl.where(tm, _band(t3p, i, J, B, tm) * ge_0, 0.0)
                 g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = _add_sums(
                     g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp, g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu, on,
                     ap_0, e_m1, e_0, e_p1, gp_0, hp_0, au_0, d_m1, d_0, d_p1, gu_0, hu_0, False,
@@ -1125,6 +1154,12 @@ if triton is not None:
             gw_ptr + row.to(tl.int64) * 12 * C, plane % C, C, mask, g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp,
             g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu,
         )  # fmt: skip
+        if GAMMA:
+            if plane < NC:  # (group 0: the approximation's programs)
+                out = gg_ptr + ((plane // C) * tiles + tl.program_id(0) % tiles).to(tl.int64) * 3 * C + plane % C
+                tl.store(out, -tl.sum(gt1, axis=0))
+                tl.store(out + C, -tl.sum(gt2, axis=0))
+                tl.store(out + 2 * C, -tl.sum(gt3, axis=0))
 
 
 def _geometry(x: Tensor | torch.Size, dim: int) -> tuple[int, int, int, int, int]:
@@ -1160,29 +1195,44 @@ def _acc(x: Tensor):
     return (tl.float64, torch.float64) if x.dtype == torch.float64 else (tl.float32, torch.float32)
 
 
-def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, coef: Tensor | None, costs: bool):
+_OUT = {"LL": 0, "sum": 1, "gated": 2}  # the kernels' OUT (:func:`_coef`)
+
+
+class _Mix(NamedTuple):
+    """How the kernels weigh the bands in y (SPEC 2's output modes): ``gamma`` (nb - 1, C) read in
+    place for "gated" (any tensor of the device otherwise: not read) and the kernels' OUT."""
+
+    gamma: Tensor
+    out: int
+
+    @staticmethod
+    def of(output: str, gamma: Tensor | None, like: Tensor) -> "_Mix":
+        return _Mix(gamma.contiguous() if output == "gated" else like, _OUT[output])
+
+
+def _forward(x: Tensor, dim: int, groups: int, weights: list[Tensor], bases, mix: _Mix | None, costs: bool):
     """One lift of x, whose batch holds ``groups`` stacked groups: (out, y or None, per-program cost sums or None).
 
-    ``out`` stacks [s of each group, d of each group] along the batch; with ``coef`` (2 groups, C)
-    the kernel also combines the bands into y (one group's shape).
+    ``out`` stacks [s of each group, d of each group] along the batch; with ``mix`` the kernel also
+    combines the 2 groups' bands into y (one group's shape).
     """
     planes, rows, length, half, inner = _geometry(x, dim)
     shape = list(x.shape)
     shape[dim % x.dim()] = half
     shape[0] *= 2
     out = x.new_empty(shape)
-    y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if coef is not None else None
-    steps = 1 if coef is not None and groups > 1 else _per_thread(half, _STEPS)  # (several groups' y sums in registers)
+    y = x.new_empty([shape[0] // (2 * groups)] + shape[1:]) if mix is not None else None
+    steps = 1 if mix is not None and groups > 1 else _per_thread(half, _STEPS)  # (several groups' y sums in registers)
     nprog = planes // groups * _cdiv(rows * _cdiv(half, steps) * inner, _BLOCK)
     tl_acc, acc = _acc(x)
     sums = torch.empty((nprog, 2), dtype=acc, device=x.device) if costs else None
     with _on(x):
         launch(
             _lift_forward_kernel, nprog,
-            x, out, out if y is None else y, out if coef is None else coef, out if sums is None else sums, *weights,
+            x, out, out if y is None else y, out if mix is None else mix.gamma, out if sums is None else sums, *weights,
             x.shape[1], planes // groups, rows, length, half, inner,
-            G=groups, BASE_P=bases[0], BASE_U=bases[1], COMBINE=coef is not None, COSTS=costs, ACC=tl_acc, BLOCK=_BLOCK,
-            STEPS=steps,
+            G=groups, BASE_P=bases[0], BASE_U=bases[1], COMBINE=mix is not None, COSTS=costs, ACC=tl_acc, BLOCK=_BLOCK,
+            STEPS=steps, OUT=0 if mix is None else mix.out,
         )  # fmt: skip
     return out, y, sums
 
@@ -1234,11 +1284,11 @@ def _tiles(shape, dim: int, device: torch.device) -> tuple[int, int]:
     return _steps_backward(planes, rows, half, inner, device)
 
 
-def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef, kc: Tensor, count: int,
+def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix: _Mix | None, kc: Tensor, count: int,
               gw: Tensor, row0: int, tiling: tuple[int, int], gamma_sums: bool):  # fmt: skip
     """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
 
-    ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band. The
+    ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band (``mix``). The
     weights' gradient sums go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), which
     every lift of the layer shares (one reduction after the last); ``tiling``: :func:`_tiles` of x,
     whose programs write one row each.
@@ -1250,10 +1300,10 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, coef
     gx = x.new_empty(x.shape)
     c = x.shape[1]
     gg = torch.empty((planes // (groups * c) * tiles, 2 * groups * c), dtype=acc, device=x.device) if gamma_sums else None
-    args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if coef is None else coef, gx, gw,
+    args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if mix is None else mix.gamma, gx, gw,
             gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
-                 BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS)  # fmt: skip
+                 BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS, OUT=0 if mix is None else mix.out)  # fmt: skip
     with _on(x):
         launch(_lift_backward_kernel, nprog, *args, count, row0, steps, **modes)
     return gx, (None if gg is None else gg.sum(0).view(2 * groups, -1))
@@ -1280,7 +1330,7 @@ def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
 
 
-def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, layout: str = "bands"):
+def _down2_forward(x: Tensor, weights, bases, mix: _Mix, with_costs: bool, layout: str = "bands"):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
     or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
     polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone."""
@@ -1297,9 +1347,9 @@ def _down2_forward(x: Tensor, weights, bases, coef: Tensor, with_costs: bool, la
     with _on(x):
         launch(
             _down2_forward_kernel, nprog,
-            x, some, some if y is None else y, coef, some if sums is None else sums, *weights, c, h, w, jh, jw, rows, *counts,
+            x, some, some if y is None else y, mix.gamma, some if sums is None else sums, *weights, c, h, w, jh, jw, rows, *counts,
             BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], UNROLL=_UNROLL_ROWS,
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], UNROLL=_UNROLL_ROWS, OUT=mix.out,
         )  # fmt: skip
     return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), (None if sums is None else sums.sum(0))
 
@@ -1331,8 +1381,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     ``(out, costs (2,), zeros without with_costs)``."""
     params, bases = _operators(predict, update)
     x = x.contiguous()
-    coef = coefficients("LL", None, 4, x, _acc(x)[1])
-    y, bands, costs = _down2_forward(x, _flat(params, x), bases, coef, with_costs, layout)
+    y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout)
     return (bands if layout == "polyphase" else y), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
 
 
@@ -1343,15 +1392,15 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
     n = x.shape[0]
     weights = _flat(params, x)
     order = list(reversed(axes))
-    coef = coefficients(output, gamma, 2 ** len(order), x, _acc(x)[1])
+    mix = _Mix.of(output, gamma, x)
     if _fused_2d(x, axes):
-        y, bands, costs = _down2_forward(x, weights, bases, coef, with_costs, "bands" if with_details else "approximation")
+        y, bands, costs = _down2_forward(x, weights, bases, mix, with_costs, "bands" if with_details else "approximation")
         return y, bands, (costs if costs is None or costs.dtype == x.dtype else costs.to(x.dtype))
     bands, costs = x, None
     for i, dim in enumerate(order):
         last = i == len(order) - 1
         groups = bands.shape[0] // n if last else 1
-        bands, y, sums = _forward(bands, dim, groups, weights, bases, coef if last else None, with_costs)
+        bands, y, sums = _forward(bands, dim, groups, weights, bases, mix if last else None, with_costs)
         if with_costs:
             lift_costs = sums.sum(0) / (bands.numel() // bands.shape[0] * n)  # per element of one 1D lift's s
             costs = lift_costs if costs is None else costs + lift_costs
@@ -1376,12 +1425,13 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
     acc = _acc(x)[1]
     kc = torch.zeros(2, dtype=acc, device=x.device) if g_costs is None else 2 * g_costs.to(acc)
     groups = shapes[-1][0] // n
-    coef = coefficients(output, gamma, 2 * groups, x, acc)
+    mix = _Mix.of(output, gamma, x)
     if g_y is None:
         g_y = x.new_zeros((n,) + tuple(_forward_shape(shapes[-1], order[-1])[1:]))
     g_y = g_y.contiguous()
     grad = None
-    if g_details is not None:
+    if g_details is not None:  # the bands' gradient as PyTorch ops: coef * g_y, plus the details' own
+        coef = coefficients(output, gamma, 2 * groups, x, acc)
         grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
         grad[1:] += g_details.movedim(1, 0)
         grad = grad.flatten(0, 1)
@@ -1395,7 +1445,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         count = math.prod(_forward_shape(shapes[i], order[i])[1:]) * n  # elements of one 1D lift's s
         grad, g_sums = _backward(
             inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
-            coef if last else None, kc, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
+            mix if last else None, kc, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:] if g_sums.dtype == gamma.dtype else g_sums[1:].to(gamma.dtype)
@@ -1405,13 +1455,12 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
 class _UpBands(NamedTuple):
     """A 2-D up pool's stacked bands (4 N, C, Jh, Jw: the approximation, LH, HL, HH) as the
     inverse lift kernels read them in place (:func:`_sources`): y, the details (N, 3, C, Jh, Jw;
-    :func:`_detail_planes`) and the coefficients of the approximation's detail term (``term``:
-    the output mode has one), not copied into one buffer."""
+    :func:`_detail_planes`) and the weights of the approximation's detail term (``mix``; "LL"
+    has no term), not copied into one buffer."""
 
     y: Tensor
     details: Tensor
-    coef: Tensor
-    term: bool
+    mix: _Mix
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -1420,20 +1469,21 @@ class _UpBands(NamedTuple):
 
 
 def _unlift_sources(bands):
-    """(s, d, coef, (NC, DN, DB), UP, s's shape) of stacked bands or :class:`_UpBands`, as the
+    """(s, d, mix, (NC, DN, DB), UP, s's shape) of stacked bands or :class:`_UpBands`, as the
     inverse lift kernels take them (:func:`_sources`)."""
     if isinstance(bands, _UpBands):
         n, c, jh, jw = bands.y.shape
-        return bands.y, bands.details, bands.coef, (n * c, *_planes_apart(bands.details)), 1 + bands.term, (2 * n, c, jh, jw)
+        up = 1 + (bands.mix.out != _OUT["LL"])  # (2: the approximation has a detail term)
+        return bands.y, bands.details, bands.mix, (n * c, *_planes_apart(bands.details)), up, (2 * n, c, jh, jw)
     half = bands.shape[0] // 2
     s, d = bands[:half], bands[half:]
-    return s, d, s, (1, 0, 0), 0, tuple(s.shape)  # (coef and the planes: not read)
+    return s, d, _Mix(s, 0), (1, 0, 0), 0, tuple(s.shape)  # (the mix and the planes: not read)
 
 
 def _unlift(bands, dim: int, weights, bases) -> Tensor:
     """The inverse lift: ``bands`` stacks s then d along the batch (or is :class:`_UpBands`); the
     output has twice their length along ``dim``."""
-    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands)
+    s, d, mix, planes_apart, up, s_shape = _unlift_sources(bands)
     planes, rows, length, _, inner = _geometry(s_shape, dim)
     shape = list(s_shape)
     shape[dim % len(shape)] = 2 * length
@@ -1442,8 +1492,8 @@ def _unlift(bands, dim: int, weights, bases) -> Tensor:
         steps = _per_thread(length, _STEPS)
         launch(
             _unlift_forward_kernel, planes * _cdiv(rows * _cdiv(length, steps) * inner, _BLOCK),
-            s, d, coef, x, *weights, s_shape[1], rows, length, inner, *planes_apart,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps, UP=up,
+            s, d, mix.gamma, x, *weights, s_shape[1], rows, length, inner, *planes_apart,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK, STEPS=steps, UP=up, OUT=mix.out,
         )  # fmt: skip
     return x
 
@@ -1455,11 +1505,13 @@ def _unlift_tiles(bands_shape, dim: int, device: torch.device) -> tuple[int, int
 
 
 def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, row0: int,
-                     tiling: tuple[int, int]) -> Tensor:  # fmt: skip
+                     tiling: tuple[int, int], gg: Tensor | None = None) -> Tensor:  # fmt: skip
     """Backward of :func:`_unlift`: the gradient of the stacked bands; the weights' gradient sums
     go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
-    the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands."""
-    s, d, coef, planes_apart, up, s_shape = _unlift_sources(bands)
+    the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands. With
+    ``gg`` (:class:`_UpBands` of a gated up pool only; (N tiles, 3 C)) the approximation's
+    programs also write their sums of t_b g_s there (gamma's gradient is minus their column sum)."""
+    s, d, mix, planes_apart, up, s_shape = _unlift_sources(bands)
     planes, rows, length, _, inner = _geometry(s_shape, dim)
     steps, tiles = tiling
     g = s.new_empty(bands.shape)
@@ -1467,8 +1519,9 @@ def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, r
     with _on(s):
         launch(
             _unlift_backward_kernel, planes * tiles,
-            s, d, coef, g_x, g[:half], g[half:], gw, *weights, s_shape[1], rows, length, inner, *planes_apart, row0, steps,
-            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up, UNROLL=_UNROLL_STEPS,
+            s, d, mix.gamma, g_x, g[:half], g[half:], gw, gw if gg is None else gg, *weights, s_shape[1], rows, length, inner,
+            *planes_apart, row0, steps,
+            BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up, UNROLL=_UNROLL_STEPS, OUT=mix.out, GAMMA=gg is not None,
         )  # fmt: skip
     return g
 
@@ -1521,14 +1574,15 @@ def max_pool_backward(g: Tensor, code: Tensor, size, kernel_size, padding, dilat
 def _up2_forward(y: Tensor, details: Tensor, output: str, bases, gamma, weights) -> Tensor:
     """A 2-D up pool of (N, C, Jh, Jw) bands in one launch: the (N, C, 2 Jh, 2 Jw) output."""
     n, c, jh, jw = y.shape
-    coef = coefficients(output, gamma, 4, y, _acc(y)[1])
+    mix = _Mix.of(output, gamma, y)
     x = y.new_empty((n, c, 2 * jh, 2 * jw))
     steps, nprog = _up2_tiling(n * c, jh, jw, y.device)
     with _on(y):
         launch(
             _up2_forward_kernel, nprog,
-            y, details, coef, x, *weights, c, *_planes_apart(details), jh, jw, steps,
+            y, details, mix.gamma, x, *weights, c, *_planes_apart(details), jh, jw, steps,
             DETAIL_TERM=output != "LL", BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_FUSED, UNROLL=_UNROLL_ROWS,
+            OUT=mix.out,
         )  # fmt: skip
     return x
 
@@ -1576,21 +1630,27 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
     """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
     per-program weight-gradient sums (rows, 12 C))."""
     weights = _flat(params, y)
-    if _fused_2d(y, axes):  # the H inverse reads y and the details in place
-        coef = coefficients(output, gamma, 4, y, _acc(y)[1])
-        inputs = [_UpBands(y.contiguous(), _detail_planes(details), coef, output != "LL")]
+    fused = _fused_2d(y, axes)
+    if fused:  # the H inverse reads y and the details in place
+        inputs = [_UpBands(y.contiguous(), _detail_planes(details), _Mix.of(output, gamma, y))]
     else:
         inputs = [up_bands(y.contiguous(), details, output, gamma).flatten(0, 1)]
     for dim in axes[:-1]:
         inputs.append(_unlift(inputs[-1], dim, weights, bases))
     tiling = [_unlift_tiles(inputs[i].shape, axes[i], y.device) for i in range(len(axes))]
     rows = [inputs[i].shape[0] // 2 * tiling[i][1] for i in range(len(axes))]  # s's planes x tiles: a row of sums per program
-    gw = torch.empty((sum(rows), _N_GRADS * y.shape[1]), dtype=_acc(y)[1], device=y.device)
+    acc = _acc(y)[1]
+    gw = torch.empty((sum(rows), _N_GRADS * y.shape[1]), dtype=acc, device=y.device)
+    # a fused gated up pool's H inverse backward sums gamma's gradient itself (a row per (n, tile))
+    gg = torch.empty((y.shape[0] * tiling[0][1], 3 * y.shape[1]), dtype=acc, device=y.device) if fused and want_gamma else None
     grad = g_x.contiguous()
     for i in reversed(range(len(axes))):
-        grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]), tiling[i])
+        grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]), tiling[i], gg if i == 0 else None)
     g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
-    return (*up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma), gw)
+    g_y, g_details, g_gamma = up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma and gg is None)
+    if gg is not None:
+        g_gamma = gg.sum(0).view(3, -1)
+    return g_y, g_details, (g_gamma if g_gamma is None or g_gamma.dtype == gamma.dtype else g_gamma.to(gamma.dtype)), gw
 
 
 def _forward_shape(x: Tensor | list[int], dim: int) -> list[int]:
