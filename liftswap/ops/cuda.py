@@ -600,13 +600,14 @@ if triton is not None:
 
     @triton.jit
     def _row_max(xp, h, ow, H, W, mask, KW: tl.constexpr, PW: tl.constexpr, DW: tl.constexpr):
-        """The maximum over one row h of a window (-inf padding) and the index of its first tap holding it."""
+        """The maximum over one row h of a window (-inf padding) and the index of its first tap holding it.
+        Half-precision values are compared as float32 (exact; Triton 3.0 cannot compare bfloat16)."""
         row_in = mask & (h >= 0) & (h < H)
-        best = tl.zeros_like(ow).to(xp.dtype.element_ty)
+        best = _wide(tl.zeros_like(ow).to(xp.dtype.element_ty))
         code = tl.zeros_like(ow)
         for kw in tl.static_range(KW):
             w = ow - PW + kw * DW
-            v = tl.load(xp + h.to(tl.int64) * W + w, mask=row_in & (w >= 0) & (w < W), other=float("-inf"))
+            v = _wide(tl.load(xp + h.to(tl.int64) * W + w, mask=row_in & (w >= 0) & (w < W), other=float("-inf")))
             if kw == 0:
                 best = v
             else:
@@ -645,7 +646,7 @@ if triton is not None:
                     best, code = _first_max(best, code, v, kh * KW + k)
             on = mask & (oh < OH)
             at = plane.to(tl.int64) * OH * OW + oh * OW + ow
-            tl.store(out_ptr + at, best, mask=on)
+            tl.store(out_ptr + at, best.to(out_ptr.dtype.element_ty), mask=on)
             if CODES:
                 tl.store(code_ptr + at, code.to(tl.uint8), mask=on)
             oh += 1

@@ -2,10 +2,12 @@
 
 ``kernel[grid](*args)`` binds every argument to the signature, specialises each one (dtype and
 16-byte alignment of a pointer; an integer's value 1, divisibility by 16 and width), builds the
-cache key, compares the globals the kernel read with their values at build time and only then
-calls the launcher: ~12 of the ~16 us a launch of the backward kernel (25 arguments) costs the
-host (``benchmarks/launch_overhead.py``). A layer's forward and backward launch 4 kernels, so at a
-small batch this is a good part of the time the GPU waits on the host.
+cache key, builds the launch metadata, compares the globals the kernel read with their values at
+build time and only then calls the launcher: a launch of the backward kernel (25 arguments, 9
+constexprs) cost the host 13.9 us through ``run`` and 6.2 us through :func:`launch`
+(``benchmarks/launch_overhead.py``, the launcher itself not counted). A 2-D layer's forward and
+backward launch 4 kernels, so at a small batch this is a good part of the time the GPU waits on
+the host.
 
 :func:`launch` keys each launch by what specialises it (the kernel, the device, the constexprs,
 each tensor's dtype and alignment, each integer's value). The first launch of a key goes through
@@ -103,7 +105,7 @@ def _checked(build, kernel, grid: int, device: int, n: int, args: tuple, constex
     direct path if ``run`` handed the launcher what :func:`launch` will, else False."""
     try:
         names = kernel.arg_names
-        tail = tuple(constexprs[n] for n in names[len(args):])
+        tail = tuple(constexprs[name] for name in names[len(args):])
         run = build.run  # (Triton loads the module and makes its launcher on first access)
         function, metadata = build.function, build.packed_metadata
     except (AttributeError, KeyError, TypeError):
