@@ -95,8 +95,8 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     back = lt._per_thread(56, lt._LOOP_STEPS)  # (either axis has 56 positions)
     trips = -(-back // unroll)
-    h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated)
-    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated, **along_w),
+    h_bwd = dict(G=2, **haar, FROM_GY=True, GAMMA=True, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated, KC=True)
+    w_bwd = (lt._lift_backward_kernel, dict(G=1, **haar, FROM_GY=False, GAMMA=False, ACC=acc, BLOCK=lt._BLOCK_BACKWARD, UNROLL=unroll, OUT=gated, KC=True, **along_w),
              lt._BLOCK_BACKWARD * back, 2, trips)  # fmt: skip
     w_lift = (lt._lift_forward_kernel, dict(G=1, **haar, COMBINE=False, COSTS=False, ACC=acc, BLOCK=lt._BLOCK, STEPS=steps, OUT=gated, **along_w),
                 lt._BLOCK * steps, 2)  # fmt: skip

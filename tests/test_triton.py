@@ -100,7 +100,7 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
                                                    LAYOUT=lt._LAYOUT[layout], OUT=0)))  # fmt: skip
     for groups, from_gy, gamma in [(1, False, False), (2, True, True), (2, False, True)]:
         jobs.append(("_lift_backward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, FROM_GY=from_gy, GAMMA=gamma, ACC="ACC",
-                                                   BLOCK=lt._BLOCK_BACKWARD, UNROLL=lt._UNROLL_STEPS, OUT=2)))  # fmt: skip
+                                                   BLOCK=lt._BLOCK_BACKWARD, UNROLL=lt._UNROLL_STEPS, OUT=2, KC=gamma)))  # fmt: skip
     for up in (0, 1, 2):  # the stacked bands; a 2-D up pool's, read in place (2: with the detail term)
         jobs.append(("_unlift_forward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK, STEPS=lt._STEPS, UP=up, OUT=2)))
     for k, pad in (((3, 3), (1, 1)), ((2, 2), (0, 0))):

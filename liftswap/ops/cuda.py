@@ -716,12 +716,12 @@ if triton is not None:
         wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
         kc_ptr, C, NC, R, L, J, B, COUNT, SUM_ROW0, STEPS,
         G: tl.constexpr, BASE_P: tl.constexpr, BASE_U: tl.constexpr, FROM_GY: tl.constexpr, GAMMA: tl.constexpr,
-        ACC: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, OUT: tl.constexpr,
+        ACC: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, OUT: tl.constexpr, KC: tl.constexpr,
     ):  # fmt: skip
         """The gradient of x from that of [s..., d...] (gout), or with FROM_GY from that of y alone
         (s_g's is coef[g] * gy, d_g's coef[G + g] * gy: :func:`_coef`), plus KCU * (s - x_o) and KCP * d (the
-        costs' gradients: kc_ptr holds 2 dcost_u, 2 dcost_p, divided here by COUNT, the elements of
-        one 1-D lift's s). Per program: the weights' gradient sums, in row SUM_ROW0 + (n, tile) of
+        costs' gradients, with KC: kc_ptr holds the gradients of cost_u and cost_p, means of squares
+        over COUNT elements, the elements of one 1-D lift's s: KCU is 2 dcost_u / COUNT). Per program: the weights' gradient sums, in row SUM_ROW0 + (n, tile) of
         gw (:func:`_store_sums`: one buffer, one reduction for every lift of a layer), and with
         GAMMA sum(gy * band) for s and d in row (n, tile) of gg (N tiles, 2 G C), at columns
         (band G + g) C + c: a column sum gives them as the (2 G, C) gradient of the coefficients.
@@ -740,7 +740,10 @@ if triton is not None:
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
         slope_p, slope_u = tl.load(pwp_ptr + c), tl.load(pwu_ptr + c)  # pw: r's slope in relu(h) is (1 - r^2) pw
-        KCU, KCP = tl.load(kc_ptr) / COUNT, tl.load(kc_ptr + 1) / COUNT  # on the device: no wait for the costs' gradient
+        if KC:  # (on the device: no wait for the costs' gradient, and no op scaling it first)
+            KCU, KCP = 2.0 * _wide(tl.load(kc_ptr)) / COUNT, 2.0 * _wide(tl.load(kc_ptr + 1)) / COUNT
+        else:
+            KCU, KCP = 0.0, 0.0
         acc = tl.zeros((BLOCK,), ACC)
         g_wp0, g_wp1, g_wp2, g_bp, g_pwp, g_pbp = acc, acc, acc, acc, acc, acc
         g_wu0, g_wu1, g_wu2, g_bu, g_pwu, g_pbu = acc, acc, acc, acc, acc, acc
@@ -1285,14 +1288,14 @@ def _tiles(shape, dim: int, device: torch.device) -> tuple[int, int]:
     return _steps_backward(planes, rows, half, inner, device)
 
 
-def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix: _Mix | None, kc: Tensor, count: int,
+def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix: _Mix | None, g_costs: Tensor | None, count: int,
               gw: Tensor, row0: int, tiling: tuple[int, int], gamma_sums: bool):  # fmt: skip
     """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
 
     ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band (``mix``). The
     weights' gradient sums go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), which
     every lift of the layer shares (one reduction after the last); ``tiling``: :func:`_tiles` of x,
-    whose programs write one row each.
+    whose programs write one row each; ``g_costs``: the gradient of the layer's (cost_u, cost_p), or None.
     """
     planes, rows, length, half, inner = _geometry(x, dim)
     steps, tiles = tiling
@@ -1302,9 +1305,10 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix:
     c = x.shape[1]
     gg = torch.empty((planes // (groups * c) * tiles, 2 * groups * c), dtype=acc, device=x.device) if gamma_sums else None
     args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if mix is None else mix.gamma, gx, gw,
-            gw if gg is None else gg, *weights, kc, x.shape[1], planes // groups, rows, length, half, inner)  # fmt: skip
+            gw if gg is None else gg, *weights, gw if g_costs is None else g_costs, x.shape[1], planes // groups, rows, length,
+            half, inner)  # fmt: skip
     modes = dict(G=groups, BASE_P=bases[0], BASE_U=bases[1], FROM_GY=g_out is None, GAMMA=gamma_sums, ACC=tl_acc,
-                 BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS, OUT=0 if mix is None else mix.out)  # fmt: skip
+                 BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS, OUT=0 if mix is None else mix.out, KC=g_costs is not None)  # fmt: skip
     with _on(x):
         launch(_lift_backward_kernel, nprog, *args, count, row0, steps, **modes)
     return gx, (None if gg is None else gg.sum(0).view(2 * groups, -1))
@@ -1424,7 +1428,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         shapes.append(_forward_shape(shapes[-1], dim))
         shapes[-1][0] *= 2
     acc = _acc(x)[1]
-    kc = torch.zeros(2, dtype=acc, device=x.device) if g_costs is None else 2 * g_costs.to(acc)
+    g_costs = None if g_costs is None else g_costs.contiguous()
     groups = shapes[-1][0] // n
     mix = _Mix.of(output, gamma, x)
     if g_y is None:
@@ -1446,7 +1450,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         count = math.prod(_forward_shape(shapes[i], order[i])[1:]) * n  # elements of one 1D lift's s
         grad, g_sums = _backward(
             inputs[i], order[i], lift_groups[i], weights, bases, grad, g_y if last else None,
-            mix if last else None, kc, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
+            mix if last else None, g_costs, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
             g_gamma = g_sums[1:] if g_sums.dtype == gamma.dtype else g_sums[1:].to(gamma.dtype)
