@@ -3,8 +3,8 @@
 ``kernel[grid](*args)`` binds every argument to the signature, specialises each one (dtype and
 16-byte alignment of a pointer; an integer's value 1, divisibility by 16 and width), builds the
 cache key, builds the launch metadata, compares the globals the kernel read with their values at
-build time and only then calls the launcher: a launch of the backward kernel (25 arguments, 9
-constexprs) cost the host 13.9 us through ``run`` and 6.2 us through :func:`launch`
+build time and only then calls the launcher: a launch of the backward kernel (25 arguments, 10
+constexprs) cost the host 14.2 us through ``run`` and 6.2 us through :func:`launch`
 (``benchmarks/launch_overhead.py``, the launcher itself not counted). A 2-D layer's forward and
 backward launch 4 kernels, so at a small batch this is a good part of the time the GPU waits on
 the host.
