@@ -217,7 +217,7 @@ if triton is not None:
         if OUT == 2:
             k = tl.where(b == 0, 1.0, _wide(tl.load(gamma_ptr + (b - 1) * C + c, mask=b > 0, other=0.0)))
         elif OUT == 1:
-            k = tl.where(b == 0, 1.0, 1.0)
+            k = tl.where(b == 0, 1.0, 1.0)  # (a tensor, as the other modes return, whatever b is)
         else:
             k = tl.where(b == 0, 1.0, 0.0)
         return k
@@ -1515,7 +1515,7 @@ def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, r
     go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), shared by every inverse lift of
     the layer (one reduction after the last); ``tiling``: :func:`_unlift_tiles` of the bands. With
     ``gg`` (:class:`_UpBands` of a gated up pool only; (N tiles, 3 C)) the approximation's
-    programs also write their sums of t_b g_s there (gamma's gradient is minus their column sum)."""
+    programs also write minus their sums of t_b g_s there (gamma's gradient is their column sum)."""
     s, d, mix, planes_apart, up, s_shape = _unlift_sources(bands)
     planes, rows, length, _, inner = _geometry(s_shape, dim)
     steps, tiles = tiling
