@@ -190,3 +190,85 @@ def test_export_records_standard_ops(backend):
     program = torch.export.export(down, (x,), dynamic_shapes=({0: torch.export.Dim("n"), 2: torch.export.Dim("h", min=4)},))
     y2, _ = program.module()(x2)
     assert rel_err(y2, down(x2)[0]) < 1e-12
+
+
+def _step(down, up, x):
+    """Outputs and every gradient of a step through a down pool, an up pool and the regulariser."""
+    y, details = down(x)
+    rec = up(y, details, output_size=x.shape[2:])
+    loss = y.square().sum() + details.sin().sum() + rec.cos().sum() + liftswap.regularization_loss(down)
+    return [y, details, rec, *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_direct_calls_run_the_operators_kernels_and_rule(dims, backend, monkeypatch):
+    """Eager calls on plain tensors skip the dispatcher (``operators._DIRECT``) and run the same
+    kernels and autograd rule: the same values, bit for bit, as through the dispatcher, the
+    backend's kernel called (not the reference's ops), and no dispatcher call made."""
+    from liftswap.ops import operators
+
+    down = layer(dims)
+    up = UNPOOLS[dims](down)
+    x = torch.randn((2, 2) + (7, 6)[:dims], dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(operators, "_DIRECT_CALLS", False)
+    dispatched = _step(down, up, x)
+    monkeypatch.setattr(operators, "_DIRECT_CALLS", True)
+    calls = []
+    for name in ("down_forward", "down_backward", "up_forward", "up_backward"):
+        monkeypatch.setattr(cpu, name, lambda *a, _f=getattr(cpu, name), _n=name: calls.append(_n) or _f(*a))
+
+    class Counter(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    direct = _step(down, up, x)
+    assert all(torch.equal(a, b) for a, b in zip(direct, dispatched))
+    assert calls == (["down_forward", "up_forward", "up_backward", "down_backward"] if backend == "cpu" else [])
+    assert rel_err(direct[:3], _step(down, up, x)[:3]) == 0  # (and deterministic)
+    with Counter():  # a dispatch mode sees each operator as one call: the dispatcher's path
+        _step(down, up, x)
+    ops = [c for c in calls if c.startswith("liftswap.")]
+    assert ops == ["liftswap.lift_down_pool.default", "liftswap.lift_up_pool.default",
+                   "liftswap.lift_up_pool_backward.default", "liftswap.lift_down_pool_backward.default"]  # fmt: skip
+
+
+def test_direct_calls_route_only_what_nothing_else_sees():
+    """The direct callers serve plain CPU tensors with no mode, autocast or tracer active; the
+    dispatcher everything that must see the operator, and the profiler names the direct calls."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.overrides import TorchFunctionMode
+
+    from liftswap.ops.operators import _route
+
+    x = torch.randn(2, 2, 4, 4)
+    w = torch.nn.Parameter(torch.randn(2, 3))
+    assert _route(x, w, None) == "direct"
+    assert _route(x, w.double(), None) == "direct"  # (a dtype mismatch is the kernel's to judge)
+    assert _route(x, torch.randn(2, 3, device="meta")) == "op"  # tensors on two devices
+    assert _route(x.to("meta"), w.to("meta")) == "op"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # CPU autocast's rule runs the kernel in float32
+        assert _route(x, w) == "op"
+    with FakeTensorMode():
+        assert _route(x, w) == "op"
+
+    class PassThrough(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with PassThrough():
+        assert _route(x, w) == "op"
+
+    class Subclass(torch.Tensor):
+        pass
+
+    assert _route(x.as_subclass(Subclass), w) == "reference"  # autograd must see its ops
+
+    down = randomize(liftswap.LiftDownPool2d(2, return_details=True))
+    up = liftswap.LiftUpPool2d(down)
+    x.requires_grad_(True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _step(down, up, x)
+    names = {e.name for e in prof.events()}
+    assert {"liftswap::lift_down_pool", "liftswap::lift_down_pool_backward", "liftswap::lift_up_pool",
+            "liftswap::lift_up_pool_backward"} <= names  # fmt: skip

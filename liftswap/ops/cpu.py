@@ -334,7 +334,7 @@ def _bands_shape(bands: Tensor, n: int) -> tuple[int, ...]:
 
 
 def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool):
-    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): c_u, c_p, zeros
+    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): c_u, c_p, or (0,)
     without with_costs)``.
 
     A 2-D layer's two lifts go through the kernel in one call (:meth:`_Kernel.forward2`, a tile
@@ -368,7 +368,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     if layout == "approximation":
         done = None if with_costs or len(order) != 2 else kernel.forward2(x, order, False, "approximation")
         if done is not None:
-            return done[0], x.new_zeros(2)
+            return done[0], x.new_empty(0)
         bands, costs, _ = _lifts(kernel, x, order, with_costs)
         return bands.view(_bands_shape(bands, x.shape[0]))[0].clone(), costs
     out, costs, placed = _lifts(kernel, x, order, with_costs, polyphase=True)
@@ -383,7 +383,7 @@ def down_backward_polyphase(x: Tensor, predict, update, axes, g_z: Tensor | None
 
 def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyphase: bool = False):
     """Every lift of ``order``: (the bands stacked along the batch, or with ``polyphase`` where the
-    kernel could, z; costs (2,): c_u, c_p; whether the output is z)."""
+    kernel could, z; costs (2,): c_u, c_p, or (0,) without with_costs; whether the output is z)."""
     lifted = kernel.forward2(x, order, with_costs, "polyphase" if polyphase else "bands") if len(order) == 2 else None
     if lifted is None:  # lift by lift
         out, costs = x, []
@@ -392,11 +392,12 @@ def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyp
             costs.append(cost)
     else:
         out, costs = lifted
+    if not with_costs:
+        return out, x.new_empty(0), polyphase and lifted is not None
     c_u = c_p = 0.0
-    if with_costs:
-        for cost, count in zip(costs, _counts(x.shape, order)):
-            cu, cp = cost.sum(0).tolist()
-            c_u, c_p = c_u + cu / count, c_p + cp / count
+    for cost, count in zip(costs, _counts(x.shape, order)):
+        cu, cp = cost.sum(0).tolist()
+        c_u, c_p = c_u + cu / count, c_p + cp / count
     return out, torch.tensor([c_u, c_p], dtype=x.dtype), polyphase and lifted is not None
 
 

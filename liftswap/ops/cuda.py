@@ -1383,11 +1383,11 @@ def bands_usable(x: Tensor, axes) -> bool:
 def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool):
     """``liftswap::lift_down_pool_bands`` in one launch: ``"polyphase"`` writes each band at its
     polyphase place (N, C, 2 Jh, 2 Jw), ``"approximation"`` writes y (LL) and no band;
-    ``(out, costs (2,), zeros without with_costs)``."""
+    ``(out, costs (2,), or (0,) without with_costs)``."""
     params, bases = _operators(predict, update)
     x = x.contiguous()
     y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout)
-    return (bands if layout == "polyphase" else y), (x.new_zeros(2) if costs is None else costs.to(x.dtype))
+    return (bands if layout == "polyphase" else y), (x.new_empty(0) if costs is None else costs.to(x.dtype))
 
 
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True):
@@ -1674,7 +1674,7 @@ def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float,
 
 def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool,
                  with_details: bool = True):  # fmt: skip
-    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,): zeros without with_costs)``.
+    """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,), or (0,) without with_costs)``.
 
     One kernel for a 2-D layer (without ``with_details`` it writes y alone and details has no
     band); else one per lift, the last also combining the bands into y and summing the costs.
@@ -1682,7 +1682,7 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
     params, bases = _operators(predict, update)
     y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params, with_details)
     details = y.new_empty((y.shape[0], 0) + tuple(y.shape[1:])) if bands is None else bands[1:].movedim(0, 1)
-    return y, details, (x.new_zeros(2) if costs is None else costs)
+    return y, details, (x.new_empty(0) if costs is None else costs)
 
 
 def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,

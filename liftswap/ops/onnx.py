@@ -76,7 +76,7 @@ def onnx_translations() -> dict:
         return op.Reshape(op.Gather(gamma, ints([i]), axis=0), ints([1, -1] + [1] * (rank - 2)))
 
     def lifted_down(x, *args):
-        a = Args(*args[: len(Args._fields)])  # then with_costs (exports run in eval mode: the costs are zeros)
+        a = Args(*args[: len(Args._fields)])  # then with_costs (exports run in eval mode: no costs)
         rank, channels = _static(x, None), _static(a.p_dw, 0)
         predict, update = _operator(a, "p"), _operator(a, "u")
         bands = [x]
@@ -99,7 +99,7 @@ def onnx_translations() -> dict:
             details = op.Concat(*[op.Unsqueeze(b, ints([1])) for b in bands[1:]], axis=1)
         else:  # (N, 0, C, ...), as the operator returns it
             details = op.Slice(op.Unsqueeze(y, ints([1])), ints([0]), ints([0]), ints([1]))
-        return y, details, op.CastLike(op.Constant(value_floats=[0.0, 0.0]), x)
+        return y, details, op.CastLike(op.Constant(value_floats=[]), x)  # (the operator's (0,) costs)
 
     def lifted_up(y, details, *args):
         a = Args(*args)

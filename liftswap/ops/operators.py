@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -170,7 +171,7 @@ def _residual(x: Tensor, a: Args):
 def _down_reference(x: Tensor, a: Args, with_costs: bool):
     y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs,
                                                residual=_residual(x, a))  # fmt: skip
-    costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_zeros(2)
+    costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_empty(0)
     # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
     y, details = y.to(x.dtype), details.to(x.dtype)
     return (y.clone() if a.output == "LL" else y), details, costs  # y may not alias the details
@@ -204,13 +205,18 @@ def _no_details(x: Tensor, axes) -> Tensor:
     return x.new_empty([shape[0], 0] + shape[1:])
 
 
+def _costs_fake(x: Tensor, with_costs: bool) -> Tensor:
+    """The costs output: (c_u, c_p), or no element without ``with_costs`` (nothing to launch)."""
+    return x.new_empty(2 if with_costs else 0)
+
+
 def _down_fake(x: Tensor, *args):
-    axes = args[9]
+    axes, costs = args[9], _costs_fake(x, args[_N_ARGS])
     shape = _pooled_shape(x.shape, axes)
     if not _with_details(args):
-        return x.new_empty(shape), _no_details(x, axes), x.new_empty(2)
+        return x.new_empty(shape), _no_details(x, axes), costs
     bands = x.new_empty([2 ** len(axes)] + shape)  # the details are bands 1.. of one (nb, N, ...) buffer
-    return x.new_empty(shape), bands[1:].movedim(0, 1), x.new_empty(2)
+    return x.new_empty(shape), bands[1:].movedim(0, 1), costs
 
 
 def _down_backward_impl(*backends):
@@ -253,10 +259,15 @@ def _down_setup(ctx, inputs, output):
     ctx.rest = args[_N_TENSORS:]
 
 
+def _no_costs(g_costs: Tensor | None) -> Tensor | None:
+    """The costs' gradient, None where the forward made none (a tracer's zeros for its (0,) costs)."""
+    return None if g_costs is None or g_costs.numel() == 0 else g_costs
+
+
 def _down_grad(ctx, g_y, g_details, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
-    grads = torch.ops.liftswap.lift_down_pool_backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
+    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, _no_costs(g_costs), needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
@@ -283,13 +294,13 @@ def _bands_impl(*backends):
 
 
 def _bands_fake(x: Tensor, *args):
-    axes, layout = args[9], args[_N_ARGS]
+    axes, layout, costs = args[9], args[_N_ARGS], _costs_fake(x, args[_N_ARGS + 1])
     if layout == "approximation":
-        return x.new_empty(_pooled_shape(x.shape, axes)), x.new_empty(2)
+        return x.new_empty(_pooled_shape(x.shape, axes)), costs
     shape = list(x.shape)
     for dim in axes:
         shape[dim] += shape[dim] % 2
-    return x.new_empty(shape), x.new_empty(2)
+    return x.new_empty(shape), costs
 
 
 def _bands_backward_impl(*backends):
@@ -316,7 +327,7 @@ def _bands_setup(ctx, inputs, output):
 def _bands_grad(ctx, g_out, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
-    grads = torch.ops.liftswap.lift_down_pool_bands_backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs)
+    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, _no_costs(g_costs), needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
@@ -389,7 +400,7 @@ def _up_setup(ctx, inputs, output):
 def _up_grad(ctx, g_x):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 2 + _N_TENSORS])
-    grads = torch.ops.liftswap.lift_up_pool_backward(*saved, *ctx.rest, g_x.contiguous(), needs)
+    grads = ctx.backward(*saved, *ctx.rest, g_x.contiguous(), needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None)
 
 
@@ -466,7 +477,7 @@ def _max_pool_grad(ctx, g, _):
     (winners,) = ctx.saved_tensors
     if winners.numel() == 0 and g.numel() > 0:
         raise RuntimeError("liftswap::max_pool_stride1 ran with winners=False, which keeps nothing to route a gradient")
-    return torch.ops.liftswap.max_pool_stride1_backward(g.contiguous(), winners, *ctx.rest), None, None, None, None
+    return ctx.backward(g.contiguous(), winners, *ctx.rest), None, None, None, None
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -476,6 +487,12 @@ def _max_pool_grad(ctx, g, _):
 # wrappers (argument defaults refilled from the schema, aliasing checks, dynamo guards) cost
 # the host ~90 us per forward+backward, more than the layer's own launches (benchmarks/host_overhead.py).
 _LIB = torch.library.Library("liftswap", "DEF")
+# operator -> its direct caller (_register_autograd): the kernels and autograd rule without the
+# dispatcher, whose boxing of the 16 arguments into Python twice (Autograd key, then the device's
+# kernel) and back cost the host more than a layer's Triton launches (benchmarks/launch_overhead.py)
+_DIRECT: dict = {}
+# Eager calls on plain tensors take the direct callers; LIFTSWAP_DIRECT_CALLS=0 sends them through the dispatcher.
+_DIRECT_CALLS = os.environ.get("LIFTSWAP_DIRECT_CALLS", "1") != "0"
 
 
 def _define(name: str, schema: str, default, fake, kernels: dict):
@@ -489,11 +506,14 @@ def _define(name: str, schema: str, default, fake, kernels: dict):
     return getattr(torch.ops.liftswap, name).default
 
 
-def _register_autograd(op, grad, setup) -> None:
-    """The autograd rule of ``op``: an autograd.Function whose forward runs the operator's kernel
-    below autograd (redispatching with the keyset it came with, as custom_op does: tracers such
-    as AOTAutograd's see one call) and calls ``setup(ctx, inputs, outputs)``, and whose backward
-    is ``grad``."""
+def _register_autograd(op, backward, kernels: dict, backward_kernels: dict, grad, setup) -> None:
+    """The autograd rule of ``op``, whose ``*_backward`` operator is ``backward``, and its direct
+    caller (:data:`_DIRECT`). The rule is an autograd.Function whose forward runs the operator's
+    kernel below autograd (redispatching with the keyset it came with, as custom_op does: tracers
+    such as AOTAutograd's see one call) and calls ``setup(ctx, inputs, outputs)``, and whose
+    backward is ``grad`` (which calls ``ctx.backward``). The direct caller runs the same kernels
+    (``kernels`` / ``backward_kernels`` per device type) and the same ``setup`` and ``grad``
+    without the dispatcher, for calls :func:`_route` finds nothing else would see."""
 
     class Rule(torch.autograd.Function):
         @staticmethod
@@ -502,6 +522,7 @@ def _register_autograd(op, grad, setup) -> None:
             with torch._C._AutoDispatchBelowAutograd():
                 out = op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
             setup(ctx, args, out)
+            ctx.backward = backward
             return out
 
         @staticmethod
@@ -514,22 +535,56 @@ def _register_autograd(op, grad, setup) -> None:
         with torch._C._AutoDispatchBelowAutograd():  # nothing to record: no Function and its context
             return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
 
+    class Direct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            out = kernels[args[0].device.type](*args)
+            setup(ctx, args, out)
+            ctx.backward = backward_direct
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return grad(ctx, *grads)
+
+    def backward_direct(*args):
+        if torch.is_grad_enabled():  # create_graph=True: the operator, as the rule above calls it
+            return backward(*args)
+        return _profiled(backward, backward_kernels[args[0].device.type], args)
+
+    def direct(*args):
+        if torch.is_grad_enabled():
+            return _profiled(op, Direct.apply, args)
+        return _profiled(op, kernels[args[0].device.type], args)
+
     Rule.__name__ = Rule.__qualname__ = f"{op._opname}_autograd"
+    Direct.__name__ = Direct.__qualname__ = f"{op._opname}_direct"
     _LIB.impl(op._opname, autograd_kernel, "Autograd", with_keyset=True)
+    _DIRECT[op] = direct
+
+
+def _profiled(op, fn, args):
+    """``fn(*args)``, inside a profiler range named as ``op`` while a profiler records (the
+    dispatcher records one for every operator call)."""
+    if torch._C._autograd._profiler_enabled():
+        with torch.profiler.record_function(op.name()):
+            return fn(*args)
+    return fn(*args)
 
 
 def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backward_impl, backward_fake, grad, setup):
     """A pool operator and its ``*_backward`` operator, their kernels per device made by ``impl`` /
     ``backward_impl`` from the backends to try (CPU: the C++ kernel, then Triton's interpreter in
     tests; CUDA: Triton; the reference otherwise), and the autograd rule that calls the backward."""
-    op = _define(name, schema, impl(), fake, {"cpu": impl(cpu, cuda), "cuda": impl(cuda)})
-    _define(f"{name}_backward", backward_schema, backward_impl(), backward_fake,
-            {"cpu": backward_impl(cpu, cuda), "cuda": backward_impl(cuda)})  # fmt: skip
-    _register_autograd(op, grad, setup)
+    kernels = {"cpu": impl(cpu, cuda), "cuda": impl(cuda)}
+    backward_kernels = {"cpu": backward_impl(cpu, cuda), "cuda": backward_impl(cuda)}
+    op = _define(name, schema, impl(), fake, kernels)
+    backward = _define(f"{name}_backward", backward_schema, backward_impl(), backward_fake, backward_kernels)
+    _register_autograd(op, backward, kernels, backward_kernels, grad, setup)
     return op
 
 
-def _register() -> None:
+def _register() -> tuple:
     down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs, bool with_details=True) -> (Tensor, Tensor, Tensor)",
                         _down_impl, _down_fake,
                         f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
@@ -541,27 +596,33 @@ def _register() -> None:
     up = _define_pool("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor", _up_impl, _up_fake,
                       f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
                       _up_backward_impl, _up_backward_fake, _up_grad, _up_setup)  # fmt: skip
+    kernels = {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda}
+    backward_kernels = {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda}
     pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation, bool winners) -> (Tensor, Tensor)",
-                   _max_pool_default, _max_pool_fake, {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda})  # fmt: skip
-    _define("max_pool_stride1_backward",
-            "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
-            _max_pool_backward_default, _max_pool_backward_fake,
-            {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda})  # fmt: skip
-    _register_autograd(pool, _max_pool_grad, _max_pool_setup)
+                   _max_pool_default, _max_pool_fake, kernels)  # fmt: skip
+    pool_backward = _define("max_pool_stride1_backward",
+                            "(Tensor g, Tensor winners, SymInt[] size, int[] kernel_size, int[] padding, int[] dilation) -> Tensor",
+                            _max_pool_backward_default, _max_pool_backward_fake, backward_kernels)  # fmt: skip
+    _register_autograd(pool, pool_backward, kernels, backward_kernels, _max_pool_grad, _max_pool_setup)
     if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
         # The CPU kernel computes in float32 / float64: CPU autocast hands it float32.
         for op in (down, bands, up, pool):
             torch.library.register_autocast(op, "cpu", torch.float32)
+    return down, bands, up, pool
 
 
-_register()
+_DOWN, _BANDS, _UP, _MAX_POOL = _register()
 
 
 # --- entry points ------------------------------------------------------------------------------
 
 
+_KEY = torch._C.DispatchKey
+
+
 def _route(*tensors: Tensor | None, onnx_graph: bool = True) -> str:
-    """"op" (the operator), "export" (the reference recorded as standard ops) or "reference".
+    """"direct" (the operator's kernels and autograd rule, called without the dispatcher), "op"
+    (the operator), "export" (the reference recorded as standard ops) or "reference".
     ``onnx_graph``: :mod:`.onnx` writes this operator's ONNX graph."""
     if onnx_graph and onnx_exporting():
         return "op"
@@ -571,9 +632,25 @@ def _route(*tensors: Tensor | None, onnx_graph: bool = True) -> str:
         return "op"
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return "reference"
-    if any(t is not None and type(t) not in (Tensor, torch.nn.Parameter) for t in tensors):
-        return "reference"
+    device, direct = tensors[0].device, _DIRECT_CALLS
+    for t in tensors:
+        if t is not None:
+            if type(t) not in (Tensor, torch.nn.Parameter):
+                return "reference"
+            direct = direct and t.device == device
+    # Direct where the dispatcher would call the autograd rule and this device's kernel and nothing
+    # else: no dispatch or function mode (fake tensors, functionalisation, op counters), no CPU
+    # autocast (its rule casts to float32; CUDA has none), plain CPU or CUDA tensors on one device.
+    if (direct and device.type in ("cpu", "cuda") and not torch._C._len_torch_dispatch_stack()
+            and not torch._C._is_torch_function_mode_enabled()
+            and (device.type != "cpu" or torch._C._dispatch_tls_is_dispatch_key_excluded(_KEY.AutocastCPU))):  # fmt: skip
+        return "direct"
     return "op"
+
+
+def _call(route: str, op, *args):
+    """Operator ``op`` on ``args``: its direct caller where ``route`` is "direct", else through the dispatcher."""
+    return _DIRECT[op](*args) if route == "direct" else op(*args)
 
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str = "LL",
@@ -587,10 +664,10 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     if route == "export" and not with_costs:
         y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
         return y, details, None
-    if route != "op":
+    if route not in ("op", "direct"):
         y, details, c_u, c_p = reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
         return y, details, (torch.stack((c_u, c_p)) if with_costs else None)
-    y, details, costs = torch.ops.liftswap.lift_down_pool(x, *a, with_costs, with_details)
+    y, details, costs = _call(route, _DOWN, x, *a, with_costs, with_details)
     return y, details, (costs if with_costs else None)
 
 
@@ -603,8 +680,9 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     a = Args.of(predict, update, None, axes, "LL")
-    if _route(x, *a.tensors(), onnx_graph=False) == "op":
-        out, costs = torch.ops.liftswap.lift_down_pool_bands(x, *a, layout, with_costs)
+    route = _route(x, *a.tensors(), onnx_graph=False)
+    if route in ("op", "direct"):
+        out, costs = _call(route, _BANDS, x, *a, layout, with_costs)
         return out, (costs if with_costs else None)
     y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
     return reference.lay_out_bands(y, details, a.axes, layout), costs
@@ -615,9 +693,9 @@ def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: Operat
     """A LiftUpPool layer's output before cropping (even sizes); see :func:`liftswap.layers.lift_up_pool`."""
     a = Args.of(predict, update, gamma, axes, output)
     route = _route(y, details, *a.tensors())
-    if route != "op":
+    if route not in ("op", "direct"):
         return reference.up_pool(y, details, predict, update, a.axes, output, a.gamma, export=route == "export")
-    return torch.ops.liftswap.lift_up_pool(y, details, *a)
+    return _call(route, _UP, y, details, *a)
 
 
 def max_pool_stride1(x: Tensor, kernel_size: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
@@ -629,7 +707,7 @@ def max_pool_stride1(x: Tensor, kernel_size: Sequence[int], padding: Sequence[in
     route = _route(x, onnx_graph=False)
     if route == "export":  # exports keep the pooling op, which onnxruntime runs well
         return _MAX[x.dim() - 2](x, k, 1, p, d)
-    if route != "op" or math.prod(k) > 256:  # (the winner's tap index is one byte)
+    if route not in ("op", "direct") or math.prod(k) > 256:  # (the winner's tap index is one byte)
         return reference.max_pool_stride1(x, k, p, d)
     winners = torch.is_grad_enabled() and x.requires_grad  # else no backward: the values alone
-    return torch.ops.liftswap.max_pool_stride1(x, k, p, d, winners)[0]
+    return _call(route, _MAX_POOL, x, k, p, d, winners)[0]
