@@ -4,11 +4,13 @@
 path on CPU tensors, up to a launcher that launches nothing: what is timed is everything a call
 costs the host but Triton's CudaLauncher and the driver's launch call (the same for both paths
 compared). The calls ``gpu_goals.py`` times for its layer rows (a no-grad forward; a forward,
-``.sum()`` and ``autograd.grad``) of LiftDownPool2d (haar, gated, 3 taps) and LiftUpPool2d, with the
-kernels launched through ``kernel[grid]`` (``JITFunction.run``) and through
-``liftswap.ops.triton_launch.launch``'s direct path, against MaxPool2d(3, 2, 1), timed in turns;
-then one launch of the backward kernel (25 arguments) alone both ways. The first run builds the
-kernels (about a minute; Triton caches them).
+``.sum()`` and ``autograd.grad``) of LiftDownPool2d (haar, gated, 3 taps) and LiftUpPool2d three
+ways, against MaxPool2d(3, 2, 1), timed in turns: ``run()``, the operators called through the
+dispatcher and the kernels launched through ``kernel[grid]`` (``JITFunction.run``); ``dispatcher``,
+the same with ``liftswap.ops.triton_launch.launch``'s direct launches; ``direct``, the operators'
+direct callers too (``operators._DIRECT``, what an eager call runs). Then one launch of the
+backward kernel alone both ways. The first run builds the kernels (about a minute; Triton
+caches them).
 
     python benchmarks/launch_overhead.py [--repeats 1000] [--out benchmarks/results/launch_overhead.json]
 """
@@ -29,20 +31,24 @@ from benchutil import interleaved_times, noop_driver, write_json  # noqa: E402
 from gpu_goals import _layer_calls  # noqa: E402
 
 import liftswap  # noqa: E402
-from liftswap.ops import cpu as native, cuda as lift_triton, triton_launch  # noqa: E402
+from liftswap.ops import cpu as native, cuda as lift_triton, operators, triton_launch  # noqa: E402
 
 
 def _paths(fn):
-    """fn through run() and through the direct path (the module flag, set around each call)."""
+    """fn through run() and the dispatcher, through the dispatcher with direct launches, and
+    direct (the module flags, set around each call)."""
 
-    def through_run():
-        triton_launch._FAST = False
-        try:
-            return fn()
-        finally:
-            triton_launch._FAST = True
+    def switched(fast_launch: bool):
+        def call():
+            triton_launch._FAST, operators._DIRECT_CALLS = fast_launch, False
+            try:
+                return fn()
+            finally:
+                triton_launch._FAST, operators._DIRECT_CALLS = True, True
 
-    return through_run, fn
+        return call
+
+    return switched(False), switched(True), fn
 
 
 def main(argv=None) -> int:
@@ -50,8 +56,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1000)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "launch_overhead.json"))
     args = ap.parse_args(argv)
-    if not triton_launch._FAST:
-        print("error: LIFTSWAP_TRITON_FAST_LAUNCH=0 or a Triton without knobs (< 3.4): no direct path to compare", file=sys.stderr)
+    if not (triton_launch._FAST and operators._DIRECT_CALLS):
+        print("error: LIFTSWAP_TRITON_FAST_LAUNCH=0, LIFTSWAP_DIRECT_CALLS=0 or a Triton without knobs (< 3.4): no direct path "
+              "to compare", file=sys.stderr)  # fmt: skip
         return 2
     import triton
 
@@ -63,17 +70,21 @@ def main(argv=None) -> int:
         down, pool = liftswap.LiftDownPool2d(4).train(), torch.nn.MaxPool2d(3, 2, 1)
         up = liftswap.LiftUpPool2d(liftswap.LiftDownPool2d(4, return_details=True))
         calls = {"LiftDownPool2d": _layer_calls(down, x), "LiftUpPool2d": _layer_calls(up.down, x, up=up), "MaxPool2d": _layer_calls(pool, x)}
-        print(f"{'call':<8} {'layer':<16} {'run() us':>9} {'direct us':>10} {'MaxPool2d us':>13} {'run()/max':>10} {'direct/max':>11}")
+        paths = ("run", "dispatcher", "direct")
+        print(f"{'call':<8} {'layer':<16} {'run() us':>9} {'dispatcher us':>14} {'direct us':>10} {'MaxPool2d us':>13} "
+              f"{'run()/max':>10} {'dispatcher/max':>15} {'direct/max':>11}")  # fmt: skip
         for index, part in enumerate(("fwd", "fwd+bwd")):
             fns = {"MaxPool2d": calls["MaxPool2d"][index]}
             for layer in ("LiftDownPool2d", "LiftUpPool2d"):
-                fns[layer + " run()"], fns[layer + " direct"] = _paths(calls[layer][index])
+                fns.update({f"{layer} {path}": fn for path, fn in zip(paths, _paths(calls[layer][index]))})
             times = interleaved_times(fns, args.repeats)
+            base = times["MaxPool2d"]
             for layer in ("LiftDownPool2d", "LiftUpPool2d"):
-                slow, fast, base = times[layer + " run()"], times[layer + " direct"], times["MaxPool2d"]
-                rows.append({"call": part, "layer": layer, "run_us": slow * 1e6, "direct_us": fast * 1e6, "maxpool_us": base * 1e6,
-                             "run_ratio": slow / base, "direct_ratio": fast / base})  # fmt: skip
-                print(f"{part:<8} {layer:<16} {slow * 1e6:9.1f} {fast * 1e6:10.1f} {base * 1e6:13.1f} {slow / base:10.2f} {fast / base:11.2f}")
+                us = {path: times[f"{layer} {path}"] * 1e6 for path in paths}
+                row = {"call": part, "layer": layer, **{f"{p}_us": v for p, v in us.items()}, "maxpool_us": base * 1e6}
+                rows.append({**row, **{f"{p}_ratio": v / (base * 1e6) for p, v in us.items()}})
+                print(f"{part:<8} {layer:<16} {us['run']:9.1f} {us['dispatcher']:14.1f} {us['direct']:10.1f} {base * 1e6:13.1f} "
+                      f"{us['run'] / (base * 1e6):10.2f} {us['dispatcher'] / (base * 1e6):15.2f} {us['direct'] / (base * 1e6):11.2f}")  # fmt: skip
         # one launch of the backward kernel, captured from a layer's backward
         seen = []
         kernel = lift_triton._lift_backward_kernel

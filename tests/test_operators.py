@@ -272,3 +272,28 @@ def test_direct_calls_route_only_what_nothing_else_sees():
     names = {e.name for e in prof.events()}
     assert {"liftswap::lift_down_pool", "liftswap::lift_down_pool_backward", "liftswap::lift_up_pool",
             "liftswap::lift_up_pool_backward"} <= names  # fmt: skip
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_second_derivatives(dims, backend):
+    """A backward with create_graph=True (gradient penalties, meta-learning) gives gradients that
+    are differentiable in turn, through every weight: gradgradcheck's finite differences, float64,
+    for the down pool with its regulariser, the up pool, the bands operator and the stride-1 max pool."""
+    down = layer(dims)
+    up = UNPOOLS[dims](down)
+    x = torch.randn((1, 2) + (5, 4)[:dims], dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in down.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in down.parameters()]
+
+    def step(x, *ps):
+        weights = dict(zip(names, ps))
+        y, details = torch.func.functional_call(down, weights, (x,))
+        reg = down.last_regularization
+        rec = torch.func.functional_call(up, {f"down.{k}": v for k, v in weights.items()}, (y, details), {"output_size": x.shape[2:]})
+        return y, details, rec, reg
+
+    assert torch.autograd.gradgradcheck(step, (x, *params), fast_mode=True)
+    p, u = down.predict.weights(), down.update.weights()
+    for layout in ("polyphase", "approximation"):
+        assert torch.autograd.gradgradcheck(lambda x: down_pool_bands(x, p, u, down.axes, layout, True)[0].sin(), (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda x: max_pool_stride1(x, [3] * dims, [1] * dims, [1] * dims).square(), (x,), fast_mode=True)

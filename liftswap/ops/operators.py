@@ -146,6 +146,25 @@ def _reference_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool]
     return [next(got) if t is not None and t.requires_grad else None for t in leaves]
 
 
+def _differentiable_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool], outs_grads) -> list[Tensor | None]:
+    """Gradients of ``fn(*tensors)`` that are themselves differentiable, for a backward with
+    ``create_graph=True`` (gradient penalties, meta-learning): ``fn`` runs the reference's ops on
+    the saved inputs themselves, and autograd records their gradient too. The kernels' backward
+    has no derivative of its own."""
+    dtype = tensors[0].dtype  # (the promoted dtype, as _reference_grads computes in)
+    for t in tensors:
+        if t is not None and t.is_floating_point():
+            dtype = torch.promote_types(dtype, t.dtype)
+    outs = fn(*[None if t is None else t.to(dtype) for t in tensors])
+    pairs = [(o, g) for o, g in zip(outs, outs_grads) if g is not None and o is not None and o.requires_grad]
+    wanted = [t for t, need in zip(tensors, needs) if need and t is not None]
+    got = iter([None] * len(wanted))
+    if pairs and wanted:
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g.to(o.dtype) for o, g in pairs],
+                                       create_graph=True, allow_unused=True))  # fmt: skip
+    return [next(got) if need and t is not None else None for t, need in zip(tensors, needs)]
+
+
 @contextlib.contextmanager
 def _autograd_inside_operator():
     """Autograd recording inside an operator's kernel, which the dispatcher runs with autograd
@@ -264,10 +283,28 @@ def _no_costs(g_costs: Tensor | None) -> Tensor | None:
     return None if g_costs is None or g_costs.numel() == 0 else g_costs
 
 
+def _down_reference_of(rest, with_costs: bool, layout: str | None = None):
+    """fn(x, *weights): the down pool's outputs through the reference's PyTorch ops, the weights
+    those saved for backward and ``rest`` the operator's arguments after them; ``layout``: the
+    bands operator's outputs."""
+
+    def fn(x, *ts):
+        a = Args(*ts, *rest[: _N_ARGS - _N_TENSORS])
+        y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
+        costs = torch.stack((c_u, c_p)) if with_costs else None
+        return (y, details, costs) if layout is None else (reference.lay_out_bands(y, details, a.axes, layout), costs)
+
+    return fn
+
+
 def _down_grad(ctx, g_y, g_details, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
-    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, _no_costs(g_costs), needs)
+    g_costs = _no_costs(g_costs)
+    if torch.is_grad_enabled():  # create_graph=True
+        grads = _differentiable_grads(_down_reference_of(ctx.rest, g_costs is not None), saved, needs, (g_y, g_details, g_costs))
+        return (*grads, None, None, None, None, None, None)
+    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
@@ -327,7 +364,11 @@ def _bands_setup(ctx, inputs, output):
 def _bands_grad(ctx, g_out, g_costs):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
-    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, _no_costs(g_costs), needs)
+    g_costs = _no_costs(g_costs)
+    if torch.is_grad_enabled():  # create_graph=True
+        fn = _down_reference_of(ctx.rest, g_costs is not None, ctx.layout)
+        return (*_differentiable_grads(fn, saved, needs, (g_out, g_costs)), None, None, None, None, None, None)
+    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
 
@@ -400,6 +441,13 @@ def _up_setup(ctx, inputs, output):
 def _up_grad(ctx, g_x):
     saved = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[: 2 + _N_TENSORS])
+    if torch.is_grad_enabled():  # create_graph=True
+
+        def fn(y, details, *ts):
+            a = Args(*ts, *ctx.rest)
+            return (reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma),)
+
+        return (*_differentiable_grads(fn, saved, needs, (g_x,)), None, None, None, None)
     grads = ctx.backward(*saved, *ctx.rest, g_x.contiguous(), needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None)
 
@@ -477,6 +525,8 @@ def _max_pool_grad(ctx, g, _):
     (winners,) = ctx.saved_tensors
     if winners.numel() == 0 and g.numel() > 0:
         raise RuntimeError("liftswap::max_pool_stride1 ran with winners=False, which keeps nothing to route a gradient")
+    if torch.is_grad_enabled():  # create_graph=True: the routing as PyTorch ops, differentiable in g
+        return reference.max_pool_stride1_backward(g, winners, *ctx.rest), None, None, None, None
     return ctx.backward(g.contiguous(), winners, *ctx.rest), None, None, None, None
 
 
@@ -547,9 +597,7 @@ def _register_autograd(op, backward, kernels: dict, backward_kernels: dict, grad
         def backward(ctx, *grads):
             return grad(ctx, *grads)
 
-    def backward_direct(*args):
-        if torch.is_grad_enabled():  # create_graph=True: the operator, as the rule above calls it
-            return backward(*args)
+    def backward_direct(*args):  # (create_graph=True never calls it: see _differentiable_grads)
         return _profiled(backward, backward_kernels[args[0].device.type], args)
 
     def direct(*args):
