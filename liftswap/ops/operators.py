@@ -74,13 +74,18 @@ class Args(NamedTuple):
                     float(predict.base), float(update.base))  # fmt: skip
 
     def predict(self) -> OperatorWeights:
-        return OperatorWeights(self.p_base, self.p_dw, self.p_dw_b, self.p_pw.reshape(-1), self.p_pw_b)
+        return OperatorWeights(self.p_base, self.p_dw, self.p_dw_b, _flat_pw(self.p_pw), self.p_pw_b)
 
     def update(self) -> OperatorWeights:
-        return OperatorWeights(self.u_base, self.u_dw, self.u_dw_b, self.u_pw.reshape(-1), self.u_pw_b)
+        return OperatorWeights(self.u_base, self.u_dw, self.u_dw_b, _flat_pw(self.u_pw), self.u_pw_b)
 
     def tensors(self) -> tuple:
         return tuple(self)[:_N_TENSORS]
+
+
+def _flat_pw(pw: Tensor) -> Tensor:
+    """A pointwise weight as (C,): the layers pass it so (a view that changes nothing costs ~1 us)."""
+    return pw if pw.dim() == 1 else pw.reshape(-1)
 
 
 def _backend(x: Tensor, a: Args, *backends):

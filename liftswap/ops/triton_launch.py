@@ -82,8 +82,9 @@ def launch(kernel, grid: int, *args, **constexprs) -> None:
         kernel[(grid,)](*args, **constexprs)
         return
     device = torch.cuda.current_device()
-    # (C-level maps: a Python loop over 25 arguments costs about as much as Triton's binder)
-    key = (kernel, device, *constexprs.items(), *map(_dtype, tensors), *args[n:])
+    # (C-level maps: a Python loop over 25 arguments costs about as much as Triton's binder; the
+    # kernel by id: a JITFunction's __hash__ is Python, 0.6 us; kernels are module globals, never freed)
+    key = (id(kernel), device, *constexprs.items(), *map(_dtype, tensors), *args[n:])
     entry = _LAUNCHERS.get(key)
     if type(entry) is tuple:
         run, function, metadata, tail = entry
