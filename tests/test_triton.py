@@ -113,6 +113,8 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     for up in (0, 1, 2):
         jobs.append(("_unlift_backward_kernel", dict(BASE_P=1.0, BASE_U=0.5, BLOCK=lt._BLOCK_BACKWARD, UP=up, UNROLL=lt._UNROLL_STEPS, OUT=2,
                                                      GAMMA=up == 2)))  # fmt: skip
+    for gamma in (False, True):  # the weights' (and gamma's) gradients from the per-program sums
+        jobs.append(("_grad_sums_kernel", dict(GAMMA=gamma, ACC="ACC", BLOCK_R=lt._SUMS_ROWS, BLOCK_C=lt._SUMS_COLUMNS)))
     # sizes that chunks do not divide take fewer per thread (14 rows: 7 and 7), as at 28x28 and 14x14
     # (the loop kernels take their rows and positions per thread as an argument: one build serves all)
     jobs.append(("_lift_forward_kernel", dict(G=1, BASE_P=1.0, BASE_U=0.5, COMBINE=False, COSTS=False, ACC="ACC", BLOCK=lt._BLOCK,

@@ -223,15 +223,16 @@ def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
     for kernels in (False, True):
         x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         if kernels:
-            for name in ("_down2_forward_kernel", "_lift_forward_kernel", "_lift_backward_kernel"):
+            for name in ("_down2_forward_kernel", "_lift_forward_kernel", "_lift_backward_kernel", "_grad_sums_kernel"):
                 monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
         with native.enabled(False), (lift_triton.on_cpu() if kernels else lift_triton.enabled(False)):
             for with_costs in (False, True):
                 out, costs = down_pool_bands(x, down.predict.weights(), down.update.weights(), down.axes, layout, with_costs)
             grads = torch.autograd.grad(out.sin().sum() + 3 * costs[0] + 2 * costs[1], [x, *down.parameters()], allow_unused=True)
         outs.append([out, costs, *[g for g in grads if g is not None]])
-    # each forward (without, then with costs) one launch; the backward one per axis, after a re-lift of W
-    assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2, "_lift_forward_kernel": 1}
+    # each forward (without, then with costs) one launch; the backward one per axis, after a re-lift
+    # of W, and one summing the weights' gradients
+    assert counts == {"_down2_forward_kernel": 2, "_lift_backward_kernel": 2, "_lift_forward_kernel": 1, "_grad_sums_kernel": 1}
     assert max_diff(*outs) < 1e-12
 
 
@@ -243,10 +244,10 @@ def test_bands_for_lifted_convolutions(shape, layout, monkeypatch):
     ),
 )  # fmt: skip
 def test_2d_backward_launches(shape, init, output, monkeypatch):
-    """A 2-D down pool's backward is three launches, the first re-lifting W into memory: the
-    gradients of x, the weights and gamma from y, the details and the costs equal the PyTorch
-    path's (odd sizes, 1- to 3-row planes whose clamps fold most rows together, a plane over
-    several programs)."""
+    """A 2-D down pool's backward is three launches, the first re-lifting W into memory, and one
+    summing the weights' and gamma's gradients: the gradients of x, the weights and gamma from y,
+    the details and the costs equal the PyTorch path's (odd sizes, 1- to 3-row planes whose
+    clamps fold most rows together, a plane over several programs)."""
     down = randomize(liftswap.LiftDownPool2d(shape[1], init=init, output=output, return_details=True), seed=8).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
 
@@ -258,11 +259,11 @@ def test_2d_backward_launches(shape, init, output, monkeypatch):
     with native.enabled(False), lift_triton.enabled(False):
         ref = run()
     counts = {}
-    for name in ("_lift_forward_kernel", "_lift_backward_kernel"):
+    for name in ("_lift_forward_kernel", "_lift_backward_kernel", "_grad_sums_kernel"):
         monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
-    assert counts == {"_lift_forward_kernel": 1, "_lift_backward_kernel": 2}
+    assert counts == {"_lift_forward_kernel": 1, "_lift_backward_kernel": 2, "_grad_sums_kernel": 1}
     assert max_diff(got, ref) < 1e-11
 
 

@@ -8,7 +8,8 @@ registers and L1, so nothing but ``x`` and the weights is kept for backward. A 2
 forward is one launch for both lifts (``_down2_forward_kernel``); elsewhere the down pool's last
 lift combines the bands into ``y`` and sums the regulariser's costs. The last lift's backward
 takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
-program into buffers that PyTorch adds up (no atomics: the results do not depend on scheduling).
+program into buffers that one more launch adds up into the gradients (``_grad_sums_kernel``; no
+atomics: the results do not depend on scheduling).
 :func:`down_forward` / :func:`down_backward` and :func:`up_forward` / :func:`up_backward` are the
 CUDA kernels of the operators in :mod:`.operators`, which own autograd.
 
@@ -91,6 +92,9 @@ _PROGRAMS_PER_SM = 8
 # larger planes (a 2-D down pool's input over 16384 x 16384) take the PyTorch path.
 _PLANE_LIMIT = 2**30
 _N_GRADS = 12  # per program: dw (3) + dw bias + pw + pw bias, for P then U
+# _grad_sums_kernel's tile: a program per 32 columns of the per-program sums, 64 rows a trip (a
+# 2-D layer's backward at batch 64 writes a few hundred rows of sums).
+_SUMS_ROWS, _SUMS_COLUMNS = 64, 32
 
 
 def available() -> bool:
@@ -354,7 +358,7 @@ if triton is not None:
         """This program's 12 weight-gradient sums (P: taps, dw bias, pw, pw bias; then U) for
         channel c, each at its place in the row ``out`` of the gradients laid end to end (P's dw
         (C, 3), dw bias, pw, pw bias, then U's: 12 C values): a column sum of the rows is every
-        gradient, and one copy splits it into the eight."""
+        gradient (:func:`_grad_sums_kernel`)."""
         tl.store(out + 3 * c, tl.sum(tl.where(ok, a0, 0.0), axis=0))
         tl.store(out + 3 * c + 1, tl.sum(tl.where(ok, a1, 0.0), axis=0))
         tl.store(out + 3 * c + 2, tl.sum(tl.where(ok, a2, 0.0), axis=0))
@@ -1165,6 +1169,51 @@ if triton is not None:
                 tl.store(out + C, -tl.sum(gt2, axis=0))
                 tl.store(out + 2 * C, -tl.sum(gt3, axis=0))
 
+    @triton.jit
+    def _column_sums(src_ptr, rows, ld, cols, mask, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Sums over ``rows`` rows (``ld`` apart) of the columns ``cols``, in row order."""
+        acc = tl.zeros((BLOCK_C,), ACC)
+        r = tl.arange(0, BLOCK_R)
+        for r0 in range(0, rows, BLOCK_R):
+            rr = (r0 + r).to(tl.int64)
+            m = (rr[:, None] < rows) & mask[None, :]
+            acc += tl.sum(tl.load(src_ptr + rr[:, None] * ld + cols[None, :], mask=m, other=0.0).to(ACC), axis=0)
+        return acc
+
+    @triton.jit
+    def _store_segment(out_ptr, acc, cols, start, n):
+        """Columns [start, start + n) of ``acc`` into ``out_ptr``'s n elements."""
+        tl.store(out_ptr + (cols - start), acc.to(out_ptr.dtype.element_ty), mask=(cols >= start) & (cols < start + n))
+
+    @triton.jit
+    def _grad_sums_kernel(
+        gw_ptr, gg_ptr, o0_ptr, o1_ptr, o2_ptr, o3_ptr, o4_ptr, o5_ptr, o6_ptr, o7_ptr, og_ptr, rows, rows_g, C, ld_g, off_g, n_g,
+        GAMMA: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """The weights' and gamma's gradients from the backward kernels' per-program sums, in one
+        launch: programs over the 12 C columns of gw (rows, 12 C; :func:`_store_sums`) sum each
+        column over the rows and store it into the gradient it belongs to, o0 .. o7 (P's dw taps,
+        dw bias, pw, pw bias, then U's), each a tensor of its own in its parameter's dtype; with
+        GAMMA, programs past those sum n_g columns of gg (rows_g, ld_g) from column off_g into og. In row
+        order, without atomics: the result does not depend on scheduling."""
+        pid = tl.program_id(0)
+        n_w = tl.cdiv(12 * C, BLOCK_C)
+        if pid < n_w:
+            cols = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+            acc = _column_sums(gw_ptr, rows, 12 * C, cols, cols < 12 * C, ACC, BLOCK_R, BLOCK_C)
+            _store_segment(o0_ptr, acc, cols, 0, 3 * C)
+            _store_segment(o1_ptr, acc, cols, 3 * C, C)
+            _store_segment(o2_ptr, acc, cols, 4 * C, C)
+            _store_segment(o3_ptr, acc, cols, 5 * C, C)
+            _store_segment(o4_ptr, acc, cols, 6 * C, 3 * C)
+            _store_segment(o5_ptr, acc, cols, 9 * C, C)
+            _store_segment(o6_ptr, acc, cols, 10 * C, C)
+            _store_segment(o7_ptr, acc, cols, 11 * C, C)
+        elif GAMMA:
+            cols = (pid - n_w) * BLOCK_C + tl.arange(0, BLOCK_C)
+            acc = _column_sums(gg_ptr + off_g, rows_g, ld_g, cols, cols < n_g, ACC, BLOCK_R, BLOCK_C)
+            _store_segment(og_ptr, acc, cols, 0, n_g)
+
 
 def _geometry(x: Tensor | torch.Size, dim: int) -> tuple[int, int, int, int, int]:
     """(planes, R, L, J, B): x (or a shape) as planes (N, C) of (R, L, B) with the lifted axis L, J = ceil(L / 2)."""
@@ -1290,7 +1339,7 @@ def _tiles(shape, dim: int, device: torch.device) -> tuple[int, int]:
 
 def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix: _Mix | None, g_costs: Tensor | None, count: int,
               gw: Tensor, row0: int, tiling: tuple[int, int], gamma_sums: bool):  # fmt: skip
-    """Backward of :func:`_forward`: (gx, (2 groups, C) sums of g_y * band or None).
+    """Backward of :func:`_forward`: (gx, per-program sums of g_y * band (rows, 2 groups C) or None).
 
     ``g_out`` (the stacked bands' gradient) or, when it is None, ``coef * g_y`` per band (``mix``). The
     weights' gradient sums go to rows ``row0 ..`` of ``gw`` (rows, 12 C: :func:`_store_sums`), which
@@ -1311,25 +1360,30 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix:
                  BLOCK=_BLOCK_BACKWARD, UNROLL=_UNROLL_STEPS, OUT=0 if mix is None else mix.out, KC=g_costs is not None)  # fmt: skip
     with _on(x):
         launch(_lift_backward_kernel, nprog, *args, count, row0, steps, **modes)
-    return gx, (None if gg is None else gg.sum(0).view(2 * groups, -1))
+    return gx, gg
 
 
-def _weight_grads(gw: Tensor, params) -> list[Tensor | None]:
-    """The 8 weights' gradients (P: dw taps, dw bias, pw, pw bias; then U; None for a missing bias)
-    from the per-program sums gw (rows, 12 C) (:func:`_store_sums`): a column sum and one copy into
-    tensors of their own (an operator's returns may not alias one another), not a reduction and
-    eight copies."""
+def _grad_sums(gw: Tensor, params, gg: Tensor | None = None, gamma: Tensor | None = None, off_g: int = 0):
+    """(the 8 weights' gradients, None for a missing bias; gamma's or None) from the backward
+    kernels' per-program sums: gw (rows, 12 C) (:func:`_store_sums`) and, for gamma, the columns
+    ``off_g ..`` of gg (rows, ...), in one launch (:func:`_grad_sums_kernel`) that writes each
+    gradient into a tensor of its own (an operator's returns may not alias one another) in its
+    parameter's shape and dtype: not a column sum, a copy and eight conversions."""
     c = gw.shape[1] // _N_GRADS
-    sizes = [3 * c if i % 4 == 0 else c for i in range(len(params))]
-    outs = [gw.new_empty(n) for n in sizes]
-    torch.split_with_sizes_copy(gw.sum(0), sizes, 0, out=outs)
-    grads = []
-    for p, g in zip(params, outs):  # (a view or cast that changes nothing still costs the host ~1 us)
-        if p is not None:
-            g = g if p.dim() == 1 else g.view(p.shape)
-            g = g if g.dtype == p.dtype else g.to(p.dtype)
-        grads.append(None if p is None else g)
-    return grads
+    dev = gw.device
+    outs = [torch.empty(3 * c if i % 4 == 0 else c, dtype=gw.dtype, device=dev) if p is None  # (not returned)
+            else torch.empty(p.shape, dtype=p.dtype, device=dev) for i, p in enumerate(params)]  # fmt: skip
+    g_gamma = None if gg is None else torch.empty(gamma.shape, dtype=gamma.dtype, device=dev)
+    n_w = _cdiv(_N_GRADS * c, _SUMS_COLUMNS)
+    n_g = 0 if gg is None else gamma.numel()
+    with _on(gw):
+        launch(
+            _grad_sums_kernel, n_w + _cdiv(n_g, _SUMS_COLUMNS),
+            gw, gw if gg is None else gg, *outs, gw if g_gamma is None else g_gamma, gw.shape[0], 0 if gg is None else gg.shape[0], c,
+            0 if gg is None else gg.shape[1], off_g, n_g,
+            GAMMA=gg is not None, ACC=_acc(gw)[0], BLOCK_R=_SUMS_ROWS, BLOCK_C=_SUMS_COLUMNS,
+        )  # fmt: skip
+    return [None if p is None else g for p, g in zip(params, outs)], g_gamma
 
 
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
@@ -1414,7 +1468,8 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
 
 
 def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g_costs, want_gamma: bool):
-    """Backward of :func:`_down_forward`: (grad of x, grad of gamma or None, per-program weight-gradient sums (rows, 12 C)).
+    """Backward of :func:`_down_forward`: (grad of x, per-program sums of g_y * band (rows, nb C;
+    gamma's gradient is columns C ..) or None, per-program weight-gradient sums (rows, 12 C)).
 
     Re-lifts all but the last axis; the last lift takes y's gradient itself when the details get none.
     """
@@ -1440,7 +1495,7 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
         grad = (coef.view(coef.shape + (1,) * (g_y.dim() - 2)).unsqueeze(1) * g_y).to(x.dtype)
         grad[1:] += g_details.movedim(1, 0)
         grad = grad.flatten(0, 1)
-    g_gamma = None
+    g_gamma_sums = None
     lift_groups = [groups if i == len(order) - 1 else 1 for i in range(len(order))]
     tiling = [_tiles(shapes[i], order[i], x.device) for i in range(len(order))]
     rows = [shapes[i][0] * tiling[i][1] for i in range(len(order))]  # a row of sums per program
@@ -1453,8 +1508,8 @@ def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g
             mix if last else None, g_costs, count, gw, sum(rows[:i]), tiling[i], last and want_gamma,
         )  # fmt: skip
         if g_sums is not None:
-            g_gamma = g_sums[1:] if g_sums.dtype == gamma.dtype else g_sums[1:].to(gamma.dtype)
-    return grad, g_gamma, gw
+            g_gamma_sums = g_sums
+    return grad, g_gamma_sums, gw
 
 
 class _UpBands(NamedTuple):
@@ -1632,8 +1687,8 @@ def _up_forward(y, details, axes, output: str, bases, gamma, params) -> Tensor:
 
 
 def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_gamma: bool):
-    """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None,
-    per-program weight-gradient sums (rows, 12 C))."""
+    """Backward of :func:`_up_forward`: (grad of y, grad of details, grad of gamma or None, the
+    8 weights' grads), gamma's and the weights' from the kernels' per-program sums in one launch."""
     weights = _flat(params, y)
     fused = _fused_2d(y, axes)
     if fused:  # the H inverse reads y and the details in place
@@ -1653,9 +1708,12 @@ def _up_backward(y, details, axes, output: str, bases, gamma, params, g_x, want_
         grad = _unlift_backward(inputs[i], axes[i], weights, bases, grad, gw, sum(rows[:i]), tiling[i], gg if i == 0 else None)
     g_bands = grad.view((-1,) + tuple(y.shape))  # (nb, N, C, ...)
     g_y, g_details, g_gamma = up_bands_backward(g_bands, details.movedim(1, 0), output, gamma, want_gamma and gg is None)
-    if gg is not None:
-        g_gamma = gg.sum(0).view(3, -1)
-    return g_y, g_details, (g_gamma if g_gamma is None or g_gamma.dtype == gamma.dtype else g_gamma.to(gamma.dtype)), gw
+    g_weights, gg_gamma = _grad_sums(gw, params, gg, gamma)
+    if g_gamma is None:
+        g_gamma = gg_gamma
+    elif g_gamma.dtype != gamma.dtype:
+        g_gamma = g_gamma.to(gamma.dtype)
+    return g_y, g_details, g_gamma, g_weights
 
 
 def _forward_shape(x: Tensor | list[int], dim: int) -> list[int]:
@@ -1694,8 +1752,9 @@ def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor |
     """
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
-    grad, g_gamma, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
-    return grad, g_gamma, _weight_grads(sums, params)
+    grad, g_gamma_sums, sums = _down_backward(x, axes, output, bases, gamma, params, g_y, g_details, g_costs, want_gamma)
+    g_weights, g_gamma = _grad_sums(sums, params, g_gamma_sums, gamma, x.shape[1])  # (band 0's column sums: y's own)
+    return grad, g_gamma, g_weights
 
 
 def up_forward(y: Tensor, details: Tensor, predict, update, axes, output: str, gamma: Tensor | None) -> Tensor:
@@ -1709,5 +1768,4 @@ def up_backward(y: Tensor, details: Tensor, predict, update, axes, output: str, 
     """Backward of :func:`up_forward`: ``(grad of y, grad of details, grad of gamma or None, the 8 weights' grads)``."""
     params, bases = _operators(predict, update)
     gamma = gamma if output == "gated" else None
-    g_y, g_details, g_gamma, sums = _up_backward(y, details, axes, output, bases, gamma, params, g_x, want_gamma)
-    return g_y, g_details, g_gamma, _weight_grads(sums, params)
+    return _up_backward(y, details, axes, output, bases, gamma, params, g_x, want_gamma)

@@ -129,45 +129,34 @@ def _grads_in(grads: Sequence[Tensor], tensors: Sequence[Tensor | None], needs: 
     return [g if need and t is not None else None for g, t, need in zip(grads, tensors, needs)]
 
 
-def _reference_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool], outs_grads) -> list[Tensor | None]:
+def _reference_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool], outs_grads,
+                     create_graph: bool = False) -> list[Tensor | None]:  # fmt: skip
     """Gradients of ``fn(*tensors)`` by autograd over the reference ops, recomputed here.
 
     Computed in the promoted dtype of the tensors: under CUDA autocast a half-precision input
-    meets float32 weights, and the backward runs outside autocast.
+    meets float32 weights, and the backward runs outside autocast. ``create_graph``: for a
+    backward with ``create_graph=True`` (gradient penalties, meta-learning), gradients that are
+    differentiable in turn, of ``tensors`` themselves (the saved inputs: autograd records the
+    recomputation too); the kernels' backward has no derivative of its own.
     """
     dtype = tensors[0].dtype
     for t in tensors:
         if t is not None and t.is_floating_point():
             dtype = torch.promote_types(dtype, t.dtype)
-    leaves = [None if t is None else t.detach().requires_grad_(need) for t, need in zip(tensors, needs)]
-    with _autograd_inside_operator(), torch.enable_grad():
+    leaves, inside = tensors, contextlib.nullcontext()
+    if not create_graph:  # leaves of their own, recorded inside the operator's kernel
+        leaves = [None if t is None else t.detach().requires_grad_(need) for t, need in zip(tensors, needs)]
+        inside = _autograd_inside_operator()
+    wanted = [t for t, need in zip(leaves, needs) if need and t is not None]
+    with inside, torch.enable_grad():
         outs = fn(*[None if t is None else t.to(dtype) for t in leaves])
         pairs = [(o, g) for o, g in zip(outs, outs_grads) if g is not None and o is not None and o.requires_grad]
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
         if not pairs or not wanted:
             return [None] * len(tensors)
-        got = torch.autograd.grad([o for o, _ in pairs], wanted, [g.to(o.dtype) for o, g in pairs], allow_unused=True)
+        got = torch.autograd.grad([o for o, _ in pairs], wanted, [g.to(o.dtype) for o, g in pairs], create_graph=create_graph,
+                                  allow_unused=True)  # fmt: skip
     got = iter(got)
-    return [next(got) if t is not None and t.requires_grad else None for t in leaves]
-
-
-def _differentiable_grads(fn, tensors: Sequence[Tensor | None], needs: Sequence[bool], outs_grads) -> list[Tensor | None]:
-    """Gradients of ``fn(*tensors)`` that are themselves differentiable, for a backward with
-    ``create_graph=True`` (gradient penalties, meta-learning): ``fn`` runs the reference's ops on
-    the saved inputs themselves, and autograd records their gradient too. The kernels' backward
-    has no derivative of its own."""
-    dtype = tensors[0].dtype  # (the promoted dtype, as _reference_grads computes in)
-    for t in tensors:
-        if t is not None and t.is_floating_point():
-            dtype = torch.promote_types(dtype, t.dtype)
-    outs = fn(*[None if t is None else t.to(dtype) for t in tensors])
-    pairs = [(o, g) for o, g in zip(outs, outs_grads) if g is not None and o is not None and o.requires_grad]
-    wanted = [t for t, need in zip(tensors, needs) if need and t is not None]
-    got = iter([None] * len(wanted))
-    if pairs and wanted:
-        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g.to(o.dtype) for o, g in pairs],
-                                       create_graph=True, allow_unused=True))  # fmt: skip
-    return [next(got) if need and t is not None else None for t, need in zip(tensors, needs)]
+    return [next(got) if need and t is not None else None for t, need in zip(leaves, needs)]
 
 
 @contextlib.contextmanager
@@ -307,7 +296,7 @@ def _down_grad(ctx, g_y, g_details, g_costs):
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
     g_costs = _no_costs(g_costs)
     if torch.is_grad_enabled():  # create_graph=True
-        grads = _differentiable_grads(_down_reference_of(ctx.rest, g_costs is not None), saved, needs, (g_y, g_details, g_costs))
+        grads = _reference_grads(_down_reference_of(ctx.rest, g_costs is not None), saved, needs, (g_y, g_details, g_costs), True)
         return (*grads, None, None, None, None, None, None)
     grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
@@ -372,7 +361,7 @@ def _bands_grad(ctx, g_out, g_costs):
     g_costs = _no_costs(g_costs)
     if torch.is_grad_enabled():  # create_graph=True
         fn = _down_reference_of(ctx.rest, g_costs is not None, ctx.layout)
-        return (*_differentiable_grads(fn, saved, needs, (g_out, g_costs)), None, None, None, None, None, None)
+        return (*_reference_grads(fn, saved, needs, (g_out, g_costs), True), None, None, None, None, None, None)
     grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
 
@@ -452,7 +441,7 @@ def _up_grad(ctx, g_x):
             a = Args(*ts, *ctx.rest)
             return (reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma),)
 
-        return (*_differentiable_grads(fn, saved, needs, (g_x,)), None, None, None, None)
+        return (*_reference_grads(fn, saved, needs, (g_x,), True), None, None, None, None)
     grads = ctx.backward(*saved, *ctx.rest, g_x.contiguous(), needs)
     return (*_grads_in(grads, saved, needs), None, None, None, None)
 
@@ -602,7 +591,7 @@ def _register_autograd(op, backward, kernels: dict, backward_kernels: dict, grad
         def backward(ctx, *grads):
             return grad(ctx, *grads)
 
-    def backward_direct(*args):  # (create_graph=True never calls it: see _differentiable_grads)
+    def backward_direct(*args):  # (create_graph=True never calls it: see _reference_grads)
         return _profiled(backward, backward_kernels[args[0].device.type], args)
 
     def direct(*args):
