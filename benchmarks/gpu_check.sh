@@ -58,9 +58,13 @@ for shape in 8,64,112,112; do  # file names without commas: the device tool retu
     grep "^==" "$RES/profile_${shape//,/x}.log"
 done
 # the same with every launch through Triton's JITFunction.run (ops/triton_launch.py's shortcut off)
-(cd benchmarks && LIFTSWAP_TRITON_FAST_LAUNCH=0 timeout 30 python3 profile_layer.py --device "$DEVICE" --shape 8,64,112,112 \
-    --out "$RES/profile_8x64x112x112_run.json") > "$RES/profile_8x64x112x112_run.log" 2>&1
-grep "^==" "$RES/profile_8x64x112x112_run.log"
+# and with every call through the dispatcher (ops/operators.py's direct callers off): before/after
+for switch in LIFTSWAP_TRITON_FAST_LAUNCH LIFTSWAP_DIRECT_CALLS; do
+    name="profile_8x64x112x112_${switch,,}_0"
+    (cd benchmarks && env "$switch=0" timeout 30 python3 profile_layer.py --device "$DEVICE" --shape 8,64,112,112 \
+        --out "$RES/$name.json") > "$RES/$name.log" 2>&1
+    grep "^==" "$RES/$name.log"
+done
 
 stage serving
 # onnxruntime-gpu is larger than one device call carries: its wheel travels as .whl/NAME.whl.part-* pieces

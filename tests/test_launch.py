@@ -64,18 +64,19 @@ def test_direct_launches_hand_the_launcher_what_run_does(driver):
     x = torch.randn(2, 4, 17)
     for _ in range(2):  # each kernel's first launch (the build), then its checked one: through run()
         _step(layer, x)
-    assert len(runs) == len(calls) == 4 and set(runs) == {"_lift_forward_kernel", "_lift_backward_kernel"}
+    kernels = {"_lift_forward_kernel", "_lift_backward_kernel", "_grad_sums_kernel"}  # (a 1-D layer's step: 3 launches)
+    assert len(runs) == len(calls) == 6 and set(runs) == kernels
     assert all(type(v) is tuple for v in triton_launch._LAUNCHERS.values())  # both checked: direct from now
     runs.clear()
     calls.clear()
     _step(layer, x)
     direct = list(calls)
-    assert runs == [] and len(direct) == 2  # the launcher called, run() not
+    assert runs == [] and len(direct) == 3  # the launcher called, run() not
     calls.clear()
     with pytest.MonkeyPatch.context() as m:
         m.setattr(triton_launch, "_FAST", False)
         _step(layer, x)
-    assert len(runs) == 2
+    assert len(runs) == 3
     assert [_described(c) for c in direct] == [_described(c) for c in calls]
     assert direct[0][9] is not calls[0][9] and direct[0][9].shape == x.shape  # the tensors of each call, not kept ones
 
@@ -88,7 +89,7 @@ def test_new_specialisations_and_hooks_go_through_run(driver):
         _step(layer, x)
     runs.clear()
     _step(layer, torch.randn(2, 4, 20))  # other sizes: other integers, a new key (built, then checked)
-    assert len(runs) == 2
+    assert runs == ["_lift_forward_kernel", "_lift_backward_kernel"]  # (the sums' integers are the same)
     runs.clear()
     odd = torch.randn(2 * 4 * 16 + 1)[1:].view(2, 4, 16)  # 4 bytes past an allocation: not 16-byte aligned
     assert odd.is_contiguous() and odd.data_ptr() % 16
@@ -104,7 +105,7 @@ def test_new_specialisations_and_hooks_go_through_run(driver):
         _step(layer, x)
     finally:
         hook.remove(seen.append)
-    assert len(runs) == 2  # a profiler's hook sees every launch: Triton's path
+    assert len(runs) == 3  # a profiler's hook sees every launch: Triton's path
     runs.clear()
     _step(layer, x)
     assert runs == []
@@ -117,4 +118,4 @@ def test_a_check_that_fails_keeps_run(driver, monkeypatch):
     x = torch.randn(2, 4, 16)
     for _ in range(4):
         _step(layer, x)
-    assert len(runs) == 8 and set(triton_launch._LAUNCHERS.values()) == {False}
+    assert len(runs) == 12 and set(triton_launch._LAUNCHERS.values()) == {False}
