@@ -55,7 +55,7 @@ def _hooked() -> bool:
 
 _data_ptr = Tensor.data_ptr
 _dtype = operator.attrgetter("dtype")
-_POINTERS: dict = {}  # kernel -> its leading tensor arguments (liftswap's kernels take tensors, then integers)
+_POINTERS: dict = {}  # id(kernel) -> its leading tensor arguments (liftswap's kernels take tensors, then integers)
 
 
 def launch(kernel, grid: int, *args, **constexprs) -> None:
@@ -70,9 +70,9 @@ def launch(kernel, grid: int, *args, **constexprs) -> None:
     if not _FAST or not isinstance(kernel, JITFunction) or _hooked():
         kernel[(grid,)](*args, **constexprs)
         return
-    n = _POINTERS.get(kernel)
+    n = _POINTERS.get(id(kernel))
     if n is None:
-        n = _POINTERS[kernel] = next((i for i, a in enumerate(args) if not isinstance(a, Tensor)), len(args))
+        n = _POINTERS[id(kernel)] = next((i for i, a in enumerate(args) if not isinstance(a, Tensor)), len(args))
     tensors = args[:n]
     try:
         misaligned = functools.reduce(operator.or_, map(_data_ptr, tensors), 0) & 15
@@ -82,8 +82,8 @@ def launch(kernel, grid: int, *args, **constexprs) -> None:
         kernel[(grid,)](*args, **constexprs)
         return
     device = torch.cuda.current_device()
-    # (C-level maps: a Python loop over 25 arguments costs about as much as Triton's binder; the
-    # kernel by id: a JITFunction's __hash__ is Python, 0.6 us; kernels are module globals, never freed)
+    # (C-level maps: a Python loop over 25 arguments costs about as much as Triton's binder; kernels
+    # by id here and above: a JITFunction's __hash__ is Python, 0.6 us; they are module globals, never freed)
     key = (id(kernel), device, *constexprs.items(), *map(_dtype, tensors), *args[n:])
     entry = _LAUNCHERS.get(key)
     if type(entry) is tuple:
