@@ -128,14 +128,17 @@ def on_cpu():
         _on_cpu = before
 
 
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DTYPES_CPU = _DTYPES + (torch.float64,)  # (the interpreter's, under on_cpu)
+
+
 def usable(x: Tensor, *weights: Tensor | None) -> bool:
     """Whether the kernels serve these tensors: CUDA (or, under :func:`on_cpu`, CPU) float32,
     float16 or bfloat16, non-empty, P and U with 3 taps on the same device, and x (N, C, ...)
     with a channel's plane of at most _PLANE_LIMIT elements once upsampled along every axis."""
     if not available():
         return False
-    dtypes = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if _on_cpu else ())
-    if not (x.is_cuda or _on_cpu) or x.dtype not in dtypes:
+    if not (x.is_cuda or _on_cpu) or x.dtype not in (_DTYPES_CPU if _on_cpu else _DTYPES):
         return False
     if x.numel() == 0:  # no grid to launch: empty inputs take the reference
         return False
@@ -143,7 +146,8 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
         return False
     if weights and (weights[0] is None or weights[0].shape[-1] != 3):
         return False
-    return all(w is None or w.device == x.device for w in weights)
+    device = x.device  # (once: each .device makes an object)
+    return all(w is None or w.device == device for w in weights)
 
 
 if triton is not None:
