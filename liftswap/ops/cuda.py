@@ -1354,7 +1354,7 @@ def _backward(x: Tensor, dim: int, groups: int, weights, bases, g_out, g_y, mix:
     steps, tiles = tiling
     nprog = planes * tiles  # _lift_backward_kernel: a program per group's plane
     tl_acc, acc = _acc(x)
-    gx = x.new_empty(x.shape)
+    gx = torch.empty_like(x)  # (x is contiguous)
     c = x.shape[1]
     gg = torch.empty((planes // (groups * c) * tiles, 2 * groups * c), dtype=acc, device=x.device) if gamma_sums else None
     args = (x, g_y if g_out is None else g_out, x if g_y is None else g_y, x if mix is None else mix.gamma, gx, gw,
@@ -1374,10 +1374,11 @@ def _grad_sums(gw: Tensor, params, gg: Tensor | None = None, gamma: Tensor | Non
     gradient into a tensor of its own (an operator's returns may not alias one another) in its
     parameter's shape and dtype: not a column sum, a copy and eight conversions."""
     c = gw.shape[1] // _N_GRADS
-    dev = gw.device
-    outs = [torch.empty(3 * c if i % 4 == 0 else c, dtype=gw.dtype, device=dev) if p is None  # (not returned)
-            else torch.empty(p.shape, dtype=p.dtype, device=dev) for i, p in enumerate(params)]  # fmt: skip
-    g_gamma = None if gg is None else torch.empty(gamma.shape, dtype=gamma.dtype, device=dev)
+    # (empty_like parses its arguments in a third of torch.empty(shape, dtype=, device=)'s time)
+    contiguous = torch.contiguous_format
+    outs = [gw.new_empty(3 * c if i % 4 == 0 else c) if p is None  # (not returned)
+            else torch.empty_like(p, memory_format=contiguous) for i, p in enumerate(params)]  # fmt: skip
+    g_gamma = None if gg is None else torch.empty_like(gamma, memory_format=contiguous)
     n_w = _cdiv(_N_GRADS * c, _SUMS_COLUMNS)
     n_g = 0 if gg is None else gamma.numel()
     with _on(gw):
