@@ -175,15 +175,16 @@ def _autograd_inside_operator():
 # --- liftswap::lift_down_pool ------------------------------------------------------------------
 
 
-def _residual(x: Tensor, a: Args):
+def _residual(x: Tensor, a: Args, twice: bool = False):
     """What computes the reference's residuals on x's device: on CUDA one Triton kernel each way
-    for any kernel size (:mod:`.cuda_residual`), else None (the PyTorch ops)."""
-    return cuda_residual.residual if cuda_residual.usable(x, *a.tensors()) else None
+    for any kernel size (:mod:`.cuda_residual`), else None (the PyTorch ops). ``twice``: the
+    PyTorch ops, differentiable twice (the Triton kernel's backward is not)."""
+    return cuda_residual.residual if not twice and cuda_residual.usable(x, *a.tensors()) else None
 
 
-def _down_reference(x: Tensor, a: Args, with_costs: bool):
+def _down_reference(x: Tensor, a: Args, with_costs: bool, twice: bool = False):
     y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs,
-                                               residual=_residual(x, a))  # fmt: skip
+                                               residual=_residual(x, a, twice))  # fmt: skip
     costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_empty(0)
     # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
     y, details = y.to(x.dtype), details.to(x.dtype)
@@ -284,8 +285,7 @@ def _down_reference_of(rest, with_costs: bool, layout: str | None = None):
 
     def fn(x, *ts):
         a = Args(*ts, *rest[: _N_ARGS - _N_TENSORS])
-        y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs)
-        costs = torch.stack((c_u, c_p)) if with_costs else None
+        y, details, costs = _down_reference(x, a, with_costs, twice=True)
         return (y, details, costs) if layout is None else (reference.lay_out_bands(y, details, a.axes, layout), costs)
 
     return fn
@@ -375,8 +375,8 @@ def _one_band(details: Tensor) -> Tensor:
     return details[:, 0] if details.dim() > 2 and details.shape[1] > 0 else details
 
 
-def _up_reference(y: Tensor, details: Tensor, a: Args) -> Tensor:
-    up = reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, residual=_residual(y, a))
+def _up_reference(y: Tensor, details: Tensor, a: Args, twice: bool = False) -> Tensor:
+    up = reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma, residual=_residual(y, a, twice))
     return up.to(y.dtype)
 
 
@@ -438,8 +438,7 @@ def _up_grad(ctx, g_x):
     if torch.is_grad_enabled():  # create_graph=True
 
         def fn(y, details, *ts):
-            a = Args(*ts, *ctx.rest)
-            return (reference.up_pool(y, details, a.predict(), a.update(), a.axes, a.output, a.gamma),)
+            return (_up_reference(y, details, Args(*ts, *ctx.rest), twice=True),)
 
         return (*_reference_grads(fn, saved, needs, (g_x,), True), None, None, None, None)
     grads = ctx.backward(*saved, *ctx.rest, g_x.contiguous(), needs)
