@@ -90,7 +90,8 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     unroll, unroll_2d = lt._UNROLL_STEPS, lt._UNROLL_ROWS  # positions per trip of the backward loops; rows or positions of the 2-D forwards'
     rows = lt._per_thread(56, lt._ROWS)  # (56 output rows: at batch 64, as many as fill an H200)
     # a layer without return_details writes y alone (LAYOUT 2); a thread owns two columns of `rows` rows
-    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, UNROLL=unroll_2d, OUT=gated),
+    no_pool = dict(KH=0, PH=0, KW=0, PW=0)
+    down_fwd = (lt._down2_forward_kernel, dict(**haar, COMBINE=True, ACC=acc, BLOCK=lt._BLOCK_FUSED, LAYOUT=2, UNROLL=unroll_2d, OUT=gated, **no_pool),
                 lt._BLOCK_FUSED * rows * 2, 1, -(-rows // unroll_2d))  # fmt: skip
     steps = int(os.environ.get("LIFTSWAP_TRITON_STEPS", lt._STEPS))
     back = lt._per_thread(56, lt._LOOP_STEPS)  # (either axis has 56 positions)
@@ -124,6 +125,14 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
             (lt._max_pool_forward_kernel, dict(pool, CODES=True), lt._BLOCK * pool_rows, 4),
             (lt._max_pool_backward_kernel, pool, lt._BLOCK * pool_rows, 4),
         ],
+        # preserve without grad: the lazy lift (LL) of the 3x3 max pool, computed inside its kernel
+        "preserve max pool 3x3 + lift fwd, no grad (one launch)": [
+            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, OUT=lt._OUT["LL"], COSTS=False, KH=3, PH=1, KW=3, PW=1), *down_fwd[2:])
+        ],
+        "preserve max pool 3x3 + lift fwd, no grad (two launches)": [
+            (lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4),
+            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, OUT=lt._OUT["LL"], COSTS=False), *down_fwd[2:]),
+        ],
     }
 
 
@@ -138,6 +147,8 @@ _BYTES = {
     + (16 + 12),
     "stride-1 max pool 3x3 fwd, no grad (preserve)": 16 + 16,
     "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
+    "preserve max pool 3x3 + lift fwd, no grad (one launch)": 16 + 4,  # x; y
+    "preserve max pool 3x3 + lift fwd, no grad (two launches)": (16 + 16) + (16 + 4),  # x; h, then h; y
     "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,
     "MaxPool2d(3, 2, 1) fwd+bwd": (16 + 4 + 8) + (4 + 8 + 16 + 16),  # int64 indices; backward zero-fills x's gradient
 }

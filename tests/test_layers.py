@@ -151,6 +151,33 @@ def test_lazy_equals_subsampling(dims, output, backend):
         assert torch.equal(pool(x), ref)
 
 
+_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+@pytest.mark.parametrize("dims,k,p,d", [(1, 3, 1, 1), (2, 3, 1, 1), (2, 2, 0, 1), (2, 3, 1, 2), (3, 2, 1, 1)])
+@pytest.mark.parametrize("output", ["LL", "gated"])
+def test_max_window_pools_the_stride1_max_pool(dims, k, p, d, output, backend):
+    """forward(x, max_window=...) is the layer of PyTorch's stride-1 max pool of x: outputs,
+    regulariser and every gradient, with details or without."""
+    down = randomize(LIFT_DOWN_POOLS[dims](3, init="paper", output=output, return_details=output == "gated"), seed=7).double()
+    x = torch.randn((2, 3) + (9, 8, 7)[:dims], dtype=torch.float64, requires_grad=True)
+    window = ((k,) * dims, (p,) * dims, (d,) * dims)
+
+    def run(fused):
+        out = down(x, max_window=window) if fused else down(_MAX[dims](x, k, 1, p, d))
+        out = list(out) if isinstance(out, tuple) else [out]
+        loss = sum((o * torch.randn_like(o)).sum() for o in out) + liftswap.regularization_loss(down)
+        return [*out, liftswap.regularization_loss(down), *torch.autograd.grad(loss, [x, *down.parameters()])]
+
+    torch.manual_seed(0)
+    ref = run(False)
+    torch.manual_seed(0)
+    got = run(True)
+    assert rel_err(got, ref) <= 1e-12
+    with torch.no_grad():  # no backward to come: the values alone
+        assert rel_err(down(x, max_window=window), down(_MAX[dims](x, k, 1, p, d))) <= 1e-12
+
+
 def test_haar_bands_are_the_2d_haar_transform(backend):
     pool = liftswap.LiftDownPool2d(2, init="haar", output="sum", return_details=True)
     x = torch.randn(2, 2, 6, 8)

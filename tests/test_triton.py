@@ -92,9 +92,12 @@ def _hopper_variants(lt) -> list[tuple[str, dict]]:
     for groups, combine, costs, steps in [(1, False, False, lt._STEPS), (1, True, True, lt._STEPS), (2, True, True, 1), (4, True, False, 1)]:
         jobs.append(("_lift_forward_kernel", dict(G=groups, BASE_P=1.0, BASE_U=0.5, COMBINE=combine, COSTS=costs, ACC="ACC", BLOCK=lt._BLOCK,
                                                   STEPS=steps, OUT=2)))  # fmt: skip
-    down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED, UNROLL=lt._UNROLL_ROWS)
+    down2 = dict(ACC="ACC", BLOCK=lt._BLOCK_FUSED, UNROLL=lt._UNROLL_ROWS, KH=0, PH=0, KW=0, PW=0)
     for bases, costs in [((1.0, 0.5), True), ((0.0, 0.0), False)]:
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=bases[0], BASE_U=bases[1], COMBINE=True, COSTS=costs, LAYOUT=0, OUT=2)))
+    # the preserve mode without grad: its stride-1 max pool inside (ResNet's 3x3 window, VGG's 2x2)
+    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=True, COSTS=False, LAYOUT=2, OUT=0, KH=3, PH=1, KW=3, PW=1)))
+    jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=True, COSTS=True, LAYOUT=0, OUT=2, KH=2, PH=0, KW=2, PW=0)))
     for layout in ("polyphase", "approximation"):  # lift_down_pool_bands
         jobs.append(("_down2_forward_kernel", dict(down2, BASE_P=0.0, BASE_U=0.0, COMBINE=layout == "approximation", COSTS=True,
                                                    LAYOUT=lt._LAYOUT[layout], OUT=0)))  # fmt: skip

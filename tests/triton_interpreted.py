@@ -325,6 +325,58 @@ def test_max_pool_stride1_kernels(k, p, d):
     torch.testing.assert_close(gx, ref_gx, rtol=4 * 2.0**-52, atol=4 * 2.0**-52)
 
 
+@pytest.mark.parametrize(
+    "shape,k,p,output,rows",
+    [
+        ((2, 3, 9, 8), (3, 3), (1, 1), "gated", 32),  # the ResNet stem's window
+        ((2, 3, 9, 8), (2, 2), (0, 0), "LL", 32),  # VGG's: h is one smaller, odd
+        ((1, 2, 12, 13), (3, 3), (1, 1), "LL", 1),  # sliding windows, each thread's rows short
+        ((1, 2, 12, 13), (2, 3), (1, 1), "sum", 3),
+        ((1, 2, 7, 5), (3, 2), (0, 1), "gated", 3),
+        ((1, 2, 2, 3), (3, 3), (1, 1), "gated", 32),  # planes of 1 and 2 pooled rows and columns
+        ((1, 2, 1, 1), (3, 3), (1, 1), "LL", 32),
+        ((1, 2, 40, 30), (3, 3), (1, 1), "gated", 8),  # a plane over several programs
+    ],
+)
+def test_max_pool_inside_the_down_pool(shape, k, p, output, rows, monkeypatch):
+    """Without grad, a 2-D down pool of a stride-1 max pool (max_window: the preserve mode's) is
+    one launch that never writes the pool's output: y, the details and the costs equal the PyTorch
+    path's lift of PyTorch's max pool; with NaN and -inf in x, the kernels' lift of PyTorch's max
+    pool (the reference's lift spreads NaN through its zero-padded convolutions differently). With
+    grad, the max pool runs first."""
+    torch.manual_seed(0)
+    down = randomize(LIFT_DOWN_POOLS[2](shape[1], init="paper", output=output, return_details=output != "LL"), seed=4).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    special = x.clone()
+    special[0, 0, 0, 0] = float("nan")
+    special[0, -1, -1] = float("-inf")
+    window = (k, p, (1, 1))
+
+    def run(x, fused):
+        out = down(x, max_window=window) if fused else down(torch.nn.functional.max_pool2d(x, k, 1, p))
+        return [*(out if isinstance(out, tuple) else (out,)), liftswap.regularization_loss(down)]
+
+    with torch.no_grad(), native.enabled(False), lift_triton.enabled(False):
+        ref = run(x, False)
+    with torch.no_grad(), native.enabled(False), lift_triton.on_cpu():
+        ref_special = run(special, False)
+    monkeypatch.setattr(lift_triton, "_ROWS", rows)
+    counts = {}
+    for name in ("_down2_forward_kernel", "_max_pool_forward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with torch.no_grad(), native.enabled(False), lift_triton.on_cpu():
+        got = run(x, True)
+        assert counts == {"_down2_forward_kernel": 1}
+        got_special = run(special, True)
+    assert max_diff(got, ref) < 1e-12
+    for a, b in zip(got_special, ref_special):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, equal_nan=True)
+    counts.clear()
+    with native.enabled(False), lift_triton.on_cpu():  # a backward may come: the pool's winners are kept
+        down(x.clone().requires_grad_(), max_window=window)
+    assert counts == {"_max_pool_forward_kernel": 1, "_down2_forward_kernel": 1}
+
+
 def test_preserve_converted_net_through_the_kernels(monkeypatch):
     """A preserve-converted net (each pool: a stride-1 max pool, then a lazy lift) trains through
     the kernels as through the PyTorch path: outputs, regulariser and every gradient."""
@@ -352,6 +404,13 @@ def test_preserve_converted_net_through_the_kernels(monkeypatch):
     # both pools: the stride-1 max pool, then the lazy lift
     assert counts == {"_down2_forward_kernel": 2, "_max_pool_forward_kernel": 2, "_max_pool_backward_kernel": 2}
     assert max_diff(got, ref) < 1e-10
+    with torch.no_grad(), native.enabled(False), lift_triton.enabled(False):
+        ref = converted.eval()(x)
+    counts.clear()
+    with torch.no_grad(), native.enabled(False), lift_triton.on_cpu():
+        got = converted(x)
+    assert counts == {"_down2_forward_kernel": 2}  # inference: each pool one launch, its max pool inside
+    assert max_diff([got], [ref]) < 1e-12
 
 
 def test_float32_and_kernel_size_5():

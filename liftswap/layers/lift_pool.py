@@ -366,29 +366,29 @@ class _LiftDownPoolNd(nn.Module):
         self._write_lambdas()
         return out
 
-    def forward(self, x: Tensor):
+    def forward(self, x: Tensor, max_window=None):
         if _is_fx_proxy(x):
-            return _fx_leaf_call(self, x)
+            return _fx_leaf_call(self, x) if max_window is None else _fx_leaf_call(self, x, max_window=max_window)
         if self.output == "LL" and not self.return_details:  # no detail band is read: none is written
-            return self._bands(x, "approximation")
+            return self._bands(x, "approximation", max_window)
         _check_input(x, self._spatial, self.channels, type(self).__name__)
         training = self.training
         out = operators.down_pool(
             x, self.predict.weights(), self.update.weights(), self.axes, self.output, self.gamma, training,
-            with_details=self.return_details,
+            with_details=self.return_details, max_window=max_window,
         )
         self._keep_regularization(x, out[0].dtype, out[2])
         if self.return_details:
             return out[0], out[1]
         return out[0]
 
-    def _bands(self, x: Tensor, layout: str) -> Tensor:
+    def _bands(self, x: Tensor, layout: str, max_window=None) -> Tensor:
         """The bands, unscaled, as a replaced convolution reads them (:mod:`liftswap.surgery.convs`):
         ``"polyphase"`` every band in its polyphase place (N, C, *2 ceil(size / 2)), or
         ``"approximation"`` that band alone. The regulariser is kept as :meth:`forward` keeps it."""
         _check_input(x, self._spatial, self.channels, type(self).__name__)
         w = self.predict.weights(), self.update.weights()
-        out, costs = operators.down_pool_bands(x, *w, self.axes, layout, self.training)
+        out, costs = operators.down_pool_bands(x, *w, self.axes, layout, self.training, max_window)
         self._keep_regularization(x, out.dtype, costs)
         return out
 
@@ -453,6 +453,11 @@ _DOC = """Learned lifting pooling over {n}d inputs: halves each lifted axis and 
         lambda_p: weight of ``mean(d^2)`` in :func:`liftswap.regularization_loss`.
         return_details: also return the detail bands, for :class:`LiftUpPool{n}d`.
         axes: spatial axes to lift (negative, e.g. ``(-1,)``); the others pass through. Default all.
+
+    ``forward(x, max_window=None)``: with ``max_window = (kernel_size, padding, dilation)`` the
+    layer pools the stride-1 max pool of ``x`` (``max_pool{n}d(x, kernel_size, 1, padding,
+    dilation)``), as a ``preserve`` conversion's max pool sites do; without a backward to come, a
+    2-D layer's CUDA kernel computes that max pool as it reads ``x``, never writing it.
 
     Shape:
         - Input: :math:`(N, C, {shape_in})`.

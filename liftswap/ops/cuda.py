@@ -40,7 +40,7 @@ except Exception:  # pragma: no cover - no Triton, or a broken install: the PyTo
     triton = None
 
 __all__ = ["available", "enabled", "on_cpu", "usable", "down_forward", "down_backward", "up_forward", "up_backward",
-           "max_pool_usable", "max_pool_forward", "max_pool_backward"]  # fmt: skip
+           "max_down_usable", "max_pool_usable", "max_pool_forward", "max_pool_backward"]  # fmt: skip
 
 _enabled = os.environ.get("LIFTSWAP_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -445,32 +445,118 @@ if triton is not None:
     def _row_lift(rowp, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
                   BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
         """The first (W) lift of one row of x at columns j and j + 1: (s, d, x_o) at j, then at j + 1.
-        Loads each of the ten samples it reads once (x_e at j-2 .. j+3, x_o at j-1 .. j+2) and
-        computes d at j-1 .. j+2: four P residuals for two columns, not six. Past the row's end
-        the values are the edge's (replicate padding; column j + 1 may not exist: its stores are masked)."""
-        e_m2 = _even_w(rowp, j - 2, Jw, mask)
-        e_m1 = _even_w(rowp, j - 1, Jw, mask)
-        e_0 = _even_w(rowp, j, Jw, mask)
-        e_p1 = _even_w(rowp, j + 1, Jw, mask)
-        e_p2 = _even_w(rowp, j + 2, Jw, mask)
-        e_p3 = _even_w(rowp, j + 3, Jw, mask)
-        o_0 = _odd_w(rowp, j, Jw, W, mask)
-        o_p1 = _odd_w(rowp, j + 1, Jw, W, mask)
-        d_m1 = _sub_op(_odd_w(rowp, j - 1, Jw, W, mask), e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        Loads each of the ten samples it reads once (x_e at j-2 .. j+3, x_o at j-1 .. j+2). Past the
+        row's end the values are the edge's (replicate padding; column j + 1 may not exist: its
+        stores are masked)."""
+        return _lift_w(
+            _even_w(rowp, j - 2, Jw, mask), _even_w(rowp, j - 1, Jw, mask), _even_w(rowp, j, Jw, mask),
+            _even_w(rowp, j + 1, Jw, mask), _even_w(rowp, j + 2, Jw, mask), _even_w(rowp, j + 3, Jw, mask),
+            _odd_w(rowp, j - 1, Jw, W, mask), _odd_w(rowp, j, Jw, W, mask), _odd_w(rowp, j + 1, Jw, W, mask),
+            _odd_w(rowp, j + 2, Jw, W, mask), j, Jw, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U,
+        )  # fmt: skip
+
+    @triton.jit
+    def _lift_w(e_m2, e_m1, e_0, e_p1, e_p2, e_p3, o_m1, o_0, o_p1, o_p2, j, Jw, wp0, wp1, wp2, bp, pwp, pbp,
+                wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """:func:`_row_lift` from its ten samples: d at j-1 .. j+2, four P residuals for two columns, not six."""
+        d_m1 = _sub_op(o_m1, e_m2, e_m1, e_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         d_0 = _sub_op(o_0, e_m1, e_0, e_p1, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         d_p1 = _sub_op(o_p1, e_0, e_p1, e_p2, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
-        d_p2 = _sub_op(_odd_w(rowp, j + 2, Jw, W, mask), e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
+        d_p2 = _sub_op(o_p2, e_p1, e_p2, e_p3, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         s_0 = _add_op(e_0, d_m1, d_0, d_p1, j, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         s_p1 = _add_op(e_p1, d_0, d_p1, d_p2, j + 1, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         return s_0, d_0, o_0, s_p1, d_p1, o_p1
 
+    # --- the preserve mode's stride-1 max pool inside the 2-D down pool's forward (no grad) ---
+    # h = max_pool2d(x, (KH, KW), 1, (PH, PW)) is never written: each sample of h a row lift reads
+    # is the maximum of its window of x. With dilation 1 a window reaching past x's edge holds the
+    # edge element, so clamped taps give -inf padding's maximum with no mask. A thread's row lifts
+    # read ten columns of h (2j-4 .. 2j+6), whose windows share columns of x: a row of x is reduced
+    # along W at all ten once (_pool_xrow: the compiler merges the loads the windows repeat), then
+    # KH such rows along H. In the loop the windows slide down two rows of h per output row: two
+    # new rows of x, the others carried. Samples are taken at nominal columns and rows; past h's
+    # edges they are replaced by the edge's (replicate padding, as _even_w, _odd_w and _row_lifts
+    # clamp) in value space (_pool_row_lift, _pick6).
+
+    @triton.jit
+    def _max_nan(a, b):
+        """max(a, b), NaN if either is (max pooling's NaN)."""
+        return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+    @triton.jit
+    def _tap_max(rowp, c, XW, mask, KW: tl.constexpr, PW: tl.constexpr):
+        """The maximum of a row of x over the window of h's column c: columns c - PW .. c - PW + KW - 1, clamped."""
+        v = _wide(tl.load(rowp + _clamp(c - PW, XW).to(tl.int64), mask=mask, other=0.0))
+        for u in tl.static_range(1, KW):
+            v = _max_nan(v, _wide(tl.load(rowp + _clamp(c - PW + u, XW).to(tl.int64), mask=mask, other=0.0)))
+        return v
+
+    @triton.jit
+    def _pool_xrow(xp, r, XH, XW, j, mask, KW: tl.constexpr, PW: tl.constexpr):
+        """Row r of x (clamped) reduced along W by the windows of the ten columns of h a row lift at
+        j reads, at their nominal (unclamped) columns: evens 2j-4 .. 2j+6, then odds 2j-1 .. 2j+5."""
+        rowp = xp + _clamp(r, XH).to(tl.int64) * XW
+        c = 2 * j
+        return (
+            _tap_max(rowp, c - 4, XW, mask, KW, PW), _tap_max(rowp, c - 2, XW, mask, KW, PW), _tap_max(rowp, c, XW, mask, KW, PW),
+            _tap_max(rowp, c + 2, XW, mask, KW, PW), _tap_max(rowp, c + 4, XW, mask, KW, PW), _tap_max(rowp, c + 6, XW, mask, KW, PW),
+            _tap_max(rowp, c - 1, XW, mask, KW, PW), _tap_max(rowp, c + 1, XW, mask, KW, PW), _tap_max(rowp, c + 3, XW, mask, KW, PW),
+            _tap_max(rowp, c + 5, XW, mask, KW, PW),
+        )  # fmt: skip
+
+    @triton.jit
+    def _vmax2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9):
+        """Two rows' maxima, sample by sample (a window along H)."""
+        return (_max_nan(a0, b0), _max_nan(a1, b1), _max_nan(a2, b2), _max_nan(a3, b3), _max_nan(a4, b4),
+                _max_nan(a5, b5), _max_nan(a6, b6), _max_nan(a7, b7), _max_nan(a8, b8), _max_nan(a9, b9))  # fmt: skip
+
+    @triton.jit
+    def _pool_row_lift(e_m2, e_m1, e_0, e_p1, e_p2, e_p3, o_m1, o_0, o_p1, o_p2, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
+                       wu0, wu1, wu2, bu, pwu, pbu, BASE_P: tl.constexpr, BASE_U: tl.constexpr):  # fmt: skip
+        """:func:`_lift_w` of a row of h from its samples at nominal columns, each past h's edges
+        replaced by the one :func:`_even_w` / :func:`_odd_w` would load (for j < Jw)."""
+        e_m1 = tl.where(j >= 1, e_m1, e_0)
+        e_m2 = tl.where(j >= 2, e_m2, e_m1)
+        e_p1 = tl.where(j + 1 < Jw, e_p1, e_0)
+        e_p2 = tl.where(j + 2 < Jw, e_p2, e_p1)
+        e_p3 = tl.where(j + 3 < Jw, e_p3, e_p2)
+        o_0 = tl.where(2 * j + 1 < W, o_0, e_0)  # (an odd W's last odd sample is its last even one)
+        o_m1 = tl.where(j >= 1, o_m1, o_0)
+        o_p1 = tl.where(j + 1 < Jw, tl.where(2 * j + 3 < W, o_p1, e_p1), o_0)
+        o_p2 = tl.where(j + 2 < Jw, tl.where(2 * j + 5 < W, o_p2, e_p2), o_p1)
+        return _lift_w(e_m2, e_m1, e_0, e_p1, e_p2, e_p3, o_m1, o_0, o_p1, o_p2, j, Jw,
+                       wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+
+    @triton.jit
+    def _pool_h_row(xp, row, XH, XW, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
+                    BASE_P: tl.constexpr, BASE_U: tl.constexpr, KH: tl.constexpr, PH: tl.constexpr, KW: tl.constexpr,
+                    PW: tl.constexpr):  # fmt: skip
+        """:func:`_row_lift` of row ``row`` of h, its window's KH rows of x each read here."""
+        a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = _pool_xrow(xp, row - PH, XH, XW, j, mask, KW, PW)
+        for t in tl.static_range(1, KH):
+            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9 = _pool_xrow(xp, row - PH + t, XH, XW, j, mask, KW, PW)
+            a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = _vmax2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9)
+        return _pool_row_lift(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, j, Jw, W,
+                              wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+
+    @triton.jit
+    def _pick6(take, a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5):
+        """A row lift's six values (two columns' s, d, x_o): a where ``take``, else b."""
+        return (tl.where(take, a0, b0), tl.where(take, a1, b1), tl.where(take, a2, b2),
+                tl.where(take, a3, b3), tl.where(take, a4, b4), tl.where(take, a5, b5))  # fmt: skip
+
     @triton.jit
     def _row_lifts(xp, r, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                   BASE_P: tl.constexpr, BASE_U: tl.constexpr, ODD: tl.constexpr):  # fmt: skip
-        """:func:`_row_lift` of row 2 clamp(r) of x (ODD: the row after it; an odd H repeats its last row)."""
+                   BASE_P: tl.constexpr, BASE_U: tl.constexpr, ODD: tl.constexpr, XH, XW, KH: tl.constexpr,
+                   PH: tl.constexpr, KW: tl.constexpr, PW: tl.constexpr):  # fmt: skip
+        """:func:`_row_lift` of row 2 clamp(r) of x (ODD: the row after it; an odd H repeats its last
+        row); with KH, of that row of h, the stride-1 max pool of x (XH, XW)."""
         row = 2 * _clamp(r, Jh)
         if ODD:
             row = tl.minimum(row + 1, H - 1)
+        if KH > 0:
+            return _pool_h_row(xp, row, XH, XW, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
+                               BASE_P, BASE_U, KH, PH, KW, PW)  # fmt: skip
         return _row_lift(xp + row.to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
 
     @triton.jit
@@ -527,9 +613,10 @@ if triton is not None:
     @triton.jit(do_not_specialize=["ROWS", "N1", "N2"])  # (one build for every size: no variant per divisibility)
     def _down2_forward_kernel(
         x_ptr, out_ptr, y_ptr, gamma_ptr, cost_ptr, wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr,
-        C, H, W, Jh, Jw, ROWS, N1, N2,
+        C, H, W, Jh, Jw, ROWS, N1, N2, XH, XW,
         BASE_P: tl.constexpr, BASE_U: tl.constexpr, COMBINE: tl.constexpr, COSTS: tl.constexpr,
         ACC: tl.constexpr, BLOCK: tl.constexpr, LAYOUT: tl.constexpr, UNROLL: tl.constexpr, OUT: tl.constexpr,
+        KH: tl.constexpr, PH: tl.constexpr, KW: tl.constexpr, PW: tl.constexpr,
     ):  # fmt: skip
         """Both lifts of a 2-D down pool in one launch: each thread owns columns j and j + 1 (a)
         and (b) of ROWS output rows i0 .. i0 + ROWS - 1 of a (H, W) plane. It lifts along W the
@@ -542,24 +629,26 @@ if triton is not None:
         their polyphase places of a (2 Jh, 2 Jw) plane, band (r, q) at (2i + r, 2j + q); LAYOUT 2:
         no bands. COMBINE: y as well; COSTS: this program's parts of the two costs, the sums of
         (s - x_o)^2 and of d^2 over the first lift's positions (the rows each position owns) over N1
-        plus those of the second's over N2 (the costs are then one column sum)."""
+        plus those of the second's over N2 (the costs are then one column sum). KH > 0: the pool
+        lifts h = max_pool2d(x, (KH, KW), 1, (PH, PW)) of x's (XH, XW) planes (H, W: h's), which it
+        computes as it reads (the preserve mode without grad; KH, KW in {2, 3}, dilation 1)."""
         plane, idx, mask, chunk, pair = _grid_positions(tl.cdiv(Jh, ROWS), tl.cdiv(Jw, 2), BLOCK)
         j = 2 * pair
         c = plane % C
         wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu = _load_weights(
             wp_ptr, bp_ptr, pwp_ptr, pbp_ptr, wu_ptr, bu_ptr, pwu_ptr, pbu_ptr, c
         )
-        xp = x_ptr + plane.to(tl.int64) * H * W
+        xp = x_ptr + plane.to(tl.int64) * XH * XW  # (XH, XW = H, W without the pool)
         i = chunk * ROWS
         # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
-        s_m2, d_m2, _, s_m2b, d_m2b, _ = _row_lifts(xp, i - 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-        s_m1, d_m1, _, s_m1b, d_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-        s_0, d_0, xo_0, s_0b, d_0b, xo_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-        s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-        os_m1, od_m1, _, os_m1b, od_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
-        os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
-        os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+        s_m2, d_m2, _, s_m2b, d_m2b, _ = _row_lifts(xp, i - 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+        s_m1, d_m1, _, s_m1b, d_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+        s_0, d_0, xo_0, s_0b, d_0b, xo_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+        s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+        os_m1, od_m1, _, os_m1b, od_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
+        os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
+        os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
         # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
         sd_m = _sub_op(os_m1, s_m2, s_m1, s_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         dd_m = _sub_op(od_m1, d_m2, d_m1, d_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
@@ -573,6 +662,11 @@ if triton is not None:
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         end = tl.minimum(i + ROWS, Jh)  # this thread's output rows: i .. end - 1
+        if KH > 0:  # the rows of x reduced along W the loop carries: below the first step's two new ones
+            first = 2 * i + 4 + KH - PH
+            c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 = _pool_xrow(xp, first - 1, XH, XW, j, mask, KW, PW)
+            if KH == 3:
+                c00, c01, c02, c03, c04, c05, c06, c07, c08, c09 = _pool_xrow(xp, first - 2, XH, XW, j, mask, KW, PW)
         for _ in range((ROWS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with ROWS
             for _u in tl.static_range(UNROLL):
                 ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
@@ -593,8 +687,33 @@ if triton is not None:
                 os_0, od_0, os_0b, od_0b = os_p1, od_p1, os_p1b, od_p1b
                 xo_0, xo_p1, xo1_0, xo_0b, xo_p1b, xo1_0b = xo_p1, xo_p2, xo1_p1, xo_p1b, xo_p2b, xo1_p1b
                 sd_m, sd_0, dd_m, dd_0, sd_mb, sd_0b, dd_mb, dd_0b = sd_0, sd_p, dd_0, dd_p, sd_0b, sd_pb, dd_0b, dd_pb
-                s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
-                os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+                if KH == 0:
+                    s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
+                    os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
+                else:  # rows 2i + 3 (odd) and 2i + 4 of h from rows nr - 2 .. nr + 1 of x, nr and nr + 1 new
+                    nr = 2 * i + 2 + KH - PH
+                    n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 = _pool_xrow(xp, nr, XH, XW, j, mask, KW, PW)
+                    n10, n11, n12, n13, n14, n15, n16, n17, n18, n19 = _pool_xrow(xp, nr + 1, XH, XW, j, mask, KW, PW)
+                    e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(n00, n01, n02, n03, n04, n05, n06, n07, n08, n09,
+                                                                    n10, n11, n12, n13, n14, n15, n16, n17, n18, n19)  # fmt: skip
+                    o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(c10, c11, c12, c13, c14, c15, c16, c17, c18, c19,
+                                                                    n00, n01, n02, n03, n04, n05, n06, n07, n08, n09)  # fmt: skip
+                    if KH == 3:
+                        e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
+                                                                        c10, c11, c12, c13, c14, c15, c16, c17, c18, c19)  # fmt: skip
+                        o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9,
+                                                                        c00, c01, c02, c03, c04, c05, c06, c07, c08, c09)  # fmt: skip
+                        c00, c01, c02, c03, c04, c05, c06, c07, c08, c09 = n00, n01, n02, n03, n04, n05, n06, n07, n08, n09
+                    c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 = n10, n11, n12, n13, n14, n15, n16, n17, n18, n19
+                    # past h's last row the edge's (as _row_lifts clamps): the even row i + 2 is then row i + 1's
+                    # (s_p1, slid), the odd row i + 1 row i's (os_0) or, an odd H's last, its even row (s_p1)
+                    a0, a1, a2, a3, a4, a5 = _pool_row_lift(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
+                                                            wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                    s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _pick6(i + 2 < Jh, a0, a1, a2, a3, a4, a5, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
+                    a0, a1, a2, a3, a4, a5 = _pool_row_lift(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
+                                                            wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                    a0, a1, a2, a3, a4, a5 = _pick6(2 * i + 3 < H, a0, a1, a2, a3, a4, a5, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
+                    os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(i + 1 < Jh, a0, a1, a2, a3, a4, a5, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
         if COSTS:
             n1, n2 = N1.to(ACC), N2.to(ACC)
             tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu1, axis=0) / n1 + tl.sum(cu2, axis=0) / n2)
@@ -1394,11 +1513,14 @@ def _grad_sums(gw: Tensor, params, gg: Tensor | None = None, gamma: Tensor | Non
 _LAYOUT = {"bands": 0, "polyphase": 1, "approximation": 2}  # _down2_forward_kernel's LAYOUT
 
 
-def _down2_forward(x: Tensor, weights, bases, mix: _Mix, with_costs: bool, layout: str = "bands"):
+def _down2_forward(x: Tensor, weights, bases, mix: _Mix, with_costs: bool, layout: str = "bands", pool=None):
     """A 2-D down pool of a (N, C, H, W) tensor in one launch: (y or None, the bands or None, costs
     or None). ``layout``: "bands" (4, N, C, Jh, Jw) and y; "polyphase" the bands at their
-    polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone."""
-    n, c, h, w = x.shape
+    polyphase places (N, C, 2 Jh, 2 Jw), no y; "approximation" y alone. ``pool``: (kernel_size,
+    padding) of a stride-1 max pool the kernel applies to x first (:func:`max_down_usable`)."""
+    n, c, xh, xw = x.shape
+    (kh, kw), (ph, pw) = pool if pool is not None else ((0, 0), (0, 0))
+    h, w = xh + 2 * ph - max(kh - 1, 0), xw + 2 * pw - max(kw - 1, 0)  # the lifted planes: the pool's output
     jh, jw = (h + 1) // 2, (w + 1) // 2
     out = {"bands": (4 * n, c, jh, jw), "polyphase": (n, c, 2 * jh, 2 * jw)}.get(layout)
     out = None if out is None else x.new_empty(out)
@@ -1412,8 +1534,8 @@ def _down2_forward(x: Tensor, weights, bases, mix: _Mix, with_costs: bool, layou
         launch(
             _down2_forward_kernel, nprog,
             x, some, some if y is None else y, mix.gamma, some if sums is None else sums, *weights, c, h, w, jh, jw, rows, *counts,
-            BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
-            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], UNROLL=_UNROLL_ROWS, OUT=mix.out,
+            xh, xw, BASE_P=bases[0], BASE_U=bases[1], COMBINE=y is not None, COSTS=with_costs, ACC=tl_acc,
+            BLOCK=_BLOCK_FUSED, LAYOUT=_LAYOUT[layout], UNROLL=_UNROLL_ROWS, OUT=mix.out, KH=kh, PH=ph, KW=kw, PW=pw,
         )  # fmt: skip
     return y, (out.view((4, n, c, jh, jw)) if layout == "bands" else out), (None if sums is None else sums.sum(0))
 
@@ -1439,26 +1561,28 @@ def bands_usable(x: Tensor, axes) -> bool:
     return _fused_2d(x, axes)
 
 
-def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool):
+def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs: bool, pool=None):
     """``liftswap::lift_down_pool_bands`` in one launch: ``"polyphase"`` writes each band at its
     polyphase place (N, C, 2 Jh, 2 Jw), ``"approximation"`` writes y (LL) and no band;
-    ``(out, costs (2,), or (0,) without with_costs)``."""
+    ``(out, costs (2,), or (0,) without with_costs)``. ``pool``: as :func:`down_forward`'s."""
     params, bases = _operators(predict, update)
     x = x.contiguous()
-    y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout)
+    y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout, pool)
     return (bands if layout == "polyphase" else y), (x.new_empty(0) if costs is None else costs.to(x.dtype))
 
 
-def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True):
+def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True,
+                  pool=None):  # fmt: skip
     """The down pool's forward through the kernels: (y, bands (nb, N, C, ...), the two costs or
-    None). Without ``with_details`` the one-launch 2-D kernel writes y alone (bands None)."""
+    None). Without ``with_details`` the one-launch 2-D kernel writes y alone (bands None).
+    ``pool``: a stride-1 max pool the 2-D kernel applies first (:func:`max_down_usable`)."""
     x = x.contiguous()
     n = x.shape[0]
     weights = _flat(params, x)
     order = list(reversed(axes))
     mix = _Mix.of(output, gamma, x)
     if _fused_2d(x, axes):
-        y, bands, costs = _down2_forward(x, weights, bases, mix, with_costs, "bands" if with_details else "approximation")
+        y, bands, costs = _down2_forward(x, weights, bases, mix, with_costs, "bands" if with_details else "approximation", pool)
         return y, bands, (costs if costs is None or costs.dtype == x.dtype else costs.to(x.dtype))
     bands, costs = x, None
     for i, dim in enumerate(order):
@@ -1589,6 +1713,17 @@ def _unlift_backward(bands, dim: int, weights, bases, g_x: Tensor, gw: Tensor, r
             BASE_P=bases[0], BASE_U=bases[1], BLOCK=_BLOCK_BACKWARD, UP=up, UNROLL=_UNROLL_STEPS, OUT=mix.out, GAMMA=gg is not None,
         )  # fmt: skip
     return g
+
+
+def max_down_usable(x: Tensor, axes, kernel_size, padding, dilation, *weights: Tensor | None) -> bool:
+    """Whether the 2-D down pool's kernel serves the down pool of x's stride-1 max pool itself
+    (``pool`` of :func:`down_forward`): a 2-D layer, windows of 2 or 3 taps per axis, dilation 1
+    (windows past the edge then hold the edge, which clamped loads read)."""
+    return (
+        _fused_2d(x, axes) and len(kernel_size) == 2 and all(k in (2, 3) for k in kernel_size)
+        and all(0 <= p <= k // 2 for k, p in zip(kernel_size, padding)) and all(d == 1 for d in dilation)
+        and usable(x, *weights)
+    )  # fmt: skip
 
 
 def max_pool_usable(x: Tensor, kernel_size) -> bool:
@@ -1736,14 +1871,17 @@ def _operators(predict, update) -> tuple[tuple[Tensor | None, ...], tuple[float,
 
 
 def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, with_costs: bool,
-                 with_details: bool = True):  # fmt: skip
+                 with_details: bool = True, pool=None):  # fmt: skip
     """The down pool's forward: ``(y, details (N, nd, C, *pooled), costs (2,), or (0,) without with_costs)``.
 
     One kernel for a 2-D layer (without ``with_details`` it writes y alone and details has no
     band); else one per lift, the last also combining the bands into y and summing the costs.
+    ``pool`` = (kernel_size, padding): the down pool of ``max_pool2d(x, kernel_size, 1, padding)``,
+    the pool computed inside the 2-D kernel, never written (:func:`max_down_usable` says where).
     """
     params, bases = _operators(predict, update)
-    y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma if output == "gated" else None, params, with_details)
+    gamma = gamma if output == "gated" else None
+    y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma, params, with_details, pool)
     details = y.new_empty((y.shape[0], 0) + tuple(y.shape[1:])) if bands is None else bands[1:].movedim(0, 1)
     return y, details, (x.new_empty(0) if costs is None else costs)
 

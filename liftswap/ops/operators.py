@@ -695,13 +695,20 @@ def _call(route: str, op, *args):
 
 
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str = "LL",
-              gamma: Tensor | None = None, with_costs: bool = False, with_details: bool = True):  # fmt: skip
+              gamma: Tensor | None = None, with_costs: bool = False, with_details: bool = True, max_window=None):  # fmt: skip
     """``(y, details (N, nd, C, *pooled), costs)`` of a LiftDownPool layer, ``costs`` the
     regulariser's (c_u, c_p) as one (2,) tensor, None unless ``with_costs``; see
     :func:`liftswap.layers.lift_down_pool`. Without ``with_details`` the operator may skip
-    writing them (details then has no band, or all where no operator runs)."""
+    writing them (details then has no band, or all where no operator runs). ``max_window``:
+    see :func:`_max_first`."""
     a = Args.of(predict, update, gamma, axes, output)
     route = _route(x, *a.tensors())
+    if max_window is not None:
+        x, fused = _max_first(x, a, max_window, route)
+        if fused:
+            y, details, costs = _profiled(_DOWN, cuda.down_forward, (x, a.predict(), a.update(), a.axes, a.output, a.gamma,
+                                                                      with_costs, with_details, fused))  # fmt: skip
+            return y, details, (costs if with_costs else None)
     if route == "export" and not with_costs:
         y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
         return y, details, None
@@ -713,20 +720,40 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
 
 
 def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], layout: str,
-                    with_costs: bool = False):  # fmt: skip
+                    with_costs: bool = False, max_window=None):  # fmt: skip
     """``(out, costs)``: a LiftDownPool layer's bands, unscaled, laid out as ``layout`` says:
     ``"polyphase"``, every band in its polyphase place (:func:`reference.polyphase`), or
     ``"approximation"``, the approximation band alone (costs None unless ``with_costs``).
-    Exports record the down pool (and the depth-to-space) as standard ops."""
+    Exports record the down pool (and the depth-to-space) as standard ops. ``max_window``: see
+    :func:`_max_first`."""
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     a = Args.of(predict, update, None, axes, "LL")
     route = _route(x, *a.tensors(), onnx_graph=False)
+    if max_window is not None:
+        x, fused = _max_first(x, a, max_window, route)
+        if fused:
+            out, costs = _profiled(_BANDS, cuda.down_forward_bands, (x, a.predict(), a.update(), a.axes, layout, with_costs, fused))
+            return out, (costs if with_costs else None)
     if route in ("op", "direct"):
         out, costs = _call(route, _BANDS, x, *a, layout, with_costs)
         return out, (costs if with_costs else None)
-    y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)
+    y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)  # (x: pooled already)
     return reference.lay_out_bands(y, details, a.axes, layout), costs
+
+
+def _max_first(x: Tensor, a: Args, max_window, route: str):
+    """The down pool's input when ``max_window`` = (kernel_size, padding, dilation) puts
+    :func:`max_pool_stride1` before it (the ``preserve`` mode's max pools): ``(x, (kernel_size,
+    padding))`` where the 2-D down pool's kernel computes the pool as it reads x (an eager call
+    on the CUDA backend with no backward to come: a backward needs the pool's output and winning
+    taps), else ``(max_pool_stride1(x, *max_window), None)``."""
+    k, p, d = (tuple(int(v) for v in t) for t in max_window)
+    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *a.tensors()))
+    if route == "direct" and not grads and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
+        if _backend(x, a, *((cpu, cuda) if x.device.type == "cpu" else (cuda,))) is cuda:
+            return x, (k, p)
+    return max_pool_stride1(x, k, p, d), None
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],

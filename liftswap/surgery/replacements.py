@@ -137,9 +137,7 @@ class LiftPoolReplacement(nn.Module):
             # window sums / divisor (the exporter mistranslates divisor_override, torch 2.14)
             x = F.pad(x, self._pads(lambda a: p[a], lambda a: p[a] + self._extra[a]))
             return _AVG[self.dims](x, k, ones, 0) * (window / self.divisor_override)
-        if not any(self._extra):
-            if self.kind == "max":
-                return max_pool_stride1(x, k, p, d)
+        if not any(self._extra):  # (max pools without extra padding: the lift's max_window, see forward)
             return _AVG[self.dims](x, k, ones, p, False, self.count_include_pad)
         if self.kind == "max":
             if all(v == 1 for v in d):
@@ -173,8 +171,11 @@ class LiftPoolReplacement(nn.Module):
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads, value=-math.inf if self.kind == "max" else 0.0)
         size = x.shape[2:]
-        h = self._stride1_pool(x) if self.prepool else x
-        out = self.lift(h)
+        if self.prepool and self.kind == "max" and not any(self._extra):
+            # the lift pools max_pool_stride1(x): its kernel may do so as it reads x (no h written)
+            out = self.lift(x, max_window=(self.kernel_size, self.padding, self.dilation))
+        else:
+            out = self.lift(self._stride1_pool(x) if self.prepool else x)
         y, details = out if isinstance(out, tuple) else (out, None)
         for axis, mode in enumerate(self._fit_modes):
             if mode is not None:
