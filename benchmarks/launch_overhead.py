@@ -85,6 +85,26 @@ def main(argv=None) -> int:
                 rows.append({**row, **{f"{p}_ratio": v / (base * 1e6) for p, v in us.items()}})
                 print(f"{part:<8} {layer:<16} {us['run']:9.1f} {us['dispatcher']:14.1f} {us['direct']:10.1f} {base * 1e6:13.1f} "
                       f"{us['run'] / (base * 1e6):10.2f} {us['dispatcher'] / (base * 1e6):15.2f} {us['direct'] / (base * 1e6):11.2f}")  # fmt: skip
+        # a preserve-converted MaxPool2d(3, 2, 1) without grad: its max pool inside the lift's kernel
+        # (one launch) or run first (LIFTSWAP_TRITON_MAX_INSIDE=0: two launches and two operators)
+        site = liftswap.patch(torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, 1)), example_inputs=x).eval()  # (preserve: the default)
+
+        def preserve(inside: bool):
+            def call():
+                lift_triton._MAX_INSIDE = inside
+                try:
+                    with torch.no_grad():
+                        return site(x)
+                finally:
+                    lift_triton._MAX_INSIDE = True
+
+            return call
+
+        times = interleaved_times({"one": preserve(True), "two": preserve(False), "MaxPool2d": calls["MaxPool2d"][0]}, args.repeats)
+        us = {k: v * 1e6 for k, v in times.items()}
+        preserve_row = {"one_launch_us": us["one"], "two_launches_us": us["two"], "maxpool_us": us["MaxPool2d"]}
+        print(f"preserve MaxPool2d(3, 2, 1) site, no grad: max pool inside {us['one']:.1f} us ({us['one'] / us['MaxPool2d']:.2f}x), "
+              f"first {us['two']:.1f} us ({us['two'] / us['MaxPool2d']:.2f}x); MaxPool2d {us['MaxPool2d']:.1f} us")  # fmt: skip
         # one launch of the backward kernel, captured from a layer's backward
         seen = []
         kernel = lift_triton._lift_backward_kernel
@@ -111,7 +131,8 @@ def main(argv=None) -> int:
         print(f"one backward-kernel launch ({len(a) + len(kw)} arguments): run() {launch_us['run()']:.1f} us, "
               f"direct {launch_us['direct']:.1f} us")  # fmt: skip
     write_json(args.out, {"torch": torch.__version__, "triton": triton.__version__, "shape": list(x.shape), "repeats": args.repeats,
-                          "date": time.strftime("%Y-%m-%d"), "rows": rows, "backward_kernel_launch_us": launch_us})  # fmt: skip
+                          "date": time.strftime("%Y-%m-%d"), "rows": rows, "backward_kernel_launch_us": launch_us,
+                          "preserve_site_no_grad": preserve_row})  # fmt: skip
     return 0
 
 

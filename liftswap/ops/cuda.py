@@ -55,6 +55,9 @@ _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
+# The preserve mode's stride-1 max pool inside the 2-D down pool's forward when no backward is to
+# come (max_down_usable), instead of a launch of its own that writes the pooled tensor.
+_MAX_INSIDE = os.environ.get("LIFTSWAP_TRITON_MAX_INSIDE", "1") != "0"
 # Output rows per thread of the 2-D down pool's forward: its windows slide down (2 rows of x lifted
 # along W and one second-lift d per band per further output row, instead of 8 and 3), so the first
 # rows' full windows, once per thread, weigh less the more rows follow. The kernel loops over its
@@ -471,10 +474,11 @@ if triton is not None:
     # h = max_pool2d(x, (KH, KW), 1, (PH, PW)) is never written: each sample of h a row lift reads
     # is the maximum of its window of x. With dilation 1 a window reaching past x's edge holds the
     # edge element, so clamped taps give -inf padding's maximum with no mask. A thread's row lifts
-    # read ten columns of h (2j-4 .. 2j+6), whose windows share columns of x: a row of x is reduced
-    # along W at all ten once (_pool_xrow: the compiler merges the loads the windows repeat), then
-    # KH such rows along H. In the loop the windows slide down two rows of h per output row: two
-    # new rows of x, the others carried. Samples are taken at nominal columns and rows; past h's
+    # read ten columns of h (2j-4 .. 2j+6), whose windows share columns of x: a row of x is loaded
+    # once at the 12 or 13 columns they span and reduced along W at all ten (_pool_xrow), then KH
+    # such rows along H. The windows slide down two rows of h per output row (the first window of
+    # the thread too: _pool_pair): two new rows of x, the others carried (11 rows of x for the
+    # first window's 8 rows of h with 3-row windows, not 24). Samples are taken at nominal columns and rows; past h's
     # edges they are replaced by the edge's (replicate padding, as _even_w, _odd_w and _row_lifts
     # clamp) in value space (_pool_row_lift, _pick6).
 
@@ -484,24 +488,34 @@ if triton is not None:
         return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
     @triton.jit
-    def _tap_max(rowp, c, XW, mask, KW: tl.constexpr, PW: tl.constexpr):
-        """The maximum of a row of x over the window of h's column c: columns c - PW .. c - PW + KW - 1, clamped."""
-        v = _wide(tl.load(rowp + _clamp(c - PW, XW).to(tl.int64), mask=mask, other=0.0))
-        for u in tl.static_range(1, KW):
-            v = _max_nan(v, _wide(tl.load(rowp + _clamp(c - PW + u, XW).to(tl.int64), mask=mask, other=0.0)))
-        return v
+    def _col(rowp, c, XW, mask):
+        """x at column c of a row, clamped."""
+        return _wide(tl.load(rowp + _clamp(c, XW).to(tl.int64), mask=mask, other=0.0))
+
+    @triton.jit
+    def _win(a, b, c, KW: tl.constexpr):
+        """The maximum of a window of KW (2 or 3) taps a, b (, c)."""
+        m = _max_nan(a, b)
+        if KW == 3:
+            m = _max_nan(m, c)
+        return m
 
     @triton.jit
     def _pool_xrow(xp, r, XH, XW, j, mask, KW: tl.constexpr, PW: tl.constexpr):
         """Row r of x (clamped) reduced along W by the windows of the ten columns of h a row lift at
-        j reads, at their nominal (unclamped) columns: evens 2j-4 .. 2j+6, then odds 2j-1 .. 2j+5."""
+        j reads, at their nominal (unclamped) columns: evens 2j-4 .. 2j+6, then odds 2j-1 .. 2j+5.
+        Their windows span columns 2j-4-PW .. 2j+5-PW+KW of x: each is loaded once."""
         rowp = xp + _clamp(r, XH).to(tl.int64) * XW
-        c = 2 * j
+        c = 2 * j - 4 - PW  # column v0
+        v0, v1, v2, v3 = _col(rowp, c, XW, mask), _col(rowp, c + 1, XW, mask), _col(rowp, c + 2, XW, mask), _col(rowp, c + 3, XW, mask)
+        v4, v5, v6, v7 = _col(rowp, c + 4, XW, mask), _col(rowp, c + 5, XW, mask), _col(rowp, c + 6, XW, mask), _col(rowp, c + 7, XW, mask)
+        v8, v9, v10, v11 = _col(rowp, c + 8, XW, mask), _col(rowp, c + 9, XW, mask), _col(rowp, c + 10, XW, mask), _col(rowp, c + 11, XW, mask)
+        v12 = v11  # (read by 3-tap windows only)
+        if KW == 3:
+            v12 = _col(rowp, c + 12, XW, mask)
         return (
-            _tap_max(rowp, c - 4, XW, mask, KW, PW), _tap_max(rowp, c - 2, XW, mask, KW, PW), _tap_max(rowp, c, XW, mask, KW, PW),
-            _tap_max(rowp, c + 2, XW, mask, KW, PW), _tap_max(rowp, c + 4, XW, mask, KW, PW), _tap_max(rowp, c + 6, XW, mask, KW, PW),
-            _tap_max(rowp, c - 1, XW, mask, KW, PW), _tap_max(rowp, c + 1, XW, mask, KW, PW), _tap_max(rowp, c + 3, XW, mask, KW, PW),
-            _tap_max(rowp, c + 5, XW, mask, KW, PW),
+            _win(v0, v1, v2, KW), _win(v2, v3, v4, KW), _win(v4, v5, v6, KW), _win(v6, v7, v8, KW), _win(v8, v9, v10, KW),
+            _win(v10, v11, v12, KW), _win(v3, v4, v5, KW), _win(v5, v6, v7, KW), _win(v7, v8, v9, KW), _win(v9, v10, v11, KW),
         )  # fmt: skip
 
     @triton.jit
@@ -528,35 +542,39 @@ if triton is not None:
                        wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
 
     @triton.jit
-    def _pool_h_row(xp, row, XH, XW, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                    BASE_P: tl.constexpr, BASE_U: tl.constexpr, KH: tl.constexpr, PH: tl.constexpr, KW: tl.constexpr,
-                    PW: tl.constexpr):  # fmt: skip
-        """:func:`_row_lift` of row ``row`` of h, its window's KH rows of x each read here."""
-        a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = _pool_xrow(xp, row - PH, XH, XW, j, mask, KW, PW)
-        for t in tl.static_range(1, KH):
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9 = _pool_xrow(xp, row - PH + t, XH, XW, j, mask, KW, PW)
-            a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = _vmax2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9)
-        return _pool_row_lift(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, j, Jw, W,
-                              wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-
-    @triton.jit
     def _pick6(take, a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5):
         """A row lift's six values (two columns' s, d, x_o): a where ``take``, else b."""
         return (tl.where(take, a0, b0), tl.where(take, a1, b1), tl.where(take, a2, b2),
                 tl.where(take, a3, b3), tl.where(take, a4, b4), tl.where(take, a5, b5))  # fmt: skip
 
     @triton.jit
+    def _pool_pair(xp, nr, XH, XW, j, mask, c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
+                   c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, KH: tl.constexpr, KW: tl.constexpr, PW: tl.constexpr):  # fmt: skip
+        """One slide of the windows: rows nr and nr + 1 of x reduced along W (:func:`_pool_xrow`)
+        after the carried rows nr - 2 (c0.., KH 3) and nr - 1 (c1..), whose windows end the odd and
+        the even row of h that follow: (the odd row's ten samples, the even row's, then rows nr
+        and nr + 1 reduced along W, carried on)."""
+        n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 = _pool_xrow(xp, nr, XH, XW, j, mask, KW, PW)
+        n10, n11, n12, n13, n14, n15, n16, n17, n18, n19 = _pool_xrow(xp, nr + 1, XH, XW, j, mask, KW, PW)
+        e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(n00, n01, n02, n03, n04, n05, n06, n07, n08, n09,
+                                                        n10, n11, n12, n13, n14, n15, n16, n17, n18, n19)  # fmt: skip
+        o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(c10, c11, c12, c13, c14, c15, c16, c17, c18, c19,
+                                                        n00, n01, n02, n03, n04, n05, n06, n07, n08, n09)  # fmt: skip
+        if KH == 3:
+            e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
+                                                            c10, c11, c12, c13, c14, c15, c16, c17, c18, c19)  # fmt: skip
+            o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9,
+                                                            c00, c01, c02, c03, c04, c05, c06, c07, c08, c09)  # fmt: skip
+        return (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
+                n00, n01, n02, n03, n04, n05, n06, n07, n08, n09, n10, n11, n12, n13, n14, n15, n16, n17, n18, n19)  # fmt: skip
+
+    @triton.jit
     def _row_lifts(xp, r, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                   BASE_P: tl.constexpr, BASE_U: tl.constexpr, ODD: tl.constexpr, XH, XW, KH: tl.constexpr,
-                   PH: tl.constexpr, KW: tl.constexpr, PW: tl.constexpr):  # fmt: skip
-        """:func:`_row_lift` of row 2 clamp(r) of x (ODD: the row after it; an odd H repeats its last
-        row); with KH, of that row of h, the stride-1 max pool of x (XH, XW)."""
+                   BASE_P: tl.constexpr, BASE_U: tl.constexpr, ODD: tl.constexpr):  # fmt: skip
+        """:func:`_row_lift` of row 2 clamp(r) of x (ODD: the row after it; an odd H repeats its last row)."""
         row = 2 * _clamp(r, Jh)
         if ODD:
             row = tl.minimum(row + 1, H - 1)
-        if KH > 0:
-            return _pool_h_row(xp, row, XH, XW, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu,
-                               BASE_P, BASE_U, KH, PH, KW, PW)  # fmt: skip
         return _row_lift(xp + row.to(tl.int64) * W, j, Jw, W, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)
 
     @triton.jit
@@ -640,15 +658,57 @@ if triton is not None:
         )
         xp = x_ptr + plane.to(tl.int64) * XH * XW  # (XH, XW = H, W without the pool)
         i = chunk * ROWS
-        # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
-        s_m2, d_m2, _, s_m2b, d_m2b, _ = _row_lifts(xp, i - 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-        s_m1, d_m1, _, s_m1b, d_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-        s_0, d_0, xo_0, s_0b, d_0b, xo_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-        s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-        os_m1, od_m1, _, os_m1b, od_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
-        os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
-        os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
+        if KH == 0:
+            # the first lift at the even rows 2 clamp(i + k), k = -2..2, and the odd rows of k = -1..1
+            s_m2, d_m2, _, s_m2b, d_m2b, _ = _row_lifts(xp, i - 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+            s_m1, d_m1, _, s_m1b, d_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+            s_0, d_0, xo_0, s_0b, d_0b, xo_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+            s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+            s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+            os_m1, od_m1, _, os_m1b, od_m1b, _ = _row_lifts(xp, i - 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+            os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _row_lifts(xp, i, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+            os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+        else:  # h's rows 2i - 4 .. 2i + 4 from rows of x slid down as the loop slides them, clamped after
+            nr = 2 * i - 4 + KH - PH  # the first slide's new rows of x (it ends rows 2i - 3 and 2i - 2 of h)
+            c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 = _pool_xrow(xp, nr - 1, XH, XW, j, mask, KW, PW)
+            c00, c01, c02, c03, c04, c05, c06, c07, c08, c09 = _pool_xrow(xp, nr - 2, XH, XW, j, mask, KW, PW)
+            e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
+                                                            c10, c11, c12, c13, c14, c15, c16, c17, c18, c19)  # fmt: skip
+            if KH == 3:  # (else rows nr - 2 and nr - 1 are row 2i - 4's window)
+                t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 = _pool_xrow(xp, nr - 3, XH, XW, j, mask, KW, PW)
+                e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, t0, t1, t2, t3, t4, t5, t6, t7, t8, t9)
+            s_m2, d_m2, xo_m2, s_m2b, d_m2b, xo_m2b = _pool_row_lift(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, j, Jw, W,
+                                                                    wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+            for k in tl.static_range(4):  # slides ending rows (2i - 3, 2i - 2), (2i - 1, 2i), (2i + 1, 2i + 2), (2i + 3, 2i + 4)
+                (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
+                 c00, c01, c02, c03, c04, c05, c06, c07, c08, c09, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) = _pool_pair(
+                    xp, nr + 2 * k, XH, XW, j, mask, c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
+                    c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, KH, KW, PW)  # fmt: skip
+                es, ed, exo, esb, edb, exob = _pool_row_lift(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, j, Jw, W,
+                                                             wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                if k == 0:
+                    s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b = es, ed, exo, esb, edb, exob
+                else:
+                    os_, od_, oxo, os_b, od_b, oxob = _pool_row_lift(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, j, Jw, W,
+                                                                     wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
+                    if k == 1:
+                        s_0, d_0, xo_0, s_0b, d_0b, xo_0b = es, ed, exo, esb, edb, exob
+                        os_m1, od_m1, xo1_m1, os_m1b, od_m1b, xo1_m1b = os_, od_, oxo, os_b, od_b, oxob
+                    elif k == 2:
+                        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = es, ed, exo, esb, edb, exob
+                        os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = os_, od_, oxo, os_b, od_b, oxob
+                    else:
+                        s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = es, ed, exo, esb, edb, exob
+                        os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = os_, od_, oxo, os_b, od_b, oxob
+            # rows past h's edges: the edge's, as _row_lifts clamps (the thread's row i < Jh)
+            s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b = _pick6(i >= 1, s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
+            s_m2, d_m2, xo_m2, s_m2b, d_m2b, xo_m2b = _pick6(i >= 2, s_m2, d_m2, xo_m2, s_m2b, d_m2b, xo_m2b, s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b)
+            s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _pick6(i + 1 < Jh, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
+            s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _pick6(i + 2 < Jh, s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
+            os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _pick6(2 * i + 1 < H, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
+            os_m1, od_m1, xo1_m1, os_m1b, od_m1b, xo1_m1b = _pick6(i >= 1, os_m1, od_m1, xo1_m1, os_m1b, od_m1b, xo1_m1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
+            os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(2 * i + 3 < H, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
+            os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(i + 1 < Jh, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
         # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
         sd_m = _sub_op(os_m1, s_m2, s_m1, s_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         dd_m = _sub_op(od_m1, d_m2, d_m1, d_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
@@ -662,11 +722,6 @@ if triton is not None:
         cu1 = tl.zeros((BLOCK,), ACC)
         cp1, cu2, cp2 = cu1, cu1, cu1
         end = tl.minimum(i + ROWS, Jh)  # this thread's output rows: i .. end - 1
-        if KH > 0:  # the rows of x reduced along W the loop carries: below the first step's two new ones
-            first = 2 * i + 4 + KH - PH
-            c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 = _pool_xrow(xp, first - 1, XH, XW, j, mask, KW, PW)
-            if KH == 3:
-                c00, c01, c02, c03, c04, c05, c06, c07, c08, c09 = _pool_xrow(xp, first - 2, XH, XW, j, mask, KW, PW)
         for _ in range((ROWS + UNROLL - 1) // UNROLL):  # a loop: the build's time does not grow with ROWS
             for _u in tl.static_range(UNROLL):
                 ll, lh, hl, hh, sd_p, dd_p = _second_lift(s_0, s_p1, s_p2, d_0, d_p1, d_p2, os_p1, od_p1, sd_m, sd_0, dd_m, dd_0, i, Jh,
@@ -688,23 +743,13 @@ if triton is not None:
                 xo_0, xo_p1, xo1_0, xo_0b, xo_p1b, xo1_0b = xo_p1, xo_p2, xo1_p1, xo_p1b, xo_p2b, xo1_p1b
                 sd_m, sd_0, dd_m, dd_0, sd_mb, sd_0b, dd_mb, dd_0b = sd_0, sd_p, dd_0, dd_p, sd_0b, sd_pb, dd_0b, dd_pb
                 if KH == 0:
-                    s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False, XH, XW, KH, PH, KW, PW)
-                    os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True, XH, XW, KH, PH, KW, PW)
-                else:  # rows 2i + 3 (odd) and 2i + 4 of h from rows nr - 2 .. nr + 1 of x, nr and nr + 1 new
-                    nr = 2 * i + 2 + KH - PH
-                    n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 = _pool_xrow(xp, nr, XH, XW, j, mask, KW, PW)
-                    n10, n11, n12, n13, n14, n15, n16, n17, n18, n19 = _pool_xrow(xp, nr + 1, XH, XW, j, mask, KW, PW)
-                    e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(n00, n01, n02, n03, n04, n05, n06, n07, n08, n09,
-                                                                    n10, n11, n12, n13, n14, n15, n16, n17, n18, n19)  # fmt: skip
-                    o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(c10, c11, c12, c13, c14, c15, c16, c17, c18, c19,
-                                                                    n00, n01, n02, n03, n04, n05, n06, n07, n08, n09)  # fmt: skip
-                    if KH == 3:
-                        e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _vmax2(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
-                                                                        c10, c11, c12, c13, c14, c15, c16, c17, c18, c19)  # fmt: skip
-                        o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 = _vmax2(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9,
-                                                                        c00, c01, c02, c03, c04, c05, c06, c07, c08, c09)  # fmt: skip
-                        c00, c01, c02, c03, c04, c05, c06, c07, c08, c09 = n00, n01, n02, n03, n04, n05, n06, n07, n08, n09
-                    c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 = n10, n11, n12, n13, n14, n15, n16, n17, n18, n19
+                    s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _row_lifts(xp, i + 2, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, False)
+                    os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _row_lifts(xp, i + 1, Jh, H, W, j, Jw, mask, wp0, wp1, wp2, bp, pwp, pbp, wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U, True)
+                else:  # rows 2i + 3 (odd) and 2i + 4 of h: two new rows of x, nr and nr + 1
+                    (o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, e0, e1, e2, e3, e4, e5, e6, e7, e8, e9,
+                     c00, c01, c02, c03, c04, c05, c06, c07, c08, c09, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) = _pool_pair(
+                        xp, 2 * i + 2 + KH - PH, XH, XW, j, mask, c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
+                        c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, KH, KW, PW)  # fmt: skip
                     # past h's last row the edge's (as _row_lifts clamps): the even row i + 2 is then row i + 1's
                     # (s_p1, slid), the odd row i + 1 row i's (os_0) or, an odd H's last, its even row (s_p1)
                     a0, a1, a2, a3, a4, a5 = _pool_row_lift(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
@@ -1720,7 +1765,7 @@ def max_down_usable(x: Tensor, axes, kernel_size, padding, dilation, *weights: T
     (``pool`` of :func:`down_forward`): a 2-D layer, windows of 2 or 3 taps per axis, dilation 1
     (windows past the edge then hold the edge, which clamped loads read)."""
     return (
-        _fused_2d(x, axes) and len(kernel_size) == 2 and all(k in (2, 3) for k in kernel_size)
+        _MAX_INSIDE and _fused_2d(x, axes) and len(kernel_size) == 2 and all(k in (2, 3) for k in kernel_size)
         and all(0 <= p <= k // 2 for k, p in zip(kernel_size, padding)) and all(d == 1 for d in dilation)
         and usable(x, *weights)
     )  # fmt: skip
