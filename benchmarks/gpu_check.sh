@@ -57,9 +57,10 @@ for shape in 8,64,112,112; do  # file names without commas: the device tool retu
         > "$RES/profile_${shape//,/x}.log" 2>&1
     grep "^==" "$RES/profile_${shape//,/x}.log"
 done
-# the same with every launch through Triton's JITFunction.run (ops/triton_launch.py's shortcut off)
-# and with every call through the dispatcher (ops/operators.py's direct callers off): before/after
-for switch in LIFTSWAP_TRITON_FAST_LAUNCH LIFTSWAP_DIRECT_CALLS; do
+# the same with every launch through Triton's JITFunction.run (ops/triton_launch.py's shortcut off),
+# with every call through the dispatcher (ops/operators.py's direct callers off) and with the preserve
+# site's max pool launched before the lift (not inside its kernel): before/after
+for switch in LIFTSWAP_TRITON_FAST_LAUNCH LIFTSWAP_DIRECT_CALLS LIFTSWAP_TRITON_MAX_INSIDE; do
     name="profile_8x64x112x112_${switch,,}_0"
     (cd benchmarks && env "$switch=0" timeout 30 python3 profile_layer.py --device "$DEVICE" --shape 8,64,112,112 \
         --out "$RES/$name.json") > "$RES/$name.log" 2>&1

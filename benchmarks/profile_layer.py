@@ -1,6 +1,7 @@
 """Where one layer call's time goes: host (Python, dispatch, launches) against device kernels.
 
-For LiftDownPool2d (haar, gated, train mode) and MaxPool2d(3, 2, 1): the host time of a loop
+For LiftDownPool2d (haar, gated, train mode), MaxPool2d(3, 2, 1) and a preserve-converted
+MaxPool2d(3, 2, 1) (train mode: the regulariser's costs summed too): the host time of a loop
 of calls without waiting for the device, the synchronised time, and torch.profiler's table of
 the ops and kernels by self time. A layer whose host time exceeds its synchronised device time
 is launch-bound: fewer launches and less Python, not faster kernels, make it cheaper.
@@ -47,7 +48,10 @@ def main(argv=None) -> int:
     shape = tuple(int(v) for v in args.shape.split(","))
     torch.manual_seed(0)
     x = torch.randn(shape, device=args.device, requires_grad=True)
-    layers = {"MaxPool2d(3,2,1)": torch.nn.MaxPool2d(3, 2, 1), "LiftDownPool2d (haar, gated)": liftswap.LiftDownPool2d(shape[1])}
+    layers = {"MaxPool2d(3,2,1)": torch.nn.MaxPool2d(3, 2, 1), "LiftDownPool2d (haar, gated)": liftswap.LiftDownPool2d(shape[1]),
+              # a preserve-converted MaxPool2d(3, 2, 1): without grad one launch, its max pool inside the lift's
+              # kernel (LIFTSWAP_TRITON_MAX_INSIDE=0: the pool's launch first)
+              "preserve MaxPool2d(3,2,1) site": liftswap.patch(torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, 1)), example_inputs=x[:1].detach())}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     rows = []
     for name, layer in layers.items():
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
         for what, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
             host, total = host_and_total_ms(fn, args.device)
             stubbed = None
-            if name.startswith("Lift") and lift_triton.usable(x):
+            if name.startswith(("Lift", "preserve")) and lift_triton.usable(x):
                 with stubbed_launches():  # what the Triton launches themselves cost the host
                     stubbed, _ = host_and_total_ms(fn, args.device)
             with profile(activities=activities) as prof:
