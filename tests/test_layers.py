@@ -277,6 +277,24 @@ def test_regularization_zero_after_eval_and_none_without_layers():
     assert liftswap.regularization_loss(torch.nn.Linear(2, 2)).item() == 0.0
 
 
+def test_clear_regularization_reaches_every_layer():
+    """clear_regularization forgets every layer's value: nested, shared by two parents, beside a
+    child set to None (what a patched model's pre-forward hook runs)."""
+    from liftswap.layers.regularization import clear_regularization
+
+    shared = liftswap.LiftDownPool2d(4, init="paper")
+    inner = torch.nn.Sequential(liftswap.LiftDownPool2d(4, init="paper"), shared)
+    net = torch.nn.ModuleDict({"a": inner, "b": torch.nn.Sequential(shared)})
+    net.register_module("gone", None)
+    x = torch.randn(2, 4, 8, 8)
+    inner(x)
+    layers = [m for m in net.modules() if isinstance(m, liftswap.LiftDownPool2d)]
+    assert len(layers) == 2 and all(m.last_regularization is not None for m in layers)
+    clear_regularization(net)
+    assert all(m.last_regularization is None for m in layers)
+    assert liftswap.regularization_loss(net).item() == 0.0
+
+
 def test_regularization_holds_no_old_graph():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), liftswap.LiftDownPool2d(4, init="paper"))
     opt = torch.optim.SGD(net.parameters(), lr=0.01)

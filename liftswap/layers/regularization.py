@@ -51,9 +51,9 @@ def clear_regularization(model: nn.Module) -> None:
     stack, seen = [model], set()
     while stack:
         m = stack.pop()
-        if id(m) in seen:  # (a module shared by two parents)
+        if m is None or id(m) in seen:  # (a child set to None; a module shared by two parents)
             continue
         seen.add(id(m))
         if isinstance(m, _LiftDownPoolNd) and m.last_regularization is not None:
             m.last_regularization = None
-        stack.extend(c for c in m._modules.values() if c is not None)
+        stack.extend(m._modules.values())
