@@ -331,11 +331,11 @@ def test_max_pool_stride1_kernels(k, p, d):
         ((2, 3, 9, 8), (3, 3), (1, 1), "gated", 32),  # the ResNet stem's window
         ((2, 3, 9, 8), (2, 2), (0, 0), "LL", 32),  # VGG's: h is one smaller, odd
         ((1, 2, 12, 13), (3, 3), (1, 1), "LL", 1),  # sliding windows, each thread's rows short
-        ((1, 2, 12, 13), (2, 3), (1, 1), "sum", 3),
-        ((1, 2, 7, 5), (3, 2), (0, 1), "gated", 3),
         ((1, 2, 2, 3), (3, 3), (1, 1), "gated", 32),  # planes of 1 and 2 pooled rows and columns
-        ((1, 2, 1, 1), (3, 3), (1, 1), "LL", 32),
-        ((1, 2, 40, 30), (3, 3), (1, 1), "gated", 8),  # a plane over several programs
+        pytest.param((1, 2, 12, 13), (2, 3), (1, 1), "sum", 3, marks=pytest.mark.slow),
+        pytest.param((1, 2, 7, 5), (3, 2), (0, 1), "gated", 3, marks=pytest.mark.slow),
+        pytest.param((1, 2, 1, 1), (3, 3), (1, 1), "LL", 32, marks=pytest.mark.slow),
+        pytest.param((1, 2, 40, 30), (3, 3), (1, 1), "gated", 8, marks=pytest.mark.slow),  # a plane over several programs
     ],
 )
 def test_max_pool_inside_the_down_pool(shape, k, p, output, rows, monkeypatch):
