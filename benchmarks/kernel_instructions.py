@@ -125,13 +125,13 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
             (lt._max_pool_forward_kernel, dict(pool, CODES=True), lt._BLOCK * pool_rows, 4),
             (lt._max_pool_backward_kernel, pool, lt._BLOCK * pool_rows, 4),
         ],
-        # preserve without grad: the lazy lift (LL) of the 3x3 max pool, computed inside its kernel
+        # preserve without grad (its default: a lazy lift, gated, of the 3x3 max pool), the pool inside the lift's kernel
         "preserve max pool 3x3 + lift fwd, no grad (one launch)": [
-            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, OUT=lt._OUT["LL"], COSTS=False, KH=3, PH=1, KW=3, PW=1), *down_fwd[2:])
+            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, COSTS=False, KH=3, PH=1, KW=3, PW=1), *down_fwd[2:])
         ],
         "preserve max pool 3x3 + lift fwd, no grad (two launches)": [
             (lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4),
-            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, OUT=lt._OUT["LL"], COSTS=False), *down_fwd[2:]),
+            (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, COSTS=False), *down_fwd[2:]),
         ],
     }
 
