@@ -5,8 +5,9 @@ convolutions, each a kernel launch) costs its launches, not its arithmetic. Here
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
 registers and L1, so nothing but ``x`` and the weights is kept for backward. A 2-D down pool's
-forward is one launch for both lifts (``_down2_forward_kernel``); elsewhere the down pool's last
-lift combines the bands into ``y`` and sums the regulariser's costs. The last lift's backward
+forward is one launch for both lifts (``_down2_forward_kernel``; without grad it also computes
+the ``preserve`` mode's stride-1 max pool of ``x`` as it reads: :func:`max_down_usable`);
+elsewhere the down pool's last lift combines the bands into ``y`` and sums the regulariser's costs. The last lift's backward
 takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
 program into buffers that one more launch adds up into the gradients (``_grad_sums_kernel``; no
 atomics: the results do not depend on scheduling).
