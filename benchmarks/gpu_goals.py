@@ -139,7 +139,8 @@ def layer_rows(args, device: str) -> list[dict]:
 
 
 def saved_rows(args, device: str) -> list[dict]:
-    """Bytes autograd keeps for backward, the lift against MaxPool (eager and compiled)."""
+    """Bytes autograd keeps for backward, the lift against MaxPool (eager and compiled), and a
+    preserve-converted ``MaxPool2d(3, 2, 1)`` site against the pool it replaces (eager)."""
     c, h, w = args.shapes[0]
     x = torch.randn(args.batch, c, h, w, device=device, requires_grad=True)
     rows = []
@@ -153,6 +154,14 @@ def saved_rows(args, device: str) -> list[dict]:
         rows.append(_row(f"bytes kept for backward {how}, LiftDownPool2d / MaxPool2d batch {args.batch} {c}x{h}x{w}",
                          lift / base, 1.0, args, lift_bytes=lift, maxpool_bytes=base))  # fmt: skip
         print(_line(rows[-1]), flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        site = liftswap.patch(nn.Sequential(nn.MaxPool2d(3, 2, 1)), example_inputs=x[:2].detach()).to(device).train()
+    pool = nn.MaxPool2d(3, 2, 1)
+    lift, base = saved_bytes(lambda: site(x)), saved_bytes(lambda: pool(x))
+    rows.append(_row(f"bytes kept for backward eager, preserve site / MaxPool2d(3, 2, 1) batch {args.batch} {c}x{h}x{w}",
+                     lift / base, 1.0, args, lift_bytes=lift, maxpool_bytes=base))  # fmt: skip
+    print(_line(rows[-1]), flush=True)
     return rows
 
 

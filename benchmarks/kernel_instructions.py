@@ -104,6 +104,10 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
     up_fwd = (lt._up2_forward_kernel, dict(**haar, DETAIL_TERM=True, BLOCK=lt._BLOCK_FUSED, UNROLL=unroll_2d, OUT=gated), lt._BLOCK_FUSED * back, 1, -(-back // unroll_2d))
     pool_rows = lt._per_thread(112, lt._POOL_ROWS)
     pool = dict(KH=3, KW=3, PH=1, PW=1, DH=1, DW=1, BLOCK=lt._BLOCK, ROWS=pool_rows)
+    lazy = dict(BASE_P=0.0, BASE_U=0.0)  # the preserve mode's max pools: a lazy lift, gated
+    lazy_backward = [(w_lift[0], dict(w_lift[1], **lazy), *w_lift[2:]),
+                     (lt._lift_backward_kernel, dict(h_bwd, **lazy), lt._BLOCK_BACKWARD * back, 2, trips),
+                     (w_bwd[0], dict(w_bwd[1], **lazy), *w_bwd[2:])]  # fmt: skip
     return {
         "LiftDownPool2d fwd, no grad": [(down_fwd[0], dict(down_fwd[1], COSTS=False), *down_fwd[2:])],
         "LiftDownPool2d fwd+bwd (backward: 3 launches, re-lift W)": [
@@ -133,6 +137,19 @@ def _launches(lt, acc) -> dict[str, list[tuple]]:
             (lt._max_pool_forward_kernel, dict(pool, CODES=False), lt._BLOCK * pool_rows, 4),
             (down_fwd[0], dict(down_fwd[1], BASE_P=0.0, BASE_U=0.0, COSTS=False), *down_fwd[2:]),
         ],
+        # in training: the forward one launch, its backward runs the pool again (with its winners) before the lift's
+        "preserve max pool 3x3 + lift fwd+bwd (forward: one launch)": [
+            (down_fwd[0], dict(down_fwd[1], **lazy, COSTS=True, KH=3, PH=1, KW=3, PW=1), *down_fwd[2:]),
+            (lt._max_pool_forward_kernel, dict(pool, CODES=True), lt._BLOCK * pool_rows, 4),
+            *lazy_backward,
+            (lt._max_pool_backward_kernel, pool, lt._BLOCK * pool_rows, 4),
+        ],
+        "preserve max pool 3x3 + lift fwd+bwd (forward: two launches)": [
+            (lt._max_pool_forward_kernel, dict(pool, CODES=True), lt._BLOCK * pool_rows, 4),
+            (down_fwd[0], dict(down_fwd[1], **lazy, COSTS=True), *down_fwd[2:]),
+            *lazy_backward,
+            (lt._max_pool_backward_kernel, pool, lt._BLOCK * pool_rows, 4),
+        ],
     }
 
 
@@ -149,6 +166,11 @@ _BYTES = {
     "stride-1 max pool 3x3 fwd+bwd (preserve)": (16 + 16 + 4) + (16 + 4 + 16),
     "preserve max pool 3x3 + lift fwd, no grad (one launch)": 16 + 4,  # x; y
     "preserve max pool 3x3 + lift fwd, no grad (two launches)": (16 + 16) + (16 + 4),  # x; h, then h; y
+    # x; y, then x; h, codes, the lift's backward from h, the pool's (the same bytes in both orders)
+    "preserve max pool 3x3 + lift fwd+bwd (forward: one launch)": (16 + 4) + (16 + 16 + 4) + (16 + 16) + (16 + 4 + 16) + (16 + 16 + 16)
+    + (16 + 4 + 16),
+    "preserve max pool 3x3 + lift fwd+bwd (forward: two launches)": (16 + 16 + 4) + (16 + 4) + (16 + 16) + (16 + 4 + 16)
+    + (16 + 16 + 16) + (16 + 4 + 16),
     "MaxPool2d(3, 2, 1) fwd, no grad": 16 + 4,
     "MaxPool2d(3, 2, 1) fwd+bwd": (16 + 4 + 8) + (4 + 8 + 16 + 16),  # int64 indices; backward zero-fills x's gradient
 }

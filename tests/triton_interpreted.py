@@ -371,10 +371,67 @@ def test_max_pool_inside_the_down_pool(shape, k, p, output, rows, monkeypatch):
     assert max_diff(got, ref) < 1e-12
     for a, b in zip(got_special, ref_special):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, equal_nan=True)
-    counts.clear()
-    with native.enabled(False), lift_triton.on_cpu():  # a backward may come: the pool's winners are kept
-        down(x.clone().requires_grad_(), max_window=window)
-    assert counts == {"_max_pool_forward_kernel": 1, "_down2_forward_kernel": 1}
+
+
+def _weighted_sum(outs) -> torch.Tensor:
+    """A loss that weighs every element of ``outs`` differently (fixed weights)."""
+    return sum((o * torch.cos(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum() for o in outs)
+
+
+@pytest.mark.parametrize(
+    "shape,k,p,output,details",
+    [
+        ((2, 3, 9, 8), (3, 3), (1, 1), "gated", True),  # the ResNet stem's window, y and the details
+        ((1, 2, 7, 6), (2, 2), (0, 0), "LL", False),  # VGG's, y alone (the bands operator's approximation)
+        pytest.param((1, 2, 2, 3), (3, 2), (1, 0), "sum", True, marks=pytest.mark.slow),
+    ],
+)
+def test_max_pool_inside_the_down_pool_with_grad(shape, k, p, output, details, monkeypatch):
+    """With grad too, a 2-D down pool of a stride-1 max pool is one launch forward that keeps x and
+    the weights alone (the two operators would keep the pool's output and winners); its backward
+    (the pool again with its winners, the down pool's backward, the pool's) gives the gradients
+    of x, the weights and gamma, through y, the details and the regulariser, of autograd through
+    PyTorch's max pool and the PyTorch path's lift in float64; with create_graph=True too."""
+    torch.manual_seed(0)
+    down = randomize(LIFT_DOWN_POOLS[2](shape[1], init="paper", output=output, return_details=details), seed=4).double().train()
+    x = torch.randn(shape, dtype=torch.float64)
+    params = list(down.parameters())
+
+    def run(fused, twice=False):
+        xg = x.clone().requires_grad_()
+        saved = {}
+
+        def pack(t):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = down(xg, max_window=(k, p, (1, 1))) if fused else down(torch.nn.functional.max_pool2d(xg, k, 1, p))
+        outs = list(out) if isinstance(out, tuple) else [out]
+        loss = _weighted_sum(outs) + liftswap.regularization_loss(down)
+        grads = torch.autograd.grad(loss, [xg, *params], create_graph=twice)
+        if twice:  # a gradient penalty's: differentiated again, in x and the weights
+            grads = torch.autograd.grad(_weighted_sum(grads[:1]).square(), [xg, *params], allow_unused=True, materialize_grads=True)
+        return [*outs, loss, *grads], sum(saved.values())
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref, _ = run(False)
+        ref_twice, _ = run(False, True)
+    counts = {}
+    for name in ("_down2_forward_kernel", "_max_pool_forward_kernel", "_max_pool_backward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with native.enabled(False), lift_triton.on_cpu():
+        xg = x.clone().requires_grad_()
+        down(xg, max_window=(k, p, (1, 1)))
+        assert counts == {"_down2_forward_kernel": 1}  # the forward: one launch
+        counts.clear()
+        got, kept = run(True)
+        assert counts == {"_down2_forward_kernel": 1, "_max_pool_forward_kernel": 1, "_max_pool_backward_kernel": 1}
+        got_twice, _ = run(True, True)
+    weights = sum(t.numel() * t.element_size() for t in [*params, down._lambdas])
+    assert kept == x.numel() * x.element_size() + weights
+    assert max_diff(got, ref) < 1e-10
+    assert max_diff(got_twice, ref_twice) < 1e-10
 
 
 def test_preserve_converted_net_through_the_kernels(monkeypatch):
@@ -401,7 +458,7 @@ def test_preserve_converted_net_through_the_kernels(monkeypatch):
         monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
-    # both pools: the stride-1 max pool, then the lazy lift
+    # both pools: the lazy lift with the max pool inside, then in backward the pool again with its winners
     assert counts == {"_down2_forward_kernel": 2, "_max_pool_forward_kernel": 2, "_max_pool_backward_kernel": 2}
     assert max_diff(got, ref) < 1e-10
     with torch.no_grad(), native.enabled(False), lift_triton.enabled(False):

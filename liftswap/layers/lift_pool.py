@@ -456,8 +456,8 @@ _DOC = """Learned lifting pooling over {n}d inputs: halves each lifted axis and 
 
     ``forward(x, max_window=None)``: with ``max_window = (kernel_size, padding, dilation)`` the
     layer pools the stride-1 max pool of ``x`` (``max_pool{n}d(x, kernel_size, 1, padding,
-    dilation)``), as a ``preserve`` conversion's max pool sites do; without a backward to come, a
-    2-D layer's CUDA kernel computes that max pool as it reads ``x``, never writing it.
+    dilation)``), as a ``preserve`` conversion's max pool sites do; a 2-D layer's CUDA kernel
+    computes that max pool as it reads ``x``, never writing it (its backward runs it again).
 
     Shape:
         - Input: :math:`(N, C, {shape_in})`.

@@ -5,8 +5,8 @@ convolutions, each a kernel launch) costs its launches, not its arithmetic. Here
 lifts a whole tensor along one axis, and one launch computes its backward: each output
 position recomputes the few neighbours it needs (P and U are 3-tap operators) from ``x`` in
 registers and L1, so nothing but ``x`` and the weights is kept for backward. A 2-D down pool's
-forward is one launch for both lifts (``_down2_forward_kernel``; without grad it also computes
-the ``preserve`` mode's stride-1 max pool of ``x`` as it reads: :func:`max_down_usable`);
+forward is one launch for both lifts (``_down2_forward_kernel``; it can also compute the
+``preserve`` mode's stride-1 max pool of ``x`` as it reads: :func:`max_down_usable`);
 elsewhere the down pool's last lift combines the bands into ``y`` and sums the regulariser's costs. The last lift's backward
 takes ``y``'s and the costs' gradients itself. Weight and gamma gradients are summed per
 program into buffers that one more launch adds up into the gradients (``_grad_sums_kernel``; no
@@ -56,8 +56,8 @@ _BLOCK_FUSED = 128
 # 2-D down and up pools' forwards in one launch each (_down2_forward_kernel, _up2_forward_kernel)
 # instead of one per axis (and, for the up pool, the PyTorch ops recovering the approximation band).
 _FUSED_2D = os.environ.get("LIFTSWAP_TRITON_FUSED_2D", "1") != "0"
-# The preserve mode's stride-1 max pool inside the 2-D down pool's forward when no backward is to
-# come (max_down_usable), instead of a launch of its own that writes the pooled tensor.
+# The preserve mode's stride-1 max pool inside the 2-D down pool's forward (max_down_usable),
+# instead of a launch of its own that writes the pooled tensor (in training, kept for backward).
 _MAX_INSIDE = os.environ.get("LIFTSWAP_TRITON_MAX_INSIDE", "1") != "0"
 # Output rows per thread of the 2-D down pool's forward: its windows slide down (2 rows of x lifted
 # along W and one second-lift d per band per further output row, instead of 8 and 3), so the first
@@ -471,7 +471,7 @@ if triton is not None:
         s_p1 = _add_op(e_p1, d_0, d_p1, d_p2, j + 1, Jw, wu0, wu1, wu2, bu, pwu, pbu, BASE_U)
         return s_0, d_0, o_0, s_p1, d_p1, o_p1
 
-    # --- the preserve mode's stride-1 max pool inside the 2-D down pool's forward (no grad) ---
+    # --- the preserve mode's stride-1 max pool inside the 2-D down pool's forward ---
     # h = max_pool2d(x, (KH, KW), 1, (PH, PW)) is never written: each sample of h a row lift reads
     # is the maximum of its window of x. With dilation 1 a window reaching past x's edge holds the
     # edge element, so clamped taps give -inf padding's maximum with no mask. A thread's row lifts
@@ -547,6 +547,17 @@ if triton is not None:
         """A row lift's six values (two columns' s, d, x_o): a where ``take``, else b."""
         return (tl.where(take, a0, b0), tl.where(take, a1, b1), tl.where(take, a2, b2),
                 tl.where(take, a3, b3), tl.where(take, a4, b4), tl.where(take, a5, b5))  # fmt: skip
+
+    @triton.jit
+    def _newest_rows(i, Jh, H, e0, e1, e2, e3, e4, e5, o0, o1, o2, o3, o4, o5, p0, p1, p2, p3, p4, p5, q0, q1, q2, q3, q4, q5):
+        """The row lifts (:func:`_pick6`'s six values) of h's even row 2i + 4 (e) and odd row
+        2i + 3 (o) as :func:`_row_lifts` reads them at output row i: past h's last row the edge's,
+        the even row 2i + 2's (p) or, for the odd row, the odd row 2i + 1's (q) or, an odd H's
+        last row, the even row 2i + 2's (p)."""
+        e0, e1, e2, e3, e4, e5 = _pick6(i + 2 < Jh, e0, e1, e2, e3, e4, e5, p0, p1, p2, p3, p4, p5)
+        o0, o1, o2, o3, o4, o5 = _pick6(2 * i + 3 < H, o0, o1, o2, o3, o4, o5, p0, p1, p2, p3, p4, p5)
+        o0, o1, o2, o3, o4, o5 = _pick6(i + 1 < Jh, o0, o1, o2, o3, o4, o5, q0, q1, q2, q3, q4, q5)
+        return e0, e1, e2, e3, e4, e5, o0, o1, o2, o3, o4, o5
 
     @triton.jit
     def _pool_pair(xp, nr, XH, XW, j, mask, c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
@@ -650,7 +661,7 @@ if triton is not None:
         (s - x_o)^2 and of d^2 over the first lift's positions (the rows each position owns) over N1
         plus those of the second's over N2 (the costs are then one column sum). KH > 0: the pool
         lifts h = max_pool2d(x, (KH, KW), 1, (PH, PW)) of x's (XH, XW) planes (H, W: h's), which it
-        computes as it reads (the preserve mode without grad; KH, KW in {2, 3}, dilation 1)."""
+        computes as it reads (the preserve mode; KH, KW in {2, 3}, dilation 1)."""
         plane, idx, mask, chunk, pair = _grid_positions(tl.cdiv(Jh, ROWS), tl.cdiv(Jw, 2), BLOCK)
         j = 2 * pair
         c = plane % C
@@ -705,11 +716,11 @@ if triton is not None:
             s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b = _pick6(i >= 1, s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
             s_m2, d_m2, xo_m2, s_m2b, d_m2b, xo_m2b = _pick6(i >= 2, s_m2, d_m2, xo_m2, s_m2b, d_m2b, xo_m2b, s_m1, d_m1, xo_m1, s_m1b, d_m1b, xo_m1b)
             s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b = _pick6(i + 1 < Jh, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
-            s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _pick6(i + 2 < Jh, s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
             os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b = _pick6(2 * i + 1 < H, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b, s_0, d_0, xo_0, s_0b, d_0b, xo_0b)
             os_m1, od_m1, xo1_m1, os_m1b, od_m1b, xo1_m1b = _pick6(i >= 1, os_m1, od_m1, xo1_m1, os_m1b, od_m1b, xo1_m1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
-            os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(2 * i + 3 < H, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
-            os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(i + 1 < Jh, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
+            (s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b) = _newest_rows(
+                i, Jh, H, s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b,
+                s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)  # fmt: skip
         # the second lift's d at rows i - 1 and i of the s band (sd) and the d band (dd)
         sd_m = _sub_op(os_m1, s_m2, s_m1, s_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
         dd_m = _sub_op(od_m1, d_m2, d_m1, d_0, wp0, wp1, wp2, bp, pwp, pbp, BASE_P)
@@ -751,15 +762,13 @@ if triton is not None:
                      c00, c01, c02, c03, c04, c05, c06, c07, c08, c09, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) = _pool_pair(
                         xp, 2 * i + 2 + KH - PH, XH, XW, j, mask, c00, c01, c02, c03, c04, c05, c06, c07, c08, c09,
                         c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, KH, KW, PW)  # fmt: skip
-                    # past h's last row the edge's (as _row_lifts clamps): the even row i + 2 is then row i + 1's
-                    # (s_p1, slid), the odd row i + 1 row i's (os_0) or, an odd H's last, its even row (s_p1)
                     a0, a1, a2, a3, a4, a5 = _pool_row_lift(e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
                                                             wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-                    s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b = _pick6(i + 2 < Jh, a0, a1, a2, a3, a4, a5, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
-                    a0, a1, a2, a3, a4, a5 = _pool_row_lift(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
+                    b0, b1, b2, b3, b4, b5 = _pool_row_lift(o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, j, Jw, W, wp0, wp1, wp2, bp, pwp, pbp,
                                                             wu0, wu1, wu2, bu, pwu, pbu, BASE_P, BASE_U)  # fmt: skip
-                    a0, a1, a2, a3, a4, a5 = _pick6(2 * i + 3 < H, a0, a1, a2, a3, a4, a5, s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b)
-                    os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b = _pick6(i + 1 < Jh, a0, a1, a2, a3, a4, a5, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)
+                    (s_p2, d_p2, xo_p2, s_p2b, d_p2b, xo_p2b, os_p1, od_p1, xo1_p1, os_p1b, od_p1b, xo1_p1b) = _newest_rows(
+                        i, Jh, H, a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5,
+                        s_p1, d_p1, xo_p1, s_p1b, d_p1b, xo_p1b, os_0, od_0, xo1_0, os_0b, od_0b, xo1_0b)  # fmt: skip
         if COSTS:
             n1, n2 = N1.to(ACC), N2.to(ACC)
             tl.store(cost_ptr + tl.program_id(0) * 2, tl.sum(cu1, axis=0) / n1 + tl.sum(cu2, axis=0) / n2)

@@ -653,6 +653,8 @@ def _register() -> tuple:
 
 
 _DOWN, _BANDS, _UP, _MAX_POOL = _register()
+# (_MaxDown's backward: the CUDA backend's, which on CPU tensors is Triton's interpreter in tests)
+_DOWN_BACKWARD, _BANDS_BACKWARD = _down_backward_impl(cuda), _bands_backward_impl(cuda)
 
 
 # --- entry points ------------------------------------------------------------------------------
@@ -706,8 +708,7 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     if max_window is not None:
         x, fused = _max_first(x, a, max_window, route)
         if fused:
-            y, details, costs = _profiled(_DOWN, cuda.down_forward, (x, a.predict(), a.update(), a.axes, a.output, a.gamma,
-                                                                      with_costs, with_details, fused))  # fmt: skip
+            y, details, costs = _max_down(fused, None, x, a, with_costs, with_details)
             return y, details, (costs if with_costs else None)
     if route == "export" and not with_costs:
         y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
@@ -733,7 +734,7 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
     if max_window is not None:
         x, fused = _max_first(x, a, max_window, route)
         if fused:
-            out, costs = _profiled(_BANDS, cuda.down_forward_bands, (x, a.predict(), a.update(), a.axes, layout, with_costs, fused))
+            out, costs = _max_down(fused, layout, x, a, with_costs, True)
             return out, (costs if with_costs else None)
     if route in ("op", "direct"):
         out, costs = _call(route, _BANDS, x, *a, layout, with_costs)
@@ -746,14 +747,68 @@ def _max_first(x: Tensor, a: Args, max_window, route: str):
     """The down pool's input when ``max_window`` = (kernel_size, padding, dilation) puts
     :func:`max_pool_stride1` before it (the ``preserve`` mode's max pools): ``(x, (kernel_size,
     padding))`` where the 2-D down pool's kernel computes the pool as it reads x (an eager call
-    on the CUDA backend with no backward to come: a backward needs the pool's output and winning
-    taps), else ``(max_pool_stride1(x, *max_window), None)``."""
+    on the CUDA backend: :func:`_max_down`), else ``(max_pool_stride1(x, *max_window), None)``."""
     k, p, d = (tuple(int(v) for v in t) for t in max_window)
-    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *a.tensors()))
-    if route == "direct" and not grads and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
+    if route == "direct" and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
         if x.is_cuda or not cpu.usable(x, *a.tensors()):  # (a CPU tensor: Triton's interpreter, in tests)
             return x, (k, p)
     return max_pool_stride1(x, k, p, d), None
+
+
+def _max_down(window, layout: str | None, x: Tensor, a: Args, with_costs: bool, with_details: bool):
+    """The down pool (``layout`` None) or its bands of x's stride-1 max pool of ``window`` =
+    (kernel_size, padding), one launch forward (:func:`_max_first` says where)."""
+    op = _DOWN if layout is None else _BANDS
+    args = (window, layout, with_costs, with_details, x, *a)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *a.tensors())):
+        return _profiled(op, _MaxDown.apply, args)
+    return _profiled(op, _MaxDown.run, args)
+
+
+class _MaxDown(torch.autograd.Function):
+    """The preserve mode's stride-1 max pool and down pool as the 2-D kernel's one launch (the pool
+    computed as it reads x, never written), keeping x and the weights alone for backward, as the
+    pool operators do: the backward runs the pool again with its winning taps (one launch; its
+    output lives until the down pool's backward has read it), the down pool's backward from it,
+    then the pool's. The two operators in turn would keep the pool's output and its winning taps
+    (1 + 1 / itemsize bytes per element of x) from the forward to the backward."""
+
+    @staticmethod
+    def run(window, layout, with_costs, with_details, x, *args):
+        a = Args(*args)
+        if layout is None:
+            return cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details, window)
+        return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs, window)
+
+    @staticmethod
+    def forward(ctx, window, layout, with_costs, with_details, x, *args):
+        out = _MaxDown.run(window, layout, with_costs, with_details, x, *args)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, *args[:_N_TENSORS])
+        ctx.window, ctx.layout, ctx.rest = window, layout, args[_N_TENSORS:]
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *weights = ctx.saved_tensors
+        needs = list(ctx.needs_input_grad[4 : 5 + _N_TENSORS])
+        (k, p), d = ctx.window, (1, 1)
+        *grads, g_costs = grads
+        grads.append(_no_costs(g_costs))
+        if torch.is_grad_enabled():  # create_graph=True: the PyTorch ops, differentiable in turn
+            fn = _down_reference_of(ctx.rest, grads[-1] is not None, ctx.layout)
+            got = _reference_grads(lambda x, *ts: fn(reference.max_pool_stride1(x, k, p, d), *ts), [x, *weights], needs, grads, True)
+        else:
+            h, winners = _max_pool_cuda(x, k, p, d, needs[0])
+            if ctx.layout is None:  # (h's gradient is needed where x's is)
+                got = _DOWN_BACKWARD(h, *weights, *ctx.rest, *grads, needs)
+            else:
+                got = _BANDS_BACKWARD(h, *weights, *ctx.rest, ctx.layout, *grads, needs)
+            got = _grads_in(got, [h, *weights], needs)
+            del h
+            if needs[0]:
+                got[0] = _max_pool_backward_cuda(got[0], winners, list(x.shape), k, p, d)
+        return (None, None, None, None, *got, *[None] * (len(ctx.rest)))
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
