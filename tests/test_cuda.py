@@ -227,3 +227,48 @@ def test_cuda_patched_resnet_keeps_function():
         want = model.cuda()(x.cuda())
         got = patched.cuda()(x.cuda())
     assert norm_rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("window", [(3, 2, 1), (2, 2, 0)])
+def test_cuda_preserve_site_trains_with_its_max_pool_inside(window):
+    """A preserve-converted max pool trains on CUDA as on the float64 CPU path (output, regulariser,
+    the input's and every parameter's gradient), eager, compiled and replayed from a CUDA graph,
+    with the max pool inside the down pool's kernel: autograd keeps x and the weights alone."""
+    torch.manual_seed(0)
+    k, s, p = window
+    x = torch.randn(2, 8, 19, 18, dtype=torch.float64)
+    site = liftswap.patch(torch.nn.Sequential(torch.nn.MaxPool2d(k, s, p)), example_inputs=x.float()).train()
+    randomize(site, seed=3)
+
+    def step(model, t):
+        t = t.clone().requires_grad_(True)
+        out = model(t)
+        loss = out.sin().sum() + liftswap.regularization_loss(site)
+        return [out, loss, *torch.autograd.grad(loss, [t, *site.parameters()])]
+
+    ref = step(site.double(), x)
+    site.float().cuda()
+    xc = x.float().cuda()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t):
+        site(xc)
+    kept = {t.untyped_storage().data_ptr() for t in [*site.parameters(), *site.buffers()]}
+    assert set(saved) - kept == {xc.untyped_storage().data_ptr()}  # x, not the pool's output or winners
+    for model in (site, torch.compile(site)):
+        for g, r in zip(step(model, xc), ref):
+            assert norm_rel_err(g, r) < 1e-5
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step(site, xc)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step(site, xc)
+    fresh = torch.randn_like(xc)
+    xc.copy_(fresh)
+    graph.replay()
+    torch.cuda.synchronize()
+    for g, r in zip(static_out, step(site, fresh)):
+        assert norm_rel_err(g, r) < 1e-6

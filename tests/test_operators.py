@@ -54,6 +54,49 @@ def test_opcheck_max_pool_stride1(shape, k, p, d, backend):
     assert [(t.dtype, t.shape) for t in saved] == [(torch.uint8, ref.shape)]  # one byte per output
 
 
+@pytest.mark.parametrize("shape,window", [((2, 2, 7, 6), [3, 3, 1, 1]), ((1, 2, 5, 8), [2, 3, 0, 1])])
+def test_down_pools_of_a_max_window(shape, window, backend):
+    """Both down pool operators with ``max_window`` (kernel sizes, paddings: the preserve mode's
+    stride-1 max pool, which the CUDA kernel computes as it reads x; elsewhere the pool runs first
+    inside the operator): opcheck, and outputs and every gradient (through the outputs and the
+    costs, then again with create_graph=True) of autograd through PyTorch's max pool and the
+    reference; x and the weights alone are kept for backward."""
+    down = layer(2)
+    a = args_of(down)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    k, p = window[:2], window[2:]
+    torch.library.opcheck(torch.ops.liftswap.lift_down_pool.default, (x, *a, True, True, window))
+    lifted = a._replace(gamma=None, output="LL")  # (the bands operator's arguments: unscaled bands)
+    torch.library.opcheck(torch.ops.liftswap.lift_down_pool_bands.default, (x, *lifted, "polyphase", True, window))
+    weights = [t for t in a.tensors() if t is not None]
+
+    def outputs(pooled):
+        y, details, costs = (torch.ops.liftswap.lift_down_pool(x, *a, True, True, window) if pooled is None
+                             else torch.ops.liftswap.lift_down_pool(pooled, *a, True))  # fmt: skip
+        bands, _ = (torch.ops.liftswap.lift_down_pool_bands(x, *lifted, "polyphase", False, window) if pooled is None
+                    else torch.ops.liftswap.lift_down_pool_bands(pooled, *lifted, "polyphase", False))  # fmt: skip
+        return [y, details, costs, bands]
+
+    def grads(pooled_fn, twice=False):
+        outs = outputs(pooled_fn())
+        loss = sum((o * torch.cos(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum() for o in outs)
+        got = torch.autograd.grad(loss, [x, *weights], create_graph=twice)
+        if twice:
+            got = torch.autograd.grad(got[0].sin().sum(), [x, *weights])
+        return [*outs, *got]
+
+    with cpu.enabled(False):  # the reference: PyTorch's max pool, then the operators on its output
+        ref = grads(lambda: F.max_pool2d(x, k, 1, p))
+        ref_twice = grads(lambda: F.max_pool2d(x, k, 1, p), True)
+    got = grads(lambda: None)
+    assert max(rel_err(g, r) for g, r in zip(got, ref)) < 1e-12
+    assert max(rel_err(g, r) for g, r in zip(grads(lambda: None, True), ref_twice)) < 1e-12
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t):
+        torch.ops.liftswap.lift_down_pool(x, *a, True, True, window)
+    assert {t.untyped_storage().data_ptr() for t in [x, *weights]} == set(saved)
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_gradients_equal_autograd_through_the_reference(dims, backend):
     """The operator's backward (the kernel's, or the reference recomputed and differentiated inside

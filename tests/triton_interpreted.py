@@ -381,7 +381,7 @@ def _weighted_sum(outs) -> torch.Tensor:
 @pytest.mark.parametrize(
     "shape,k,p,output,details",
     [
-        ((2, 3, 9, 8), (3, 3), (1, 1), "gated", True),  # the ResNet stem's window, y and the details
+        ((2, 1, 9, 8), (3, 3), (1, 1), "gated", True),  # the ResNet stem's window, y and the details
         ((1, 2, 7, 6), (2, 2), (0, 0), "LL", False),  # VGG's, y alone (the bands operator's approximation)
         pytest.param((1, 2, 2, 3), (3, 2), (1, 0), "sum", True, marks=pytest.mark.slow),
     ],
@@ -442,7 +442,7 @@ def test_preserve_converted_net_through_the_kernels(monkeypatch):
         torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(3, 2, 1), torch.nn.ReLU(),
         torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.MaxPool2d(2),
     ).double()
-    x = torch.randn(2, 3, 13, 12, dtype=torch.float64)
+    x = torch.randn(1, 3, 13, 12, dtype=torch.float64)
     converted = liftswap.patch(net, example_inputs=x).train()
     randomize(converted, seed=3)
 
@@ -603,6 +603,34 @@ def test_axes_subsets(dims, axes):
     with native.enabled(False), lift_triton.on_cpu():
         got = run()
     assert max_diff([got[2]], [x]) < 1e-12
+    assert max_diff(got, ref) < 1e-10
+
+
+def test_torch_compile_keeps_the_max_pool_inside(monkeypatch):
+    """Compiled, a preserve site is the down pool operator with the max pool's window: one launch
+    forward, the pool run again in backward, as eager; outputs and gradients equal the eager
+    PyTorch path's (the operators' opcheck with a window: tests/test_operators.py)."""
+    down = randomize(LIFT_DOWN_POOLS[2](2, init="lazy", output="gated", return_details=True), seed=8).double()
+    x = torch.randn(1, 2, 9, 8, dtype=torch.float64)
+    window = ((3, 3), (1, 1), (1, 1))
+
+    def run(layer):
+        xg = x.clone().requires_grad_()
+        y, details = layer(xg)
+        loss = _weighted_sum([y, details]) + liftswap.regularization_loss(down)
+        return [y, details, *torch.autograd.grad(loss, [xg, *down.parameters()])]
+
+    with native.enabled(False), lift_triton.enabled(False):
+        ref = run(lambda t: down(torch.nn.functional.max_pool2d(t, 3, 1, 1)))
+    counts = {}
+    for name in ("_down2_forward_kernel", "_max_pool_forward_kernel", "_max_pool_backward_kernel"):
+        monkeypatch.setattr(lift_triton, name, _Counted(getattr(lift_triton, name), counts, name))
+    with native.enabled(False), lift_triton.on_cpu():
+        compiled = torch.compile(lambda t: down(t, max_window=window), fullgraph=True)
+        got = run(compiled)
+        counts.clear()
+        got = run(compiled)  # (compiled already)
+        assert counts == {"_down2_forward_kernel": 1, "_max_pool_forward_kernel": 1, "_max_pool_backward_kernel": 1}
     assert max_diff(got, ref) < 1e-10
 
 

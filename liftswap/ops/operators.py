@@ -3,6 +3,7 @@
 =====================================  =======================================================
 ``liftswap::lift_down_pool``           x -> (y, details, costs): every LiftDownPool layer
 ``liftswap::lift_down_pool_bands``     x -> (bands laid out for a lifted convolution, costs)
+                                       (both: of x's stride-1 max pool given its ``max_window``)
 ``liftswap::lift_up_pool``             (y, details) -> x (even sizes): every LiftUpPool layer
 ``liftswap::max_pool_stride1``         the stride-1 max pool of ``preserve`` conversions
 =====================================  =======================================================
@@ -194,7 +195,12 @@ def _down_reference(x: Tensor, a: Args, with_costs: bool, twice: bool = False):
 def _down_impl(*backends):
     def impl(x: Tensor, *args):
         a, with_costs, with_details = Args(*args[:_N_ARGS]), args[_N_ARGS], _with_details(args)
+        window = _window(args, _N_ARGS + 2)
         backend = _backend(x, a, *backends)
+        if window is not None and backend is cuda and cuda.max_down_usable(x, a.axes, *window, (1, 1), *a.tensors()):
+            return cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details, window)
+        if window is not None:  # (not where _max_first puts a window: a fallback)
+            x = _max_pool_values(x, window)
         if backend is None:
             y, details, costs = _down_reference(x, a, with_costs)
         elif backend is cuda:  # its 2-D kernel then writes y alone
@@ -213,6 +219,28 @@ def _with_details(args) -> bool:
     return args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
 
 
+def _window(args, at: int):
+    """The operator's max_window argument at ``args[at]`` (graphs leave out its default, []) as
+    ((kernel sizes), (paddings)) of a 2-D stride-1 max pool, or None."""
+    flat = args[at] if len(args) > at else ()
+    return ((flat[0], flat[1]), (flat[2], flat[3])) if len(flat) else None
+
+
+def _max_pool_values(x: Tensor, window) -> Tensor:
+    """The stride-1 max pool of ``window`` (dilation 1) of x, without winners (no backward reads them)."""
+    kernels = _MAX_POOL_KERNELS.get(x.device.type, _max_pool_default)
+    return kernels(x, list(window[0]), list(window[1]), [1, 1], False)[0]
+
+
+def _pool_shape(shape, window) -> list[int]:
+    """The shape of the stride-1 max pool of ``window`` of a tensor of ``shape``."""
+    shape = list(shape)
+    if window is not None:
+        for i, (k, p) in enumerate(zip(*window)):
+            shape[2 + i] += 2 * p - (k - 1)
+    return shape
+
+
 def _no_details(x: Tensor, axes) -> Tensor:
     """The details output of a call without details: (N, 0, C, *pooled)."""
     shape = _pooled_shape(x.shape, axes)
@@ -226,7 +254,7 @@ def _costs_fake(x: Tensor, with_costs: bool) -> Tensor:
 
 def _down_fake(x: Tensor, *args):
     axes, costs = args[9], _costs_fake(x, args[_N_ARGS])
-    shape = _pooled_shape(x.shape, axes)
+    shape = _pooled_shape(_pool_shape(x.shape, _window(args, _N_ARGS + 2)), axes)
     if not _with_details(args):
         return x.new_empty(shape), _no_details(x, axes), costs
     bands = x.new_empty([2 ** len(axes)] + shape)  # the details are bands 1.. of one (nb, N, ...) buffer
@@ -236,7 +264,10 @@ def _down_fake(x: Tensor, *args):
 def _down_backward_impl(*backends):
     def impl(x: Tensor, *args):
         a = Args(*args[:_N_ARGS])
-        g_y, g_details, g_costs, needs = args[_N_ARGS:]
+        g_y, g_details, g_costs, needs = args[_N_ARGS : _N_ARGS + 4]
+        window = _window(args, _N_ARGS + 4)
+        if window is not None:
+            return _max_pool_first_backward(x, window, needs, lambda h: impl(h, *args[: _N_ARGS + 4]))
         tensors = (x,) + a.tensors()
         backend = _backend(x, a, *backends)
         if backend is None:
@@ -260,9 +291,24 @@ def _down_backward_impl(*backends):
     return impl
 
 
+def _max_pool_first_backward(x: Tensor, window, needs, backward) -> list[Tensor]:
+    """The gradients of an operator run on x's stride-1 max pool of ``window``: the pool again,
+    with its winners where x's gradient is needed, the operator's ``backward`` from it, then the
+    pool's (the forward kept x alone)."""
+    (k, p), d = (list(v) for v in window), [1, 1]
+    kernels = _MAX_POOL_KERNELS.get(x.device.type, _max_pool_default)
+    h, winners = kernels(x, k, p, d, bool(needs[0]))
+    grads = backward(h)
+    del h
+    if needs[0]:
+        route = _MAX_POOL_BACKWARD_KERNELS.get(x.device.type, _max_pool_backward_default)
+        grads[0] = route(grads[0].contiguous(), winners, list(x.shape), k, p, d)
+    return grads
+
+
 def _down_backward_fake(x: Tensor, *args):
     tensors = (x,) + tuple(args[:_N_TENSORS])
-    needs = args[-1]
+    needs = args[_N_ARGS + 3]
     return [t.new_empty(t.shape) if need and t is not None else x.new_empty(0) for t, need in zip(tensors, needs)]
 
 
@@ -271,6 +317,12 @@ def _down_setup(ctx, inputs, output):
     x, args = inputs[0], inputs[1 : _N_ARGS + 1]
     ctx.save_for_backward(x, *args[:_N_TENSORS])
     ctx.rest = args[_N_TENSORS:]
+    ctx.window = list(_flat_window(_window(inputs, _N_ARGS + 3)))
+
+
+def _flat_window(window) -> tuple:
+    """A window as the operators' max_window argument: kernel sizes then paddings, () for none."""
+    return () if window is None else (*window[0], *window[1])
 
 
 def _no_costs(g_costs: Tensor | None) -> Tensor | None:
@@ -278,12 +330,15 @@ def _no_costs(g_costs: Tensor | None) -> Tensor | None:
     return None if g_costs is None or g_costs.numel() == 0 else g_costs
 
 
-def _down_reference_of(rest, with_costs: bool, layout: str | None = None):
+def _down_reference_of(rest, with_costs: bool, layout: str | None = None, window=()):
     """fn(x, *weights): the down pool's outputs through the reference's PyTorch ops, the weights
     those saved for backward and ``rest`` the operator's arguments after them; ``layout``: the
-    bands operator's outputs."""
+    bands operator's outputs; ``window``: its max_window argument."""
+    window = _window([window], 0)
 
     def fn(x, *ts):
+        if window is not None:
+            x = reference.max_pool_stride1(x, *window, (1, 1))
         a = Args(*ts, *rest[: _N_ARGS - _N_TENSORS])
         y, details, costs = _down_reference(x, a, with_costs, twice=True)
         return (y, details, costs) if layout is None else (reference.lay_out_bands(y, details, a.axes, layout), costs)
@@ -296,10 +351,16 @@ def _down_grad(ctx, g_y, g_details, g_costs):
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
     g_costs = _no_costs(g_costs)
     if torch.is_grad_enabled():  # create_graph=True
-        grads = _reference_grads(_down_reference_of(ctx.rest, g_costs is not None), saved, needs, (g_y, g_details, g_costs), True)
-        return (*grads, None, None, None, None, None, None)
-    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs)
-    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
+        fn = _down_reference_of(ctx.rest, g_costs is not None, window=ctx.window)
+        grads = _reference_grads(fn, saved, needs, (g_y, g_details, g_costs), True)
+        return (*grads, None, None, None, None, None, None, None)
+    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs, *_window_arg(ctx.window))
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None, None)
+
+
+def _window_arg(window) -> tuple:
+    """The trailing max_window argument of a backward operator's call: none where it is the default."""
+    return (window,) if window else ()
 
 
 # --- liftswap::lift_down_pool_bands -----------------------------------------------------------
@@ -313,7 +374,12 @@ _LAYOUTS = ("polyphase", "approximation")
 def _bands_impl(*backends):
     def impl(x: Tensor, *args):
         a, layout, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS], args[_N_ARGS + 1]
+        window = _window(args, _N_ARGS + 2)
         backend = _backend(x, a, *backends)
+        if window is not None and backend is cuda and cuda.max_down_usable(x, a.axes, *window, (1, 1), *a.tensors()):
+            return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs, window)
+        if window is not None:  # (not where _max_first puts a window: a fallback)
+            x = _max_pool_values(x, window)
         if backend is cpu and (layout == "approximation" or cpu.polyphase_usable(x, a.axes)):
             return cpu.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
         if backend is cuda and cuda.bands_usable(x, a.axes):
@@ -327,8 +393,8 @@ def _bands_impl(*backends):
 def _bands_fake(x: Tensor, *args):
     axes, layout, costs = args[9], args[_N_ARGS], _costs_fake(x, args[_N_ARGS + 1])
     if layout == "approximation":
-        return x.new_empty(_pooled_shape(x.shape, axes)), costs
-    shape = list(x.shape)
+        return x.new_empty(_pooled_shape(_pool_shape(x.shape, _window(args, _N_ARGS + 2)), axes)), costs
+    shape = _pool_shape(x.shape, _window(args, _N_ARGS + 2))
     for dim in axes:
         shape[dim] += shape[dim] % 2
     return x.new_empty(shape), costs
@@ -337,7 +403,10 @@ def _bands_fake(x: Tensor, *args):
 def _bands_backward_impl(*backends):
     def impl(x: Tensor, *args):
         a = Args(*args[:_N_ARGS])
-        layout, g_out, g_costs, needs = args[_N_ARGS:]
+        layout, g_out, g_costs, needs = args[_N_ARGS : _N_ARGS + 4]
+        window = _window(args, _N_ARGS + 4)
+        if window is not None:
+            return _max_pool_first_backward(x, window, needs, lambda h: impl(h, *args[: _N_ARGS + 4]))
         if layout == "polyphase" and _backend(x, a, *backends) is cpu and cpu.polyphase_usable(x, a.axes):
             g_x, _, g_weights = cpu.down_backward_polyphase(x, a.predict(), a.update(), a.axes, g_out, g_costs)
             return _grads_out((x,) + a.tensors(), [g_x, *g_weights, None], needs, x)
@@ -353,6 +422,7 @@ def _bands_backward_impl(*backends):
 def _bands_setup(ctx, inputs, output):
     _down_setup(ctx, inputs[: _N_ARGS + 1], output)
     ctx.layout = inputs[_N_ARGS + 1]
+    ctx.window = list(_flat_window(_window(inputs, _N_ARGS + 3)))
 
 
 def _bands_grad(ctx, g_out, g_costs):
@@ -360,10 +430,10 @@ def _bands_grad(ctx, g_out, g_costs):
     needs = list(ctx.needs_input_grad[: 1 + _N_TENSORS])
     g_costs = _no_costs(g_costs)
     if torch.is_grad_enabled():  # create_graph=True
-        fn = _down_reference_of(ctx.rest, g_costs is not None, ctx.layout)
-        return (*_reference_grads(fn, saved, needs, (g_out, g_costs), True), None, None, None, None, None, None)
-    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs)
-    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None)
+        fn = _down_reference_of(ctx.rest, g_costs is not None, ctx.layout, ctx.window)
+        return (*_reference_grads(fn, saved, needs, (g_out, g_costs), True), None, None, None, None, None, None, None)
+    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs, *_window_arg(ctx.window))
+    return (*_grads_in(grads, saved, needs), None, None, None, None, None, None, None)
 
 
 # --- liftswap::lift_up_pool --------------------------------------------------------------------
@@ -523,6 +593,10 @@ def _max_pool_grad(ctx, g, _):
     return ctx.backward(g.contiguous(), winners, *ctx.rest), None, None, None, None
 
 
+_MAX_POOL_KERNELS = {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda}
+_MAX_POOL_BACKWARD_KERNELS = {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda}
+
+
 # --- registration ------------------------------------------------------------------------------
 
 
@@ -626,19 +700,18 @@ def _define_pool(name: str, schema: str, impl, fake, backward_schema: str, backw
 
 
 def _register() -> tuple:
-    down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs, bool with_details=True) -> (Tensor, Tensor, Tensor)",
+    down = _define_pool("lift_down_pool", f"(Tensor x, {_ARGS}, bool with_costs, bool with_details=True, int[] max_window=[]) -> (Tensor, Tensor, Tensor)",
                         _down_impl, _down_fake,
-                        f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs) -> Tensor[]",
+                        f"(Tensor x, {_ARGS}, Tensor? g_y, Tensor? g_details, Tensor? g_costs, bool[] needs, int[] max_window=[]) -> Tensor[]",
                         _down_backward_impl, _down_backward_fake, _down_grad, _down_setup)  # fmt: skip
-    bands = _define_pool("lift_down_pool_bands", f"(Tensor x, {_ARGS}, str layout, bool with_costs) -> (Tensor, Tensor)",
+    bands = _define_pool("lift_down_pool_bands", f"(Tensor x, {_ARGS}, str layout, bool with_costs, int[] max_window=[]) -> (Tensor, Tensor)",
                          _bands_impl, _bands_fake,
-                         f"(Tensor x, {_ARGS}, str layout, Tensor? g_out, Tensor? g_costs, bool[] needs) -> Tensor[]",
+                         f"(Tensor x, {_ARGS}, str layout, Tensor? g_out, Tensor? g_costs, bool[] needs, int[] max_window=[]) -> Tensor[]",
                          _bands_backward_impl, _down_backward_fake, _bands_grad, _bands_setup)  # fmt: skip
     up = _define_pool("lift_up_pool", f"(Tensor y, Tensor details, {_ARGS}) -> Tensor", _up_impl, _up_fake,
                       f"(Tensor y, Tensor details, {_ARGS}, Tensor g_x, bool[] needs) -> Tensor[]",
                       _up_backward_impl, _up_backward_fake, _up_grad, _up_setup)  # fmt: skip
-    kernels = {"cpu": _max_pool_cpu, "cuda": _max_pool_cuda}
-    backward_kernels = {"cpu": _max_pool_backward_cpu, "cuda": _max_pool_backward_cuda}
+    kernels, backward_kernels = _MAX_POOL_KERNELS, _MAX_POOL_BACKWARD_KERNELS
     pool = _define("max_pool_stride1", "(Tensor x, int[] kernel_size, int[] padding, int[] dilation, bool winners) -> (Tensor, Tensor)",
                    _max_pool_default, _max_pool_fake, kernels)  # fmt: skip
     pool_backward = _define("max_pool_stride1_backward",
@@ -653,8 +726,6 @@ def _register() -> tuple:
 
 
 _DOWN, _BANDS, _UP, _MAX_POOL = _register()
-# (_MaxDown's backward: the CUDA backend's, which on CPU tensors is Triton's interpreter in tests)
-_DOWN_BACKWARD, _BANDS_BACKWARD = _down_backward_impl(cuda), _bands_backward_impl(cuda)
 
 
 # --- entry points ------------------------------------------------------------------------------
@@ -705,18 +776,16 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     see :func:`_max_first`."""
     a = Args.of(predict, update, gamma, axes, output)
     route = _route(x, *a.tensors())
+    window = ()
     if max_window is not None:
-        x, fused = _max_first(x, a, max_window, route)
-        if fused:
-            y, details, costs = _max_down(fused, None, x, a, with_costs, with_details)
-            return y, details, (costs if with_costs else None)
+        x, window = _max_first(x, a, max_window, route)
     if route == "export" and not with_costs:
         y, details = reference.down_pool_for_export(x, predict, update, a.axes, output, a.gamma)
         return y, details, None
     if route not in ("op", "direct"):
         y, details, c_u, c_p = reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
         return y, details, (torch.stack((c_u, c_p)) if with_costs else None)
-    y, details, costs = _call(route, _DOWN, x, *a, with_costs, with_details)
+    y, details, costs = _call(route, _DOWN, x, *a, with_costs, with_details, *_window_arg(window))
     return y, details, (costs if with_costs else None)
 
 
@@ -731,84 +800,28 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     a = Args.of(predict, update, None, axes, "LL")
     route = _route(x, *a.tensors(), onnx_graph=False)
+    window = ()
     if max_window is not None:
-        x, fused = _max_first(x, a, max_window, route)
-        if fused:
-            out, costs = _max_down(fused, layout, x, a, with_costs, True)
-            return out, (costs if with_costs else None)
+        x, window = _max_first(x, a, max_window, route)
     if route in ("op", "direct"):
-        out, costs = _call(route, _BANDS, x, *a, layout, with_costs)
+        out, costs = _call(route, _BANDS, x, *a, layout, with_costs, *_window_arg(window))
         return out, (costs if with_costs else None)
     y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)  # (x: pooled already)
     return reference.lay_out_bands(y, details, a.axes, layout), costs
 
 
 def _max_first(x: Tensor, a: Args, max_window, route: str):
-    """The down pool's input when ``max_window`` = (kernel_size, padding, dilation) puts
-    :func:`max_pool_stride1` before it (the ``preserve`` mode's max pools): ``(x, (kernel_size,
-    padding))`` where the 2-D down pool's kernel computes the pool as it reads x (an eager call
-    on the CUDA backend: :func:`_max_down`), else ``(max_pool_stride1(x, *max_window), None)``."""
+    """``(x, window)``: the down pool operator's input and max_window argument when ``max_window``
+    = (kernel_size, padding, dilation) puts :func:`max_pool_stride1` before it (the ``preserve``
+    mode's max pools). Where the CUDA kernels serve it (:func:`cuda.max_down_usable`), an operator
+    call (eager or compiled, not an ONNX graph) takes x and the window, and its 2-D kernel computes
+    the pool as it reads x: the operator keeps x alone for backward, which runs the pool again.
+    Else ``(max_pool_stride1(x, *max_window), ())``."""
     k, p, d = (tuple(int(v) for v in t) for t in max_window)
-    if route == "direct" and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
+    if route in ("direct", "op") and not onnx_exporting() and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
         if x.is_cuda or not cpu.usable(x, *a.tensors()):  # (a CPU tensor: Triton's interpreter, in tests)
-            return x, (k, p)
-    return max_pool_stride1(x, k, p, d), None
-
-
-def _max_down(window, layout: str | None, x: Tensor, a: Args, with_costs: bool, with_details: bool):
-    """The down pool (``layout`` None) or its bands of x's stride-1 max pool of ``window`` =
-    (kernel_size, padding), one launch forward (:func:`_max_first` says where)."""
-    op = _DOWN if layout is None else _BANDS
-    args = (window, layout, with_costs, with_details, x, *a)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *a.tensors())):
-        return _profiled(op, _MaxDown.apply, args)
-    return _profiled(op, _MaxDown.run, args)
-
-
-class _MaxDown(torch.autograd.Function):
-    """The preserve mode's stride-1 max pool and down pool as the 2-D kernel's one launch (the pool
-    computed as it reads x, never written), keeping x and the weights alone for backward, as the
-    pool operators do: the backward runs the pool again with its winning taps (one launch; its
-    output lives until the down pool's backward has read it), the down pool's backward from it,
-    then the pool's. The two operators in turn would keep the pool's output and its winning taps
-    (1 + 1 / itemsize bytes per element of x) from the forward to the backward."""
-
-    @staticmethod
-    def run(window, layout, with_costs, with_details, x, *args):
-        a = Args(*args)
-        if layout is None:
-            return cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details, window)
-        return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs, window)
-
-    @staticmethod
-    def forward(ctx, window, layout, with_costs, with_details, x, *args):
-        out = _MaxDown.run(window, layout, with_costs, with_details, x, *args)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, *args[:_N_TENSORS])
-        ctx.window, ctx.layout, ctx.rest = window, layout, args[_N_TENSORS:]
-        return out
-
-    @staticmethod
-    def backward(ctx, *grads):
-        x, *weights = ctx.saved_tensors
-        needs = list(ctx.needs_input_grad[4 : 5 + _N_TENSORS])
-        (k, p), d = ctx.window, (1, 1)
-        *grads, g_costs = grads
-        grads.append(_no_costs(g_costs))
-        if torch.is_grad_enabled():  # create_graph=True: the PyTorch ops, differentiable in turn
-            fn = _down_reference_of(ctx.rest, grads[-1] is not None, ctx.layout)
-            got = _reference_grads(lambda x, *ts: fn(reference.max_pool_stride1(x, k, p, d), *ts), [x, *weights], needs, grads, True)
-        else:
-            h, winners = _max_pool_cuda(x, k, p, d, needs[0])
-            if ctx.layout is None:  # (h's gradient is needed where x's is)
-                got = _DOWN_BACKWARD(h, *weights, *ctx.rest, *grads, needs)
-            else:
-                got = _BANDS_BACKWARD(h, *weights, *ctx.rest, ctx.layout, *grads, needs)
-            got = _grads_in(got, [h, *weights], needs)
-            del h
-            if needs[0]:
-                got[0] = _max_pool_backward_cuda(got[0], winners, list(x.shape), k, p, d)
-        return (None, None, None, None, *got, *[None] * (len(ctx.rest)))
+            return x, (*k, *p)
+    return max_pool_stride1(x, k, p, d), ()
 
 
 def up_pool(y: Tensor, details: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int],
