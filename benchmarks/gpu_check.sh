@@ -35,16 +35,19 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import torch, triton, onnxruntime as o; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(), '| triton', triton.__version__, '| onnxruntime', o.__version__, o.get_available_providers())"
 
 stage goals
-# The preserve sites' inference kernels (their max pool inside the lift's, about a minute's build
-# each) build beside the layer rows, before the model rows need them: the same models and sizes.
-(timeout 240 python3 -c "
+# The preserve sites' kernels (their max pool inside the lift's, about a minute's build each;
+# inference, then training with the costs) build beside the layer rows, before the model rows
+# need them: the same models and sizes.
+(timeout 300 python3 -c "
 import torch, warnings, liftswap
 warnings.simplefilter('ignore')
 for source in ('torchvision:resnet50', 'timm:vgg13_bn'):
     x = torch.randn(2, 3, 224, 224)
     m = liftswap.patch(liftswap.build_model(source).eval(), example_inputs=x).to('$DEVICE')
-    with torch.no_grad(), torch.autocast(torch.device('$DEVICE').type, dtype=torch.bfloat16):
-        m(x[:1].to('$DEVICE'))
+    with torch.autocast(torch.device('$DEVICE').type, dtype=torch.bfloat16):
+        with torch.no_grad():
+            m(x[:1].to('$DEVICE'))
+        m.train()(x.to('$DEVICE')).float().sum().backward()
 print('preserve kernels built')
 " > "$RES/warm.log" 2>&1 &)
 (cd benchmarks && timeout "${GOALS_LIMIT:-260}" python3 gpu_goals.py --device "$DEVICE" ${GOALS_ARGS:-} --out "$RES/goals.json") 2>&1 \
