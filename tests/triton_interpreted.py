@@ -342,8 +342,8 @@ def test_max_pool_inside_the_down_pool(shape, k, p, output, rows, monkeypatch):
     """Without grad, a 2-D down pool of a stride-1 max pool (max_window: the preserve mode's) is
     one launch that never writes the pool's output: y, the details and the costs equal the PyTorch
     path's lift of PyTorch's max pool; with NaN and -inf in x, the kernels' lift of PyTorch's max
-    pool (the reference's lift spreads NaN through its zero-padded convolutions differently). With
-    grad, the max pool runs first."""
+    pool (the reference's lift spreads NaN through its zero-padded convolutions differently); with
+    grad: test_max_pool_inside_the_down_pool_with_grad."""
     torch.manual_seed(0)
     down = randomize(LIFT_DOWN_POOLS[2](shape[1], init="paper", output=output, return_details=output != "LL"), seed=4).double()
     x = torch.randn(shape, dtype=torch.float64)
