@@ -8,8 +8,9 @@ compared). The calls ``gpu_goals.py`` times for its layer rows (a no-grad forwar
 ways, against MaxPool2d(3, 2, 1), timed in turns: ``run()``, the operators called through the
 dispatcher and the kernels launched through ``kernel[grid]`` (``JITFunction.run``); ``dispatcher``,
 the same with ``liftswap.ops.triton_launch.launch``'s direct launches; ``direct``, the operators'
-direct callers too (``operators._DIRECT``, what an eager call runs). Then one launch of the
-backward kernel alone both ways. The first run builds the kernels (about a minute; Triton
+direct callers too (``operators._DIRECT``, what an eager call runs). A preserve-converted
+MaxPool2d(3, 2, 1) site, no grad and forward+backward, with its max pool inside the lift's kernel
+and launched first. Then one launch of the backward kernel alone both ways. The first run builds the kernels (about a minute; Triton
 caches them).
 
     python benchmarks/launch_overhead.py [--repeats 1000] [--out benchmarks/results/launch_overhead.json]
@@ -104,6 +105,28 @@ def main(argv=None) -> int:
         us = {k: v * 1e6 for k, v in times.items()}
         preserve_row = {"one_launch_us": us["one"], "two_launches_us": us["two"], "maxpool_us": us["MaxPool2d"]}
         print(f"preserve MaxPool2d(3, 2, 1) site, no grad: max pool inside {us['one']:.1f} us ({us['one'] / us['MaxPool2d']:.2f}x), "
+              f"first {us['two']:.1f} us ({us['two'] / us['MaxPool2d']:.2f}x); MaxPool2d {us['MaxPool2d']:.1f} us")  # fmt: skip
+        # the same site training (forward, .sum(), autograd.grad of x and the weights): the forward
+        # one launch and the backward running the pool again, or the pool first (two operators)
+        trained = liftswap.patch(torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, 1)), example_inputs=x).train()
+        xg = x.clone().requires_grad_(True)
+        wanted = [xg, *trained.parameters()]
+
+        def preserve_step(inside: bool):
+            def call():
+                lift_triton._MAX_INSIDE = inside
+                try:
+                    return torch.autograd.grad(trained(xg).sum(), wanted)
+                finally:
+                    lift_triton._MAX_INSIDE = True
+
+            return call
+
+        times = interleaved_times({"one": preserve_step(True), "two": preserve_step(False), "MaxPool2d": calls["MaxPool2d"][1]},
+                                  args.repeats)  # fmt: skip
+        us = {k: v * 1e6 for k, v in times.items()}
+        preserve_row.update(train_one_launch_us=us["one"], train_two_launches_us=us["two"], train_maxpool_us=us["MaxPool2d"])
+        print(f"preserve MaxPool2d(3, 2, 1) site, fwd+bwd: max pool inside {us['one']:.1f} us ({us['one'] / us['MaxPool2d']:.2f}x), "
               f"first {us['two']:.1f} us ({us['two'] / us['MaxPool2d']:.2f}x); MaxPool2d {us['MaxPool2d']:.1f} us")  # fmt: skip
         # one launch of the backward kernel, captured from a layer's backward
         seen = []
