@@ -151,7 +151,10 @@ def usable(x: Tensor, *weights: Tensor | None) -> bool:
     if weights and (weights[0] is None or weights[0].shape[-1] != 3):
         return False
     device = x.device  # (once: each .device makes an object)
-    return all(w is None or w.device == device for w in weights)
+    for w in weights:  # (a loop: a generator costs a microsecond more)
+        if w is not None and w.device != device:
+            return False
+    return True
 
 
 if triton is not None:
@@ -1774,10 +1777,19 @@ def max_down_usable(x: Tensor, axes, kernel_size, padding, dilation, *weights: T
     """Whether the 2-D down pool's kernel serves the down pool of x's stride-1 max pool itself
     (``pool`` of :func:`down_forward`): a 2-D layer, windows of 2 or 3 taps per axis, dilation 1
     (windows past the edge then hold the edge, which clamped loads read)."""
+    return max_window_usable(x, axes, kernel_size, padding, dilation) and usable(x, *weights)
+
+
+def max_window_usable(x: Tensor, axes, kernel_size, padding, dilation) -> bool:
+    """:func:`max_down_usable` for tensors :func:`usable` serves."""
+    return _MAX_INSIDE and _fused_2d(x, axes) and _window_served(tuple(kernel_size), tuple(padding), tuple(dilation))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_served(kernel_size: tuple, padding: tuple, dilation: tuple) -> bool:
     return (
-        _MAX_INSIDE and _fused_2d(x, axes) and len(kernel_size) == 2 and all(k in (2, 3) for k in kernel_size)
+        len(kernel_size) == 2 and all(k in (2, 3) for k in kernel_size)
         and all(0 <= p <= k // 2 for k, p in zip(kernel_size, padding)) and all(d == 1 for d in dilation)
-        and usable(x, *weights)
     )  # fmt: skip
 
 

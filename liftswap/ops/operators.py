@@ -197,7 +197,7 @@ def _down_impl(*backends):
         a, with_costs, with_details = Args(*args[:_N_ARGS]), args[_N_ARGS], _with_details(args)
         window = _window(args, _N_ARGS + 2)
         backend = _backend(x, a, *backends)
-        if window is not None and backend is cuda and cuda.max_down_usable(x, a.axes, *window, (1, 1), *a.tensors()):
+        if window is not None and backend is cuda and cuda.max_window_usable(x, a.axes, *window, (1, 1)):
             return cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details, window)
         if window is not None:  # (not where _max_first puts a window: a fallback)
             x = _max_pool_values(x, window)
@@ -376,7 +376,7 @@ def _bands_impl(*backends):
         a, layout, with_costs = Args(*args[:_N_ARGS]), args[_N_ARGS], args[_N_ARGS + 1]
         window = _window(args, _N_ARGS + 2)
         backend = _backend(x, a, *backends)
-        if window is not None and backend is cuda and cuda.max_down_usable(x, a.axes, *window, (1, 1), *a.tensors()):
+        if window is not None and backend is cuda and cuda.max_window_usable(x, a.axes, *window, (1, 1)):
             return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs, window)
         if window is not None:  # (not where _max_first puts a window: a fallback)
             x = _max_pool_values(x, window)
@@ -817,7 +817,7 @@ def _max_first(x: Tensor, a: Args, max_window, route: str):
     call (eager or compiled, not an ONNX graph) takes x and the window, and its 2-D kernel computes
     the pool as it reads x: the operator keeps x alone for backward, which runs the pool again.
     Else ``(max_pool_stride1(x, *max_window), ())``."""
-    k, p, d = (tuple(int(v) for v in t) for t in max_window)
+    k, p, d = (tuple(map(int, t)) for t in max_window)
     if route in ("direct", "op") and not onnx_exporting() and cuda.max_down_usable(x, a.axes, k, p, d, *a.tensors()):
         if x.is_cuda or not cpu.usable(x, *a.tensors()):  # (a CPU tensor: Triton's interpreter, in tests)
             return x, (*k, *p)
