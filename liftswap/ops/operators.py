@@ -200,7 +200,7 @@ def _down_impl(*backends):
         if window is not None and backend is cuda and cuda.max_window_usable(x, a.axes, *window, (1, 1)):
             return cuda.down_forward(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs, with_details, window)
         if window is not None:  # (not where _max_first puts a window: a fallback)
-            x = _max_pool_values(x, window)
+            x = _max_pool_of(x, window, False)[0]
         if backend is None:
             y, details, costs = _down_reference(x, a, with_costs)
         elif backend is cuda:  # its 2-D kernel then writes y alone
@@ -219,26 +219,28 @@ def _with_details(args) -> bool:
     return args[_N_ARGS + 1] if len(args) > _N_ARGS + 1 else True
 
 
+def _window_arg_at(args, at: int) -> list:
+    """The operator's max_window argument at ``args[at]`` (graphs leave out its default, [])."""
+    return list(args[at]) if len(args) > at else []
+
+
 def _window(args, at: int):
-    """The operator's max_window argument at ``args[at]`` (graphs leave out its default, []) as
-    ((kernel sizes), (paddings)) of a 2-D stride-1 max pool, or None."""
-    flat = args[at] if len(args) > at else ()
-    return ((flat[0], flat[1]), (flat[2], flat[3])) if len(flat) else None
+    """The operator's max_window argument at ``args[at]`` as ((kernel sizes), (paddings)) of a 2-D
+    stride-1 max pool, or None."""
+    flat = _window_arg_at(args, at)
+    return ((flat[0], flat[1]), (flat[2], flat[3])) if flat else None
 
 
-def _max_pool_values(x: Tensor, window) -> Tensor:
-    """The stride-1 max pool of ``window`` (dilation 1) of x, without winners (no backward reads them)."""
+def _max_pool_of(x: Tensor, window, winners: bool) -> tuple[Tensor, Tensor]:
+    """:func:`max_pool_stride1`'s kernels on x with ``window`` (dilation 1): (the pool, its winning
+    taps, or none without ``winners``)."""
     kernels = _MAX_POOL_KERNELS.get(x.device.type, _max_pool_default)
-    return kernels(x, list(window[0]), list(window[1]), [1, 1], False)[0]
+    return kernels(x, list(window[0]), list(window[1]), [1, 1], winners)
 
 
 def _pool_shape(shape, window) -> list[int]:
     """The shape of the stride-1 max pool of ``window`` of a tensor of ``shape``."""
-    shape = list(shape)
-    if window is not None:
-        for i, (k, p) in enumerate(zip(*window)):
-            shape[2 + i] += 2 * p - (k - 1)
-    return shape
+    return list(shape) if window is None else _stride1_shape(shape, *window, [1] * len(window[0]))
 
 
 def _no_details(x: Tensor, axes) -> Tensor:
@@ -295,14 +297,12 @@ def _max_pool_first_backward(x: Tensor, window, needs, backward) -> list[Tensor]
     """The gradients of an operator run on x's stride-1 max pool of ``window``: the pool again,
     with its winners where x's gradient is needed, the operator's ``backward`` from it, then the
     pool's (the forward kept x alone)."""
-    (k, p), d = (list(v) for v in window), [1, 1]
-    kernels = _MAX_POOL_KERNELS.get(x.device.type, _max_pool_default)
-    h, winners = kernels(x, k, p, d, bool(needs[0]))
+    h, winners = _max_pool_of(x, window, bool(needs[0]))
     grads = backward(h)
     del h
     if needs[0]:
         route = _MAX_POOL_BACKWARD_KERNELS.get(x.device.type, _max_pool_backward_default)
-        grads[0] = route(grads[0].contiguous(), winners, list(x.shape), k, p, d)
+        grads[0] = route(grads[0].contiguous(), winners, list(x.shape), list(window[0]), list(window[1]), [1, 1])
     return grads
 
 
@@ -317,12 +317,7 @@ def _down_setup(ctx, inputs, output):
     x, args = inputs[0], inputs[1 : _N_ARGS + 1]
     ctx.save_for_backward(x, *args[:_N_TENSORS])
     ctx.rest = args[_N_TENSORS:]
-    ctx.window = list(_flat_window(_window(inputs, _N_ARGS + 3)))
-
-
-def _flat_window(window) -> tuple:
-    """A window as the operators' max_window argument: kernel sizes then paddings, () for none."""
-    return () if window is None else (*window[0], *window[1])
+    ctx.window = _window_arg_at(inputs, _N_ARGS + 3)
 
 
 def _no_costs(g_costs: Tensor | None) -> Tensor | None:
@@ -354,11 +349,11 @@ def _down_grad(ctx, g_y, g_details, g_costs):
         fn = _down_reference_of(ctx.rest, g_costs is not None, window=ctx.window)
         grads = _reference_grads(fn, saved, needs, (g_y, g_details, g_costs), True)
         return (*grads, None, None, None, None, None, None, None)
-    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs, *_window_arg(ctx.window))
+    grads = ctx.backward(*saved, *ctx.rest, g_y, g_details, g_costs, needs, *_trailing_window(ctx.window))
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None, None)
 
 
-def _window_arg(window) -> tuple:
+def _trailing_window(window) -> tuple:
     """The trailing max_window argument of a backward operator's call: none where it is the default."""
     return (window,) if window else ()
 
@@ -379,7 +374,7 @@ def _bands_impl(*backends):
         if window is not None and backend is cuda and cuda.max_window_usable(x, a.axes, *window, (1, 1)):
             return cuda.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs, window)
         if window is not None:  # (not where _max_first puts a window: a fallback)
-            x = _max_pool_values(x, window)
+            x = _max_pool_of(x, window, False)[0]
         if backend is cpu and (layout == "approximation" or cpu.polyphase_usable(x, a.axes)):
             return cpu.down_forward_bands(x, a.predict(), a.update(), a.axes, layout, with_costs)
         if backend is cuda and cuda.bands_usable(x, a.axes):
@@ -422,7 +417,7 @@ def _bands_backward_impl(*backends):
 def _bands_setup(ctx, inputs, output):
     _down_setup(ctx, inputs[: _N_ARGS + 1], output)
     ctx.layout = inputs[_N_ARGS + 1]
-    ctx.window = list(_flat_window(_window(inputs, _N_ARGS + 3)))
+    ctx.window = _window_arg_at(inputs, _N_ARGS + 3)
 
 
 def _bands_grad(ctx, g_out, g_costs):
@@ -432,7 +427,7 @@ def _bands_grad(ctx, g_out, g_costs):
     if torch.is_grad_enabled():  # create_graph=True
         fn = _down_reference_of(ctx.rest, g_costs is not None, ctx.layout, ctx.window)
         return (*_reference_grads(fn, saved, needs, (g_out, g_costs), True), None, None, None, None, None, None, None)
-    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs, *_window_arg(ctx.window))
+    grads = ctx.backward(*saved, *ctx.rest, ctx.layout, g_out, g_costs, needs, *_trailing_window(ctx.window))
     return (*_grads_in(grads, saved, needs), None, None, None, None, None, None, None)
 
 
@@ -551,9 +546,13 @@ def _max_pool_cuda(x: Tensor, kernel_size, padding, dilation, winners: bool) -> 
     return _max_pool_default(x, kernel_size, padding, dilation, winners)
 
 
+def _stride1_shape(shape, kernel_size, padding, dilation) -> list[int]:
+    """The shape of a stride-1 pool's output over the axes after (N, C)."""
+    return list(shape[:2]) + [s + 2 * p - d * (k - 1) for s, k, p, d in zip(shape[2:], kernel_size, padding, dilation)]
+
+
 def _max_pool_fake(x: Tensor, kernel_size, padding, dilation, winners: bool) -> tuple[Tensor, Tensor]:
-    size = [s + 2 * p - d * (k - 1) for s, k, p, d in zip(x.shape[2:], kernel_size, padding, dilation)]
-    shape = list(x.shape[:2]) + size
+    shape = _stride1_shape(x.shape, kernel_size, padding, dilation)
     return x.new_empty(shape), x.new_empty(shape if winners else [0], dtype=torch.uint8)
 
 
@@ -785,7 +784,7 @@ def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes
     if route not in ("op", "direct"):
         y, details, c_u, c_p = reference.down_pool(x, predict, update, a.axes, output, a.gamma, with_costs)
         return y, details, (torch.stack((c_u, c_p)) if with_costs else None)
-    y, details, costs = _call(route, _DOWN, x, *a, with_costs, with_details, *_window_arg(window))
+    y, details, costs = _call(route, _DOWN, x, *a, with_costs, with_details, *_trailing_window(window))
     return y, details, (costs if with_costs else None)
 
 
@@ -804,7 +803,7 @@ def down_pool_bands(x: Tensor, predict: OperatorWeights, update: OperatorWeights
     if max_window is not None:
         x, window = _max_first(x, a, max_window, route)
     if route in ("op", "direct"):
-        out, costs = _call(route, _BANDS, x, *a, layout, with_costs, *_window_arg(window))
+        out, costs = _call(route, _BANDS, x, *a, layout, with_costs, *_trailing_window(window))
         return out, (costs if with_costs else None)
     y, details, costs = down_pool(x, predict, update, a.axes, "LL", None, with_costs)  # (x: pooled already)
     return reference.lay_out_bands(y, details, a.axes, layout), costs
