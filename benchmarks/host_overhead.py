@@ -121,6 +121,20 @@ def main(argv=None) -> int:
                                  "triton_launches": launches, "host_ms": host_ms, "ops": dict(counter.ops)})  # fmt: skip
                     print(f"K={k} {path:<34} {what:<28} {ops:4d} ops ({working:3d} working, operators' insides too)"
                           f"  {launches:3d} Triton launches  {host_ms:6.3f} ms host", flush=True)  # fmt: skip
+    # a training forward on a bfloat16 input with float32 weights, as CUDA autocast hands it to the
+    # kernels: the regulariser's ops around the launch (costs in float32: a column sum and a dot)
+    down = liftswap.LiftDownPool2d(4).train()
+    half = x.detach().bfloat16()
+    with native.enabled(False), stubbed_launches(), lift_triton.on_cpu():
+        for _ in range(5):
+            down(half)
+        benchutil.LAUNCHES.clear()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            down(half)
+        launches, working = sum(benchutil.LAUNCHES.values()), _working_ops(prof)
+    rows.append({"path": "Triton kernels (launches stubbed)", "kernel_size": 3, "call": "down, training forward, bfloat16 input",
+                 "working_aten_ops": working, "triton_launches": launches})  # fmt: skip
+    print(f"K=3 down, training forward, bfloat16 input: {working} working ATen ops, {launches} Triton launch", flush=True)
     goal_rows = []
     with native.enabled(False), stubbed_launches(), lift_triton.on_cpu():
         down, pool = liftswap.LiftDownPool2d(4).train(), torch.nn.MaxPool2d(3, 2, 1)

@@ -123,6 +123,32 @@ def test_gradients_equal_autograd_through_the_reference(dims, backend):
     assert rel_err(list(got), list(ref), floor=1.0) < 1e-11
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_costs_of_a_half_precision_input_are_float32(dtype, backend):
+    """The costs output is float32 for a half-precision input (both operators, and their fake
+    rules: opcheck), so the regulariser stays float32 with no conversion, against float64 costs
+    of the same rounded input and weights; a layer's regulariser and an empty batch's are float32."""
+    down = randomize(liftswap.LiftDownPool2d(2, init="paper"), seed=3).to(dtype)
+    a = args_of(down)
+    x = torch.randn(2, 2, 7, 6).to(dtype)
+    torch.library.opcheck(torch.ops.liftswap.lift_down_pool.default, (x, *a, True))
+    torch.library.opcheck(torch.ops.liftswap.lift_down_pool_bands.default, (x, *a, "polyphase", True))
+    _, _, costs = torch.ops.liftswap.lift_down_pool(x, *a, True)
+    _, bands_costs = torch.ops.liftswap.lift_down_pool_bands(x, *a, "polyphase", True)
+    a64 = args_of(down.double())
+    _, _, c_u, c_p = reference.down_pool(x.double(), a64.predict(), a64.update(), down.axes, "gated", a64.gamma, True)
+    want = torch.stack((c_u, c_p))
+    assert costs.dtype == bands_costs.dtype == torch.float32
+    # within a rounding of the input's dtype: the intermediates are rounded to it, their errors averaged
+    eps = torch.finfo(dtype).eps
+    assert rel_err(costs.double(), want) < eps and rel_err(bands_costs.double(), want) < eps
+    down.to(dtype)
+    down(x)
+    assert down.last_regularization.dtype == torch.float32 and liftswap.regularization_loss(down).dtype == torch.float32
+    down(x[:0])
+    assert down.last_regularization.dtype == torch.float32 and down.last_regularization.item() == 0
+
+
 @pytest.mark.parametrize("shape", [(2, 2, 7, 6), (2, 2, 8, 9), (1, 2, 1, 1), (1, 2, 259, 258)])
 def test_polyphase_places_every_band(shape, backend):
     """``lift_down_pool_bands`` "polyphase" puts band (r, q) of the down pool at rows 2i + r, columns

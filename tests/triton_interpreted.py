@@ -569,18 +569,23 @@ def test_up_pool_matches_pytorch_float64(dims, init, output, monkeypatch):
 
 
 def test_half_input_and_channels_last():
-    """float16 input (float32 arithmetic, float16 output) and a channels-last input, through the kernels."""
+    """float16 input (float32 arithmetic, float16 output, float32 costs: the regulariser
+    unconverted) and a channels-last input, through the kernels."""
     down = randomize(liftswap.LiftDownPool2d(3, init="paper", return_details=True))
     x = torch.randn(2, 3, 10, 9)
     with native.enabled(False), lift_triton.enabled(False):
         ref = down(x)
+        ref_reg = down.last_regularization
     with native.enabled(False), lift_triton.on_cpu():
         half = down(x.half())
+        half_reg = down.last_regularization
         last = down(x.to(memory_format=torch.channels_last))
         plain = down(x)
     assert half[0].dtype == torch.float16 and half[1].dtype == torch.float16
     for h, r in zip(half, ref):
         assert ((h.float() - r).abs().max() / r.abs().max()).item() < 2e-3  # float16 rounding of input and output
+    assert half_reg.dtype == torch.float32  # the input's float16 rounding alone: costs average it
+    assert abs(half_reg.item() - ref_reg.item()) / ref_reg.item() < torch.finfo(torch.float16).eps
     assert all(torch.equal(a, b) for a, b in zip(last, plain))
     assert max_diff(plain, ref) < 1e-5
 

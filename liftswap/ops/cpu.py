@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from . import reference
 from .cpu_build import library
 from .output_modes import coefficients, up_bands_backward
 
@@ -368,7 +369,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     if layout == "approximation":
         done = None if with_costs or len(order) != 2 else kernel.forward2(x, order, False, "approximation")
         if done is not None:
-            return done[0], x.new_empty(0)
+            return done[0], x.new_empty(0, dtype=reference.costs_dtype(x.dtype))
         bands, costs, _ = _lifts(kernel, x, order, with_costs)
         return bands.view(_bands_shape(bands, x.shape[0]))[0].clone(), costs
     out, costs, placed = _lifts(kernel, x, order, with_costs, polyphase=True)
@@ -393,12 +394,12 @@ def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyp
     else:
         out, costs = lifted
     if not with_costs:
-        return out, x.new_empty(0), polyphase and lifted is not None
+        return out, x.new_empty(0, dtype=reference.costs_dtype(x.dtype)), polyphase and lifted is not None
     c_u = c_p = 0.0
     for cost, count in zip(costs, _counts(x.shape, order)):
         cu, cp = cost.sum(0).tolist()
         c_u, c_p = c_u + cu / count, c_p + cp / count
-    return out, torch.tensor([c_u, c_p], dtype=x.dtype), polyphase and lifted is not None
+    return out, torch.tensor([c_u, c_p], dtype=reference.costs_dtype(x.dtype)), polyphase and lifted is not None
 
 
 def _counts(shape, order: list[int]) -> list[int]:

@@ -1626,7 +1626,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     params, bases = _operators(predict, update)
     x = x.contiguous()
     y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout, pool)
-    return (bands if layout == "polyphase" else y), (x.new_empty(0) if costs is None else costs.to(x.dtype))
+    return (bands if layout == "polyphase" else y), (x.new_empty(0, dtype=_acc(x)[1]) if costs is None else costs)
 
 
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True,
@@ -1641,7 +1641,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
     mix = _Mix.of(output, gamma, x)
     if _fused_2d(x, axes):
         y, bands, costs = _down2_forward(x, weights, bases, mix, with_costs, "bands" if with_details else "approximation", pool)
-        return y, bands, (costs if costs is None or costs.dtype == x.dtype else costs.to(x.dtype))
+        return y, bands, costs
     bands, costs = x, None
     for i, dim in enumerate(order):
         last = i == len(order) - 1
@@ -1651,7 +1651,7 @@ def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, 
             lift_costs = sums.sum(0) / (bands.numel() // bands.shape[0] * n)  # per element of one 1D lift's s
             costs = lift_costs if costs is None else costs + lift_costs
     bands = bands.view((-1, n) + tuple(bands.shape[1:]))
-    return y, bands, (None if costs is None else costs.to(x.dtype))
+    return y, bands, costs
 
 
 def _down_backward(x, axes, output: str, bases, gamma, params, g_y, g_details, g_costs, want_gamma: bool):
@@ -1950,7 +1950,7 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
     gamma = gamma if output == "gated" else None
     y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma, params, with_details, pool)
     details = y.new_empty((y.shape[0], 0) + tuple(y.shape[1:])) if bands is None else bands[1:].movedim(0, 1)
-    return y, details, (x.new_empty(0) if costs is None else costs)
+    return y, details, (x.new_empty(0, dtype=_acc(x)[1]) if costs is None else costs)
 
 
 def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,

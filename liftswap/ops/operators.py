@@ -186,7 +186,7 @@ def _residual(x: Tensor, a: Args, twice: bool = False):
 def _down_reference(x: Tensor, a: Args, with_costs: bool, twice: bool = False):
     y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs,
                                                residual=_residual(x, a, twice))  # fmt: skip
-    costs = torch.stack((c_u, c_p)).to(x.dtype) if with_costs else x.new_empty(0)
+    costs = torch.stack((c_u, c_p)) if with_costs else x.new_empty(0, dtype=reference.costs_dtype(x.dtype))
     # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
     y, details = y.to(x.dtype), details.to(x.dtype)
     return (y.clone() if a.output == "LL" else y), details, costs  # y may not alias the details
@@ -250,8 +250,9 @@ def _no_details(x: Tensor, axes) -> Tensor:
 
 
 def _costs_fake(x: Tensor, with_costs: bool) -> Tensor:
-    """The costs output: (c_u, c_p), or no element without ``with_costs`` (nothing to launch)."""
-    return x.new_empty(2 if with_costs else 0)
+    """The costs output: (c_u, c_p), or no element without ``with_costs`` (nothing to launch), in
+    :func:`reference.costs_dtype` (float32 for a bfloat16 x: no conversion either way)."""
+    return x.new_empty(2 if with_costs else 0, dtype=reference.costs_dtype(x.dtype))
 
 
 def _down_fake(x: Tensor, *args):

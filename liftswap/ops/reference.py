@@ -185,20 +185,28 @@ def detail_term(details, output: str, gamma: Tensor | None) -> Tensor | None:
     return term
 
 
+def costs_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the regulariser's costs for an input of ``dtype``: float64 for float64, else
+    float32, the kernels' accumulation (as autocast runs reductions; a bfloat16 cost would keep
+    ~3 digits, and converting it costs a launch each way)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str,
               gamma: Tensor | None, with_costs: bool, residual=None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:  # fmt: skip
-    """``(y, details (N, nd, C, *pooled), c_u, c_p)``: lifts innermost axis first, all bands so
+    """``(y, details (N, nd, C, *pooled), c_u, c_p)`` (costs in :func:`costs_dtype`): lifts innermost axis first, all bands so
     far stacked along the batch in one call per axis (band order: innermost letter lowest bit);
     ``residual`` as :func:`apply_operator` takes it."""
     n = x.shape[0]
     bands = x
     c_u = c_p = None
+    acc = costs_dtype(x.dtype)
     for i, dim in enumerate(reversed(tuple(axes))):
         count = 2**i  # bands lifted in this call; the costs are per 1D lift
         s, d, x_o = lift(bands, dim, predict, update, residual)
         bands = torch.cat((s, d), dim=0)
         if with_costs:
-            cu, cp = (s - x_o).square().mean() * count, d.square().mean() * count
+            cu, cp = (s - x_o).square().mean(dtype=acc) * count, d.square().mean(dtype=acc) * count
             c_u = cu if c_u is None else c_u + cu
             c_p = cp if c_p is None else c_p + cp
     bands = bands.view((2 ** len(axes), n) + bands.shape[1:])  # (n_bands, N, C, *pooled)
