@@ -8,7 +8,8 @@ allocations and no-op conversions left out: on CUDA each is about one launch) an
 the call on tiny CPU tensors with the Triton launches stubbed out, for the PyTorch
 implementation against the Triton path (run on CPU tensors through lift_triton.on_cpu, which
 needs TRITON_INTERPRET=1: set here before liftswap is imported), at kernel size 3 (the fused
-kernels) and 5 (the residual kernels inside the reference's composition). Last, the calls
+kernels) and 5 (the residual kernels inside the reference's composition); the ATen ops around a
+training forward on the bfloat16 input CUDA autocast hands a layer (the regulariser's). Last, the calls
 ``gpu_goals.py`` times for its layer rows (a no-grad forward; a forward, ``.sum()`` and
 ``autograd.grad``) of a LiftDownPool2d against MaxPool2d(3, 2, 1), timed in turns: at batch 8 a
 GPU runs those rows about as fast as the host issues them, so this ratio (Triton launches

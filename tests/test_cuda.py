@@ -215,6 +215,13 @@ def test_cuda_autocast_bf16_keeps_float32():
         assert torch.isfinite(g).all()
     for g, r in zip(ops[:3], ref[:3]):
         assert norm_rel_err(g, r) < 1e-2  # bf16 convolutions: 8 bits of mantissa
+    down(x)
+    reg = down.last_regularization
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        down(x.bfloat16())  # a bfloat16 activation, as a convolution before the layer hands it
+    # the costs come out of the kernel in float32: the regulariser is not rounded to bfloat16
+    assert down.last_regularization.dtype == torch.float32
+    assert abs(down.last_regularization.item() - reg.item()) / reg.item() < torch.finfo(torch.bfloat16).eps
 
 
 def test_cuda_patched_resnet_keeps_function():
