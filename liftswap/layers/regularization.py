@@ -20,7 +20,9 @@ def regularization_loss(model: nn.Module) -> Tensor:
     ``torch.compile``-d models alike (it only walks ``model.modules()``).
 
     Returns:
-        A scalar tensor; a zero tensor on the model's device when no layer contributed.
+        A scalar tensor, float32 (float64 where the layers ran in float64; bfloat16 and float16
+        inputs, autocast's too, keep the costs in float32); a zero tensor on the model's device
+        when no layer contributed.
 
     Example:
         >>> import liftswap
