@@ -369,7 +369,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     if layout == "approximation":
         done = None if with_costs or len(order) != 2 else kernel.forward2(x, order, False, "approximation")
         if done is not None:
-            return done[0], x.new_empty(0, dtype=reference.costs_dtype(x.dtype))
+            return done[0], reference.empty_costs(x)
         bands, costs, _ = _lifts(kernel, x, order, with_costs)
         return bands.view(_bands_shape(bands, x.shape[0]))[0].clone(), costs
     out, costs, placed = _lifts(kernel, x, order, with_costs, polyphase=True)
@@ -394,7 +394,7 @@ def _lifts(kernel: _Kernel, x: Tensor, order: list[int], with_costs: bool, polyp
     else:
         out, costs = lifted
     if not with_costs:
-        return out, x.new_empty(0, dtype=reference.costs_dtype(x.dtype)), polyphase and lifted is not None
+        return out, reference.empty_costs(x), polyphase and lifted is not None
     c_u = c_p = 0.0
     for cost, count in zip(costs, _counts(x.shape, order)):
         cu, cp = cost.sum(0).tolist()

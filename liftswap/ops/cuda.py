@@ -31,6 +31,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 
+from . import reference
 from .output_modes import coefficients, up_bands, up_bands_backward
 from .triton_launch import launch
 
@@ -1626,7 +1627,7 @@ def down_forward_bands(x: Tensor, predict, update, axes, layout: str, with_costs
     params, bases = _operators(predict, update)
     x = x.contiguous()
     y, bands, costs = _down2_forward(x, _flat(params, x), bases, _Mix.of("LL", None, x), with_costs, layout, pool)
-    return (bands if layout == "polyphase" else y), (x.new_empty(0, dtype=_acc(x)[1]) if costs is None else costs)
+    return (bands if layout == "polyphase" else y), (reference.empty_costs(x) if costs is None else costs)
 
 
 def _down_forward(x: Tensor, axes, output: str, with_costs: bool, bases, gamma, params, with_details: bool = True,
@@ -1950,7 +1951,7 @@ def down_forward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | 
     gamma = gamma if output == "gated" else None
     y, bands, costs = _down_forward(x, axes, output, with_costs, bases, gamma, params, with_details, pool)
     details = y.new_empty((y.shape[0], 0) + tuple(y.shape[1:])) if bands is None else bands[1:].movedim(0, 1)
-    return y, details, (x.new_empty(0, dtype=_acc(x)[1]) if costs is None else costs)
+    return y, details, (reference.empty_costs(x) if costs is None else costs)
 
 
 def down_backward(x: Tensor, predict, update, axes, output: str, gamma: Tensor | None, g_y: Tensor | None,

@@ -186,7 +186,7 @@ def _residual(x: Tensor, a: Args, twice: bool = False):
 def _down_reference(x: Tensor, a: Args, with_costs: bool, twice: bool = False):
     y, details, c_u, c_p = reference.down_pool(x, a.predict(), a.update(), a.axes, a.output, a.gamma, with_costs,
                                                residual=_residual(x, a, twice))  # fmt: skip
-    costs = torch.stack((c_u, c_p)) if with_costs else x.new_empty(0, dtype=reference.costs_dtype(x.dtype))
+    costs = torch.stack((c_u, c_p)) if with_costs else reference.empty_costs(x)
     # x's dtype, as the fake rule says (under autocast the convolutions ran in lower precision)
     y, details = y.to(x.dtype), details.to(x.dtype)
     return (y.clone() if a.output == "LL" else y), details, costs  # y may not alias the details
@@ -225,9 +225,12 @@ def _window_arg_at(args, at: int) -> list:
 
 
 def _window(args, at: int):
-    """The operator's max_window argument at ``args[at]`` as ((kernel sizes), (paddings)) of a 2-D
-    stride-1 max pool, or None."""
-    flat = _window_arg_at(args, at)
+    """The operator's max_window argument at ``args[at]`` as :func:`_parse_window` reads it."""
+    return _parse_window(_window_arg_at(args, at))
+
+
+def _parse_window(flat):
+    """A max_window argument as ((kernel sizes), (paddings)) of a 2-D stride-1 max pool, or None."""
     return ((flat[0], flat[1]), (flat[2], flat[3])) if flat else None
 
 
@@ -252,7 +255,7 @@ def _no_details(x: Tensor, axes) -> Tensor:
 def _costs_fake(x: Tensor, with_costs: bool) -> Tensor:
     """The costs output: (c_u, c_p), or no element without ``with_costs`` (nothing to launch), in
     :func:`reference.costs_dtype` (float32 for a bfloat16 x: no conversion either way)."""
-    return x.new_empty(2 if with_costs else 0, dtype=reference.costs_dtype(x.dtype))
+    return x.new_empty(2, dtype=reference.costs_dtype(x.dtype)) if with_costs else reference.empty_costs(x)
 
 
 def _down_fake(x: Tensor, *args):
@@ -330,7 +333,7 @@ def _down_reference_of(rest, with_costs: bool, layout: str | None = None, window
     """fn(x, *weights): the down pool's outputs through the reference's PyTorch ops, the weights
     those saved for backward and ``rest`` the operator's arguments after them; ``layout``: the
     bands operator's outputs; ``window``: its max_window argument."""
-    window = _window([window], 0)
+    window = _parse_window(window)
 
     def fn(x, *ts):
         if window is not None:
@@ -388,9 +391,9 @@ def _bands_impl(*backends):
 
 def _bands_fake(x: Tensor, *args):
     axes, layout, costs = args[9], args[_N_ARGS], _costs_fake(x, args[_N_ARGS + 1])
-    if layout == "approximation":
-        return x.new_empty(_pooled_shape(_pool_shape(x.shape, _window(args, _N_ARGS + 2)), axes)), costs
     shape = _pool_shape(x.shape, _window(args, _N_ARGS + 2))
+    if layout == "approximation":
+        return x.new_empty(_pooled_shape(shape, axes)), costs
     for dim in axes:
         shape[dim] += shape[dim] % 2
     return x.new_empty(shape), costs

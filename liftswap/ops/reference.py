@@ -192,6 +192,11 @@ def costs_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def empty_costs(x: Tensor) -> Tensor:
+    """The costs output of a call that computes none: no element, in :func:`costs_dtype`."""
+    return x.new_empty(0, dtype=costs_dtype(x.dtype))
+
+
 def down_pool(x: Tensor, predict: OperatorWeights, update: OperatorWeights, axes: Sequence[int], output: str,
               gamma: Tensor | None, with_costs: bool, residual=None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:  # fmt: skip
     """``(y, details (N, nd, C, *pooled), c_u, c_p)`` (costs in :func:`costs_dtype`): lifts innermost axis first, all bands so
