@@ -15,7 +15,7 @@ from liftswap.layers import lift, unlift
 from liftswap.layers.lift_pool import LIFT_DOWN_POOLS, LIFT_UP_POOLS, LiftOperator
 from liftswap.ops import reference
 from liftswap.ops.operators import Args
-from test_layers import randomize
+from test_layers import randomize, weighted_sum
 
 # Collected on its own (pytest --doctest-modules imports it) it skips: tests/test_triton.py runs it.
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by tests/test_triton.py")
@@ -373,11 +373,6 @@ def test_max_pool_inside_the_down_pool(shape, k, p, output, rows, monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, equal_nan=True)
 
 
-def _weighted_sum(outs) -> torch.Tensor:
-    """A loss that weighs every element of ``outs`` differently (fixed weights)."""
-    return sum((o * torch.cos(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum() for o in outs)
-
-
 @pytest.mark.parametrize(
     "shape,k,p,output,details",
     [
@@ -408,10 +403,10 @@ def test_max_pool_inside_the_down_pool_with_grad(shape, k, p, output, details, m
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = down(xg, max_window=(k, p, (1, 1))) if fused else down(torch.nn.functional.max_pool2d(xg, k, 1, p))
         outs = list(out) if isinstance(out, tuple) else [out]
-        loss = _weighted_sum(outs) + liftswap.regularization_loss(down)
+        loss = weighted_sum(outs) + liftswap.regularization_loss(down)
         grads = torch.autograd.grad(loss, [xg, *params], create_graph=twice)
         if twice:  # a gradient penalty's: differentiated again, in x and the weights
-            grads = torch.autograd.grad(_weighted_sum(grads[:1]).square(), [xg, *params], allow_unused=True, materialize_grads=True)
+            grads = torch.autograd.grad(weighted_sum(grads[:1]).square(), [xg, *params], allow_unused=True, materialize_grads=True)
         return [*outs, loss, *grads], sum(saved.values())
 
     with native.enabled(False), lift_triton.enabled(False):
@@ -622,7 +617,7 @@ def test_torch_compile_keeps_the_max_pool_inside(monkeypatch):
     def run(layer):
         xg = x.clone().requires_grad_()
         y, details = layer(xg)
-        loss = _weighted_sum([y, details]) + liftswap.regularization_loss(down)
+        loss = weighted_sum([y, details]) + liftswap.regularization_loss(down)
         return [y, details, *torch.autograd.grad(loss, [xg, *down.parameters()])]
 
     with native.enabled(False), lift_triton.enabled(False):
