@@ -75,7 +75,8 @@ def _layer_calls(module: nn.Module, x: torch.Tensor, up: nn.Module | None = None
 
 def _switched(fn, switch: str, value: bool):
     """``fn`` with a switch of liftswap.ops.cuda set to ``value`` (``_FUSED_2D`` off: the 2-D
-    down pool's forward lift by lift, one launch per axis; ``_enabled`` off: the PyTorch ops)."""
+    down pool's forward lift by lift, one launch per axis; ``_enabled`` off: the PyTorch ops;
+    ``_MAX_INSIDE`` off: a preserve site's max pool launched first)."""
     from liftswap.ops import cuda
 
     def run():

@@ -29,7 +29,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 from benchutil import interleaved_times, noop_driver, write_json  # noqa: E402
-from gpu_goals import _layer_calls  # noqa: E402
+from gpu_goals import _layer_calls, _switched  # noqa: E402
 
 import liftswap  # noqa: E402
 from liftswap.ops import cpu as native, cuda as lift_triton, operators, triton_launch  # noqa: E402
@@ -90,18 +90,12 @@ def main(argv=None) -> int:
         # (one launch) or run first (LIFTSWAP_TRITON_MAX_INSIDE=0: two launches and two operators)
         site = liftswap.patch(torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, 1)), example_inputs=x).eval()  # (preserve: the default)
 
-        def preserve(inside: bool):
-            def call():
-                lift_triton._MAX_INSIDE = inside
-                try:
-                    with torch.no_grad():
-                        return site(x)
-                finally:
-                    lift_triton._MAX_INSIDE = True
+        def preserve():
+            with torch.no_grad():
+                return site(x)
 
-            return call
-
-        times = interleaved_times({"one": preserve(True), "two": preserve(False), "MaxPool2d": calls["MaxPool2d"][0]}, args.repeats)
+        times = interleaved_times({"one": _switched(preserve, "_MAX_INSIDE", True), "two": _switched(preserve, "_MAX_INSIDE", False),
+                                   "MaxPool2d": calls["MaxPool2d"][0]}, args.repeats)  # fmt: skip
         us = {k: v * 1e6 for k, v in times.items()}
         preserve_row = {"one_launch_us": us["one"], "two_launches_us": us["two"], "maxpool_us": us["MaxPool2d"]}
         print(f"preserve MaxPool2d(3, 2, 1) site, no grad: max pool inside {us['one']:.1f} us ({us['one'] / us['MaxPool2d']:.2f}x), "
@@ -112,17 +106,11 @@ def main(argv=None) -> int:
         xg = x.clone().requires_grad_(True)
         wanted = [xg, *trained.parameters()]
 
-        def preserve_step(inside: bool):
-            def call():
-                lift_triton._MAX_INSIDE = inside
-                try:
-                    return torch.autograd.grad(trained(xg).sum(), wanted)
-                finally:
-                    lift_triton._MAX_INSIDE = True
+        def preserve_step():
+            return torch.autograd.grad(trained(xg).sum(), wanted)
 
-            return call
-
-        times = interleaved_times({"one": preserve_step(True), "two": preserve_step(False), "MaxPool2d": calls["MaxPool2d"][1]},
+        times = interleaved_times({"one": _switched(preserve_step, "_MAX_INSIDE", True),
+                                   "two": _switched(preserve_step, "_MAX_INSIDE", False), "MaxPool2d": calls["MaxPool2d"][1]},
                                   args.repeats)  # fmt: skip
         us = {k: v * 1e6 for k, v in times.items()}
         preserve_row.update(train_one_launch_us=us["one"], train_two_launches_us=us["two"], train_maxpool_us=us["MaxPool2d"])
